@@ -1,0 +1,282 @@
+"""
+Streaming ShareGPT loader.
+
+ShareGPT ships as one big JSON array (~120 MB). We convert it once to JSON Lines
+(one conversation per line) with a streaming decoder, then read (prompt, target)
+pairs from the jsonl lazily, so memory stays flat however long the file is.
+
+    python -m data.sharegpt_stream --convert IN.json OUT.jsonl
+    python -m data.sharegpt_stream --peek 3 OUT.jsonl [--max-src-len L --max-tgt-len L]
+"""
+
+import argparse
+import codecs
+import itertools
+import json
+import os
+import re
+import sys
+import tempfile
+
+FIX_HINT = ("create it with `python -m data.sharegpt_stream --convert IN.json OUT.jsonl` "
+            "or fetch the assets with `python -m scripts.fetch_assets`")
+STAT_KEYS = ("lines", "conversations", "pairs", "malformed", "empty", "blank")
+
+# -----------------------------------------------------------------------------
+# jsonl -> (prompt, target) pairs
+
+def iter_sharegpt_jsonl(path, max_src_len=2048, max_tgt_len=256, stats=None):
+    """Yield (prompt_text, target_text) for every human -> gpt exchange in a ShareGPT jsonl.
+
+    Limits are in characters (the loader has no tokenizer). Both texts are stripped of
+    surrounding whitespace, then the prompt keeps its TAIL (the end of the question
+    matters most) and the target keeps its HEAD (what the model should say first).
+    Other roles ("system", ...) are ignored; of consecutive human turns the last one
+    before the gpt turn is the prompt; a gpt turn with no human turn before it is dropped.
+    Blank lines, malformed lines and exchanges with a blank side are skipped and counted.
+    If `stats` is given it is reset to zero and updated live (keys in STAT_KEYS).
+    """
+    if max_src_len < 1 or max_tgt_len < 1:
+        raise ValueError(f"max_src_len/max_tgt_len must be >= 1 (got {max_src_len}/{max_tgt_len}); pass positive character limits")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"ShareGPT jsonl not found: {path}; {FIX_HINT}")
+    st = stats if stats is not None else {}
+    st.update(dict.fromkeys(STAT_KEYS, 0))
+    with open(path, "rb") as f:  # binary: one bad UTF-8 line must not kill the stream
+        for raw in f:
+            st["lines"] += 1
+            if not raw.strip():
+                st["blank"] += 1
+                continue
+            try:
+                rec = json.loads(raw)
+            except ValueError:  # JSONDecodeError and UnicodeDecodeError
+                st["malformed"] += 1
+                continue
+            turns = rec.get("conversations") if isinstance(rec, dict) else None
+            if not isinstance(turns, list):
+                st["malformed"] += 1
+                continue
+            st["conversations"] += 1
+            human = None
+            for turn in turns:
+                if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
+                    continue
+                role = turn.get("from")
+                if role == "human":
+                    human = turn["value"]
+                elif role == "gpt" and human is not None:
+                    prompt = human.strip()[-max_src_len:]
+                    target = turn["value"].strip()[:max_tgt_len]
+                    human = None
+                    if not prompt or not target:
+                        st["empty"] += 1
+                        continue
+                    st["pairs"] += 1
+                    yield prompt, target
+    skipped = [f"{st[k]} {label}" for k, label in
+               (("malformed", "malformed lines"), ("blank", "blank lines"), ("empty", "empty exchanges")) if st[k]]
+    if skipped:
+        what = ", ".join(skipped[:-1]) + " and " + skipped[-1] if len(skipped) > 1 else skipped[0]
+        print(f"[sharegpt] {what} skipped in {path} (of {st['lines']} lines)", file=sys.stderr)
+
+# -----------------------------------------------------------------------------
+# one big JSON array -> jsonl, streamed
+
+_WS = re.compile(r"[ \t\n\r]*")
+
+def _damaged(err, n):
+    # Is this decode error real damage rather than "the record continues past the buffer end"?
+    # A cut inside a string reports the string's start, so it could be anywhere; any other
+    # cut is reported within a few chars of the end (partial literal, escape or number).
+    if err.msg.startswith("Unterminated string"):
+        return False
+    return err.pos < n - 16 or err.msg.startswith(("Invalid control character", "Invalid \\escape"))
+
+def _msg(err):
+    return err.msg.removesuffix(" at").removesuffix(" starting")
+
+def _iter_json_array(f, chunk_size, out):
+    """Yield the elements of the JSON array in binary file `f`, reading `chunk_size` bytes at a time.
+    On return `out` holds: bad_offset (byte offset where decoding stopped, None if clean), reason."""
+    dec_utf8 = codecs.getincrementaldecoder("utf-8")()
+    decoder = json.JSONDecoder()
+    buf, pos = "", 0     # decoded text not yet consumed starts at buf[pos]
+    base = 0             # byte offset of buf[0] in the file
+    read = 0             # bytes read so far
+    wait = 0             # don't retry a failed decode until this many chars are pending (amortised O(n))
+    eof, utf8_err = False, None
+    state = "open"       # open -> first -> (sep -> value)* -> closed
+    while True:
+        # parse as much of buf as we can
+        while True:
+            pos = _WS.match(buf, pos).end()
+            if pos == len(buf):
+                break
+            c = buf[pos]
+            if state == "open":
+                if c == "\ufeff" and base == 0 and pos == 0:  # UTF-8 BOM
+                    pos += 1
+                    continue
+                if c != "[":
+                    hint = "; it looks like JSON Lines already, read it with iter_sharegpt_jsonl" if c == "{" else ""
+                    raise ValueError(f"{f.name} is not a JSON array (starts with {c!r}, expected '['){hint}")
+                pos, state = pos + 1, "first"
+            elif state == "sep":
+                if c not in ",]":
+                    out.update(bad_offset=base + len(buf[:pos].encode()), reason=f"expected ',' or ']' but found {c!r}")
+                    return
+                pos, state = pos + 1, ("value" if c == "," else "closed")
+            elif state == "closed":
+                out.update(bad_offset=base + len(buf[:pos].encode()), reason="trailing data after the closing ']'")
+                return
+            else:  # first / value
+                if c == "]":  # empty array, or (leniently) a trailing comma
+                    pos, state = pos + 1, "closed"
+                    continue
+                if len(buf) - pos < wait and not eof:
+                    break
+                try:
+                    obj, end = decoder.raw_decode(buf, pos)
+                except json.JSONDecodeError as e:
+                    broken = _damaged(e, len(buf))
+                    if eof or broken:
+                        at = base + len(buf[:pos].encode())
+                        if broken:
+                            reason = f"invalid JSON in the record that starts there: {_msg(e)} at byte {base + len(buf[:e.pos].encode())}"
+                        elif utf8_err is not None:
+                            reason = f"invalid UTF-8 at byte {utf8_err}"
+                        else:
+                            reason = f"the file is truncated inside the record that starts there ({_msg(e)})"
+                        out.update(bad_offset=at, reason=reason)
+                        return
+                    wait = 2 * (len(buf) - pos)
+                    break
+                if end == len(buf) and not eof:  # a bare number may continue in the next chunk
+                    wait = len(buf) - pos + 1
+                    break
+                wait = 0
+                yield obj
+                pos, state = end, "sep"
+        if eof:
+            if state == "open":
+                raise ValueError(f"{f.name} is empty or not text, expected a JSON array starting with '['")
+            if state != "closed":
+                out.update(bad_offset=base + len(buf[:pos].encode()),
+                           reason=f"invalid UTF-8 at byte {utf8_err}" if utf8_err is not None
+                           else "the file is truncated before the closing ']'")
+            return
+        # drop the consumed prefix, then read until at least `wait` chars are pending (one join, no
+        # repeated concatenation, so tiny chunks and huge records stay linear)
+        base += len(buf[:pos].encode())
+        parts = [buf[pos:]]
+        have = len(parts[0])
+        while True:
+            chunk = f.read(chunk_size)
+            pending = dec_utf8.getstate()[0]
+            try:
+                text = dec_utf8.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as e:  # keep the valid prefix, stop at the bad byte
+                if chunk:  # (at EOF it is just a character cut in half: plain truncation)
+                    utf8_err = read - len(pending) + e.start
+                text = e.object[:e.start].decode("utf-8")
+                eof = True
+            read += len(chunk)
+            eof = eof or not chunk
+            parts.append(text)
+            have += len(text)
+            if eof or have >= wait:
+                break
+        buf, pos = "".join(parts), 0
+
+def convert_sharegpt_json(in_path, out_path, chunk_size=1 << 20):
+    """Stream the ShareGPT JSON array at in_path into JSON Lines at out_path.
+
+    Keeps every complete record and never writes a partial one; if the array is cut off
+    or damaged, prints a WARNING to stderr and returns truncated=True. Elements that are
+    valid JSON but not objects are skipped and counted. Writes a temp file next to
+    out_path and renames it, so an interrupted run never leaves a half-written file.
+    Returns {records, skipped, truncated, bad_offset, bytes_left}.
+    """
+    if not os.path.isfile(in_path):
+        raise FileNotFoundError(f"ShareGPT JSON not found: {in_path}; fetch it with `python -m scripts.fetch_assets`")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 (got {chunk_size})")
+    out_dir = os.path.dirname(os.path.abspath(out_path))
+    os.makedirs(out_dir, exist_ok=True)
+    info = {"bad_offset": None, "reason": None}
+    records = skipped = 0
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix="." + os.path.basename(out_path) + ".", suffix=".tmp")
+    try:
+        with open(in_path, "rb") as fin, os.fdopen(fd, "wb") as fout:
+            size = os.fstat(fin.fileno()).st_size
+            for rec in _iter_json_array(fin, chunk_size, info):
+                if not isinstance(rec, dict):
+                    skipped += 1
+                    continue
+                try:
+                    line = json.dumps(rec, ensure_ascii=False).encode("utf-8")
+                except UnicodeEncodeError:  # lone surrogates (from \ud83d-style escapes): keep them escaped
+                    line = json.dumps(rec).encode("utf-8")
+                fout.write(line + b"\n")
+                records += 1
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; give it the usual mode
+        os.replace(tmp, out_path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    bad = info["bad_offset"]
+    stats = {"records": records, "skipped": skipped, "truncated": bad is not None,
+             "bad_offset": bad, "bytes_left": 0 if bad is None else size - bad}
+    if bad is not None:
+        print(f"WARNING: {in_path}: stopped at byte {bad:,} of {size:,} ({size - bad:,} bytes not converted): "
+              f"{info['reason']}; kept the {records:,} complete records before it", file=sys.stderr)
+    if skipped:
+        print(f"WARNING: {in_path}: skipped {skipped:,} array elements that are not JSON objects", file=sys.stderr)
+    return stats
+
+# -----------------------------------------------------------------------------
+# CLI
+
+def _clip(s, n=300):
+    s = s.replace("\n", "\\n")
+    return s if len(s) <= n else s[: n // 2] + " ... " + s[-(n // 2):]
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m data.sharegpt_stream", description=__doc__.split("\n\n")[0].strip())
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--convert", nargs=2, metavar=("IN.json", "OUT.jsonl"), help="stream a ShareGPT JSON array into jsonl")
+    g.add_argument("--peek", nargs=2, metavar=("N", "PATH.jsonl"), help="print the first N (prompt, target) pairs")
+    p.add_argument("--max-src-len", type=int, default=2048, help="prompt limit in characters (keeps the tail)")
+    p.add_argument("--max-tgt-len", type=int, default=256, help="target limit in characters (keeps the head)")
+    p.add_argument("--chunk-size", type=int, default=1 << 20, help="converter read size in bytes")
+    args = p.parse_args(argv)
+    try:
+        if args.convert:
+            src, dst = args.convert
+            s = convert_sharegpt_json(src, dst, chunk_size=args.chunk_size)
+            print(f"wrote {s['records']:,} records to {dst}" + (" (input truncated, see warning)" if s["truncated"] else ""))
+            return 0
+        n, path = args.peek
+        if not n.isdigit():
+            raise ValueError(f"--peek N must be a non-negative integer, got {n!r}; e.g. --peek 3 PATH.jsonl")
+        n = int(n)
+        it = iter_sharegpt_jsonl(path, args.max_src_len, args.max_tgt_len)
+        shown = 0
+        for shown, (prompt, target) in enumerate(itertools.islice(it, n), 1):
+            print(f"=== pair {shown} ===")
+            print(f"[prompt] ({len(prompt)} chars) {_clip(prompt)}")
+            print(f"[target] ({len(target)} chars) {_clip(target)}")
+        it.close()
+        if shown < n:
+            print(f"(only {shown} pairs in {path})")
+        return 0
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+if __name__ == "__main__":
+    sys.exit(main())

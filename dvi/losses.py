@@ -1,0 +1,84 @@
+"""DVI loss terms as pure functions of tensors. Each returns a batch-mean scalar, computed in float32.
+
+KD temperature convention: BOTH distributions are tempered, p = softmax(z / tau), q = softmax(d / tau), and the
+KL is multiplied by tau**2 (Hinton et al. 2015) so its gradient magnitude does not shrink as 1/tau**2 and the
+KD weight means the same thing at any tau. The verifier side is always detached (it is a fixed target).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _tempered_kl(p_logits: torch.Tensor, q_logits: torch.Tensor, tau: float) -> torch.Tensor:
+    """tau**2 * mean_b KL(softmax(p/tau) || softmax(q/tau)) over the last dim."""
+    log_p = F.log_softmax(p_logits.float() / tau, dim=-1)
+    log_q = F.log_softmax(q_logits.float() / tau, dim=-1)
+    p = log_p.exp()
+    kl = torch.where(p > 0, p * (log_p - log_q), 0.0).sum(-1)  # 0 * log 0 = 0 (e.g. -inf-masked logits)
+    return kl.mean() * tau ** 2
+
+
+def kd_forward_kl_full(draft_logits: torch.Tensor, verifier_logits: torch.Tensor, tau: float) -> torch.Tensor:
+    """KL(p_ver || p_draft) over the full vocabulary, both tempered, times tau**2. [B, V], [B, V] -> scalar."""
+    return _tempered_kl(verifier_logits.detach(), draft_logits, tau)
+
+
+def kd_reverse_kl_full(draft_logits: torch.Tensor, verifier_logits: torch.Tensor, tau: float) -> torch.Tensor:
+    """KL(p_draft || p_ver) over the full vocabulary, both tempered, times tau**2 (mode-seeking)."""
+    return _tempered_kl(draft_logits, verifier_logits.detach(), tau)
+
+
+def kd_forward_kl_topk(draft_gathered: torch.Tensor, z_val: torch.Tensor, tau: float) -> torch.Tensor:
+    """KL(p_ver || p_draft) with BOTH distributions renormalised over the K stored coordinates.
+
+    An approximation of the full-V KL: the verifier mass outside its top-K is dropped, and the drafter is only
+    compared on those K tokens. ``draft_gathered = draft_logits.gather(1, z_idx)`` [B, K]; z_val [B, K].
+    """
+    return _tempered_kl(z_val.detach(), draft_gathered, tau)
+
+
+def kd_reverse_kl_topk(draft_gathered: torch.Tensor, z_val: torch.Tensor, tau: float) -> torch.Tensor:
+    """KL(p_draft || p_ver) renormalised over the K stored coordinates (same approximation as the forward one)."""
+    return _tempered_kl(draft_gathered, z_val.detach(), tau)
+
+
+def ce_mask(reward: torch.Tensor, is_first_reject: torch.Tensor) -> torch.Tensor:
+    """Samples the CE term trains on: accepted drafts only."""
+    return reward > 0.5
+
+
+def pg_mask(reward: torch.Tensor, is_first_reject: torch.Tensor) -> torch.Tensor:
+    """Samples the policy gradient trains on: accepted drafts and the first rejected one of each block."""
+    return (reward > 0.5) | is_first_reject.bool()
+
+
+def _token_logp(draft_logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    return F.log_softmax(draft_logits.float(), dim=-1).gather(1, tokens.long()[:, None]).squeeze(1)
+
+
+def ce_accepted(draft_logits: torch.Tensor, tokens: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:
+    """Mean over accepted samples of -log q(token). 0 (graph kept) when none is accepted."""
+    mask = reward > 0.5
+    if not bool(mask.any()):
+        return draft_logits.float().sum() * 0
+    return -_token_logp(draft_logits[mask], tokens[mask]).mean()
+
+
+def policy_gradient(draft_logits: torch.Tensor, tokens: torch.Tensor, reward: torch.Tensor,
+                    is_first_reject: torch.Tensor, baseline: float) -> torch.Tensor:
+    """REINFORCE: -(sum over pg-masked samples of (reward - baseline) * log q(token)) / n_masked.
+
+    log q at temperature 1 over the full vocabulary; the advantage is a constant (no gradient).
+    """
+    mask = pg_mask(reward, is_first_reject)
+    if not bool(mask.any()):
+        return draft_logits.float().sum() * 0
+    adv = (reward[mask].float() - baseline).detach()
+    return -(adv * _token_logp(draft_logits[mask], tokens[mask])).sum() / mask.sum()
+
+
+def entropy(draft_logits: torch.Tensor) -> torch.Tensor:
+    """Mean entropy (nats) of softmax(draft_logits)."""
+    logq = F.log_softmax(draft_logits.float(), dim=-1)
+    return -(logq.exp() * logq).sum(-1).mean()

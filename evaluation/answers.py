@@ -1,0 +1,53 @@
+"""Spec-Bench style answer files: one json line per question, appended as soon as it is finished.
+
+A rerun keeps what is there and skips those questions (``--overwrite`` starts afresh), so an interrupted long
+run loses at most the question in flight.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from kangaroo.errors import UserError
+
+
+def default_answer_file(bench_name: str, model_id: str, method: str) -> str:
+    label = Path(str(model_id)).name.replace(".gguf", "") or str(model_id)
+    return str(Path("runs") / "answers" / bench_name / f"{label}-{method}.jsonl")
+
+
+def done_question_ids(path: str | Path) -> set:
+    path = Path(path)
+    if not path.exists():
+        return set()
+    done = set()
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                done.add(json.loads(line)["question_id"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                if lineno > 1 and not line.endswith("\n"):
+                    continue  # a last line cut by an interrupted write: that question is redone
+                raise UserError(f"{path}:{lineno} is not an answer record: move the file away or pass --overwrite")
+    return done
+
+
+def answer_record(question_id, model_id: str, turns: list[str], new_tokens: list[int], wall_time: list[float],
+                  accept_lengths: list[int], decoding_steps: list[int], **extra) -> dict:
+    import shortuuid
+
+    return {"question_id": question_id, "answer_id": shortuuid.uuid(), "model_id": model_id,
+            "choices": [{"index": 0, "turns": turns, "decoding_steps": decoding_steps, "new_tokens": new_tokens,
+                         "wall_time": wall_time, "accept_lengths": accept_lengths}],
+            "tstamp": time.time(), **extra}
+
+
+def append_answer(path: str | Path, record: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        f.flush()

@@ -1,0 +1,103 @@
+"""The loop both drivers share: questions -> chat prompts -> decode each turn -> answer file -> summary.
+
+A driver supplies ``decode(input_ids) -> DecodeResult``; this module owns the multi-turn conversation, timing,
+resume (questions already in the answer file are skipped), the progress bar and the closing summary.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from evaluation.answers import answer_record, append_answer, default_answer_file, done_question_ids
+from evaluation.questions import chat_prompt_ids, load_questions
+from kangaroo.greedy import DecodeResult
+
+
+def sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+@dataclass
+class RunTotals:
+    new_tokens: int = 0
+    wall_time: float = 0.0
+    steps: int = 0
+    drafter_ms: float = 0.0
+    verifier_ms: float = 0.0
+    questions: int = 0
+    skipped: int = 0
+    accept_lengths: list = field(default_factory=list)
+
+    def add(self, res: DecodeResult, wall: float) -> None:
+        self.new_tokens += len(res.tokens)
+        self.wall_time += wall
+        self.steps += res.steps
+        self.drafter_ms += res.drafter_ms
+        self.verifier_ms += res.verifier_ms
+        self.accept_lengths.extend(res.accept_lengths)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.wall_time if self.wall_time else 0.0
+
+    @property
+    def mean_accepted(self) -> float:
+        return self.new_tokens / self.steps if self.steps else 0.0
+
+    def summary(self, method: str) -> str:
+        return (f"[{method}] {self.questions} questions ({self.skipped} already answered), {self.new_tokens} new tokens "
+                f"in {self.wall_time:.1f}s = {self.tokens_per_s:.2f} tok/s, mean accepted length "
+                f"{self.mean_accepted:.3f} over {self.steps} verifier steps")
+
+
+def decode_turns(decode: Callable[[torch.Tensor], DecodeResult], tokenizer, model_id: str, turns: list[str],
+                 device) -> tuple[list[str], list[DecodeResult], list[float]]:
+    """Multi-turn: each turn's prompt holds the earlier turns and the model's own earlier answers."""
+    messages, texts, results, walls = [], [], [], []
+    for turn in turns:
+        messages.append({"role": "user", "content": turn})
+        ids = chat_prompt_ids(tokenizer, messages, model_id, device=device)
+        sync(device)
+        t0 = time.perf_counter()
+        res = decode(ids)
+        sync(device)
+        walls.append(time.perf_counter() - t0)
+        text = tokenizer.decode(res.tokens, skip_special_tokens=True).strip()
+        messages.append({"role": "assistant", "content": text})
+        texts.append(text)
+        results.append(res)
+    return texts, results, walls
+
+
+def run_questions(args, method: str, decode: Callable[[torch.Tensor], DecodeResult], tokenizer,
+                  extra_record: Callable[[], dict] | None = None) -> RunTotals:
+    questions = load_questions(args.question_file, args.question_begin, args.question_end)
+    answer_file = args.answer_file or default_answer_file(args.bench_name, args.model_id, method)
+    args.answer_file = answer_file
+    if args.overwrite:
+        Path(answer_file).unlink(missing_ok=True)
+    done = done_question_ids(answer_file)
+    totals = RunTotals(skipped=sum(q["question_id"] in done for q in questions))
+    todo = [q for q in questions if q["question_id"] not in done]
+    # one short untimed decode so the first question does not pay for lazy initialisation
+    decode(chat_prompt_ids(tokenizer, [{"role": "user", "content": "Hi"}], args.model_id, device=args.device)[:, -8:])
+    from tqdm import tqdm
+
+    for q in tqdm(todo, desc=method, disable=args.no_progress, dynamic_ncols=True):
+        texts, results, walls = decode_turns(decode, tokenizer, args.model_id, q["turns"], args.device)
+        accept = [a for r in results for a in r.accept_lengths]
+        rec = answer_record(q["question_id"], args.model_id, texts, [len(r.tokens) for r in results], walls,
+                            accept, [r.steps for r in results], category=q.get("category"),
+                            token_ids=[r.tokens for r in results], **(extra_record() if extra_record else {}))
+        append_answer(answer_file, rec)
+        for r, w in zip(results, walls):
+            totals.add(r, w)
+        totals.questions += 1
+    print(totals.summary(method))
+    print(f"[{method}] answers: {answer_file}")
+    return totals

@@ -1,0 +1,27 @@
+"""Vanilla greedy decoding with a KV cache over a question file: the reference output and speed.
+
+    python -m evaluation.inference_baseline --model-id smollm2-135m --question-end 10 --max-new-tokens 128
+"""
+from __future__ import annotations
+
+import torch
+
+from evaluation.eval_loop import run_questions
+from kangaroo.cli_utils import parse_args, run_main, validate_against_config
+from kangaroo.greedy import eos_ids_of, greedy_decode
+from kangaroo.model_loading import load_causal_lm, load_tokenizer
+
+
+def main(argv=None) -> int:
+    args = parse_args("baseline", argv, description=__doc__.splitlines()[0])
+    torch.manual_seed(args.seed)
+    tokenizer = load_tokenizer(args.model_id)
+    lm = load_causal_lm(args.model_id, device=args.device, dtype=args.dtype)
+    validate_against_config(args, lm.config)
+    eos = eos_ids_of(tokenizer, lm.config)
+    run_questions(args, "baseline", lambda ids: greedy_decode(lm, ids, args.max_new_tokens, eos), tokenizer)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))

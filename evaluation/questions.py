@@ -1,0 +1,52 @@
+"""question -> tokens: read Spec-Bench / MT-bench question files and build chat prompts.
+
+Question files are jsonl: {"question_id": .., "category": .., "turns": ["first user turn", "second", ...]}.
+Prompts use fschat's ``vicuna_v1.1`` template for Vicuna models and the tokenizer's own chat template otherwise.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from kangaroo.errors import UserError
+
+
+def load_questions(path: str | Path, begin: int | None = None, end: int | None = None) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"question file {path} does not exist: pass --question-file PATH")
+    questions = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                q = json.loads(line)
+                if not isinstance(q.get("turns"), list) or "question_id" not in q:
+                    raise ValueError("needs question_id and a list of turns")
+            except (json.JSONDecodeError, ValueError, AttributeError) as e:
+                raise UserError(f"{path}:{lineno} is not a question record ({e}); fix or remove that line") from e
+            questions.append(q)
+    return questions[begin:end]
+
+
+def uses_vicuna_template(model_id: str) -> bool:
+    return "vicuna" in str(model_id).lower()
+
+
+def chat_prompt_ids(tokenizer, messages: list[dict], model_id: str, device="cpu") -> torch.Tensor:
+    """[1, n] token ids of ``messages`` (dicts with role/content) followed by the assistant's turn."""
+    if uses_vicuna_template(model_id) or not getattr(tokenizer, "chat_template", None):
+        from fastchat.conversation import get_conv_template
+
+        conv = get_conv_template("vicuna_v1.1")
+        for m in messages:
+            conv.append_message(conv.roles[0] if m["role"] == "user" else conv.roles[1], m["content"])
+        conv.append_message(conv.roles[1], None)
+        ids = tokenizer(conv.get_prompt()).input_ids
+    else:
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                            return_dict=True)["input_ids"]
+    return torch.tensor([ids], device=device)

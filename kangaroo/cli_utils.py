@@ -1,0 +1,270 @@
+"""The one source of truth for command-line flags, shared by every driver.
+
+``build_parser(kind)`` gives the flags of a driver kind ("baseline", "kangaroo", "benchmark"); ``parse_args``
+parses and resolves them (legacy names, adapter mode, device/dtype); ``validate_against_config`` checks what
+needs the model's config (exit layer, top-K). A wrong flag ends the program with one line naming the flag
+and the fix, exit code 2.
+
+Defaults follow the work plan's quick reference:
+  Kangaroo  --exitlayer 2 --threshold 0.6 --steps 6
+  LoRA      r=8, alpha=8
+  Buffer    --dvi-store topk --dvi-topk 1024 --dvi-logits-dtype float16
+            --dvi-buffer-size 2048 --dvi-batch-size 64 --dvi-update-every 8
+  Schedule  --dvi-tau 1.5 --dvi-warmup-steps 1000 --dvi-pg-lambda-max 0.2
+            --dvi-kl-lambda0 1.0 --dvi-kl-lambdamin 0.1
+  Time cap  --max-online-train-ms 5
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from kangaroo.errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+ABLATIONS = ("full", "kd_only", "ce_only", "pg_only", "kd+ce", "kd+pg")
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def str2bool(v: str) -> bool:
+    s = str(v).strip().lower()
+    if s in ("true", "1", "yes", "on"):
+        return True
+    if s in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {v!r}")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but errors are one line (no usage dump) and name the fix."""
+
+    def error(self, message):  # noqa: D401 - argparse API
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def fail(msg: str) -> None:
+    """Print one error line and exit 2."""
+    print(f"error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+# ----------------------------------------------------------------------------------------------- flag groups
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model-id", default=None,
+                   help="Hugging Face id, local model folder, local .gguf file, or the alias 'smollm2-135m' "
+                        "(the bundled SmolLM2-135M-Instruct). Required.")
+    g.add_argument("--model-path", default=None, help="legacy name of --model-id; if given it must equal it")
+    g.add_argument("--device", default=None, choices=("cpu", "cuda"),
+                   help="default: cuda when available, else cpu")
+    g.add_argument("--dtype", default=None, choices=DTYPES,
+                   help="default: float32 on cpu, float16 on cuda")
+
+
+def add_kangaroo_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("kangaroo (self-speculative decoding)")
+    g.add_argument("--adapter-path", default="none",
+                   help="Kangaroo adapter checkpoint folder, or 'none' for the identity adapter (no file access)")
+    g.add_argument("--adapter-mode", default="auto", choices=("auto", "none", "load"),
+                   help="auto: load when --adapter-path is a path, else none")
+    g.add_argument("--exitlayer", type=int, default=2, help="k: the first k layers form the drafter")
+    g.add_argument("--threshold", type=float, default=0.6,
+                   help="stop drafting a block when the drafter's top-1 probability falls under this")
+    g.add_argument("--steps", type=int, default=6, help="at most this many drafted tokens per block")
+
+
+def add_driver_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("questions and answers (Spec-Bench layout)")
+    g.add_argument("--bench-name", default="spec_bench", help="benchmark folder name (default spec_bench)")
+    g.add_argument("--question-file", default=None,
+                   help="question jsonl (default: data/BENCH/question.jsonl, then ../shared/data/BENCH/question.jsonl)")
+    g.add_argument("--question-begin", type=int, default=None, help="index of the first question (inclusive)")
+    g.add_argument("--question-end", type=int, default=None, help="index of the last question (exclusive)")
+    g.add_argument("--answer-file", default=None,
+                   help="answer jsonl (default: runs/answers/BENCH/MODEL-METHOD.jsonl); existing answers are kept "
+                        "and their questions skipped unless --overwrite")
+    g.add_argument("--overwrite", action="store_true", help="start the answer file afresh")
+    g.add_argument("--max-new-tokens", type=int, default=1024)
+    g.add_argument("--temperature", type=float, default=0.0, help="only 0.0 (greedy) is supported")
+    g.add_argument("--seed", type=int, default=123)
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_dvi_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("DVI (online drafter training)")
+    g.add_argument("--dvi-online", type=str2bool, default=False, metavar="{true,false}",
+                   help="train the LoRA drafter head while decoding (the output stays the verifier's greedy output)")
+    g.add_argument("--dvi-batch-size", type=int, default=64)
+    g.add_argument("--dvi-update-every", type=int, default=8, help="one trainer step every N blocks")
+    g.add_argument("--dvi-buffer-size", type=int, default=2048, help="ring-buffer capacity in samples")
+    g.add_argument("--dvi-store", default="topk", choices=("full", "topk"))
+    g.add_argument("--dvi-topk", type=int, default=1024)
+    g.add_argument("--dvi-logits-dtype", default="float16", choices=("float16", "float32"))
+    g.add_argument("--dvi-tau", type=float, default=1.5, help="KD temperature")
+    g.add_argument("--dvi-warmup-steps", type=int, default=1000, help="KD-only warm-up, in blocks")
+    g.add_argument("--dvi-pg-lambda-max", type=float, default=0.2)
+    g.add_argument("--dvi-kl-lambda0", type=float, default=1.0)
+    g.add_argument("--dvi-kl-lambdamin", type=float, default=0.1)
+    g.add_argument("--dvi-entropy-weight", type=float, default=0.0)
+    g.add_argument("--dvi-lr", type=float, default=1e-3, help="AdamW learning rate of the LoRA tensors")
+    g.add_argument("--dvi-lora-r", type=int, default=8)
+    g.add_argument("--dvi-lora-alpha", type=float, default=8.0)
+    g.add_argument("--dvi-ablation", default="full", choices=ABLATIONS, help="loss preset (work plan step 11)")
+    g.add_argument("--dvi-debug-hk", action="store_true", help="print hk count and bytes per block")
+    g.add_argument("--max-online-train-ms", type=int, default=5,
+                   help="wall-clock budget of one trainer step; over-budget steps finish and are reported")
+    g.add_argument("--load-lora", default="", help="LoRA checkpoint to resume from or deploy")
+    g.add_argument("--save-lora-every", type=int, default=0, help="save every N blocks (0: only at the end)")
+    g.add_argument("--save-lora-path", default="runs/checkpoints", help="checkpoint folder; the last state is DIR/final.pt")
+    g.add_argument("--prompts-jsonl", default=None,
+                   help="stream prompts from a ShareGPT jsonl (python -m data.sharegpt_stream --convert) instead of questions")
+    g.add_argument("--max-prompts", type=int, default=None, help="use the first N usable prompts of --prompts-jsonl")
+    g.add_argument("--metrics-out", default="runs/metrics",
+                   help="folder for acceptance.csv, speed.csv, trainer.csv and the plot (a .csv path means its folder)")
+    g.add_argument("--metrics-every", type=int, default=50, help="print a summary line every N blocks")
+
+
+def build_parser(kind: str = "kangaroo", description: str | None = None) -> argparse.ArgumentParser:
+    if kind not in ("baseline", "kangaroo"):
+        raise ValueError(kind)
+    p = OneLineParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_model_args(p)
+    add_driver_args(p)
+    if kind == "kangaroo":
+        add_kangaroo_args(p)
+        add_dvi_args(p)
+    return p
+
+
+# ----------------------------------------------------------------------------------------------- resolution
+def resolve_model_id(args) -> None:
+    if args.model_id is None and args.model_path is None:
+        fail("--model-id is required: pass a Hugging Face id, a model folder, a .gguf file, or smollm2-135m")
+    if args.model_id is None:
+        args.model_id = args.model_path
+    if args.model_path is not None and args.model_path != args.model_id:
+        fail(f"--model-path {args.model_path!r} differs from --model-id {args.model_id!r}: "
+             "pass only --model-id (--model-path is the legacy name of the same flag)")
+
+
+def resolve_adapter_mode(args) -> None:
+    """none or adapter-path 'none' -> identity; load or a real path -> load; auto picks by the path."""
+    path = args.adapter_path
+    no_path = path is None or str(path).strip().lower() in ("", "none")
+    if args.adapter_mode == "none":
+        args.adapter_path = None
+        return
+    if args.adapter_mode == "load" and no_path:
+        fail("--adapter-mode load needs --adapter-path DIR (a Kangaroo adapter folder); "
+             "or use --adapter-mode none for the identity adapter")
+    args.adapter_mode = "none" if no_path else "load"
+    args.adapter_path = None if no_path else path
+
+
+def resolve_device_dtype(args) -> None:
+    import torch
+
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        fail("--device cuda but no CUDA device is visible: use --device cpu")
+    if args.dtype is None:
+        args.dtype = "float32" if args.device == "cpu" else "float16"
+    if args.device == "cpu" and args.dtype == "float16":
+        fail("--dtype float16 is not supported on cpu (slow and imprecise there): use float32 or bfloat16")
+
+
+def resolve_question_file(args) -> None:
+    if getattr(args, "prompts_jsonl", None):
+        return
+    if args.question_file is None:
+        for cand in (REPO / "data" / args.bench_name / "question.jsonl",
+                     REPO.parent / "shared" / "data" / args.bench_name / "question.jsonl"):
+            if cand.exists():
+                args.question_file = str(cand)
+                break
+        else:
+            fail(f"no question file for --bench-name {args.bench_name}: pass --question-file PATH "
+                 "(a Spec-Bench/MT-bench question.jsonl)")
+    if not Path(args.question_file).is_file():
+        fail(f"--question-file {args.question_file} does not exist: pass the path of a question.jsonl")
+
+
+def validate_static(args) -> None:
+    """Checks that need no model config."""
+    if args.temperature != 0.0:
+        fail(f"--temperature {args.temperature}: only greedy decoding (--temperature 0.0) is supported, "
+             "since losslessness is defined against the greedy output")
+    if args.max_new_tokens < 1:
+        fail("--max-new-tokens must be >= 1")
+    for name in ("question_begin", "question_end"):
+        v = getattr(args, name)
+        if v is not None and v < 0:
+            fail(f"--{name.replace('_', '-')} must be >= 0")
+    if args.question_begin is not None and args.question_end is not None and args.question_end <= args.question_begin:
+        fail("--question-end must be greater than --question-begin")
+    if not hasattr(args, "steps"):
+        return
+    if args.steps < 1:
+        fail("--steps must be >= 1 (tokens drafted per block at most)")
+    if not 0.0 <= args.threshold <= 1.0:
+        fail("--threshold must lie in [0, 1] (a probability)")
+    if args.exitlayer < 1:
+        fail("--exitlayer must be >= 1")
+    positive = ["dvi_batch_size", "dvi_update_every", "dvi_buffer_size", "dvi_topk", "dvi_lora_r", "metrics_every"]
+    for name in positive:
+        if getattr(args, name) < 1:
+            fail(f"--{name.replace('_', '-')} must be >= 1")
+    if args.dvi_batch_size > args.dvi_buffer_size:
+        fail(f"--dvi-batch-size {args.dvi_batch_size} is larger than --dvi-buffer-size {args.dvi_buffer_size}: "
+             "lower the batch or raise the buffer")
+    if args.dvi_tau <= 0:
+        fail("--dvi-tau must be > 0")
+    if args.dvi_warmup_steps < 0 or args.save_lora_every < 0 or args.max_online_train_ms < 0:
+        fail("--dvi-warmup-steps, --save-lora-every and --max-online-train-ms must be >= 0")
+    if not args.dvi_kl_lambda0 >= args.dvi_kl_lambdamin >= 0:
+        fail("need --dvi-kl-lambda0 >= --dvi-kl-lambdamin >= 0 (the KL weight decays from the first to the second)")
+    if args.max_prompts is not None and args.max_prompts < 1:
+        fail("--max-prompts must be >= 1")
+    if args.max_prompts is not None and not args.prompts_jsonl:
+        fail("--max-prompts needs --prompts-jsonl PATH")
+    if args.prompts_jsonl and not Path(args.prompts_jsonl).is_file():
+        fail(f"--prompts-jsonl {args.prompts_jsonl} does not exist: convert the ShareGPT JSON first with "
+             "python -m data.sharegpt_stream --convert IN.json OUT.jsonl (or python -m scripts.fetch_assets)")
+    if args.load_lora and not Path(args.load_lora).is_file():
+        fail(f"--load-lora {args.load_lora} does not exist: pass a checkpoint .pt written by --save-lora-path")
+
+
+def validate_against_config(args, config) -> None:
+    """Checks that need the model config (after loading it)."""
+    n_layers = config.num_hidden_layers
+    if hasattr(args, "exitlayer") and not 1 <= args.exitlayer <= n_layers - 1:
+        fail(f"--exitlayer {args.exitlayer} is outside 1..{n_layers - 1} for this {n_layers}-layer model: "
+             f"pick a layer in that range (default 2)")
+    if hasattr(args, "dvi_topk") and args.dvi_topk > config.vocab_size:
+        fail(f"--dvi-topk {args.dvi_topk} is larger than the vocabulary ({config.vocab_size}): "
+             "lower it or use --dvi-store full")
+
+
+def parse_args(kind: str = "kangaroo", argv=None, description: str | None = None):
+    args = build_parser(kind, description).parse_args(argv)
+    resolve_model_id(args)
+    if kind == "kangaroo":
+        resolve_adapter_mode(args)
+    validate_static(args)
+    resolve_question_file(args)
+    resolve_device_dtype(args)
+    return args
+
+
+def run_main(main_fn, argv=None) -> int:
+    """Run a driver's main, turning UserError into one line and exit code 2."""
+    try:
+        return main_fn(argv) or 0
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished answers are kept in the answer file; rerun to continue", file=sys.stderr)
+        return 130

@@ -1,0 +1,68 @@
+"""The DVI drafter head: a separate copy of the verifier's LM head plus a LoRA delta (the only trained tensors).
+
+    logits = x W^T (frozen copy) + ((x A^T) B^T) * alpha / r      (A [r, d], B [V, r], float32)
+
+B starts at zero, so at init the drafter head reproduces the verifier's head exactly. The forward is merge-free:
+W is never modified, the delta is always computed on the side, in float32.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class LoRALinear(nn.Module):
+    def __init__(self, in_features: int, out_features: int, r: int = 8, alpha: float = 8.0, bias: bool = False,
+                 device=None, dtype=None):
+        super().__init__()
+        if r < 1:
+            raise ValueError(f"LoRA rank r must be >= 1, got {r}")
+        self.in_features, self.out_features = in_features, out_features
+        self.r, self.alpha, self.scaling = r, alpha, alpha / r
+        self.base = nn.Linear(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self.base.requires_grad_(False)
+        self.A = nn.Parameter(torch.empty(r, in_features, device=device, dtype=torch.float32))
+        self.B = nn.Parameter(torch.empty(out_features, r, device=device, dtype=torch.float32))
+        self.reset_lora_parameters()
+
+    @torch.no_grad()
+    def reset_lora_parameters(self) -> None:
+        nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
+        nn.init.zeros_(self.B)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        base = self.base(x.to(self.base.weight.dtype)).float()
+        return base + ((x.float() @ self.A.T) @ self.B.T) * self.scaling
+
+    def trainable_params(self) -> list[nn.Parameter]:
+        return [self.A, self.B]
+
+
+class DrafterHead(nn.Module):
+    def __init__(self, in_f: int, vocab_size: int, r: int = 8, alpha: float = 8.0, device=None, dtype=None):
+        super().__init__()
+        self.proj = LoRALinear(in_f, vocab_size, r, alpha, bias=False, device=device, dtype=dtype)
+
+    def forward(self, hk: torch.Tensor) -> torch.Tensor:
+        """hk [..., d] (any float dtype) -> logits [..., V] float32."""
+        return self.proj(hk)
+
+    def lora_params(self) -> list[nn.Parameter]:
+        return self.proj.trainable_params()
+
+    @classmethod
+    def from_verifier_head(cls, head: nn.Linear, r: int = 8, alpha: float = 8.0) -> "DrafterHead":
+        """A copy of ``head`` with its own storage (the LM head is often tied to the input embedding)."""
+        w = head.weight
+        # Built on "meta" then materialised: no throw-away random init of a [V, d] matrix.
+        out = nn.utils.skip_init(cls, w.shape[1], w.shape[0], r=r, alpha=alpha, device=w.device, dtype=w.dtype)
+        proj = out.proj
+        if head.bias is not None:
+            proj.base.bias = nn.Parameter(head.bias.detach().clone(), requires_grad=False)
+        with torch.no_grad():
+            proj.base.weight.copy_(w.detach())
+        proj.base.requires_grad_(False)
+        proj.reset_lora_parameters()
+        return out

@@ -1,0 +1,148 @@
+"""KangarooModel: one frozen Llama split at layer k into a drafter and a verifier.
+
+    drafter:   embed -> shallow_stack (layers [0, k)) -> h_k -> adapter -> hk -> drafter head -> draft logits
+    verifier:  h_k -> layers [k, L) -> final norm -> head_model -> verifier logits
+
+The verifier reuses the drafter's h_k (never recomputed), so a verified block costs one pass of the deep
+layers. ``adapter_mode="none"`` builds the identity adapter: the shallow stack is a frozen copy of the base
+layers [0, k) and hk = final_norm(h_k), derived from the base config with no file access.
+``adapter_mode="load"`` reads a Kangaroo adapter folder (``kangaroo/adapter.py``).
+
+The base model, its head (``head_model``) and the shallow copies are frozen; the only trainable tensors are the
+LoRA A/B of an attached ``DrafterHead`` (``dvi_trainable_params``).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+from kangaroo.errors import UserError
+from kangaroo.llama_forward import causal_mask, decoder_layer, new_cache, rotary_for, run_layers
+from kangaroo.kv_cache import KVCache
+
+
+@dataclass
+class ShallowOut:
+    h: torch.Tensor   # [1, n, d] layer-k residual stream (pre-norm): the verifier's input
+    hk: torch.Tensor  # [1, n, d] post-norm drafter features: what the drafter head projects
+
+
+@dataclass
+class KangarooCaches:
+    shallow: KVCache  # layers [0, k) (+ the adapter's layer)
+    deep: KVCache     # layers [k, L)
+
+    def crop(self, n: int) -> None:
+        self.shallow.crop(n)
+        self.deep.crop(n)
+
+
+class KangarooModel(nn.Module):
+    def __init__(self, *, model_id: str, adapter_mode: str = "none", adapter_path: Optional[str] = None,
+                 exit_layer: int = 2, device: str = "cpu", dtype: str | torch.dtype = "float32", base_model=None):
+        super().__init__()
+        if base_model is None:
+            from kangaroo.model_loading import load_causal_lm
+
+            base_model = load_causal_lm(model_id, device=device, dtype=dtype)
+        base_cfg = base_model.config
+        n_layers = base_cfg.num_hidden_layers
+        if not 1 <= exit_layer <= n_layers - 1:
+            raise UserError(f"--exitlayer {exit_layer} is outside 1..{n_layers - 1} for this {n_layers}-layer model")
+        base_model.requires_grad_(False)
+        self.model_id = model_id
+        self.exit_layer = exit_layer
+        self.base_model = base_model
+        self.config = base_cfg
+        body = base_model.model
+        self.embed_tokens = body.embed_tokens
+        self.rotary_emb = body.rotary_emb
+        self.deep_layers = body.layers[exit_layer:]
+        self.norm = body.norm
+        self.head_model = base_model.lm_head  # the verifier's head: frozen, never modified
+        self.drafter_head = None
+        self._build_identity_adapter_from_base(base_cfg, exit_layer)
+        self.adapter = None
+        if adapter_mode == "load":
+            from kangaroo.adapter import load_adapter
+
+            self.adapter = load_adapter(adapter_path, base_cfg).to(device=self.device, dtype=self.dtype)
+            self.adapter.requires_grad_(False)
+            self.adapter_config.is_identity = False
+        elif adapter_mode != "none":
+            raise UserError(f"--adapter-mode {adapter_mode!r}: use none or load")
+        self.eval()
+
+    def _build_identity_adapter_from_base(self, base_cfg, exit_layer: int) -> None:
+        """Shallow stack = frozen copies of base layers [0, k); metadata derived from the base config."""
+        cfg = copy.deepcopy(base_cfg)
+        cfg.num_hidden_layers = exit_layer
+        cfg.is_identity = True  # no adapter file exists or is expected
+        self.adapter_config = cfg
+        self.shallow_stack = nn.ModuleList(copy.deepcopy(self.base_model.model.layers[i]) for i in range(exit_layer))
+        self.shallow_stack.requires_grad_(False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.head_model.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.head_model.weight.dtype
+
+    # ------------------------------------------------------------------------------------------ caches
+    def new_caches(self, max_len: int) -> KangarooCaches:
+        n_shallow = self.exit_layer + (self.adapter is not None)
+        return KangarooCaches(
+            shallow=new_cache(self.config, n_shallow, max_len, self.dtype, self.device),
+            deep=new_cache(self.config, self.config.num_hidden_layers - self.exit_layer, max_len, self.dtype,
+                           self.device))
+
+    # ------------------------------------------------------------------------------------------ forward
+    @torch.no_grad()
+    def forward_shallow(self, input_ids: torch.Tensor, cache: KVCache) -> ShallowOut:
+        """Tokens [1, n] -> layer-k hidden h and drafter features hk, appended to the shallow cache."""
+        h = self.embed_tokens(input_ids)
+        start = cache.length
+        if self.adapter is None:
+            h = run_layers(self.shallow_stack, h, cache, self.rotary_emb)
+            return ShallowOut(h, self.norm(h))
+        # the adapter is one more layer of the shallow cache, written at the same positions
+        cos, sin = rotary_for(self.rotary_emb, h, start)
+        mask = causal_mask(start, h.shape[1], h.device)
+        for i, layer in enumerate(self.shallow_stack):
+            h = decoder_layer(layer, h, cos, sin, cache, i, mask)
+        hk = self.adapter(h, cos, sin, cache, self.exit_layer, mask)
+        cache.advance(h.shape[1])
+        return ShallowOut(h, hk)
+
+    @torch.no_grad()
+    def forward_deep(self, h: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Layer-k hidden [1, n, d] -> final post-norm hidden [1, n, d], appended to the deep cache."""
+        return self.norm(run_layers(self.deep_layers, h, cache, self.rotary_emb))
+
+    @torch.no_grad()
+    def verifier_logits(self, h_final: torch.Tensor) -> torch.Tensor:
+        return self.head_model(h_final)
+
+    def drafter_logits_from_hk(self, hk: torch.Tensor) -> torch.Tensor:
+        """The drafter's logits: the LoRA drafter head when attached, else the verifier's head (plain Kangaroo)."""
+        if self.drafter_head is None:
+            with torch.no_grad():
+                return self.head_model(hk).float()
+        return self.drafter_head(hk)
+
+    # ------------------------------------------------------------------------------------------ DVI
+    def attach_drafter_head(self, *, r: int = 8, alpha: float = 8.0):
+        """A separate LoRA-backed copy of ``head_model`` (never shares its storage)."""
+        from kangaroo.drafter_head import DrafterHead
+
+        self.drafter_head = DrafterHead.from_verifier_head(self.head_model, r=r, alpha=alpha)
+        return self.drafter_head
+
+    def dvi_trainable_params(self) -> list:
+        return list(self.drafter_head.lora_params()) if self.drafter_head is not None else []

@@ -1,0 +1,45 @@
+"""A preallocated KV cache for a stack of decoder layers, with one length.
+
+Every layer of the stack writes its keys/values at ``[length, length + n)`` during one forward of the stack,
+then the stack calls ``advance(n)``. Rolling back after a rejected draft is ``crop(n)``: a length change,
+nothing else. Positions past ``length`` hold stale values that the next write overwrites.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class KVCache:
+    def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, max_len: int,
+                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", batch: int = 1):
+        shape = (num_layers, batch, num_kv_heads, max_len, head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.max_len = max_len
+        self.length = 0
+
+    @property
+    def num_layers(self) -> int:
+        return self.k.shape[0]
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store ``k, v`` ([B, H, n, D]) at ``[length, length+n)`` of ``layer``; return that layer's keys and
+        values for ``[0, length+n)``. ``length`` itself moves only in ``advance``."""
+        end = self.length + k.shape[2]
+        if end > self.max_len:
+            raise RuntimeError(f"KV cache overflow: {end} positions > max_len {self.max_len}")
+        self.k[layer, :, :, self.length:end] = k
+        self.v[layer, :, :, self.length:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.length += n
+
+    def crop(self, n: int) -> None:
+        """Keep the first ``n`` positions (roll back a rejected draft)."""
+        if not 0 <= n <= self.length:
+            raise ValueError(f"crop({n}) outside 0..{self.length}")
+        self.length = n
+
+    def nbytes(self) -> int:
+        return self.k.numel() * self.k.element_size() * 2

@@ -1,0 +1,76 @@
+"""The drivers end to end on a tiny random model folder (real tokenizer), and on the real model for the truth."""
+import json
+
+import pytest
+import torch
+
+from evaluation import inference_baseline, inference_kangaroo
+from evaluation.questions import chat_prompt_ids, load_questions
+from kangaroo.kangaroo_model import KangarooModel
+from kangaroo.speculative import kangaroo_generate
+from kangaroo.greedy import greedy_decode, eos_ids_of
+from tests.conftest import REPO
+
+SPEC_BENCH = REPO.parent / "shared" / "data" / "spec_bench" / "question.jsonl"
+
+
+@pytest.fixture
+def qfile(tmp_path):
+    p = tmp_path / "q.jsonl"
+    rows = [{"question_id": 1, "category": "writing", "turns": ["Write a haiku.", "Now a limerick."]},
+            {"question_id": 2, "category": "qa", "turns": ["What is the capital of France?"]}]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return p
+
+
+def run(mod, model_dir, qfile, answer, *extra):
+    argv = ["--model-id", str(model_dir), "--question-file", str(qfile), "--answer-file", str(answer),
+            "--max-new-tokens", "12", "--device", "cpu", "--no-progress", *extra]
+    assert mod.main(argv) == 0
+    return [json.loads(line) for line in open(answer)]
+
+
+def test_drivers_write_spec_bench_answers_and_agree(tiny_model_dir, qfile, tmp_path, capsys):
+    base = run(inference_baseline, tiny_model_dir, qfile, tmp_path / "b.jsonl")
+    kang = run(inference_kangaroo, tiny_model_dir, qfile, tmp_path / "k.jsonl", "--adapter-path", "none",
+               "--exitlayer", "2", "--threshold", "0.0", "--steps", "4")
+    out = capsys.readouterr().out
+    assert "[kangaroo] 2 questions" in out and "tok/s" in out and "mean accepted length" in out
+    assert [r["question_id"] for r in kang] == [1, 2]
+    for b, k in zip(base, kang):
+        cb, ck = b["choices"][0], k["choices"][0]
+        assert len(ck["turns"]) == len(ck["new_tokens"]) == len(ck["wall_time"]) == len(b["choices"][0]["turns"])
+        assert ck["turns"] == cb["turns"] and k["token_ids"] == b["token_ids"]
+        assert sum(ck["accept_lengths"]) == sum(ck["new_tokens"]) and all(n <= 12 for n in ck["new_tokens"])
+        assert set(cb["accept_lengths"]) == {1}
+
+
+def test_rerun_skips_answered_questions(tiny_model_dir, qfile, tmp_path, capsys):
+    ans = tmp_path / "a.jsonl"
+    run(inference_baseline, tiny_model_dir, qfile, ans, "--question-end", "1")
+    rows = run(inference_baseline, tiny_model_dir, qfile, ans)
+    assert [r["question_id"] for r in rows] == [1, 2]
+    assert "(1 already answered)" in capsys.readouterr().out
+
+
+def test_bad_model_id_is_one_line(capsys, qfile):
+    rc = inference_kangaroo.run_main(inference_kangaroo.main,
+                                     ["--model-id", "/no/such/model", "--question-file", str(qfile)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "/no/such/model" in err
+
+
+def test_real_model_lossless_on_spec_bench(real_lm, real_tokenizer):
+    """The bundled model in float32: Kangaroo == baseline == HF generate, first MT-bench question, both turns."""
+    km = KangarooModel(model_id="smollm2-135m", base_model=real_lm, exit_layer=2)
+    eos = eos_ids_of(real_tokenizer, real_lm.config)
+    for q in load_questions(SPEC_BENCH, 0, 1) + load_questions(SPEC_BENCH, 100, 101):
+        messages = []
+        for turn in q["turns"]:
+            messages.append({"role": "user", "content": turn})
+            ids = chat_prompt_ids(real_tokenizer, messages, "smollm2-135m")
+            hf = real_lm.generate(ids, max_new_tokens=24, do_sample=False)[0, ids.shape[1]:].tolist()
+            base = greedy_decode(real_lm, ids, 24, eos).tokens
+            kang = kangaroo_generate(km, ids, 24, eos, steps=6, threshold=0.6).tokens
+            assert base == hf and kang == hf, q["question_id"]
+            messages.append({"role": "assistant", "content": real_tokenizer.decode(hf, skip_special_tokens=True)})

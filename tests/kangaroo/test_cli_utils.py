@@ -1,0 +1,91 @@
+"""Flag resolution and validation: one error line naming the flag, exit code 2."""
+import pytest
+
+from kangaroo import cli_utils
+from tests.conftest import tiny_config
+
+QFILE = ["--question-file", __file__]  # any existing file passes the path check
+
+
+def parse(argv, kind="kangaroo"):
+    return cli_utils.parse_args(kind, ["--model-id", "smollm2-135m", "--device", "cpu", *QFILE, *argv])
+
+
+def fails(capsys, argv, match, kind="kangaroo"):
+    with pytest.raises(SystemExit) as e:
+        parse(argv, kind)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and match in err, err
+    return err
+
+
+def test_defaults_follow_quick_reference():
+    a = parse([])
+    assert (a.exitlayer, a.threshold, a.steps) == (2, 0.6, 6)
+    assert (a.dvi_store, a.dvi_topk, a.dvi_logits_dtype) == ("topk", 1024, "float16")
+    assert (a.dvi_buffer_size, a.dvi_batch_size, a.dvi_update_every) == (2048, 64, 8)
+    assert (a.dvi_tau, a.dvi_warmup_steps, a.dvi_pg_lambda_max) == (1.5, 1000, 0.2)
+    assert (a.dvi_kl_lambda0, a.dvi_kl_lambdamin, a.max_online_train_ms) == (1.0, 0.1, 5)
+    assert (a.dvi_lora_r, a.dvi_lora_alpha, a.dvi_online) == (8, 8.0, False)
+    assert a.adapter_mode == "none" and a.adapter_path is None and a.dtype == "float32"
+
+
+@pytest.mark.parametrize("argv,mode,path", [
+    ([], "none", None),
+    (["--adapter-path", "none"], "none", None),
+    (["--adapter-path", "some/dir"], "load", "some/dir"),
+    (["--adapter-mode", "none", "--adapter-path", "some/dir"], "none", None),
+    (["--adapter-mode", "load", "--adapter-path", "some/dir"], "load", "some/dir"),
+])
+def test_adapter_mode_resolution(argv, mode, path):
+    a = parse(argv)
+    assert (a.adapter_mode, a.adapter_path) == (mode, path)
+
+
+def test_legacy_model_path(capsys):
+    assert parse(["--model-path", "smollm2-135m"]).model_id == "smollm2-135m"
+    fails(capsys, ["--model-path", "other"], "--model-path")
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--adapter-mode", "load"], "--adapter-mode load needs --adapter-path"),
+    (["--dvi-batch-size", "4096"], "--dvi-batch-size"),
+    (["--dvi-store", "dense"], "--dvi-store"),
+    (["--dvi-online", "maybe"], "--dvi-online"),
+    (["--temperature", "0.7"], "--temperature"),
+    (["--steps", "0"], "--steps"),
+    (["--threshold", "1.5"], "--threshold"),
+    (["--dvi-kl-lambda0", "0.05"], "--dvi-kl-lambda0"),
+    (["--max-prompts", "3"], "--max-prompts needs --prompts-jsonl"),
+    (["--prompts-jsonl", "/no/such.jsonl"], "--prompts-jsonl"),
+    (["--load-lora", "/no/such.pt"], "--load-lora"),
+    (["--dtype", "float16"], "--dtype float16"),
+])
+def test_bad_flags_give_one_line(capsys, argv, match):
+    fails(capsys, argv, match)
+
+
+def test_missing_question_file(capsys):
+    with pytest.raises(SystemExit):
+        cli_utils.parse_args("baseline", ["--model-id", "x", "--device", "cpu", "--question-file", "/no/q.jsonl"])
+    assert "--question-file" in capsys.readouterr().err
+
+
+def test_model_id_required(capsys):
+    with pytest.raises(SystemExit):
+        cli_utils.parse_args("baseline", QFILE)
+    assert "--model-id is required" in capsys.readouterr().err
+
+
+def test_checks_against_config(capsys):
+    cfg = tiny_config(vocab_size=97, layers=4)
+    cli_utils.validate_against_config(parse(["--exitlayer", "3", "--dvi-topk", "97"]), cfg)
+    for argv, match in [(["--exitlayer", "4"], "outside 1..3"), (["--dvi-topk", "98"], "larger than the vocabulary")]:
+        with pytest.raises(SystemExit):
+            cli_utils.validate_against_config(parse(argv), cfg)
+        assert match in capsys.readouterr().err
+
+
+def test_baseline_has_no_dvi_flags(capsys):
+    with pytest.raises(SystemExit):
+        parse(["--dvi-online", "true"], kind="baseline")
