@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from kangaroo.errors import UserError
-from kangaroo.llama_forward import causal_mask, decoder_layer, new_cache, rotary_for, run_layers
+from kangaroo.llama_forward import causal_mask, decoder_layer, new_cache, project, rotary_for, run_layers
 from kangaroo.kv_cache import KVCache
 
 
@@ -127,7 +127,7 @@ class KangarooModel(nn.Module):
 
     @torch.no_grad()
     def verifier_logits(self, h_final: torch.Tensor) -> torch.Tensor:
-        return self.head_model(h_final)
+        return project(h_final, self.head_model.weight)
 
     def drafter_logits_from_hk(self, hk: torch.Tensor) -> torch.Tensor:
         """The drafter's logits: the LoRA drafter head when attached, else the verifier's head (plain Kangaroo)."""

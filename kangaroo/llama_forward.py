@@ -71,3 +71,12 @@ def run_layers(layers, h: torch.Tensor, cache: KVCache, rotary_emb) -> torch.Ten
 def new_cache(config, num_layers: int, max_len: int, dtype, device) -> KVCache:
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     return KVCache(num_layers, config.num_key_value_heads, head_dim, max_len, dtype=dtype, device=device)
+
+
+def project(h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``h [..., d] @ weight.T`` for a vocabulary-sized output. On CPU, several rows go as ``(W @ h.T).T``:
+    MKL's tall-skinny kernel is 2-3x faster there than ``F.linear`` for 2..16 rows against 49k outputs."""
+    rows = h.numel() // h.shape[-1]
+    if h.device.type != "cpu" or rows == 1:
+        return F.linear(h, weight)
+    return (weight @ h.reshape(rows, -1).T).T.reshape(*h.shape[:-1], weight.shape[0])
