@@ -74,21 +74,39 @@ def decode_turns(decode: Callable[[torch.Tensor], DecodeResult], tokenizer, mode
     return texts, results, walls
 
 
+def sharegpt_questions(path: str, max_prompts: int | None):
+    """The first ``max_prompts`` usable prompts of a ShareGPT jsonl as one-turn questions, one at a time."""
+    from data.sharegpt_stream import iter_sharegpt_jsonl
+
+    for i, (prompt, _target) in enumerate(iter_sharegpt_jsonl(path)):
+        if max_prompts is not None and i >= max_prompts:
+            return
+        yield {"question_id": f"sharegpt-{i}", "category": "sharegpt", "turns": [prompt]}
+
+
 def run_questions(args, method: str, decode: Callable[[torch.Tensor], DecodeResult], tokenizer,
-                  extra_record: Callable[[], dict] | None = None) -> RunTotals:
-    questions = load_questions(args.question_file, args.question_begin, args.question_end)
-    answer_file = args.answer_file or default_answer_file(args.bench_name, args.model_id, method)
+                  extra_record: Callable[[], dict] | None = None,
+                  warmup: Callable[[torch.Tensor], DecodeResult] | None = None) -> RunTotals:
+    """Decode every question of ``--question-file`` (or every prompt streamed from ``--prompts-jsonl``)."""
+    if getattr(args, "prompts_jsonl", None):
+        questions, total, bench = sharegpt_questions(args.prompts_jsonl, args.max_prompts), args.max_prompts, "sharegpt"
+    else:
+        questions = load_questions(args.question_file, args.question_begin, args.question_end)
+        total, bench = len(questions), args.bench_name
+    answer_file = args.answer_file or default_answer_file(bench, args.model_id, method)
     args.answer_file = answer_file
     if args.overwrite:
         Path(answer_file).unlink(missing_ok=True)
     done = done_question_ids(answer_file)
-    totals = RunTotals(skipped=sum(q["question_id"] in done for q in questions))
-    todo = [q for q in questions if q["question_id"] not in done]
+    totals = RunTotals()
     # one short untimed decode so the first question does not pay for lazy initialisation
-    decode(chat_prompt_ids(tokenizer, [{"role": "user", "content": "Hi"}], args.model_id, device=args.device)[:, -8:])
+    (warmup or decode)(chat_prompt_ids(tokenizer, [{"role": "user", "content": "Hi"}], args.model_id, device=args.device)[:, -8:])
     from tqdm import tqdm
 
-    for q in tqdm(todo, desc=method, disable=args.no_progress, dynamic_ncols=True):
+    for q in tqdm(questions, total=total, desc=method, disable=args.no_progress, dynamic_ncols=True):
+        if q["question_id"] in done:
+            totals.skipped += 1
+            continue
         texts, results, walls = decode_turns(decode, tokenizer, args.model_id, q["turns"], args.device)
         accept = [a for r in results for a in r.accept_lengths]
         rec = answer_record(q["question_id"], args.model_id, texts, [len(r.tokens) for r in results], walls,

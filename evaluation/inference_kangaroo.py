@@ -1,9 +1,18 @@
-"""Kangaroo self-speculative greedy decoding over a question file (lossless: same tokens as the baseline).
+"""Kangaroo self-speculative greedy decoding, with DVI online drafter training (lossless either way).
 
-    python -m evaluation.inference_kangaroo --model-id smollm2-135m --adapter-path none \
+    # plain Kangaroo (identity adapter, the verifier's own head drafts)
+    python -m evaluation.inference_kangaroo --model-id smollm2-135m --adapter-path none \\
         --exitlayer 2 --threshold 0.6 --steps 6 --temperature 0.0 --seed 123
+    # DVI: train the LoRA drafter head online over a ShareGPT stream
+    python -m evaluation.inference_kangaroo --model-id smollm2-135m --dvi-online true \\
+        --prompts-jsonl assets/sharegpt.jsonl --max-prompts 300 --save-lora-path runs/checkpoints
+    # deploy a trained drafter
+    python -m evaluation.inference_kangaroo --model-id smollm2-135m --dvi-online false \\
+        --load-lora runs/checkpoints/final.pt --metrics-out runs/benchmark/metrics.csv
 """
 from __future__ import annotations
+
+import json
 
 import torch
 
@@ -15,20 +24,37 @@ from kangaroo.model_loading import load_causal_lm, load_tokenizer
 from kangaroo.speculative import kangaroo_generate
 
 
+def build_model(args) -> KangarooModel:
+    lm = load_causal_lm(args.model_id, device=args.device, dtype=args.dtype)
+    validate_against_config(args, lm.config)
+    return KangarooModel(model_id=args.model_id, adapter_mode=args.adapter_mode, adapter_path=args.adapter_path,
+                         exit_layer=args.exitlayer, base_model=lm)
+
+
 def main(argv=None) -> int:
     args = parse_args("kangaroo", argv, description=__doc__.splitlines()[0])
     torch.manual_seed(args.seed)
     tokenizer = load_tokenizer(args.model_id)
-    lm = load_causal_lm(args.model_id, device=args.device, dtype=args.dtype)
-    validate_against_config(args, lm.config)
-    model = KangarooModel(model_id=args.model_id, adapter_mode=args.adapter_mode, adapter_path=args.adapter_path,
-                          exit_layer=args.exitlayer, base_model=lm)
-    eos = eos_ids_of(tokenizer, lm.config)
+    model = build_model(args)
+    eos = eos_ids_of(tokenizer, model.config)
+    learner = None
+    if args.dvi_online or args.load_lora:
+        from dvi.online_loop import DVILearner
 
-    def decode(ids):
-        return kangaroo_generate(model, ids, args.max_new_tokens, eos, steps=args.steps, threshold=args.threshold)
+        model.attach_drafter_head(r=args.dvi_lora_r, alpha=args.dvi_lora_alpha)
+        learner = DVILearner(model, args)
 
-    run_questions(args, "kangaroo", decode, tokenizer)
+    def decode(ids, hook=True):
+        return kangaroo_generate(model, ids, args.max_new_tokens, eos, steps=args.steps, threshold=args.threshold,
+                                 on_block=learner.on_block if (learner and hook) else None)
+
+    method = "dvi" if learner else "kangaroo"
+    try:
+        run_questions(args, method, decode, tokenizer, warmup=lambda ids: decode(ids, hook=False))
+    finally:
+        if learner is not None:
+            summary = learner.finish()
+            print(f"[dvi] {json.dumps(summary)}")
     return 0
 
 

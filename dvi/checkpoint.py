@@ -1,0 +1,225 @@
+"""DVI checkpoints: the LoRA tensors of the drafter head and the trainer state, never the base weights.
+
+    {"format": "kangaroo-dvi-lora", "version": 1, "meta": {...}, "lora": {name: tensor}, "optimizer": sd | None,
+     "schedule": sd | None, "ema_baseline": float, "global_step": int | None, "extra": dict}
+
+Writes are atomic (temp file in the same folder, fsync, os.replace): a crash mid-save leaves the previous file
+under that name intact. Loads use ``weights_only=True`` (a checkpoint cannot run code) and validate everything
+(file, format, meta, tensor names and shapes, optimizer layout) before anything in the model or optimizer changes.
+``model_id`` is compared by its last path component, so ``assets/m`` and ``/abs/assets/m`` match.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+from kangaroo.errors import UserError
+
+FORMAT, VERSION = "kangaroo-dvi-lora", 1
+LORA_SUFFIXES = (".proj.A", ".proj.B")
+# meta key -> the flag that sets it (None: it comes with the model, so --model-id is the fix)
+CHECKED = {"model_id": "--model-id", "num_hidden_layers": None, "hidden_size": None, "vocab_size": None,
+           "exit_layer": "--exitlayer", "lora_r": "--dvi-lora-r", "lora_alpha": "--dvi-lora-alpha"}
+PLAIN = (str, int, float, bool, type(None), torch.Tensor)
+
+
+class CheckpointError(UserError):
+    """A checkpoint that is missing, damaged, or made for another model/drafter."""
+
+
+def checkpoint_path(dir, global_step: int | None = None) -> Path:
+    return Path(dir) / ("final.pt" if global_step is None else f"step_{global_step:08d}.pt")
+
+
+def _lora_params(model) -> dict:
+    return {n: p for n, p in model.named_parameters() if n.endswith(LORA_SUFFIXES)}
+
+
+def lora_state_dict(model) -> dict:
+    return {n: p.detach().cpu().clone() for n, p in _lora_params(model).items()}
+
+
+def _lora_problems(model, sd: dict) -> list[str]:
+    own = _lora_params(model)
+    probs = [f"missing {n}" for n in own if n not in sd] + [f"unexpected {n}" for n in sd if n not in own]
+    probs += [f"{n} has shape {list(getattr(sd[n], 'shape', []))}, expected {list(p.shape)}"
+              for n, p in own.items() if n in sd and (not torch.is_tensor(sd[n]) or sd[n].shape != p.shape)]
+    return probs
+
+
+def load_lora_state_dict(model, sd: dict) -> None:
+    """Copy ``sd`` into the model's LoRA tensors in place (optimizers keep pointing at the same tensors)."""
+    probs = _lora_problems(model, sd)
+    if probs:
+        raise CheckpointError("LoRA tensors do not fit this drafter head (" + "; ".join(probs)
+                              + "): use a checkpoint made with the same model, --exitlayer and --dvi-lora-r")
+    with torch.no_grad():
+        for n, p in _lora_params(model).items():
+            p.copy_(sd[n])
+
+
+def checkpoint_meta(model) -> dict:
+    head, cfg = model.drafter_head, model.config
+    if head is None:
+        raise CheckpointError("the model has no drafter head, so there is nothing to save or load: "
+                              "attach one first (model.attach_drafter_head)")
+    return {"format": FORMAT, "version": VERSION, "model_id": str(model.model_id), "exit_layer": int(model.exit_layer),
+            "hidden_size": int(cfg.hidden_size), "vocab_size": int(cfg.vocab_size),
+            "num_hidden_layers": int(cfg.num_hidden_layers), "lora_r": int(head.proj.r),
+            "lora_alpha": float(head.proj.alpha)}
+
+
+def _check_plain(x, where: str) -> None:
+    """Only what ``weights_only`` loading accepts, so a saved file can always be read back."""
+    if isinstance(x, dict):
+        for k, v in x.items():
+            _check_plain(k, where)
+            _check_plain(v, f"{where}[{k!r}]")
+    elif isinstance(x, (list, tuple)):
+        for v in x:
+            _check_plain(v, where)
+    elif not isinstance(x, PLAIN):
+        raise TypeError(f"checkpoint {where} holds a {type(x).__name__}; only tensors, numbers, strings, "
+                        "lists and dicts can be saved")
+
+
+def save_ckpt(path, model, opt, sched, ema_b, *, global_step: int | None = None, extra: dict | None = None) -> None:
+    path = Path(path)
+    extra = dict(extra or {})
+    _check_plain(extra, "extra")
+    obj = {"format": FORMAT, "version": VERSION, "meta": checkpoint_meta(model), "lora": lora_state_dict(model),
+           "optimizer": None if opt is None else opt.state_dict(),
+           "schedule": None if sched is None else sched.state_dict(), "ema_baseline": float(ema_b),
+           "global_step": None if global_step is None else int(global_step), "extra": extra}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"cannot create the checkpoint folder {path.parent} ({e.strerror or e}): "
+                              "pass a writable folder as --save-lora-path") from e
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _fsync_dir(d: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_ckpt(path) -> dict:
+    """The raw checkpoint dict, after checking that the file exists, loads, and has our format."""
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder: pass a .pt file inside it, e.g. {path / 'final.pt'}")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist: pass a .pt file written by --save-lora-path "
+                              "(e.g. DIR/final.pt)")
+    damaged = (f"checkpoint {path} is damaged or truncated ({{}}): use another checkpoint (the previous ones in "
+               f"{path.parent} are untouched)")
+    if not zipfile.is_zipfile(path):  # torch.save always writes a zip; this catches truncation and random bytes
+        raise CheckpointError(damaged.format("not a complete zip archive"))
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a damaged member, unpickling errors, ...: all mean "unusable file"
+        if isinstance(e, pickle.UnpicklingError) and "weights only" in str(e).lower():
+            raise CheckpointError(f"checkpoint {path} holds Python objects beyond tensors and plain values, so it "
+                                  "was not written by --save-lora-path and was not loaded (it could run code): "
+                                  "pass a Kangaroo-DVI LoRA checkpoint") from e
+        raise CheckpointError(damaged.format(type(e).__name__)) from e
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a Kangaroo-DVI LoRA checkpoint (format {FORMAT!r} expected): pass a "
+                              ".pt file written by --save-lora-path")
+    if ck.get("version") != VERSION:
+        raise CheckpointError(f"checkpoint {path} has format version {ck.get('version')}, this code reads version "
+                              f"{VERSION}: use the code that wrote it, or train a new drafter")
+    missing = [k for k in ("meta", "lora", "optimizer", "schedule", "ema_baseline") if k not in ck]
+    if missing or not isinstance(ck["meta"], dict) or not isinstance(ck["lora"], dict):
+        raise CheckpointError(f"checkpoint {path} is incomplete (missing {', '.join(missing) or 'meta/lora'}): "
+                              f"use another checkpoint (the previous ones in {path.parent} are untouched)")
+    return ck
+
+
+def _same(key: str, a, b) -> bool:
+    if key == "model_id":
+        return Path(str(a).rstrip("/\\")).name == Path(str(b).rstrip("/\\")).name
+    if key == "lora_alpha":
+        return float(a) == float(b)
+    return a == b
+
+
+def _meta_mismatch(path: Path, saved: dict, now: dict) -> str | None:
+    diff = [k for k in CHECKED if not _same(k, saved.get(k), now[k])]
+    if not diff:
+        return None
+    fixes = [f"{CHECKED[k]} {saved.get(k)}" for k in diff if CHECKED[k]]
+    if any(CHECKED[k] is None for k in diff) and "model_id" not in diff:
+        fixes.insert(0, f"--model-id {saved.get('model_id')}")
+    def show(m):
+        return ", ".join(f"{k}={m.get(k)}" for k in diff)
+
+    return (f"checkpoint {path} was made for {show(saved)} but this run has {show(now)}: "
+            f"pass {' '.join(fixes)}, or train a new drafter")
+
+
+def _optimizer_fits(opt, osd) -> bool:
+    groups, saved = opt.param_groups, osd.get("param_groups", []) if isinstance(osd, dict) else []
+    if len(groups) != len(saved) or any(len(g["params"]) != len(s["params"]) for g, s in zip(groups, saved)):
+        return False
+    params = {i: p for s, g in zip(saved, groups) for i, p in zip(s["params"], g["params"])}
+    for i, st in osd.get("state", {}).items():
+        if i not in params:
+            return False
+        if any(torch.is_tensor(v) and v.dim() and v.shape != params[i].shape for v in st.values()):
+            return False
+    return True
+
+
+def load_ckpt(path, model, opt, sched) -> float:
+    """Load LoRA tensors (and, unless None, the optimizer and schedule state); return the EMA baseline.
+    ``opt=None, sched=None`` is deploy mode. Nothing is modified unless every check passes."""
+    path = Path(path)
+    ck = read_ckpt(path)
+    msg = _meta_mismatch(path, ck["meta"], checkpoint_meta(model))
+    if msg:
+        raise CheckpointError(msg)
+    probs = _lora_problems(model, ck["lora"])
+    if probs:
+        raise CheckpointError(f"checkpoint {path} does not fit this drafter head ({'; '.join(probs)}): "
+                              "use a checkpoint made for this model, or train a new drafter")
+    for name, obj, state in (("optimizer", opt, ck["optimizer"]), ("schedule", sched, ck["schedule"])):
+        if obj is not None and state is None:
+            raise CheckpointError(f"checkpoint {path} holds no {name} state, so training cannot resume from it: "
+                                  "load it to deploy (--dvi-online false) or start training afresh")
+    if opt is not None and not _optimizer_fits(opt, ck["optimizer"]):
+        raise CheckpointError(f"checkpoint {path} has optimizer state that does not fit this run's LoRA tensors: "
+                              "load it to deploy (--dvi-online false) or start training afresh")
+    if sched is not None and "step" not in ck["schedule"]:
+        raise CheckpointError(f"checkpoint {path} has no schedule step: use another checkpoint")
+    load_lora_state_dict(model, ck["lora"])
+    if opt is not None:
+        opt.load_state_dict(ck["optimizer"])
+    if sched is not None:
+        sched.load_state_dict(ck["schedule"])
+    return float(ck["ema_baseline"])

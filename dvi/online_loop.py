@@ -1,0 +1,137 @@
+"""Draft, Verify & Improve: what happens after every verify/commit block (work plan step 7).
+
+    block -> tuples -> ring buffer -> (every N blocks) trainer step -> metrics -> (every M blocks) checkpoint
+
+For a block that drafted d_1..d_m and accepted a of them, one tuple per accepted position (reward 1) and one
+for the first rejected position (reward 0, ``is_first_reject``) go into the buffer, each with the hk that
+drafted it and the verifier's logits at that position. ``global_step`` counts blocks. The verifier is frozen,
+so none of this can change a committed token.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from dvi.buffer import DVIRingBuffer
+from dvi.checkpoint import checkpoint_path, load_ckpt, read_ckpt, save_ckpt
+from dvi.metrics import MetricsLogger
+from dvi.online_trainer import OnlineTrainer
+from dvi.schedule import PiecewiseSchedule
+from kangaroo.speculative import Block
+
+LOGITS_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+
+
+def metrics_dir(metrics_out: str) -> Path:
+    """``--metrics-out`` is a folder; a ``.csv`` path names the folder of the same name without the suffix."""
+    p = Path(metrics_out)
+    return p.with_suffix("") if p.suffix == ".csv" else p
+
+
+@torch.no_grad()
+def calibrate_ar_ms(model, n: int = 12) -> float:
+    """Median wall time of one plain autoregressive step (all layers + the verifier head, one token), in ms:
+    the reference behind the ``speedup`` column."""
+    caches = model.new_caches(n + 8)
+    x = torch.tensor([[1, 2, 3, 4]], device=model.device)
+    model.forward_deep(model.forward_shallow(x, caches.shallow).h, caches.deep)
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        h = model.forward_shallow(x[:, :1], caches.shallow).h
+        model.verifier_logits(model.forward_deep(h, caches.deep)).argmax(-1).tolist()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return sorted(times)[len(times) // 2]
+
+
+class DVILearner:
+    """Owns the buffer, the trainer, the metrics and the checkpoints of one run; ``on_block`` is the hook that
+    ``kangaroo_generate`` calls after every block."""
+
+    def __init__(self, model, args, print_fn=print):
+        self.model, self.args, self.print = model, args, print_fn
+        self.online = bool(args.dvi_online)
+        cfg = model.config
+        self.buffer = DVIRingBuffer(args.dvi_buffer_size, cfg.hidden_size, cfg.vocab_size, args.dvi_store,
+                                    args.dvi_topk, LOGITS_DTYPES[args.dvi_logits_dtype], device=str(model.device),
+                                    seed=args.seed)
+        self.push = self.buffer.push_topk if args.dvi_store == "topk" else self.buffer.push_full
+        schedule = PiecewiseSchedule(args.dvi_warmup_steps, args.dvi_kl_lambda0, args.dvi_kl_lambdamin,
+                                     args.dvi_pg_lambda_max)
+        self.trainer = OnlineTrainer(model, args.dvi_lr, args.dvi_tau, schedule, args.max_online_train_ms,
+                                     args.dvi_store, args.dvi_topk, cfg.vocab_size, preset=args.dvi_ablation,
+                                     entropy_weight=args.dvi_entropy_weight)
+        self.global_step = 0
+        self.train_steps = 0
+        self.over_budget = 0
+        self.train_ms_total = 0.0
+        self.blocks_ms_total = 0.0
+        if args.load_lora:
+            self.load(args.load_lora)
+        self.metrics = MetricsLogger(metrics_dir(args.metrics_out), max_k=args.steps,
+                                     ar_ms_per_token=calibrate_ar_ms(model), every=args.metrics_every,
+                                     print_fn=print_fn)
+
+    # ------------------------------------------------------------------------------------------ the hook
+    def on_block(self, blk: Block) -> None:
+        t0 = time.perf_counter()
+        d, v, a = blk.draft, blk.verification, blk.accepted
+        n_push = a + (a < blk.drafted)
+        for i in range(1, n_push + 1):
+            self.push(hk=d.hk_state_of(i), token=d.tokens[i - 1], z_phi=v.logits[i - 1], reward=int(i <= a),
+                      pos=i, is_first_reject=i > a)
+        if self.args.dvi_debug_hk:
+            nbytes = n_push * d.hk.shape[-1] * 2
+            self.print(f"[hk] block {self.global_step + 1}: {n_push} hk captured ({nbytes} B float16); "
+                       f"buffer {self.buffer.size}/{self.buffer.capacity} slots")
+        self.global_step += 1
+        train_ms = 0.0
+        if (self.online and self.global_step % self.args.dvi_update_every == 0
+                and self.buffer.size >= self.args.dvi_batch_size):
+            stats = self.trainer.step(self.buffer.sample(self.args.dvi_batch_size), self.global_step)
+            train_ms = stats["ms"]
+            self.train_steps += 1
+            self.train_ms_total += train_ms
+            self.metrics.log_train(self.global_step, stats)
+            if stats["over_budget"]:
+                self.over_budget += 1
+                if self.over_budget % 100 == 1:
+                    self.print(f"[dvi] warning: trainer step took {train_ms:.1f} ms > --max-online-train-ms "
+                               f"{self.args.max_online_train_ms} ({self.over_budget} of {self.train_steps} steps "
+                               "so far); steps always finish: raise the budget or --dvi-update-every")
+        if self.online and self.args.save_lora_every and self.global_step % self.args.save_lora_every == 0:
+            self.save(checkpoint_path(self.args.save_lora_path, self.global_step))
+        own_ms = (time.perf_counter() - t0) * 1e3
+        wall = d.ms + v.ms + own_ms
+        self.blocks_ms_total += wall
+        self.metrics.log_block(self.global_step, blk.drafted, a, len(blk.committed), wall, d.ms, v.ms, train_ms)
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def save(self, path) -> Path:
+        t = self.trainer
+        save_ckpt(path, self.model, t.optimizer, t.schedule, t.ema_baseline, global_step=self.global_step,
+                  extra={"train_steps": self.train_steps, "ablation": self.args.dvi_ablation})
+        return Path(path)
+
+    def load(self, path) -> None:
+        """Resume (online: optimizer, schedule, baseline and step count too) or deploy (LoRA tensors only)."""
+        t = self.trainer
+        if self.online:
+            t.ema_baseline = load_ckpt(path, self.model, t.optimizer, t.schedule)
+            self.global_step = int(read_ckpt(path).get("global_step") or 0)
+        else:
+            load_ckpt(path, self.model, None, None)
+        self.print(f"[dvi] loaded {path} ({'resume at block ' + str(self.global_step) if self.online else 'deploy'})")
+
+    def finish(self) -> dict:
+        """Save DIR/final.pt (online runs), close the metrics (CSVs + plot) and return a summary."""
+        out = {"blocks": self.global_step, "train_steps": self.train_steps, "over_budget_steps": self.over_budget,
+               "train_ms_per_step": self.train_ms_total / max(1, self.train_steps),
+               "train_share_of_wall": self.train_ms_total / max(1e-9, self.blocks_ms_total)}
+        if self.online:
+            out["final"] = str(self.save(checkpoint_path(self.args.save_lora_path)))
+        self.metrics.close()
+        out["metrics"] = str(self.metrics.out_dir)
+        return out

@@ -1,0 +1,142 @@
+"""MetricsLogger: CSV contents for hand-made blocks, aggregates by hand, summary cadence, plot, fresh files."""
+import csv
+
+import pytest
+
+from dvi.metrics import TRAIN_COLS, MetricsLogger, read_acceptance_csv
+from kangaroo.errors import UserError
+
+
+@pytest.fixture
+def no_plot(monkeypatch):
+    """close() without rendering (0.5 s a plot on a busy CPU); the plot has its own tests."""
+    monkeypatch.setattr(MetricsLogger, "plot", lambda self, png_path=None: None)
+
+
+# (step, drafted, accepted, committed, wall_ms)
+BLOCKS = [(1, 3, 1, 2, 20.0), (2, 5, 5, 6, 30.0), (3, 2, 0, 1, 10.0), (4, 4, 2, 3, 40.0)]
+
+
+def logger(tmp_path, every=1000, ar=10.0, lines=None, blocks=BLOCKS):
+    lg = MetricsLogger(tmp_path / "m", max_k=5, ar_ms_per_token=ar, every=every,
+                       print_fn=(lines.append if lines is not None else print))
+    return logger_blocks(lg, blocks)
+
+
+def logger_blocks(lg, blocks):
+    for step, d, a, c, wall in blocks:
+        lg.log_block(step, d, a, c, wall, drafter_ms=wall / 2, verifier_ms=wall / 4)
+    return lg
+
+
+def raw(path):
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+def test_acceptance_csv(tmp_path, no_plot):
+    lg = logger(tmp_path)
+    rows = raw(tmp_path / "m" / "acceptance.csv")  # readable while the run is live: flushed per block
+    assert rows[0] == ["step", "acc@1", "acc@2", "acc@3", "acc@4", "acc@5", "block_acc", "drafted", "accepted",
+                       "committed"]
+    assert rows[1] == ["1", "1", "0", "0", "", "", "0.333333", "3", "1", "2"]
+    assert rows[2] == ["2", "1", "1", "1", "1", "1", "1", "5", "5", "6"]
+    assert rows[3] == ["3", "0", "0", "", "", "", "0", "2", "0", "1"]
+    parsed = read_acceptance_csv(tmp_path / "m" / "acceptance.csv")
+    assert parsed[0] == {"step": 1, "acc@1": 1, "acc@2": 0, "acc@3": 0, "acc@4": None, "acc@5": None,
+                         "block_acc": pytest.approx(1 / 3, abs=1e-6), "drafted": 3, "accepted": 1, "committed": 2}
+    assert len(parsed) == 4 and parsed[3]["acc@4"] == 0 and parsed[3]["acc@5"] is None
+    lg.close()
+
+
+def test_speed_csv_and_no_calibration(tmp_path, no_plot):
+    logger(tmp_path).close()
+    rows = raw(tmp_path / "m" / "speed.csv")
+    assert rows[0] == ["step", "wall_ms", "speedup", "drafter_ms", "verifier_ms", "trainer_ms", "committed"]
+    assert rows[1] == ["1", "20", "1", "10", "5", "0", "2"]        # 2 tokens * 10 ms / 20 ms
+    assert rows[2][2] == "2" and rows[4][2] == "0.75"               # 6*10/30, 3*10/40
+    logger(tmp_path, ar=None).close()
+    assert [r[2] for r in raw(tmp_path / "m" / "speed.csv")[1:]] == ["", "", "", ""]
+
+
+def test_rolling_and_first_last(tmp_path, no_plot):
+    lg = logger(tmp_path)
+    r = lg.rolling(2)  # blocks 3 and 4
+    assert r["blocks"] == 2 and r["step"] == 4
+    assert r["acc@1"] == pytest.approx(0.5) and r["mean_accepted"] == pytest.approx(2.0)
+    assert r["block_acc"] == pytest.approx((0 + 0.5) / 2) and r["speedup"] == pytest.approx(4 * 10 / 50)
+    fl = lg.first_last(2)
+    assert fl["first"]["acc@1"] == 1.0 and fl["first"]["mean_accepted"] == pytest.approx(4.0)
+    assert fl["first"]["block_acc"] == pytest.approx((1 / 3 + 1) / 2) and fl["last"] == r
+    assert lg.rolling()["blocks"] == 4 and lg.rolling()["mean_accepted"] == pytest.approx(3.0)
+    empty = MetricsLogger(tmp_path / "e", max_k=2, print_fn=lambda s: None)
+    assert empty.rolling() == {"blocks": 0, "step": None, "acc@1": None, "mean_accepted": None, "block_acc": None,
+                               "speedup": None}
+    lg.close(), empty.close()
+
+
+def test_summary_every_n_blocks_with_trainer(tmp_path, no_plot):
+    lines = []
+    lg = logger(tmp_path, every=2, lines=lines, blocks=BLOCKS[:1])
+    lg.log_train(1, {"loss": 9.0, "kd": 9.0, "ms": 99.0})
+    logger_blocks(lg, BLOCKS[1:2])
+    assert lines == ["[dvi] step 2 | last 2 blocks: acc@1 1.00 mean accepted 4.00 block_acc 0.67 speedup 1.60x"
+                     " | trainer loss 9.00 kd 9 (99.0 ms/step, 1 steps)"]
+    lg.log_train(3, {"loss": 1.0, "kd": 0.5, "ms": 10.0})
+    lg.log_train(4, {"loss": 2.0, "kd": 0.7, "ms": 14.0})
+    for step, d, a, c, wall in BLOCKS[2:]:
+        lg.log_block(step, d, a, c, wall, 1.0, 1.0, trainer_ms=12.0)
+    assert len(lines) == 2
+    assert lines[1] == ("[dvi] step 4 | last 2 blocks: acc@1 0.50 mean accepted 2.00 block_acc 0.25 speedup 0.80x"
+                        " | trainer loss 1.50 kd 0.6 (12.0 ms/step, 2 steps)")
+    lg.close()
+
+
+def test_trainer_csv(tmp_path, no_plot):
+    lg = logger(tmp_path)
+    assert not (tmp_path / "m" / "trainer.csv").exists()  # offline runs leave no empty trainer file
+    lg.log_train(7, {"loss": 1.25, "kd": 0.5, "ms": 3.5, "over_budget": True, "n_pg": 4})
+    rows = raw(tmp_path / "m" / "trainer.csv")
+    assert rows[0] == list(TRAIN_COLS) == ["step", "loss", "kd", "rkl", "ce", "pg", "entropy", "w_kl", "w_ce",
+                                            "w_pg", "reward_mean", "baseline", "ms", "over_budget"]
+    assert rows[1] == ["7", "1.25", "0.5", "", "", "", "", "", "", "", "", "", "3.5", "1"]
+    lg.close()
+
+
+@pytest.mark.parametrize("with_trainer", [False, True])
+def test_plot_writes_png(tmp_path, with_trainer):
+    lg = logger(tmp_path, blocks=BLOCKS[:3])
+    if with_trainer:
+        lg.log_train(2, {"loss": 1.0, "kd": 0.5, "ce": 0.2, "pg": 0.0})
+        lg.log_train(3, {"loss": 0.8, "kd": 0.4})
+    lg.close()
+    png = (tmp_path / "m" / "dvi_progress.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+    empty = MetricsLogger(tmp_path / "e", max_k=2, print_fn=lambda s: None)
+    assert empty.plot(tmp_path / "x" / "e.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_new_logger_starts_fresh_and_keeps_old_files(tmp_path):
+    lines = []
+    logger(tmp_path, lines=lines).close()
+    old = (tmp_path / "m" / "acceptance.csv").read_bytes()
+    lg = MetricsLogger(tmp_path / "m", max_k=5, print_fn=lines.append)
+    assert len(raw(tmp_path / "m" / "acceptance.csv")) == 1
+    prev = [p for p in (tmp_path / "m").iterdir() if p.name.startswith("previous_")]
+    assert len(prev) == 1 and (prev[0] / "acceptance.csv").read_bytes() == old
+    assert (prev[0] / "dvi_progress.png").exists() and "moved the previous run's files" in lines[-1]
+    lg.close()
+
+
+def test_bad_input(tmp_path, no_plot):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(UserError, match="is a file: pass a folder"):
+        MetricsLogger(tmp_path / "f", max_k=3)
+    lg = MetricsLogger(tmp_path / "m", max_k=3, print_fn=lambda s: None)
+    with pytest.raises(ValueError, match="accepted"):
+        lg.log_block(1, 2, 3, 4, 1.0, 0.5, 0.5)
+    with pytest.raises(ValueError, match="max_k"):
+        lg.log_block(1, 4, 1, 2, 1.0, 0.5, 0.5)
+    lg.close()
+    with pytest.raises(UserError, match="does not exist"):
+        read_acceptance_csv(tmp_path / "nope.csv")

@@ -1,0 +1,112 @@
+"""The DVI loop on a tiny model: lossless while learning, the tuples it pushes, cadence, checkpoints, resume."""
+import csv
+
+import pytest
+import torch
+
+from dvi.checkpoint import CheckpointError
+from dvi.online_loop import DVILearner
+from kangaroo import cli_utils
+from kangaroo.greedy import greedy_decode
+from kangaroo.kangaroo_model import KangarooModel
+from kangaroo.speculative import kangaroo_generate
+from tests.conftest import make_tiny_llama
+
+
+def dvi_args(tmp_path, *extra):
+    argv = ["--model-id", "tiny", "--device", "cpu", "--question-file", __file__, "--dvi-batch-size", "4",
+            "--dvi-update-every", "1", "--dvi-buffer-size", "64", "--dvi-topk", "16", "--dvi-warmup-steps", "3",
+            "--dvi-lr", "0.05", "--dvi-lora-r", "4", "--metrics-out", str(tmp_path / "metrics"),
+            "--save-lora-path", str(tmp_path / "ckpt"), "--metrics-every", "1000", *extra]
+    return cli_utils.parse_args("kangaroo", argv)
+
+
+def prompts(n=3):
+    g = torch.Generator().manual_seed(7)
+    return [torch.randint(3, 97, (1, 6), generator=g) for _ in range(n)]
+
+
+def make(tmp_path, *extra, lm=None):
+    lm = lm or make_tiny_llama()
+    km = KangarooModel(model_id="tiny", base_model=lm, exit_layer=2)
+    km.attach_drafter_head(r=4, alpha=8.0)
+    lines = []
+    return lm, km, DVILearner(km, dvi_args(tmp_path, *extra), print_fn=lines.append), lines
+
+
+def run(km, learner, ids_list, n=30):
+    return [kangaroo_generate(km, ids, n, set(), steps=4, threshold=0.0, on_block=learner.on_block)
+            for ids in ids_list]
+
+
+@pytest.mark.parametrize("store", ["topk", "full"])
+def test_lossless_while_learning(tmp_path, store):
+    lm, km, learner, _ = make(tmp_path, "--dvi-online", "true", "--dvi-store", store)
+    head_before = km.head_model.weight.clone()
+    blocks = []
+    orig = learner.on_block
+    learner.on_block = lambda blk: (blocks.append((blk.drafted, blk.accepted)), orig(blk))
+    for ids, res in zip(prompts(), run(km, learner, prompts())):
+        assert res.tokens == greedy_decode(lm, ids, 30, set()).tokens
+    assert learner.train_steps > 10 and learner.global_step == len(blocks)
+    assert torch.equal(km.head_model.weight, head_before)
+    assert km.drafter_head.proj.B.abs().sum() > 0  # the drafter did learn something
+    # one tuple per accepted draft plus one for the first rejection
+    assert learner.buffer.size == min(64, sum(a + (a < m) for m, a in blocks))
+
+
+def test_offline_pushes_but_never_trains(tmp_path):
+    _, km, learner, _ = make(tmp_path, "--dvi-online", "false")
+    run(km, learner, prompts(1))
+    assert learner.train_steps == 0 and learner.buffer.size > 0
+    assert km.drafter_head.proj.B.abs().sum() == 0
+
+
+def test_metrics_and_final_checkpoint(tmp_path):
+    _, km, learner, lines = make(tmp_path, "--dvi-online", "true", "--save-lora-every", "10")
+    run(km, learner, prompts(2))
+    summary = learner.finish()
+    assert (tmp_path / "ckpt" / "final.pt").exists() and summary["final"].endswith("final.pt")
+    assert any(p.name.startswith("step_") for p in (tmp_path / "ckpt").iterdir())
+    rows = list(csv.DictReader(open(tmp_path / "metrics" / "acceptance.csv")))
+    assert len(rows) == learner.global_step and "acc@4" in rows[0]
+    assert len(list(csv.DictReader(open(tmp_path / "metrics" / "trainer.csv")))) == learner.train_steps
+    assert 0 < summary["train_share_of_wall"] < 1
+
+
+def test_resume_continues_step_and_schedule(tmp_path):
+    _, km, learner, _ = make(tmp_path, "--dvi-online", "true")
+    run(km, learner, prompts(1))
+    learner.finish()
+    ck = tmp_path / "ckpt" / "final.pt"
+    _, km2, resumed, _ = make(tmp_path, "--dvi-online", "true", "--load-lora", str(ck))
+    assert resumed.global_step == learner.global_step
+    assert resumed.trainer.schedule.step == learner.trainer.schedule.step
+    assert resumed.trainer.ema_baseline == pytest.approx(learner.trainer.ema_baseline)
+    assert torch.equal(km2.drafter_head.proj.B, km.drafter_head.proj.B)
+
+
+def test_deployed_drafter_is_deterministic(tmp_path):
+    _, km, learner, _ = make(tmp_path, "--dvi-online", "true")
+    run(km, learner, prompts(2))
+    learner.finish()
+    ck = str(tmp_path / "ckpt" / "final.pt")
+    accepts = []
+    for _ in range(2):
+        _, kmd, dep, _ = make(tmp_path, "--dvi-online", "false", "--load-lora", ck)
+        accepts.append([r.accept_lengths for r in run(kmd, dep, prompts(2))])
+    assert accepts[0] == accepts[1]
+
+
+def test_mismatched_checkpoint_is_refused_and_kept(tmp_path):
+    _, km, learner, _ = make(tmp_path, "--dvi-online", "true")
+    run(km, learner, prompts(1))
+    learner.finish()
+    ck = tmp_path / "ckpt" / "final.pt"
+    before = ck.read_bytes()
+    lm3 = make_tiny_llama()
+    km3 = KangarooModel(model_id="tiny", base_model=lm3, exit_layer=3)
+    km3.attach_drafter_head(r=4, alpha=8.0)
+    with pytest.raises(CheckpointError, match="exit_layer"):
+        DVILearner(km3, dvi_args(tmp_path, "--dvi-online", "true", "--exitlayer", "3", "--load-lora", str(ck)))
+    assert ck.read_bytes() == before
