@@ -132,6 +132,8 @@ class DVILearner:
                "train_share_of_wall": self.train_ms_total / max(1e-9, self.blocks_ms_total)}
         if self.online:
             out["final"] = str(self.save(checkpoint_path(self.args.save_lora_path)))
+        fl = self.metrics.first_last(50)
+        out["first_50"], out["last_50"] = fl["first"], fl["last"]
         self.metrics.close()
         out["metrics"] = str(self.metrics.out_dir)
         return out

@@ -60,6 +60,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="default: cuda when available, else cpu")
     g.add_argument("--dtype", default=None, choices=DTYPES,
                    help="default: float32 on cpu, float16 on cuda")
+    g.add_argument("--num-threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's own choice); 1 lets two runs share 2 cores cleanly")
 
 
 def add_kangaroo_args(p: argparse.ArgumentParser) -> None:
@@ -171,6 +173,10 @@ def resolve_device_dtype(args) -> None:
         fail("--device cuda but no CUDA device is visible: use --device cpu")
     if args.dtype is None:
         args.dtype = "float32" if args.device == "cpu" else "float16"
+    if args.num_threads is not None:
+        if args.num_threads < 1:
+            fail("--num-threads must be >= 1")
+        torch.set_num_threads(args.num_threads)
     if args.device == "cpu" and args.dtype == "float16":
         fail("--dtype float16 is not supported on cpu (slow and imprecise there): use float32 or bfloat16")
 

@@ -36,8 +36,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threshold", type=float, default=0.6)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--out", default="runs/baseline")
+    ap.add_argument("--num-threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = ap.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
     tok = load_tokenizer(args.model_id)
     lm = load_causal_lm(args.model_id)
     km = KangarooModel(model_id=args.model_id, base_model=lm, exit_layer=args.exitlayer)

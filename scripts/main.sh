@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Set everything up, then run the main job on the bundled SmolLM2-135M-Instruct and real data.
+# Set everything up, then run the main job on the bundled SmolLM2-135M-Instruct and real data:
+# DVI online over a ShareGPT slice (the drafter's LoRA head learns while every output token stays the
+# base model's greedy token), then print where the metrics, the plot and the checkpoint are.
+# Knobs (environment): MAX_PROMPTS (300), MAX_NEW_TOKENS (32), THREADS (1), OUT (runs/main), EXTRA (more flags).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-QUESTIONS=${QUESTIONS:-../shared/data/spec_bench/question.jsonl}
-COMMON=(--model-id smollm2-135m --question-file "$QUESTIONS" --question-end "${N_QUESTIONS:-3}"
-        --max-new-tokens "${MAX_NEW_TOKENS:-64}" --seed 123 --overwrite)
-python3 -m evaluation.inference_baseline "${COMMON[@]}" --answer-file runs/main/baseline.jsonl
-python3 -m evaluation.inference_kangaroo "${COMMON[@]}" --adapter-path none --exitlayer 2 --threshold 0.6 --steps 6 \
-    --answer-file runs/main/kangaroo.jsonl
+OUT=${OUT:-runs/main}
+python3 -m evaluation.inference_kangaroo --model-id smollm2-135m --adapter-path none \
+    --exitlayer 2 --threshold 0.6 --steps 6 --temperature 0.0 --seed 123 \
+    --dvi-online true --prompts-jsonl assets/sharegpt.jsonl --max-prompts "${MAX_PROMPTS:-300}" \
+    --max-new-tokens "${MAX_NEW_TOKENS:-32}" --num-threads "${THREADS:-1}" \
+    --save-lora-path "$OUT/checkpoints" --metrics-out "$OUT/metrics" --answer-file "$OUT/answers.jsonl" --overwrite \
+    ${EXTRA:-}
+echo "main job done: plot $OUT/metrics/dvi_progress.png, CSVs $OUT/metrics/{acceptance,speed,trainer}.csv," \
+     "drafter checkpoint $OUT/checkpoints/final.pt, answers $OUT/answers.jsonl"
