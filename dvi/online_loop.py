@@ -109,10 +109,10 @@ class DVILearner:
         self.metrics.log_block(self.global_step, blk.drafted, a, len(blk.committed), wall, d.ms, v.ms, train_ms)
 
     # ------------------------------------------------------------------------------------------ checkpoints
-    def save(self, path) -> Path:
+    def save(self, path, finished: bool = False) -> Path:
         t = self.trainer
         save_ckpt(path, self.model, t.optimizer, t.schedule, t.ema_baseline, global_step=self.global_step,
-                  extra={"train_steps": self.train_steps, "ablation": self.args.dvi_ablation})
+                  extra={"train_steps": self.train_steps, "ablation": self.args.dvi_ablation, "finished": finished})
         return Path(path)
 
     def load(self, path) -> None:
@@ -125,13 +125,14 @@ class DVILearner:
             load_ckpt(path, self.model, None, None)
         self.print(f"[dvi] loaded {path} ({'resume at block ' + str(self.global_step) if self.online else 'deploy'})")
 
-    def finish(self) -> dict:
-        """Save DIR/final.pt (online runs), close the metrics (CSVs + plot) and return a summary."""
+    def finish(self, finished: bool = True) -> dict:
+        """Save DIR/final.pt (online runs), close the metrics (CSVs + plot) and return a summary. An interrupted
+        run saves too (so it can be resumed), with ``extra["finished"] = False`` in the checkpoint."""
         out = {"blocks": self.global_step, "train_steps": self.train_steps, "over_budget_steps": self.over_budget,
                "train_ms_per_step": self.train_ms_total / max(1, self.train_steps),
                "train_share_of_wall": self.train_ms_total / max(1e-9, self.blocks_ms_total)}
         if self.online:
-            out["final"] = str(self.save(checkpoint_path(self.args.save_lora_path)))
+            out["final"] = str(self.save(checkpoint_path(self.args.save_lora_path), finished))
         fl = self.metrics.first_last(50)
         out["first_50"], out["last_50"] = fl["first"], fl["last"]
         self.metrics.close()

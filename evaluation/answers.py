@@ -45,9 +45,22 @@ def answer_record(question_id, model_id: str, turns: list[str], new_tokens: list
             "tstamp": time.time(), **extra}
 
 
+def drop_partial_last_line(path: Path) -> None:
+    """An interrupted write can leave a last line without its newline: that record is incomplete, cut it off
+    (its question is redone) so the next record starts on a line of its own."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data.endswith(b"\n"):
+            return
+        f.truncate(data.rfind(b"\n") + 1)
+
+
 def append_answer(path: str | Path, record: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    drop_partial_last_line(path)
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record, ensure_ascii=False) + "\n")
         f.flush()

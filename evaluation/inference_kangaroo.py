@@ -49,11 +49,13 @@ def main(argv=None) -> int:
                                  on_block=learner.on_block if (learner and hook) else None)
 
     method = "dvi" if learner else "kangaroo"
+    finished = False
     try:
         run_questions(args, method, decode, tokenizer, warmup=lambda ids: decode(ids, hook=False))
+        finished = True
     finally:
-        if learner is not None:
-            summary = learner.finish()
+        if learner is not None:  # also on Ctrl-C: the state so far is saved, marked unfinished, for a resume
+            summary = learner.finish(finished)
             print(f"[dvi] {json.dumps(summary)}")
     return 0
 

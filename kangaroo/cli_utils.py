@@ -1,6 +1,6 @@
 """The one source of truth for command-line flags, shared by every driver.
 
-``build_parser(kind)`` gives the flags of a driver kind ("baseline", "kangaroo", "benchmark"); ``parse_args``
+``build_parser(kind)`` gives the flags of a driver kind ("baseline" or "kangaroo"); ``parse_args``
 parses and resolves them (legacy names, adapter mode, device/dtype); ``validate_against_config`` checks what
 needs the model's config (exit layer, top-K). A wrong flag ends the program with one line naming the flag
 and the fix, exit code 2.

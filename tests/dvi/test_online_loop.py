@@ -110,3 +110,15 @@ def test_mismatched_checkpoint_is_refused_and_kept(tmp_path):
     with pytest.raises(CheckpointError, match="exit_layer"):
         DVILearner(km3, dvi_args(tmp_path, "--dvi-online", "true", "--exitlayer", "3", "--load-lora", str(ck)))
     assert ck.read_bytes() == before
+
+
+def test_bfloat16_model_trains_and_stays_lossless(tmp_path):
+    """Half-precision users: the frozen copies and the head stay bf16, the LoRA tensors float32."""
+    lm = make_tiny_llama(dtype=torch.bfloat16)
+    lm, km, learner, _ = make(tmp_path, "--dvi-online", "true", lm=lm)
+    assert km.drafter_head.proj.base.weight.dtype == torch.bfloat16 and km.drafter_head.proj.A.dtype == torch.float32
+    ids = prompts(1)[0]
+    res = kangaroo_generate(km, ids, 20, set(), steps=1, threshold=0.0, on_block=learner.on_block)
+    assert learner.train_steps > 0
+    assert len(res.tokens) == 20
+    assert km.drafter_head.proj.B.abs().sum() > 0  # the float32 LoRA tensors received bf16-path gradients

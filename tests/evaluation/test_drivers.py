@@ -74,3 +74,12 @@ def test_real_model_lossless_on_spec_bench(real_lm, real_tokenizer):
             kang = kangaroo_generate(km, ids, 24, eos, steps=6, threshold=0.6).tokens
             assert base == hf and kang == hf, q["question_id"]
             messages.append({"role": "assistant", "content": real_tokenizer.decode(hf, skip_special_tokens=True)})
+
+
+def test_interrupted_answer_line_is_redone(tiny_model_dir, qfile, tmp_path):
+    ans = tmp_path / "a.jsonl"
+    run(inference_baseline, tiny_model_dir, qfile, ans, "--question-end", "1")
+    with open(ans, "a") as f:
+        f.write('{"question_id": 2, "choi')  # a write cut short by a crash
+    rows = run(inference_baseline, tiny_model_dir, qfile, ans)
+    assert [r["question_id"] for r in rows] == [1, 2]

@@ -1,0 +1,235 @@
+"""scripts.benchmark_methods and scripts.run_ablations: end to end on the tiny model folder, and their pure
+table/plot builders on hand-made records."""
+import csv
+import json
+
+import pytest
+import torch
+
+from scripts import benchmark_methods as bm
+from scripts import run_ablations as ra
+
+V = 49152  # the tiny folder keeps the real tokenizer's vocabulary
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def qfile(tmp_path):
+    return write_jsonl(tmp_path / "q.jsonl", [
+        {"question_id": 1, "category": "writing", "turns": ["Write a haiku about the sea.", "Now a limerick."]},
+        {"question_id": 2, "category": "writing", "turns": ["Describe a cat."]},
+        {"question_id": 3, "category": "qa", "turns": ["What is the capital of France?"]}])
+
+
+@pytest.fixture
+def prompts(tmp_path):
+    convs = [[{"from": "human", "value": p}, {"from": "gpt", "value": "Sure."}]
+             for p in ("Tell me a joke.", "Explain rain.", "List three fruits.")]
+    return write_jsonl(tmp_path / "sharegpt.jsonl", [{"id": str(i), "conversations": c} for i, c in enumerate(convs)])
+
+
+@pytest.fixture
+def lora(tiny_model_dir, tmp_path):
+    """A deployable DVI checkpoint whose drafter head differs from the verifier's (random LoRA B)."""
+    from dvi.checkpoint import save_ckpt
+    from kangaroo.kangaroo_model import KangarooModel
+    from kangaroo.model_loading import load_causal_lm
+
+    km = KangarooModel(model_id=str(tiny_model_dir), base_model=load_causal_lm(str(tiny_model_dir)), exit_layer=2)
+    head = km.attach_drafter_head(r=4, alpha=8.0)
+    with torch.no_grad():
+        head.proj.B.copy_(torch.randn(head.proj.B.shape, generator=torch.Generator().manual_seed(0)) * 0.5)
+    path = tmp_path / "ckpt" / "final.pt"
+    save_ckpt(path, km, None, None, 0.0)
+    return path
+
+
+def bench_argv(model_dir, qfile, out, *extra):
+    return ["--model-id", str(model_dir), "--question-file", str(qfile), "--max-new-tokens", "8", "--out", str(out),
+            "--device", "cpu", "--num-threads", "1", "--no-progress", *extra]
+
+
+def raw_lines(out):
+    return (out / "raw.jsonl").read_text().splitlines()
+
+
+# ----------------------------------------------------------------------------------------------- benchmark
+def test_benchmark_end_to_end_lossless_and_resumable(tiny_model_dir, qfile, lora, tmp_path, monkeypatch):
+    out = tmp_path / "bench"
+    assert bm.main(bench_argv(tiny_model_dir, qfile, out, "--per-category", "1", "--load-lora", str(lora))) == 0
+    recs = [json.loads(line) for line in raw_lines(out)]
+    assert [r["question_id"] for r in recs] == [1, 3]  # first of each category, file order
+    assert recs[0]["order"] != recs[1]["order"] and sorted(recs[0]["order"]) == sorted(bm.METHODS)
+    for r in recs:
+        ms = r["methods"]
+        assert set(ms) == set(bm.METHODS) and all(m["match"] == [True] for m in ms.values())
+        assert len(ms["baseline"]["new_tokens"]) == 1  # first turn only
+        n = ms["baseline"]["new_tokens"][0]
+        assert ms["baseline"]["passes"] == [n] and ms["hf_generate"]["passes"] == [n]  # one target call per token
+        assert all(1 <= ms[m]["passes"][0] <= n for m in bm.METHODS)
+        assert ms["early_exit_assist"]["drafter_calls"][0] >= 1 and ms["kangaroo"]["drafter_calls"] == [None]
+    table = (out / "table.md").read_text()
+    for name in (*bm.METHODS, "## writing", "## qa", "## overall", "threads: 1", "--per-category 1"):
+        assert name in table
+    assert "| NO" not in table and table.count("| yes |") == 3 * len(bm.METHODS)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["lossless"] and summary["groups"] == ["writing", "qa", "overall"]
+    assert (out / "speedup.png").stat().st_size > 0
+
+    # resume: only question 2 is new; a method that changes a token makes the exit code 1
+    real = bm.make_methods
+
+    def broken(*a, **kw):
+        methods = real(*a, **kw)
+        good = methods["kangaroo"]
+
+        def bad(ids):
+            tokens, passes, drafter = good(ids)
+            return tokens[:-1] + [(tokens[-1] + 1) % V], passes, drafter
+        return {**methods, "kangaroo": bad}
+
+    monkeypatch.setattr(bm, "make_methods", broken)
+    calls = []
+    real_decode = bm.decode_question
+    monkeypatch.setattr(bm, "decode_question", lambda q, *a: calls.append(q["question_id"]) or real_decode(q, *a))
+    rc = bm.main(bench_argv(tiny_model_dir, qfile, out, "--per-category", "2", "--load-lora", str(lora)))
+    assert rc == 1 and calls == [2]
+    lines = raw_lines(out)
+    assert len(lines) == 3 and [json.loads(x) for x in lines[:2]] == recs
+    table = (out / "table.md").read_text()
+    assert "| kangaroo |" in table and "NO (1 of 3)" in table and "NO (1 of 2)" in table
+
+    # other settings are refused, with one line
+    with pytest.raises(SystemExit) as e:
+        bm.main(bench_argv(tiny_model_dir, qfile, out, "--max-new-tokens", "9", "--load-lora", str(lora)))
+    assert e.value.code == 2
+
+
+def test_benchmark_trains_a_missing_lora_and_decodes_all_turns(tiny_model_dir, qfile, prompts, tmp_path, capsys):
+    out, ckpt = tmp_path / "bench", tmp_path / "trained" / "final.pt"
+    with pytest.raises(SystemExit):
+        bm.main(bench_argv(tiny_model_dir, qfile, out, "--load-lora", str(ckpt)))
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "python -m evaluation.inference_kangaroo" in err and "--dvi-online true" in err
+    argv = bench_argv(tiny_model_dir, qfile, out, "--per-category", "1", "--load-lora", str(ckpt), "--methods", "dvi",
+                      "--train-if-missing", "2", "--train-prompts-jsonl", str(prompts), "--all-turns")
+    assert bm.main(argv) == 0 and ckpt.is_file()
+    recs = [json.loads(line) for line in raw_lines(out)]
+    assert set(recs[0]["methods"]) == {"baseline", "dvi"}
+    assert len(recs[0]["baseline_ids"]) == 2 and recs[0]["methods"]["dvi"]["match"] == [True, True]
+
+
+def record(qid, cat, **methods):
+    return {"question_id": qid, "category": cat, "methods": {
+        m: {"new_tokens": [t], "wall_s": [w], "passes": [p], "match": [ok]} for m, (t, w, p, ok) in methods.items()}}
+
+
+def test_benchmark_summary_table_and_plot_from_records(tmp_path):
+    recs = [record(1, "A", baseline=(10, 1.0, 10, True), kangaroo=(10, 0.5, 4, True), hf_generate=(10, 2.0, None, True)),
+            record(2, "B", baseline=(20, 1.0, 20, True), kangaroo=(20, 2.0, 5, False), hf_generate=(20, 1.0, None, True))]
+    s = bm.summarize(recs, ["baseline", "hf_generate", "kangaroo"])
+    assert s["groups"] == ["A", "B", "overall"] and not s["lossless"]
+    a, b, o = (s["by_group"][g]["kangaroo"] for g in s["groups"])
+    assert (a["speedup"], a["mean_accepted"], a["mismatches"]) == (2.0, 2.5, 0)
+    assert (b["speedup"], b["mismatches"]) == (0.5, 1)
+    assert o["speedup"] == pytest.approx(12 / 15) and o["mean_accepted"] == pytest.approx(30 / 9)
+    assert s["by_group"]["overall"]["hf_generate"]["mean_accepted"] is None
+    md = bm.table_markdown(s, {"model": "m", "command": "python -m x"})
+    assert "| kangaroo | 10 | 2.50 | 20.00 | 2.00x | yes |" in md
+    assert "| kangaroo | 30 | 3.33 | 12.00 | 0.80x | NO (1 of 2) |" in md
+    assert "| hf_generate | 30 | n/a | 10.00 | 0.67x | yes |" in md and "`python -m x`" in md
+    assert bm.plot_speedup(s, tmp_path / "p.png").stat().st_size > 0
+
+
+def test_benchmark_helpers():
+    qs = [{"question_id": i, "category": c} for i, c in enumerate("aabab")]
+    assert [q["question_id"] for q in bm.select_questions(qs, 2)] == [0, 1, 2, 4]
+    assert bm.rotated(["x", "y", "z"], 4) == ["y", "z", "x"]
+
+
+def test_raw_file_drops_a_cut_last_line(tmp_path):
+    p = tmp_path / "raw.jsonl"
+    p.write_text('{"question_id": 1}\n{"question_id": 2, "meth')
+    assert bm.read_raw(p) == [{"question_id": 1}]
+    bm.append_raw(p, {"question_id": 3})
+    assert bm.read_raw(p) == [{"question_id": 1}, {"question_id": 3}]
+
+
+# ----------------------------------------------------------------------------------------------- ablations
+ACC = ["step", "acc@1", "acc@2", "block_acc", "drafted", "accepted", "committed"]
+SPEED = ["step", "wall_ms", "speedup", "drafter_ms", "verifier_ms", "trainer_ms", "committed"]
+
+
+def write_csv(path, header, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def fake_preset(out, name, blocks):
+    """blocks: (drafted, accepted, wall_ms); acc@k and committed follow as the metrics logger writes them."""
+    acc, speed = [], []
+    for i, (d, a, ms) in enumerate(blocks, 1):
+        acc.append([i, int(a >= 1), "" if d < 2 else int(a >= 2), a / d, d, a, a + 1])
+        speed.append([i, ms, "", ms / 2, ms / 2, 0, a + 1])
+    write_csv(out / name / "metrics" / "acceptance.csv", ACC, acc)
+    write_csv(out / name / "metrics" / "speed.csv", SPEED, speed)
+
+
+def test_ablation_report_only_on_hand_made_csvs(tmp_path):
+    out = tmp_path / "abl"
+    fake_preset(out, "full", [(1, 0, 10), (2, 1, 10), (2, 2, 20), (2, 2, 10)])
+    fake_preset(out, "kd_only", [(2, 0, 10), (2, 0, 10)])
+    assert ra.main(["--report-only", "--out", str(out), "--window", "2", "--presets", "full,kd_only,pg_only"]) == 0
+    md = (out / "table.md").read_text()
+    # last 2 blocks: acc@1 1, committed 3, block_acc 1, 6 tokens / 30 ms; first 2: 0.5, 1.5, 0.25, 3 / 20 ms
+    assert "| full | partial | 4 | 1.000 | 0.500 | 3.000 | 1.500 | 1.000 | 0.250 | 200.0 | 150.0 |" in md
+    assert "| kd_only | partial | 2 | 0.000 | 0.000 | 1.000 | 1.000 | 0.000 | 0.000 | 100.0 | 100.0 |" in md
+    assert "pg_only" in md and "| pg_only |" not in md  # listed as not run
+    assert (out / "ablation_acceptance.png").stat().st_size > 0
+    assert json.loads((out / "summary.json").read_text())["presets"]["full"]["last"]["tokens_per_s"] == 200.0
+    with pytest.raises(SystemExit):
+        ra.main(["--report-only", "--out", str(tmp_path / "empty")])
+
+
+def test_ablation_pure_builders(tmp_path):
+    assert ra.rolling_mean([0, 1, None, 1, 0], 2) == [0, 0.5, 1, 1, 0.5]
+    assert ra.rolling_mean([None, None], 3) == [None, None]
+    rows = [{"step": i, "acc@1": v} for i, v in enumerate([0, 1, 1], 1)]
+    assert ra.acc1_curve(rows, 2) == ([1, 2, 3], [0, 0.5, 1])
+    png = ra.plot_curves({"full": ([1, 2, 3], [0, 0.5, 1]), "pg_only": ([1], [None])}, 2, tmp_path / "a.png")
+    assert png.stat().st_size > 0
+
+
+def test_ablation_flags_are_checked(capsys):
+    for argv in (["--presets", "full,nope"], ["--dvi-ablation", "full", "--model-id", "m", "--prompts-jsonl", "p"],
+                 ["--out", "x"]):
+        with pytest.raises(SystemExit) as e:
+            ra.main(argv)
+        assert e.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_ablations_real_tiny_run_and_resume(tiny_model_dir, prompts, tmp_path, capsys):
+    out = tmp_path / "abl"
+    argv = ["--model-id", str(tiny_model_dir), "--prompts-jsonl", str(prompts), "--max-prompts", "2",
+            "--max-new-tokens", "6", "--out", str(out), "--presets", "full,kd_only", "--num-threads", "1",
+            "--window", "4", "--device", "cpu", "--dvi-batch-size", "4", "--dvi-buffer-size", "16",
+            "--dvi-update-every", "1", "--dvi-topk", "16", "--dvi-warmup-steps", "2", "--metrics-every", "1000"]
+    assert ra.main(argv) == 0
+    for p in ("full", "kd_only"):
+        assert (out / p / "checkpoints" / "final.pt").is_file() and (out / p / "done.json").is_file()
+        ans = [json.loads(line) for line in open(out / p / "answers.jsonl")]
+        assert len(ans) == 2
+    same = [json.loads(line)["token_ids"] for line in open(out / "full" / "answers.jsonl")]
+    assert same == [json.loads(line)["token_ids"] for line in open(out / "kd_only" / "answers.jsonl")]  # lossless
+    md = (out / "table.md").read_text()
+    assert "| full | done |" in md and "| kd_only | done |" in md
+    capsys.readouterr()
+    assert ra.main(argv) == 0
+    assert capsys.readouterr().out.count("finished earlier, skipped") == 2
