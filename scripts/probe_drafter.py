@@ -1,0 +1,125 @@
+"""How well can a LoRA drafter head on layer-k features learn, and how fast? An offline probe for choosing DVI
+settings on a new model without hours of online runs.
+
+Teacher-forced data: the prompts and greedy answers of a DVI/Kangaroo answer file (``token_ids``) are run once
+through the model; every answer position gives (hk, verifier top-K logits, verifier argmax), exactly the tuples
+the online loop would see. Then each configuration (lr x rank x loss preset) trains a fresh drafter head with the
+real ``OnlineTrainer`` on random batches of the training split and reports held-out top-1 agreement with the
+verifier (= acc@1 of the first draft) as it goes.
+
+    python -m scripts.probe_drafter --answers runs/main/answers.jsonl --prompts-jsonl assets/sharegpt.jsonl \
+        --lrs 1e-3,1e-2 --ranks 8,64 --steps 400 --out runs/probe
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from dvi.online_trainer import OnlineTrainer
+from dvi.schedule import PiecewiseSchedule
+from evaluation.eval_loop import sharegpt_questions
+from evaluation.questions import chat_prompt_ids
+from kangaroo.kangaroo_model import KangarooModel
+from kangaroo.model_loading import load_causal_lm, load_tokenizer
+
+
+@torch.no_grad()
+def collect(model, tok, answers: list[dict], prompts: dict, topk: int):
+    hks, idx, val, top1 = [], [], [], []
+    for rec in answers:
+        q = prompts[rec["question_id"]]
+        ids = chat_prompt_ids(tok, [{"role": "user", "content": q["turns"][0]}], model.model_id)
+        gen = rec["token_ids"][0]
+        seq = torch.cat([ids, torch.tensor([gen])], dim=1)
+        caches = model.new_caches(seq.shape[1])
+        out = model.forward_shallow(seq, caches.shallow)
+        logits = model.verifier_logits(model.forward_deep(out.h, caches.deep))[0]
+        n0 = ids.shape[1] - 1  # position whose output is the first answer token
+        span = slice(n0, n0 + len(gen))
+        hks.append(out.hk[0, span].half())
+        v, i = logits[span].float().topk(topk, dim=-1)
+        idx.append(i)
+        val.append(v.half())
+        top1.append(i[:, 0])
+    return torch.cat(hks), torch.cat(idx), torch.cat(val), torch.cat(top1)
+
+
+def agreement(model, hk, target) -> float:
+    with torch.no_grad():
+        return float((model.drafter_logits_from_hk(hk).argmax(-1) == target).float().mean())
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model-id", default="smollm2-135m")
+    ap.add_argument("--exitlayer", type=int, default=2)
+    ap.add_argument("--answers", required=True)
+    ap.add_argument("--prompts-jsonl", default="assets/sharegpt.jsonl")
+    ap.add_argument("--lrs", default="1e-3,1e-2")
+    ap.add_argument("--ranks", default="8")
+    ap.add_argument("--presets", default="kd_only")
+    ap.add_argument("--steps", type=int, default=400, help="trainer steps per configuration")
+    ap.add_argument("--warmup", type=int, default=0, help="schedule warm-up in trainer steps")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--topk", type=int, default=1024)
+    ap.add_argument("--tau", type=float, default=1.5)
+    ap.add_argument("--eval-every", type=int, default=50)
+    ap.add_argument("--num-threads", type=int, default=1)
+    ap.add_argument("--out", default="runs/probe")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.num_threads)
+    torch.manual_seed(0)
+    tok = load_tokenizer(args.model_id)
+    model = KangarooModel(model_id=args.model_id, exit_layer=args.exitlayer,
+                          base_model=load_causal_lm(args.model_id))
+    answers = [json.loads(line) for line in open(args.answers) if line.strip()]
+    wanted = {a["question_id"] for a in answers}
+    prompts = {}
+    for q in sharegpt_questions(args.prompts_jsonl, None):
+        if q["question_id"] in wanted:
+            prompts[q["question_id"]] = q
+        if len(prompts) == len(wanted):
+            break
+    t0 = time.time()
+    hk, idx, val, top1 = collect(model, tok, answers, prompts, args.topk)
+    n = hk.shape[0]
+    perm = torch.randperm(n)
+    n_eval = max(1, n // 5)
+    ev, tr = perm[:n_eval], perm[n_eval:]
+    print(f"[probe] {n} positions from {len(answers)} answers ({time.time() - t0:.0f}s); eval on {n_eval}")
+    results = []
+    for lr, r, preset in itertools.product([float(x) for x in args.lrs.split(",")],
+                                          [int(x) for x in args.ranks.split(",")], args.presets.split(",")):
+        model.attach_drafter_head(r=r, alpha=float(r))
+        sched = PiecewiseSchedule(args.warmup, 1.0, 0.1, 0.2)
+        trainer = OnlineTrainer(model, lr, args.tau, sched, None, "topk", args.topk, model.config.vocab_size,
+                                preset=preset)
+        curve = [(0, agreement(model, hk[ev], top1[ev]))]
+        t0 = time.time()
+        for step in range(1, args.steps + 1):
+            b = tr[torch.randint(len(tr), (args.batch,))]
+            # every teacher-forced position is a drafted position; reward = did the untrained drafter agree
+            batch = {"hk": hk[b], "token": top1[b], "reward": torch.ones(args.batch), "pos": torch.ones(args.batch),
+                     "is_first_reject": torch.zeros(args.batch, dtype=torch.bool), "z_phi": None,
+                     "z_idx": idx[b], "z_val": val[b]}
+            stats = trainer.step(batch, step)
+            if step % args.eval_every == 0:
+                curve.append((step, agreement(model, hk[ev], top1[ev])))
+        ms = (time.time() - t0) * 1e3 / args.steps
+        res = {"lr": lr, "r": r, "preset": preset, "curve": curve, "final_kd": stats["kd"], "ms_per_step": ms}
+        results.append(res)
+        print(f"[probe] lr {lr:g} r {r} {preset}: held-out top-1 agreement "
+              + " ".join(f"{s}:{a:.3f}" for s, a in curve) + f" | kd {stats['kd']:.3g} | {ms:.0f} ms/step", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "probe.json").write_text(json.dumps({"args": vars(args), "positions": n, "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
