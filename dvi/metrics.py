@@ -168,14 +168,15 @@ class MetricsLogger:
             line += f" | trainer loss {f(loss)} kd {f(kd, '.3g')} ({f(ms, '.1f')} ms/step, {len(rows)} steps)"
         return line
 
-    def plot(self, png_path: str | Path | None = None) -> Path:
-        """Top: rolling (50 blocks) acc@1 and block_acc, mean accepted length on a twin axis. Bottom: trainer losses."""
+    def plot(self, png_path: str | Path | None = None, window: int | None = None) -> Path:
+        """Top: rolling acc@1 and block_acc, mean accepted length on a twin axis. Bottom: trainer losses.
+        The window defaults to 50 blocks, widened to 1/20 of the run (at most 500) so long runs are readable."""
         from matplotlib.figure import Figure  # no pyplot: no global backend, no GUI
 
         png = Path(png_path) if png_path is not None else self.out_dir / "dvi_progress.png"
         fig = Figure(figsize=(9, 7), constrained_layout=True)
         top, bot = fig.subplots(2, 1, sharex=True)
-        w = 50
+        w = window or min(500, max(50, len(self.blocks) // 20))
         if self.blocks:
             step, d, a, c, _ = (np.asarray(x, dtype=float) for x in zip(*self.blocks))
             tried = d > 0

@@ -91,6 +91,9 @@ def add_driver_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--temperature", type=float, default=0.0, help="only 0.0 (greedy) is supported")
     g.add_argument("--seed", type=int, default=123)
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--prompts-jsonl", default=None,
+                   help="stream prompts from a ShareGPT jsonl (python -m data.sharegpt_stream --convert) instead of questions")
+    g.add_argument("--max-prompts", type=int, default=None, help="use the first N usable prompts of --prompts-jsonl")
 
 
 def add_dvi_args(p: argparse.ArgumentParser) -> None:
@@ -119,9 +122,6 @@ def add_dvi_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--load-lora", default="", help="LoRA checkpoint to resume from or deploy")
     g.add_argument("--save-lora-every", type=int, default=0, help="save every N blocks (0: only at the end)")
     g.add_argument("--save-lora-path", default="runs/checkpoints", help="checkpoint folder; the last state is DIR/final.pt")
-    g.add_argument("--prompts-jsonl", default=None,
-                   help="stream prompts from a ShareGPT jsonl (python -m data.sharegpt_stream --convert) instead of questions")
-    g.add_argument("--max-prompts", type=int, default=None, help="use the first N usable prompts of --prompts-jsonl")
     g.add_argument("--metrics-out", default="runs/metrics",
                    help="folder for acceptance.csv, speed.csv, trainer.csv and the plot (a .csv path means its folder)")
     g.add_argument("--metrics-every", type=int, default=50, help="print a summary line every N blocks")
@@ -210,6 +210,13 @@ def validate_static(args) -> None:
             fail(f"--{name.replace('_', '-')} must be >= 0")
     if args.question_begin is not None and args.question_end is not None and args.question_end <= args.question_begin:
         fail("--question-end must be greater than --question-begin")
+    if args.max_prompts is not None and args.max_prompts < 1:
+        fail("--max-prompts must be >= 1")
+    if args.max_prompts is not None and not args.prompts_jsonl:
+        fail("--max-prompts needs --prompts-jsonl PATH")
+    if args.prompts_jsonl and not Path(args.prompts_jsonl).is_file():
+        fail(f"--prompts-jsonl {args.prompts_jsonl} does not exist: convert the ShareGPT JSON first with "
+             "python -m data.sharegpt_stream --convert IN.json OUT.jsonl (or python -m scripts.fetch_assets)")
     if not hasattr(args, "steps"):
         return
     if args.steps < 1:
@@ -231,13 +238,6 @@ def validate_static(args) -> None:
         fail("--dvi-warmup-steps, --save-lora-every and --max-online-train-ms must be >= 0")
     if not args.dvi_kl_lambda0 >= args.dvi_kl_lambdamin >= 0:
         fail("need --dvi-kl-lambda0 >= --dvi-kl-lambdamin >= 0 (the KL weight decays from the first to the second)")
-    if args.max_prompts is not None and args.max_prompts < 1:
-        fail("--max-prompts must be >= 1")
-    if args.max_prompts is not None and not args.prompts_jsonl:
-        fail("--max-prompts needs --prompts-jsonl PATH")
-    if args.prompts_jsonl and not Path(args.prompts_jsonl).is_file():
-        fail(f"--prompts-jsonl {args.prompts_jsonl} does not exist: convert the ShareGPT JSON first with "
-             "python -m data.sharegpt_stream --convert IN.json OUT.jsonl (or python -m scripts.fetch_assets)")
     if args.load_lora and not Path(args.load_lora).is_file():
         fail(f"--load-lora {args.load_lora} does not exist: pass a checkpoint .pt written by --save-lora-path")
 
