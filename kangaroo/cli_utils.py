@@ -64,16 +64,25 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="CPU threads for torch (default: torch's own choice); 1 lets two runs share 2 cores cleanly")
 
 
+def add_exitlayer_arg(g) -> None:
+    g.add_argument("--exitlayer", type=int, default=2, help="k: the first k layers form the drafter")
+
+
+def add_speculation_args(g) -> None:
+    """--exitlayer, --threshold, --steps: the Kangaroo block, for drivers and benchmark scripts alike."""
+    add_exitlayer_arg(g)
+    g.add_argument("--threshold", type=float, default=0.6,
+                   help="stop drafting a block when the drafter's top-1 probability falls under this")
+    g.add_argument("--steps", type=int, default=6, help="at most this many drafted tokens per block")
+
+
 def add_kangaroo_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("kangaroo (self-speculative decoding)")
     g.add_argument("--adapter-path", default="none",
                    help="Kangaroo adapter checkpoint folder, or 'none' for the identity adapter (no file access)")
     g.add_argument("--adapter-mode", default="auto", choices=("auto", "none", "load"),
                    help="auto: load when --adapter-path is a path, else none")
-    g.add_argument("--exitlayer", type=int, default=2, help="k: the first k layers form the drafter")
-    g.add_argument("--threshold", type=float, default=0.6,
-                   help="stop drafting a block when the drafter's top-1 probability falls under this")
-    g.add_argument("--steps", type=int, default=6, help="at most this many drafted tokens per block")
+    add_speculation_args(g)
 
 
 def add_driver_args(p: argparse.ArgumentParser) -> None:

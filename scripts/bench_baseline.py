@@ -9,7 +9,6 @@ token by token with ``generate``'s. Writes ``OUT/lossless_speed.json`` and print
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -17,6 +16,8 @@ from pathlib import Path
 import torch
 
 from evaluation.questions import chat_prompt_ids, load_questions
+from kangaroo.cli_utils import (OneLineParser, add_model_args, add_speculation_args, resolve_device_dtype,
+                                resolve_model_id)
 from kangaroo.greedy import eos_ids_of, greedy_decode
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.model_loading import load_causal_lm, load_tokenizer
@@ -26,22 +27,20 @@ DEFAULT_Q = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / 
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model-id", default="smollm2-135m")
+    ap = OneLineParser(description=__doc__.splitlines()[0])
+    add_model_args(ap)
+    add_speculation_args(ap)
+    ap.set_defaults(model_id="smollm2-135m")
     ap.add_argument("--question-file", default=str(DEFAULT_Q))
     ap.add_argument("--question-begin", type=int, default=0)
     ap.add_argument("--question-end", type=int, default=10)
     ap.add_argument("--max-new-tokens", type=int, default=128)
-    ap.add_argument("--exitlayer", type=int, default=2)
-    ap.add_argument("--threshold", type=float, default=0.6)
-    ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--out", default="runs/baseline")
-    ap.add_argument("--num-threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = ap.parse_args(argv)
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
+    resolve_model_id(args)
+    resolve_device_dtype(args)
     tok = load_tokenizer(args.model_id)
-    lm = load_causal_lm(args.model_id)
+    lm = load_causal_lm(args.model_id, device=args.device, dtype=args.dtype)
     km = KangarooModel(model_id=args.model_id, base_model=lm, exit_layer=args.exitlayer)
     eos = eos_ids_of(tok, lm.config)
     n = args.max_new_tokens
@@ -50,7 +49,7 @@ def main(argv=None) -> int:
         "baseline": lambda ids: greedy_decode(lm, ids, n, eos).tokens,
         "kangaroo": lambda ids: kangaroo_generate(km, ids, n, eos, steps=args.steps, threshold=args.threshold).tokens,
     }
-    warm = chat_prompt_ids(tok, [{"role": "user", "content": "Hi"}], args.model_id)
+    warm = chat_prompt_ids(tok, [{"role": "user", "content": "Hi"}], args.model_id, device=args.device)
     for f in methods.values():
         f(warm)
     totals = {m: {"tokens": 0, "seconds": 0.0} for m in methods}
@@ -59,7 +58,7 @@ def main(argv=None) -> int:
         messages = []
         for t, turn in enumerate(q["turns"]):
             messages.append({"role": "user", "content": turn})
-            ids = chat_prompt_ids(tok, messages, args.model_id)
+            ids = chat_prompt_ids(tok, messages, args.model_id, device=args.device)
             names = list(methods)
             names = names[turn_no % 3:] + names[:turn_no % 3]
             turn_no += 1

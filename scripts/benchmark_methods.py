@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from kangaroo.cli_utils import (OneLineParser, add_model_args, fail, resolve_device_dtype, resolve_model_id,
+from kangaroo.cli_utils import (OneLineParser, add_model_args, add_speculation_args, fail, resolve_device_dtype, resolve_model_id,
                                 resolve_question_file, run_main, validate_against_config)
 from kangaroo.errors import UserError
 
@@ -58,9 +58,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--all-turns", action="store_true",
                    help="decode every turn (prompts hold the baseline's earlier answers); default: first turn only")
     p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--exitlayer", type=int, default=2)
-    p.add_argument("--threshold", type=float, default=0.6)
-    p.add_argument("--steps", type=int, default=6)
+    add_speculation_args(p)
     p.add_argument("--load-lora", default="runs/checkpoints/final.pt", help="DVI LoRA checkpoint for the dvi method")
     p.add_argument("--train-if-missing", type=int, default=0, metavar="N",
                    help="if --load-lora is missing, first train it online on N prompts of --train-prompts-jsonl")

@@ -8,11 +8,10 @@ real ``OnlineTrainer`` on random batches of the training split and reports held-
 verifier (= acc@1 of the first draft) as it goes.
 
     python -m scripts.probe_drafter --answers runs/main/answers.jsonl --prompts-jsonl assets/sharegpt.jsonl \
-        --lrs 1e-3,1e-2 --ranks 8,64 --steps 400 --out runs/probe
+        --lrs 1e-3,1e-2 --ranks 8,64 --train-steps 400 --out runs/probe
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import time
@@ -24,6 +23,7 @@ from dvi.online_trainer import OnlineTrainer
 from dvi.schedule import PiecewiseSchedule
 from evaluation.eval_loop import sharegpt_questions
 from evaluation.questions import chat_prompt_ids
+from kangaroo.cli_utils import OneLineParser, add_exitlayer_arg, add_model_args, resolve_device_dtype, resolve_model_id
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.model_loading import load_causal_lm, load_tokenizer
 
@@ -33,9 +33,9 @@ def collect(model, tok, answers: list[dict], prompts: dict, topk: int):
     hks, idx, val, top1 = [], [], [], []
     for rec in answers:
         q = prompts[rec["question_id"]]
-        ids = chat_prompt_ids(tok, [{"role": "user", "content": q["turns"][0]}], model.model_id)
+        ids = chat_prompt_ids(tok, [{"role": "user", "content": q["turns"][0]}], model.model_id, device=model.device)
         gen = rec["token_ids"][0]
-        seq = torch.cat([ids, torch.tensor([gen])], dim=1)
+        seq = torch.cat([ids, torch.tensor([gen], device=model.device)], dim=1)
         caches = model.new_caches(seq.shape[1])
         out = model.forward_shallow(seq, caches.shallow)
         logits = model.verifier_logits(model.forward_deep(out.h, caches.deep))[0]
@@ -55,28 +55,29 @@ def agreement(model, hk, target) -> float:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model-id", default="smollm2-135m")
-    ap.add_argument("--exitlayer", type=int, default=2)
+    ap = OneLineParser(description=__doc__.splitlines()[0])
+    add_model_args(ap)
+    add_exitlayer_arg(ap)
+    ap.set_defaults(model_id="smollm2-135m", num_threads=1)
     ap.add_argument("--answers", required=True)
     ap.add_argument("--prompts-jsonl", default="assets/sharegpt.jsonl")
     ap.add_argument("--lrs", default="1e-3,1e-2")
     ap.add_argument("--ranks", default="8")
     ap.add_argument("--presets", default="kd_only")
-    ap.add_argument("--steps", type=int, default=400, help="trainer steps per configuration")
+    ap.add_argument("--train-steps", type=int, default=400, help="trainer steps per configuration")
     ap.add_argument("--warmup", type=int, default=0, help="schedule warm-up in trainer steps")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--topk", type=int, default=1024)
     ap.add_argument("--tau", type=float, default=1.5)
     ap.add_argument("--eval-every", type=int, default=50)
-    ap.add_argument("--num-threads", type=int, default=1)
     ap.add_argument("--out", default="runs/probe")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.num_threads)
+    resolve_model_id(args)
+    resolve_device_dtype(args)
     torch.manual_seed(0)
     tok = load_tokenizer(args.model_id)
     model = KangarooModel(model_id=args.model_id, exit_layer=args.exitlayer,
-                          base_model=load_causal_lm(args.model_id))
+                          base_model=load_causal_lm(args.model_id, device=args.device, dtype=args.dtype))
     answers = [json.loads(line) for line in open(args.answers) if line.strip()]
     wanted = {a["question_id"] for a in answers}
     prompts = {}
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
                                 preset=preset)
         curve = [(0, agreement(model, hk[ev], top1[ev]))]
         t0 = time.time()
-        for step in range(1, args.steps + 1):
+        for step in range(1, args.train_steps + 1):
             b = tr[torch.randint(len(tr), (args.batch,))]
             # every teacher-forced position is a drafted position; reward = did the untrained drafter agree
             batch = {"hk": hk[b], "token": top1[b], "reward": torch.ones(args.batch), "pos": torch.ones(args.batch),
@@ -110,7 +111,7 @@ def main(argv=None) -> int:
             stats = trainer.step(batch, step)
             if step % args.eval_every == 0:
                 curve.append((step, agreement(model, hk[ev], top1[ev])))
-        ms = (time.time() - t0) * 1e3 / args.steps
+        ms = (time.time() - t0) * 1e3 / args.train_steps
         res = {"lr": lr, "r": r, "preset": preset, "curve": curve, "final_kd": stats["kd"], "ms_per_step": ms}
         results.append(res)
         print(f"[probe] lr {lr:g} r {r} {preset}: held-out top-1 agreement "
