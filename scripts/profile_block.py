@@ -1,0 +1,182 @@
+"""What one Kangaroo/DVI block costs on this machine, part by part, and the mean accepted length it needs to win.
+
+    python -m scripts.profile_block --model-id smollm2-135m --context 160 --out runs/profile [--num-threads 1]
+
+Times (median of --repeats, each after a warm-up), all at a context of --context tokens in the KV cache:
+
+  ar         one plain greedy step: all layers on one token + the verifier head (what the baseline pays per token)
+  shallow    the first k layers on one token (the drafter body; paid once per drafted token and once for the
+             block's first token)
+  head       the drafter head on one hk: the verifier's head (identity Kangaroo) and the LoRA head (DVI)
+  deep(n)    layers k.. on n tokens + the verifier head on n rows: the verify pass of a block of n-1 drafts
+  train      one DVI trainer step (--dvi-batch-size tuples, top-K KD + CE + PG, the full preset past warm-up)
+
+Cost model of a block that drafts m tokens and commits c of them (c = accepted + 1):
+
+  block(m)  = (m + 1) shallow + m head + deep(m + 1) [+ train / --dvi-update-every while learning online]
+  speedup   = c * ar / block(m),  so the block breaks even at c = block(m) / ar committed tokens
+
+Writes OUT/block_costs.json and OUT/block_costs.md. The DVI head's rank is --dvi-lora-r (default: the rank of
+--load-lora when given, else 64). Timing only: no answer is decoded and nothing is asserted.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from kangaroo.cli_utils import OneLineParser, add_model_args, add_speculation_args, resolve_device_dtype, resolve_model_id
+
+
+def build_parser() -> OneLineParser:
+    p = OneLineParser(description=__doc__.splitlines()[0])
+    add_model_args(p)
+    add_speculation_args(p)
+    p.add_argument("--context", type=int, default=160, help="tokens already in the KV cache when timing")
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--load-lora", default=None, help="a DVI checkpoint: its rank/alpha set the LoRA head")
+    p.add_argument("--dvi-lora-r", type=int, default=None)
+    p.add_argument("--dvi-batch-size", type=int, default=64)
+    p.add_argument("--dvi-topk", type=int, default=1024)
+    p.add_argument("--dvi-update-every", type=int, default=8)
+    p.add_argument("--out", default="runs/profile")
+    return p
+
+
+# ----------------------------------------------------------------------------------------------- cost model (pure)
+def block_ms(costs: dict, m: int, head: str, online: bool = False, update_every: int = 8) -> float:
+    """Modelled wall time of one block that drafts ``m`` tokens with ``head`` ('identity' or 'lora')."""
+    t = (m + 1) * costs["shallow_ms"] + m * costs[f"head_{head}_ms"] + costs["deep_ms"][m + 1]
+    return t + (costs["train_ms"] / update_every if online else 0.0)
+
+
+def break_even(costs: dict, m: int, head: str, online: bool = False, update_every: int = 8) -> float:
+    """Committed tokens per block at which a block of ``m`` drafts matches plain greedy decoding."""
+    return block_ms(costs, m, head, online, update_every) / costs["ar_ms"]
+
+
+# ----------------------------------------------------------------------------------------------- timing
+def median_ms(fn, repeats: int, device) -> float:
+    from evaluation.eval_loop import sync
+
+    fn()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def measure(km, args, lora_r: int, lora_alpha: float) -> dict:
+    from dvi.online_trainer import OnlineTrainer
+    from dvi.schedule import PiecewiseSchedule
+    from kangaroo.drafter_head import DrafterHead
+
+    cfg, dev, n_max = km.config, km.device, args.steps + 1
+    gen = torch.Generator().manual_seed(0)
+    prompt = torch.randint(3, cfg.vocab_size, (1, args.context), generator=gen).to(dev)
+    caches = km.new_caches(args.context + n_max + 2)
+    km.forward_deep(km.forward_shallow(prompt, caches.shallow).h, caches.deep)
+    L = caches.shallow.length
+    one = prompt[:, :1]
+
+    def at_context(fn):  # every timed call starts from the same cache length and leaves it there
+        def run():
+            fn()
+            caches.crop(L)
+        return run
+
+    ar = at_context(lambda: km.verifier_logits(km.forward_deep(km.forward_shallow(one, caches.shallow).h,
+                                                               caches.deep)).argmax(-1).tolist())
+    shallow = at_context(lambda: km.forward_shallow(one, caches.shallow))
+    hk = km.forward_shallow(one, caches.shallow).hk[:, -1]
+    caches.crop(L)
+    lora_head = DrafterHead.from_verifier_head(km.head_model, r=lora_r, alpha=lora_alpha)
+    torch.nn.init.normal_(lora_head.proj.B, std=1e-3)  # a trained head has B != 0: time that path
+    h_n = km.forward_shallow(prompt[:, :n_max], caches.shallow).h
+    caches.crop(L)
+    costs = {
+        "ar_ms": median_ms(ar, args.repeats, dev),
+        "shallow_ms": median_ms(shallow, args.repeats, dev),
+        "head_identity_ms": median_ms(lambda: km.head_model(hk).float().softmax(-1).max(-1), args.repeats, dev),
+        "head_lora_ms": median_ms(lambda: lora_head(hk).softmax(-1).max(-1), args.repeats, dev),
+        "deep_ms": {n: median_ms(at_context(lambda n=n: km.verifier_logits(km.forward_deep(h_n[:, :n], caches.deep))
+                                            .argmax(-1).tolist()), args.repeats, dev) for n in range(1, n_max + 1)},
+    }
+    # one trainer step on a synthetic batch of the real shapes, past the warm-up (every term computed)
+    km.drafter_head = lora_head
+    b, k = args.dvi_batch_size, min(args.dvi_topk, cfg.vocab_size)
+    batch = {"hk": torch.randn(b, cfg.hidden_size, generator=gen).to(dev, torch.float16),
+             "token": torch.randint(0, cfg.vocab_size, (b,), generator=gen).to(dev),
+             "reward": (torch.rand(b, generator=gen) < 0.3).float().to(dev),
+             "pos": torch.randint(1, args.steps + 1, (b,), generator=gen).to(dev),
+             "is_first_reject": (torch.rand(b, generator=gen) < 0.5).to(dev),
+             "z_phi": None,
+             "z_idx": torch.stack([torch.randperm(cfg.vocab_size, generator=gen)[:k] for _ in range(b)]).to(dev),
+             "z_val": torch.randn(b, k, generator=gen).to(dev, torch.float16)}
+    trainer = OnlineTrainer(km, 1e-4, 1.0, PiecewiseSchedule(0, 1.0, 1.0, 0.2), None, "topk", k, cfg.vocab_size)
+    costs["train_ms"] = median_ms(lambda: trainer.step(batch, 10 ** 6), max(3, args.repeats // 3), dev)
+    km.drafter_head = None
+    return costs
+
+
+# ----------------------------------------------------------------------------------------------- report
+def report_markdown(costs: dict, meta: dict, steps: int, update_every: int) -> str:
+    lines = ["# Block costs (median ms)", ""] + [f"- {k}: {v}" for k, v in meta.items()] + [""]
+    lines += ["| part | ms |", "|---|---:|",
+              f"| ar: one plain greedy step (all layers + head, 1 token) | {costs['ar_ms']:.1f} |",
+              f"| shallow: first k layers, 1 token | {costs['shallow_ms']:.1f} |",
+              f"| drafter head, identity (verifier's head) | {costs['head_identity_ms']:.1f} |",
+              f"| drafter head, LoRA (DVI) | {costs['head_lora_ms']:.1f} |"]
+    lines += [f"| deep({n}): verify {n} tokens (layers k.. + head) | {ms:.1f} |" for n, ms in costs["deep_ms"].items()]
+    lines += [f"| one DVI trainer step | {costs['train_ms']:.1f} |", "",
+              "Break-even committed tokens per block (= block cost / ar; a block commits accepted + 1 tokens, so "
+              "it can commit at most m + 1):", "",
+              "| drafts m | identity Kangaroo | DVI deployed | DVI learning online |", "|---:|---:|---:|---:|"]
+    for m in range(1, steps + 1):
+        lines.append(f"| {m} | {break_even(costs, m, 'identity'):.2f} | {break_even(costs, m, 'lora'):.2f} | "
+                     f"{break_even(costs, m, 'lora', True, update_every):.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    resolve_model_id(args)
+    resolve_device_dtype(args)
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    from kangaroo.kangaroo_model import KangarooModel
+    from kangaroo.model_loading import load_causal_lm
+
+    r, alpha = args.dvi_lora_r or 64, float(args.dvi_lora_r or 64)
+    if args.load_lora:
+        from dvi.checkpoint import read_ckpt
+
+        meta = read_ckpt(args.load_lora)["meta"]
+        r, alpha = int(meta["lora_r"]), float(meta["lora_alpha"])
+    lm = load_causal_lm(args.model_id, device=args.device, dtype=args.dtype)
+    km = KangarooModel(model_id=args.model_id, exit_layer=args.exitlayer, base_model=lm)
+    costs = measure(km, args, r, alpha)
+    meta = {"model": args.model_id, "device": args.device, "dtype": args.dtype, "threads": torch.get_num_threads(),
+            "exit layer": args.exitlayer, "context": args.context, "repeats": args.repeats, "lora r": r,
+            "trainer batch": args.dvi_batch_size, "top-K": args.dvi_topk, "update every": args.dvi_update_every}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    md = report_markdown(costs, meta, args.steps, args.dvi_update_every)
+    (out / "block_costs.md").write_text(md)
+    (out / "block_costs.json").write_text(json.dumps({"meta": meta, "costs": costs}, indent=2))
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    from kangaroo.cli_utils import run_main
+
+    raise SystemExit(run_main(main))

@@ -1,0 +1,38 @@
+"""The block cost model (pure) and one profiler run on a tiny random Llama."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from scripts.profile_block import block_ms, break_even, main
+
+COSTS = {"ar_ms": 10.0, "shallow_ms": 1.0, "head_identity_ms": 0.5, "head_lora_ms": 1.0,
+         "deep_ms": {1: 9.0, 2: 12.0, 3: 14.0}, "train_ms": 80.0}
+
+
+def test_block_cost_adds_the_parts():
+    # m = 2 drafts: 3 shallow passes, 2 head calls, one deep pass over 3 tokens
+    assert block_ms(COSTS, 2, "identity") == pytest.approx(3 * 1.0 + 2 * 0.5 + 14.0)
+    assert block_ms(COSTS, 2, "lora") == pytest.approx(3 * 1.0 + 2 * 1.0 + 14.0)
+    assert block_ms(COSTS, 1, "lora", online=True, update_every=8) == pytest.approx(2 + 1 + 12 + 10)
+
+
+def test_break_even_is_block_cost_over_one_plain_step():
+    assert break_even(COSTS, 1, "identity") == pytest.approx((2 * 1.0 + 0.5 + 12.0) / 10.0)
+    assert break_even(COSTS, 2, "lora", online=True, update_every=4) > break_even(COSTS, 2, "lora")
+
+
+def test_profiler_writes_costs_for_every_verify_width(tmp_path):
+    from tests.conftest import make_tiny_llama
+
+    model_dir = tmp_path / "tiny"
+    make_tiny_llama(dtype=torch.float32).save_pretrained(model_dir)
+    out = tmp_path / "prof"
+    assert main(["--model-id", str(model_dir), "--context", "8", "--repeats", "1", "--steps", "3",
+                 "--dvi-topk", "16", "--dvi-batch-size", "8", "--out", str(out)]) == 0
+    costs = json.loads((out / "block_costs.json").read_text())["costs"]
+    assert sorted(int(n) for n in costs["deep_ms"]) == [1, 2, 3, 4]
+    assert all(costs[k] > 0 for k in ("ar_ms", "shallow_ms", "head_identity_ms", "head_lora_ms", "train_ms"))
+    assert "| 3 |" in (out / "block_costs.md").read_text()
