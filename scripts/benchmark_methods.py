@@ -325,6 +325,18 @@ def match_cell(s: dict) -> str:
     return "yes" if s["mismatches"] == 0 else f"NO ({s['mismatches']} of {s['questions']})"
 
 
+def matrix_markdown(summary: dict, key: str, spec: str, suffix: str = "") -> str:
+    """One row per group (categories, then overall), one column per method: ``key`` of each method's stats."""
+    methods = summary["methods"]
+    lines = ["| category | questions | " + " | ".join(methods) + " |", "|---|---:|" + "---:|" * len(methods)]
+    for g in summary["groups"]:
+        stats = summary["by_group"][g]
+        cells = [_f(stats[m][key], spec) + (suffix if stats[m][key] is not None else "") for m in methods]
+        name = f"**{g}**" if g == "overall" else g
+        lines.append(f"| {name} | {stats['baseline']['questions']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def table_markdown(summary: dict, meta: dict) -> str:
     lines = ["# Method comparison (greedy, lossless)", ""]
     lines += [f"- {k}: {v}" for k, v in meta.items() if k != "command"]
@@ -335,7 +347,13 @@ def table_markdown(summary: dict, meta: dict) -> str:
               "and early_exit_assist's drafting calls (the same model cut to the exit layer) are told apart by the "
               "layer count and not counted. tokens/s = all new tokens / all wall seconds of the group (prefill "
               "included). speedup = tokens/s over the baseline's in the same run. matches baseline: `NO (k of n)` "
-              "= k of n questions have a turn whose token ids differ from the baseline's.", ""]
+              "= k of n questions have a turn whose token ids differ from the baseline's.", "",
+              "## Speedup over the baseline (tokens/s ratio, same run)", "",
+              matrix_markdown(summary, "speedup", ".2f", "x"), "",
+              "## Mean accepted length (tokens per target-model pass)", "",
+              matrix_markdown(summary, "mean_accepted", ".2f"), "",
+              "Every method matched the baseline on every question." if summary["lossless"] else
+              "**Some method's output differed from the baseline's: see `matches baseline` below.**", ""]
     for g in summary["groups"]:
         stats = summary["by_group"][g]
         n = stats["baseline"]["questions"]

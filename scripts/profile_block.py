@@ -22,7 +22,9 @@ Writes OUT/block_costs.json and OUT/block_costs.md. The DVI head's rank is --dvi
 from __future__ import annotations
 
 import json
+import shlex
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -166,7 +168,8 @@ def main(argv=None) -> int:
     costs = measure(km, args, r, alpha)
     meta = {"model": args.model_id, "device": args.device, "dtype": args.dtype, "threads": torch.get_num_threads(),
             "exit layer": args.exitlayer, "context": args.context, "repeats": args.repeats, "lora r": r,
-            "trainer batch": args.dvi_batch_size, "top-K": args.dvi_topk, "update every": args.dvi_update_every}
+            "trainer batch": args.dvi_batch_size, "top-K": args.dvi_topk, "update every": args.dvi_update_every,
+            "command": shlex.join(["python", "-m", "scripts.profile_block", *(sys.argv[1:] if argv is None else argv)])}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     md = report_markdown(costs, meta, args.steps, args.dvi_update_every)

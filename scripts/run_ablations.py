@@ -180,8 +180,10 @@ def plot_curves(curves: dict, window: int, png) -> Path:
     if not curves:
         ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
     else:
-        ax.legend(loc="lower right")
-    ax.set_ylim(-0.02, 1.02)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    top = max((y for _, ys in curves.values() for y in ys if y is not None), default=1.0)
+    ax.set_ylim(0.0, min(1.0, max(0.05, 1.2 * top)))  # acceptance of a small model sits near 0: zoom in
+    ax.grid(alpha=0.3)
     ax.set_xlabel("global step (verify/commit blocks)")
     ax.set_ylabel(f"acc@1 (rolling mean, {window} blocks)")
     ax.set_title("DVI loss ablations: first-draft acceptance while learning online")
@@ -238,6 +240,12 @@ def main(argv=None) -> int:
             run_preset(args, preset)
     meta = {"out": str(out), "window": args.window, "presets": ",".join(args.presets),
             "command": shlex.join(["python", "-m", "scripts.run_ablations", *argv])}
+    old = out / "summary.json"
+    if args.report_only and old.exists():  # keep the command and data of the run that made the folders
+        made = json.loads(old.read_text()).get("meta", {})
+        meta = {**meta, **{k: made[k] for k in ("command", "data") if k in made}}
+        if made.get("command") and made["command"] != meta.get("report"):
+            meta["report"] = shlex.join(["python", "-m", "scripts.run_ablations", *argv])
     if not args.report_only:
         meta["data"] = (f"{args.prompts_jsonl}, first {args.max_prompts} prompts, max new tokens "
                         f"{args.max_new_tokens}, model {args.model_id}, extra flags: {shlex.join(args.extra) or 'none'}")

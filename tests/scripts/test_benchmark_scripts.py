@@ -142,6 +142,8 @@ def test_benchmark_summary_table_and_plot_from_records(tmp_path):
     assert "| kangaroo | 10 | 2.50 | 20.00 | 2.00x | yes |" in md
     assert "| kangaroo | 30 | 3.33 | 12.00 | 0.80x | NO (1 of 2) |" in md
     assert "| hf_generate | 30 | n/a | 10.00 | 0.67x | yes |" in md and "`python -m x`" in md
+    assert "| A | 1 | 1.00x | 0.50x | 2.00x |" in md and "| **overall** | 2 | 1.00 | n/a | 3.33 |" in md
+    assert "Some method's output differed" in md
     assert bm.plot_speedup(s, tmp_path / "p.png").stat().st_size > 0
 
 
@@ -194,6 +196,14 @@ def test_ablation_report_only_on_hand_made_csvs(tmp_path):
     assert "pg_only" in md and "| pg_only |" not in md  # listed as not run
     assert (out / "ablation_acceptance.png").stat().st_size > 0
     assert json.loads((out / "summary.json").read_text())["presets"]["full"]["last"]["tokens_per_s"] == 200.0
+    # a rebuild keeps the command of the run that made the folders
+    summary = json.loads((out / "summary.json").read_text())
+    summary["meta"].update(command="python -m scripts.run_ablations --max-prompts 7", data="seven prompts")
+    (out / "summary.json").write_text(json.dumps(summary))
+    assert ra.main(["--report-only", "--out", str(out), "--window", "2"]) == 0
+    md = (out / "table.md").read_text()
+    assert "`python -m scripts.run_ablations --max-prompts 7`" in md and "- data: seven prompts" in md
+    assert "- report: python -m scripts.run_ablations --report-only" in md
     with pytest.raises(SystemExit):
         ra.main(["--report-only", "--out", str(tmp_path / "empty")])
 
