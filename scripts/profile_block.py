@@ -151,9 +151,7 @@ def report_markdown(costs: dict, meta: dict, steps: int, update_every: int) -> s
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     resolve_model_id(args)
-    resolve_device_dtype(args)
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
+    resolve_device_dtype(args)  # also applies --num-threads
     from kangaroo.kangaroo_model import KangarooModel
     from kangaroo.model_loading import load_causal_lm
 

@@ -240,12 +240,12 @@ def main(argv=None) -> int:
             run_preset(args, preset)
     meta = {"out": str(out), "window": args.window, "presets": ",".join(args.presets),
             "command": shlex.join(["python", "-m", "scripts.run_ablations", *argv])}
-    old = out / "summary.json"
-    if args.report_only and old.exists():  # keep the command and data of the run that made the folders
-        made = json.loads(old.read_text()).get("meta", {})
-        meta = {**meta, **{k: made[k] for k in ("command", "data") if k in made}}
-        if made.get("command") and made["command"] != meta.get("report"):
-            meta["report"] = shlex.join(["python", "-m", "scripts.run_ablations", *argv])
+    previous = out / "summary.json"
+    if args.report_only and previous.exists():  # keep the command and data of the run that made the folders
+        made = json.loads(previous.read_text()).get("meta", {})
+        if "command" in made:
+            meta["report"] = meta["command"]
+        meta.update({k: made[k] for k in ("command", "data") if k in made})
     if not args.report_only:
         meta["data"] = (f"{args.prompts_jsonl}, first {args.max_prompts} prompts, max new tokens "
                         f"{args.max_new_tokens}, model {args.model_id}, extra flags: {shlex.join(args.extra) or 'none'}")
