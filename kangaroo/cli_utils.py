@@ -62,6 +62,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="default: float32 on cpu, float16 on cuda")
     g.add_argument("--num-threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's own choice); 1 lets two runs share 2 cores cleanly")
+    g.add_argument("--engine", default="auto", choices=("auto", "plain"),
+                   help="auto: decode steps and verify passes run the lean C++ CPU engine where it applies "
+                        "(CPU, float32; kangaroo/cpu_engine.py); plain: PyTorch ops only")
 
 
 def add_exitlayer_arg(g) -> None:
@@ -186,6 +189,9 @@ def resolve_device_dtype(args) -> None:
         if args.num_threads < 1:
             fail("--num-threads must be >= 1")
         torch.set_num_threads(args.num_threads)
+    from kangaroo import cpu_engine
+
+    cpu_engine.set_enabled(getattr(args, "engine", "auto") == "auto")
     if args.device == "cpu" and args.dtype == "float16":
         fail("--dtype float16 is not supported on cpu (slow and imprecise there): use float32 or bfloat16")
 

@@ -12,6 +12,8 @@ import math
 import torch
 from torch import nn
 
+from kangaroo import cpu_engine
+
 
 class LoRALinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, r: int = 8, alpha: float = 8.0, bias: bool = False,
@@ -33,7 +35,11 @@ class LoRALinear(nn.Module):
         nn.init.zeros_(self.B)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        base = self.base(x.to(self.base.weight.dtype)).float()
+        x_base = x.to(self.base.weight.dtype)
+        if self.base.bias is None and not x.requires_grad and cpu_engine.applies(x_base):
+            base = cpu_engine.linear(x_base, self.base.weight)  # the frozen base on the lean engine (decode)
+        else:
+            base = self.base(x_base).float()
         return base + ((x.float() @ self.A.T) @ self.B.T) * self.scaling
 
     def trainable_params(self) -> list[nn.Parameter]:

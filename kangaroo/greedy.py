@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from kangaroo.llama_forward import new_cache, run_layers
+from kangaroo.llama_forward import final_norm, new_cache, project, run_layers
 
 
 @dataclass
@@ -40,15 +40,19 @@ def eos_ids_of(tokenizer, config=None) -> set[int]:
 
 @torch.no_grad()
 def greedy_decode(lm, input_ids: torch.Tensor, max_new_tokens: int, eos_ids: set[int]) -> DecodeResult:
-    """``lm`` is a Hugging Face Llama causal LM; ``input_ids`` [1, n]."""
+    """``lm`` is a Hugging Face Llama causal LM; ``input_ids`` [1, n]. The prompt but its last token is
+    prefilled in one pass, then every token (the prompt's last one first) is one step: the same split as
+    ``kangaroo.speculative.prefill``, so both compute each committed position the same way."""
     body = lm.model
     cache = new_cache(lm.config, len(body.layers), input_ids.shape[1] + max_new_tokens + 1,
                       lm.dtype, input_ids.device)
-    x = input_ids
+    if input_ids.shape[1] > 1:
+        run_layers(body.layers, body.embed_tokens(input_ids[:, :-1]), cache, body.rotary_emb)
+    x = input_ids[:, -1:]
     out: list[int] = []
     while True:
         h = run_layers(body.layers, body.embed_tokens(x), cache, body.rotary_emb)
-        tok = int(lm.lm_head(body.norm(h[:, -1])).argmax(-1))
+        tok = int(project(final_norm(body.norm, h[:, -1]), lm.lm_head.weight).argmax(-1))
         out.append(tok)
         out, stop = clip_at_stop(out, eos_ids, max_new_tokens)
         if stop:

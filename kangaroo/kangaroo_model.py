@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from kangaroo.errors import UserError
-from kangaroo.llama_forward import causal_mask, decoder_layer, new_cache, project, rotary_for, run_layers
+from kangaroo.llama_forward import causal_mask, decoder_layer, final_norm, new_cache, project, rotary_for, run_layers
 from kangaroo.kv_cache import KVCache
 
 
@@ -110,7 +110,7 @@ class KangarooModel(nn.Module):
         start = cache.length
         if self.adapter is None:
             h = run_layers(self.shallow_stack, h, cache, self.rotary_emb)
-            return ShallowOut(h, self.norm(h))
+            return ShallowOut(h, final_norm(self.norm, h))
         # the adapter is one more layer of the shallow cache, written at the same positions
         cos, sin = rotary_for(self.rotary_emb, h, start)
         mask = causal_mask(start, h.shape[1], h.device)
@@ -123,7 +123,7 @@ class KangarooModel(nn.Module):
     @torch.no_grad()
     def forward_deep(self, h: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Layer-k hidden [1, n, d] -> final post-norm hidden [1, n, d], appended to the deep cache."""
-        return self.norm(run_layers(self.deep_layers, h, cache, self.rotary_emb))
+        return final_norm(self.norm, run_layers(self.deep_layers, h, cache, self.rotary_emb))
 
     @torch.no_grad()
     def verifier_logits(self, h_final: torch.Tensor) -> torch.Tensor:
@@ -133,7 +133,7 @@ class KangarooModel(nn.Module):
         """The drafter's logits: the LoRA drafter head when attached, else the verifier's head (plain Kangaroo)."""
         if self.drafter_head is None:
             with torch.no_grad():
-                return self.head_model(hk).float()
+                return project(hk, self.head_model.weight).float()
         return self.drafter_head(hk)
 
     # ------------------------------------------------------------------------------------------ DVI

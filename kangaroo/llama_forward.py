@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from kangaroo import cpu_engine
 from kangaroo.kv_cache import KVCache
 
 
@@ -58,9 +59,17 @@ def decoder_layer(layer, h: torch.Tensor, cos, sin, cache: KVCache, idx: int, ma
 
 
 def run_layers(layers, h: torch.Tensor, cache: KVCache, rotary_emb) -> torch.Tensor:
-    """Run ``layers`` (cache layers ``0..len(layers)-1``) on ``h`` [B, n, d] appended after the cached prefix."""
+    """Run ``layers`` (cache layers ``0..len(layers)-1``) on ``h`` [B, n, d] appended after the cached prefix.
+    A few float32 rows on a CPU go through the lean engine (``kangaroo/cpu_engine.py``), the rest as below."""
     start, n = cache.length, h.shape[1]
     cos, sin = rotary_for(rotary_emb, h, start)
+    stack = cpu_engine.stack_for(layers) if h.shape[0] == 1 and cpu_engine.applies(h) else None
+    if stack is not None:
+        if start + n > cache.max_len:
+            raise RuntimeError(f"KV cache overflow: {start + n} positions > max_len {cache.max_len}")
+        out = stack.forward(h[0], cache.k, cache.v, start, cos[0], sin[0])[None]
+        cache.advance(n)
+        return out
     mask = causal_mask(start, n, h.device)
     for i, layer in enumerate(layers):
         h = decoder_layer(layer, h, cos, sin, cache, i, mask)
@@ -73,9 +82,17 @@ def new_cache(config, num_layers: int, max_len: int, dtype, device) -> KVCache:
     return KVCache(num_layers, config.num_key_value_heads, head_dim, max_len, dtype=dtype, device=device)
 
 
+def final_norm(norm, h: torch.Tensor) -> torch.Tensor:
+    """The model's final RMSNorm, row by row (the engine's, where it takes ``h``)."""
+    return cpu_engine.rmsnorm(h, norm) if cpu_engine.applies(h) else norm(h)
+
+
 def project(h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``h [..., d] @ weight.T`` for a vocabulary-sized output. On CPU, several rows go as ``(W @ h.T).T``:
-    MKL's tall-skinny kernel is 2-3x faster there than ``F.linear`` for 2..16 rows against 49k outputs."""
+    """``h [..., d] @ weight.T`` for a vocabulary-sized output: the engine's batch-invariant kernel where it
+    takes ``h``; else on CPU several rows go as ``(W @ h.T).T`` (MKL's tall-skinny kernel is 2-3x faster there
+    than ``F.linear`` for 2..16 rows against 49k outputs)."""
+    if cpu_engine.applies(h) and weight.dtype == torch.float32:
+        return cpu_engine.linear(h, weight)
     rows = h.numel() // h.shape[-1]
     if h.device.type != "cpu" or rows == 1:
         return F.linear(h, weight)

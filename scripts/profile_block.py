@@ -10,6 +10,12 @@ Times (median of --repeats, each after a warm-up), all at a context of --context
   head       the drafter head on one hk: the verifier's head (identity Kangaroo) and the LoRA head (DVI)
   deep(n)    layers k.. on n tokens + the verifier head on n rows: the verify pass of a block of n-1 drafts
   train      one DVI trainer step (--dvi-batch-size tuples, top-K KD + CE + PG, the full preset past warm-up)
+  stream_limit  the model's weight bytes one token reads (decoder layers + head) / the rate one core streams
+             weights, measured in the same run as a 1-row F.linear over a --stream-mb matrix: the floor of ``ar``
+
+Each part is timed for every engine of --engines (auto: the lean C++ CPU engine, plain: PyTorch ops) at every
+thread count of --threads; the top-level ``costs`` are the first engine at the first thread count, the others
+are under ``variants`` ("ENGINE/THREADSt"); the trainer step is timed once, in the first variant.
 
 Cost model of a block that drafts m tokens and commits c of them (c = accepted + 1):
 
@@ -30,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from kangaroo import cpu_engine
 from kangaroo.cli_utils import OneLineParser, add_model_args, add_speculation_args, resolve_device_dtype, resolve_model_id
 
 
@@ -44,6 +51,9 @@ def build_parser() -> OneLineParser:
     p.add_argument("--dvi-batch-size", type=int, default=64)
     p.add_argument("--dvi-topk", type=int, default=1024)
     p.add_argument("--dvi-update-every", type=int, default=8)
+    p.add_argument("--threads", default="1,2", help="comma-separated thread counts to time")
+    p.add_argument("--engines", default="auto,plain", help="comma-separated engines to time: auto, plain")
+    p.add_argument("--stream-mb", type=int, default=512, help="size of the matrix that measures the stream rate")
     p.add_argument("--out", default="runs/profile")
     return p
 
@@ -75,8 +85,27 @@ def median_ms(fn, repeats: int, device) -> float:
     return statistics.median(times)
 
 
+def weight_bytes(lm) -> int:
+    """Bytes of weights one decode token reads: every decoder layer, the final norm and the head (the
+    embedding gives one row; a tied head is counted once, as the head)."""
+    params = list(lm.model.layers.parameters()) + list(lm.model.norm.parameters()) + [lm.lm_head.weight]
+    return sum(p.numel() * p.element_size() for p in params)
+
+
 @torch.no_grad()
-def measure(km, args, lora_r: int, lora_alpha: float) -> dict:
+def stream_rate(mb: int, repeats: int, device, dtype) -> float:
+    """Bytes per second a 1-row ``F.linear`` reads of an ``mb`` MiB weight matrix on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    w = torch.randn(max(1, mb * 2 ** 20 // (4 * 1024)), 1024, device=device).to(dtype)
+    x = torch.randn(1, 1024, device=device).to(dtype)
+    ms = median_ms(lambda: torch.nn.functional.linear(x, w), repeats, device)
+    torch.set_num_threads(threads)
+    return w.numel() * w.element_size() / (ms / 1e3)
+
+
+@torch.no_grad()
+def measure(km, args, lora_r: int, lora_alpha: float, train: bool = True) -> dict:
     from dvi.online_trainer import OnlineTrainer
     from dvi.schedule import PiecewiseSchedule
     from kangaroo.drafter_head import DrafterHead
@@ -107,11 +136,13 @@ def measure(km, args, lora_r: int, lora_alpha: float) -> dict:
     costs = {
         "ar_ms": median_ms(ar, args.repeats, dev),
         "shallow_ms": median_ms(shallow, args.repeats, dev),
-        "head_identity_ms": median_ms(lambda: km.head_model(hk).float().softmax(-1).max(-1), args.repeats, dev),
+        "head_identity_ms": median_ms(lambda: km.drafter_logits_from_hk(hk).softmax(-1).max(-1), args.repeats, dev),
         "head_lora_ms": median_ms(lambda: lora_head(hk).softmax(-1).max(-1), args.repeats, dev),
         "deep_ms": {n: median_ms(at_context(lambda n=n: km.verifier_logits(km.forward_deep(h_n[:, :n], caches.deep))
                                             .argmax(-1).tolist()), args.repeats, dev) for n in range(1, n_max + 1)},
     }
+    if not train:
+        return costs
     # one trainer step on a synthetic batch of the real shapes, past the warm-up (every term computed)
     km.drafter_head = lora_head
     b, k = args.dvi_batch_size, min(args.dvi_topk, cfg.vocab_size)
@@ -130,6 +161,29 @@ def measure(km, args, lora_r: int, lora_alpha: float) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- report
+def targets_markdown(costs: dict) -> list[str]:
+    """The lean-engine targets (issue 9) against these costs."""
+    ar, deep, n_max = costs["ar_ms"], costs["deep_ms"], max(costs["deep_ms"])
+    rows = [("ar / stream limit", ar / costs["stream_limit_ms"], 1.25), ("deep(2) / ar", deep[2] / ar, 1.10),
+            (f"deep({n_max}) / ar", deep[n_max] / ar, 1.30)] if n_max >= 2 else []
+    return ["| ratio | measured | target |", "|---|---:|---:|"] + [
+        f"| {name} | {v:.2f} | <= {t:.2f} {'(met)' if v <= t else '(missed)'} |" for name, v, t in rows]
+
+
+def variants_markdown(variants: dict) -> list[str]:
+    """One row per engine/thread variant: the costs that decide a block, side by side."""
+    names = list(variants)
+    n_max = max(variants[names[0]]["deep_ms"])
+    lines = ["| variant | ar | shallow | head | " + " | ".join(f"deep({n})" for n in range(1, n_max + 1)) +
+             f" | deep(2)/ar | deep({n_max})/ar |", "|---" * (n_max + 6) + "|"]
+    for name in names:
+        c = variants[name]
+        lines.append(f"| {name} | {c['ar_ms']:.1f} | {c['shallow_ms']:.1f} | {c['head_identity_ms']:.1f} | " +
+                     " | ".join(f"{c['deep_ms'][n]:.1f}" for n in range(1, n_max + 1)) +
+                     f" | {c['deep_ms'][2] / c['ar_ms']:.2f} | {c['deep_ms'][n_max] / c['ar_ms']:.2f} |")
+    return lines
+
+
 def report_markdown(costs: dict, meta: dict, steps: int, update_every: int) -> str:
     lines = ["# Block costs (median ms)", ""] + [f"- {k}: {v}" for k, v in meta.items()] + [""]
     lines += ["| part | ms |", "|---|---:|",
@@ -138,7 +192,9 @@ def report_markdown(costs: dict, meta: dict, steps: int, update_every: int) -> s
               f"| drafter head, identity (verifier's head) | {costs['head_identity_ms']:.1f} |",
               f"| drafter head, LoRA (DVI) | {costs['head_lora_ms']:.1f} |"]
     lines += [f"| deep({n}): verify {n} tokens (layers k.. + head) | {ms:.1f} |" for n, ms in costs["deep_ms"].items()]
-    lines += [f"| one DVI trainer step | {costs['train_ms']:.1f} |", "",
+    lines += [f"| one DVI trainer step | {costs['train_ms']:.1f} |",
+              f"| stream limit: weight bytes per token / one core's stream rate | {costs['stream_limit_ms']:.1f} |",
+              ""] + targets_markdown(costs) + ["",
               "Break-even committed tokens per block (= block cost / ar; a block commits accepted + 1 tokens, so "
               "it can commit at most m + 1):", "",
               "| drafts m | identity Kangaroo | DVI deployed | DVI learning online |", "|---:|---:|---:|---:|"]
@@ -163,14 +219,27 @@ def main(argv=None) -> int:
         r, alpha = int(meta["lora_r"]), float(meta["lora_alpha"])
     lm = load_causal_lm(args.model_id, device=args.device, dtype=args.dtype)
     km = KangarooModel(model_id=args.model_id, exit_layer=args.exitlayer, base_model=lm)
-    costs = measure(km, args, r, alpha)
-    meta = {"model": args.model_id, "device": args.device, "dtype": args.dtype, "threads": torch.get_num_threads(),
-            "exit layer": args.exitlayer, "context": args.context, "repeats": args.repeats, "lora r": r,
-            "trainer batch": args.dvi_batch_size, "top-K": args.dvi_topk, "update every": args.dvi_update_every,
+    rate = stream_rate(args.stream_mb, args.repeats, km.device, km.dtype)
+    limit_ms = weight_bytes(lm) / rate * 1e3
+    variants = {}
+    for engine in args.engines.split(","):
+        for threads in (int(t) for t in args.threads.split(",")):
+            cpu_engine.set_enabled(engine == "auto")
+            torch.set_num_threads(threads)
+            costs = measure(km, args, r, alpha, train=not variants)
+            variants[f"{engine}/{threads}t"] = {**costs, "stream_limit_ms": limit_ms}
+    costs = {**variants[next(iter(variants))]}
+    costs["variants"] = variants
+    meta = {"model": args.model_id, "device": args.device, "dtype": args.dtype, "threads": args.threads,
+            "engines": args.engines, "exit layer": args.exitlayer, "context": args.context, "repeats": args.repeats,
+            "lora r": r, "trainer batch": args.dvi_batch_size, "top-K": args.dvi_topk,
+            "update every": args.dvi_update_every, "weight MB per token": round(weight_bytes(lm) / 1e6, 1),
+            "stream GB/s (1 thread)": round(rate / 1e9, 2),
             "command": shlex.join(["python", "-m", "scripts.profile_block", *(sys.argv[1:] if argv is None else argv)])}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     md = report_markdown(costs, meta, args.steps, args.dvi_update_every)
+    md += "\nAll variants (ms; head = the identity drafter head):\n\n" + "\n".join(variants_markdown(variants)) + "\n"
     (out / "block_costs.md").write_text(md)
     (out / "block_costs.json").write_text(json.dumps({"meta": meta, "costs": costs}, indent=2))
     print(md)

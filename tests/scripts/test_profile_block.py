@@ -19,6 +19,15 @@ def test_block_cost_adds_the_parts():
     assert block_ms(COSTS, 1, "lora", online=True, update_every=8) == pytest.approx(2 + 1 + 12 + 10)
 
 
+def test_weight_bytes_counts_layers_norm_and_head_once():
+    from scripts.profile_block import weight_bytes
+    from tests.conftest import make_tiny_llama
+
+    lm = make_tiny_llama(dtype=torch.float32)  # tied head: the embedding is the head
+    layers = sum(p.numel() for p in lm.model.layers.parameters())
+    assert weight_bytes(lm) == 4 * (layers + 32 + 97 * 32)
+
+
 def test_break_even_is_block_cost_over_one_plain_step():
     assert break_even(COSTS, 1, "identity") == pytest.approx((2 * 1.0 + 0.5 + 12.0) / 10.0)
     assert break_even(COSTS, 2, "lora", online=True, update_every=4) > break_even(COSTS, 2, "lora")
@@ -31,8 +40,13 @@ def test_profiler_writes_costs_for_every_verify_width(tmp_path):
     make_tiny_llama(dtype=torch.float32).save_pretrained(model_dir)
     out = tmp_path / "prof"
     assert main(["--model-id", str(model_dir), "--context", "8", "--repeats", "1", "--steps", "3",
-                 "--dvi-topk", "16", "--dvi-batch-size", "8", "--out", str(out)]) == 0
+                 "--dvi-topk", "16", "--dvi-batch-size", "8", "--stream-mb", "4", "--threads", "1,2",
+                 "--out", str(out)]) == 0
     costs = json.loads((out / "block_costs.json").read_text())["costs"]
     assert sorted(int(n) for n in costs["deep_ms"]) == [1, 2, 3, 4]
-    assert all(costs[k] > 0 for k in ("ar_ms", "shallow_ms", "head_identity_ms", "head_lora_ms", "train_ms"))
-    assert "| 3 |" in (out / "block_costs.md").read_text()
+    assert all(costs[k] > 0 for k in ("ar_ms", "shallow_ms", "head_identity_ms", "head_lora_ms", "train_ms",
+                                      "stream_limit_ms"))
+    assert sorted(costs["variants"]) == ["auto/1t", "auto/2t", "plain/1t", "plain/2t"]
+    assert all(sorted(int(n) for n in v["deep_ms"]) == [1, 2, 3, 4] for v in costs["variants"].values())
+    md = (out / "block_costs.md").read_text()
+    assert "| 3 |" in md and "deep(2) / ar" in md and "| plain/2t |" in md
