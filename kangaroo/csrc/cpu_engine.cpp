@@ -16,6 +16,7 @@
 
 #include <array>
 #include <cmath>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -29,6 +30,10 @@ inline float hsum8(__m256 v) {
 
 #ifndef KANGAROO_PF_BLOCKS
 #define KANGAROO_PF_BLOCKS 4
+#endif
+#ifndef KANGAROO_ROWS_X
+#define KANGAROO_ROWS_X 2
+#define KANGAROO_ROWS_W 8
 #endif
 
 // out[i * ldo + j] = dot(x[i], w[j]) for i < NX rows of x and j < NW rows of w, each over K values.
@@ -62,24 +67,39 @@ void tile(const float* x, int64_t K, const float* w, float* out, int64_t ldo, co
 }
 
 using TileFn = void (*)(const float*, int64_t, const float*, float*, int64_t, const float*);
-// Rows of x per tile: with AVX2's 16 registers 2 (8 accumulators + 4 weight vectors + 1 row; a 3 x 4 tile
-// spills and runs 2.5x slower); where AVX-512 provides 32 (built with -march=native), 4.
+// Tile shape (rows of x x rows of w): accumulators + weight vectors + one row vector must fit the registers.
+// AVX2 has 16: 2 x 4 (a 3 x 4 tile spills and runs 2.5x slower). Built with -march=native where AVX-512 gives
+// 32: 2 x 8, whose longer runs of contiguous weights stream better.
 #ifdef __AVX512VL__
-constexpr int kRowsX = 4;
+constexpr int kRowsX = KANGAROO_ROWS_X, kRowsW = KANGAROO_ROWS_W;
 #else
-constexpr int kRowsX = 2;
+constexpr int kRowsX = 2, kRowsW = 4;
 #endif
-constexpr int kRowsW = 4;
-template <int NX>
-constexpr std::array<TileFn, kRowsW> tiles_for() { return {tile<NX, 1>, tile<NX, 2>, tile<NX, 3>, tile<NX, 4>}; }
-#ifdef __AVX512VL__
-const std::array<TileFn, kRowsW> kTiles[kRowsX] = {tiles_for<1>(), tiles_for<2>(), tiles_for<3>(), tiles_for<4>()};
-#else
-const std::array<TileFn, kRowsW> kTiles[kRowsX] = {tiles_for<1>(), tiles_for<2>()};
-#endif
+template <int NX, size_t... J>
+constexpr std::array<TileFn, kRowsW> tiles_for(std::index_sequence<J...>) { return {tile<NX, J + 1>...}; }
+template <size_t... I>
+constexpr std::array<std::array<TileFn, kRowsW>, kRowsX> tile_table(std::index_sequence<I...>) {
+  return {tiles_for<I + 1>(std::make_index_sequence<kRowsW>{})...};
+}
+const auto kTiles = tile_table(std::make_index_sequence<kRowsX>{});
 
 // y [n, N] = x [n, K] @ w [N, K]^T; raw pointers, all contiguous. Threads split the rows of w.
 void linear_into(const float* x, int64_t n, int64_t K, const float* w, int64_t N, float* y) {
+  if (n == 1) {  // one row: 8 weight rows a tile, so 8 independent FMA chains hide the FMA latency
+    at::parallel_for(0, (N + 7) / 8, 32, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t j0 = b * 8, jp = j0 + KANGAROO_PF_BLOCKS * 4;
+        const float* pf = jp + 8 <= N ? w + jp * K : nullptr;
+        if (j0 + 8 <= N) {
+          tile<1, 8>(x, K, w + j0 * K, y + j0, N, pf);
+        } else {
+          for (int64_t j = j0; j < N; j += kRowsW)
+            kTiles[0][std::min<int64_t>(kRowsW, N - j) - 1](x, K, w + j * K, y + j, N, nullptr);
+        }
+      }
+    });
+    return;
+  }
   const int64_t blocks = (N + kRowsW - 1) / kRowsW;
   at::parallel_for(0, blocks, 64, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
