@@ -79,10 +79,11 @@ def test_model_id_required(capsys):
 
 def test_checks_against_config(capsys):
     cfg = tiny_config(vocab_size=97, layers=4)
-    cli_utils.validate_against_config(parse(["--exitlayer", "3", "--dvi-topk", "97"]), cfg)
-    for argv, match in [(["--exitlayer", "4"], "outside 1..3"), (["--dvi-topk", "98"], "larger than the vocabulary")]:
+    cli_utils.validate_against_config(parse(["--exitlayer", "3", "--dvi-topk", "97", "--max-new-tokens", "64"]), cfg)
+    for argv, match in [(["--exitlayer", "4"], "outside 1..3"), (["--dvi-topk", "98"], "larger than the vocabulary"),
+                        (["--max-new-tokens", "512"], "no room for a prompt in this model's 512 positions")]:
         with pytest.raises(SystemExit):
-            cli_utils.validate_against_config(parse(argv), cfg)
+            cli_utils.validate_against_config(parse(argv + ["--max-new-tokens", "64"][:2 * ("--max-new-tokens" not in argv)]), cfg)
         assert match in capsys.readouterr().err
 
 
