@@ -60,6 +60,13 @@ def test_legacy_model_path(capsys):
     (["--prompts-jsonl", "/no/such.jsonl"], "--prompts-jsonl"),
     (["--load-lora", "/no/such.pt"], "--load-lora"),
     (["--dtype", "float16"], "--dtype float16"),
+    (["--dvi-lr", "0"], "--dvi-lr 0.0 must be > 0"),
+    (["--dvi-lr", "-1e-3"], "--dvi-lr"),
+    (["--dvi-lora-alpha", "0"], "--dvi-lora-alpha 0.0 must be > 0"),
+    (["--dvi-pg-lambda-max", "-0.1"], "--dvi-pg-lambda-max -0.1 must be >= 0"),
+    (["--dvi-entropy-weight", "-1"], "--dvi-entropy-weight"),
+    (["--device", "tpu"], "use cpu, cuda or cuda:N"),
+    (["--device", "cuda:1"], "no CUDA device is visible"),
 ])
 def test_bad_flags_give_one_line(capsys, argv, match):
     fails(capsys, argv, match)
