@@ -143,3 +143,11 @@ def test_complete_last_record_without_newline_is_kept(base_argv, tmp_path, capsy
     ans.write_text(ans.read_text().rstrip("\n"))  # e.g. an editor dropped the final newline
     assert run(inference_baseline, base_argv + ["--question-file", str(q)], capsys)[0] == 0
     assert [json.loads(line)["question_id"] for line in ans.read_text().splitlines()] == [1, 2]
+
+
+def test_empty_question_selection_is_one_line(base_argv, tmp_path, capsys):
+    q = tmp_path / "q.jsonl"
+    q.write_text(json.dumps({"question_id": 1, "turns": ["Hello"]}) + "\n")
+    rc, _, err = run(inference_baseline, base_argv + ["--question-file", str(q), "--question-begin", "5"], capsys)
+    assert rc == 2
+    one_line(err, "no question selected from")
