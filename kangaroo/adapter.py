@@ -116,8 +116,8 @@ def load_adapter(path: str | Path, base_config) -> KangarooAdapter:
     """Read an adapter folder (ours or the Kangaroo repo's); refuse a missing, damaged or mismatched one."""
     path = Path(path)
     if not path.is_dir():
-        raise UserError(f"--adapter-path {path} is not a folder: pass an adapter folder, or none for the identity "
-                        "adapter")
+        raise UserError(f"--adapter-path {path} is not a folder: expected config.json and adapter.safetensors (or "
+                        "the Kangaroo repo's pytorch_model.bin) in a folder; or pass --adapter-path none")
     cfg = _read_config(path)
     ours = path / "adapter.safetensors"
     theirs = next((path / n for n in KANGAROO_WEIGHTS if (path / n).is_file()), None)
