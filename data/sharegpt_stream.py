@@ -42,6 +42,25 @@ def iter_sharegpt_jsonl(path, max_src_len=2048, max_tgt_len=256, stats=None):
         raise FileNotFoundError(f"ShareGPT jsonl not found: {path}; {FIX_HINT}")
     st = stats if stats is not None else {}
     st.update(dict.fromkeys(STAT_KEYS, 0))
+    try:
+        yield from _pairs(path, max_src_len, max_tgt_len, st)
+    finally:  # also when the reader stops early (--max-prompts): the skips so far are reported
+        line = skip_summary(st, path)
+        if line:
+            print(line, file=sys.stderr)
+
+
+def skip_summary(st, path):
+    """One line naming what was skipped so far, or None when nothing was."""
+    skipped = [f"{st[k]} {label}" for k, label in
+               (("malformed", "malformed lines"), ("blank", "blank lines"), ("empty", "empty exchanges")) if st[k]]
+    if not skipped:
+        return None
+    what = ", ".join(skipped[:-1]) + " and " + skipped[-1] if len(skipped) > 1 else skipped[0]
+    return f"[sharegpt] {what} skipped in {path} (of {st['lines']} lines read)"
+
+
+def _pairs(path, max_src_len, max_tgt_len, st):
     with open(path, "rb") as f:  # binary: one bad UTF-8 line must not kill the stream
         for raw in f:
             st["lines"] += 1
@@ -74,11 +93,6 @@ def iter_sharegpt_jsonl(path, max_src_len=2048, max_tgt_len=256, stats=None):
                         continue
                     st["pairs"] += 1
                     yield prompt, target
-    skipped = [f"{st[k]} {label}" for k, label in
-               (("malformed", "malformed lines"), ("blank", "blank lines"), ("empty", "empty exchanges")) if st[k]]
-    if skipped:
-        what = ", ".join(skipped[:-1]) + " and " + skipped[-1] if len(skipped) > 1 else skipped[0]
-        print(f"[sharegpt] {what} skipped in {path} (of {st['lines']} lines)", file=sys.stderr)
 
 # -----------------------------------------------------------------------------
 # one big JSON array -> jsonl, streamed

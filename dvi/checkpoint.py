@@ -6,7 +6,10 @@
 Writes are atomic (temp file in the same folder, fsync, os.replace): a crash mid-save leaves the previous file
 under that name intact. Loads use ``weights_only=True`` (a checkpoint cannot run code) and validate everything
 (file, format, meta, tensor names and shapes, optimizer layout) before anything in the model or optimizer changes.
-``model_id`` is compared by its last path component, so ``assets/m`` and ``/abs/assets/m`` match.
+The model is recognised by a sample of its LM-head weights (``head_sample``, compared with a float16 tolerance),
+so a moved folder or another dtype still matches and two models in folders of the same name do not; checkpoints
+written before the sample existed fall back to the last path component of ``model_id``. On resume the optimizer
+state (moments, step) is restored but this run's hyper-parameters (``--dvi-lr``) are kept, as for the schedule.
 """
 from __future__ import annotations
 
@@ -63,6 +66,19 @@ def load_lora_state_dict(model, sd: dict) -> None:
             p.copy_(sd[n])
 
 
+def head_sample(weight: torch.Tensor, n: int = 16) -> list[float]:
+    """``n`` weights of the LM head at fixed, spread positions: a fingerprint of the model that survives dtype
+    casts and moved folders."""
+    rows = torch.linspace(0, weight.shape[0] - 1, n).long().to(weight.device)
+    cols = torch.linspace(0, weight.shape[1] - 1, n).long().to(weight.device)
+    return [float(x) for x in weight.detach()[rows, cols].float().cpu()]
+
+
+def _samples_match(a, b) -> bool:
+    ta, tb = torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
+    return ta.shape == tb.shape and bool(torch.allclose(ta, tb, rtol=2e-3, atol=1e-5))
+
+
 def checkpoint_meta(model) -> dict:
     head, cfg = model.drafter_head, model.config
     if head is None:
@@ -71,7 +87,7 @@ def checkpoint_meta(model) -> dict:
     return {"format": FORMAT, "version": VERSION, "model_id": str(model.model_id), "exit_layer": int(model.exit_layer),
             "hidden_size": int(cfg.hidden_size), "vocab_size": int(cfg.vocab_size),
             "num_hidden_layers": int(cfg.num_hidden_layers), "lora_r": int(head.proj.r),
-            "lora_alpha": float(head.proj.alpha)}
+            "lora_alpha": float(head.proj.alpha), "head_sample": head_sample(head.proj.base.weight)}
 
 
 def _check_plain(x, where: str) -> None:
@@ -112,6 +128,31 @@ def save_ckpt(path, model, opt, sched, ema_b, *, global_step: int | None = None,
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def check_writable_dir(d) -> None:
+    """Create ``d`` if needed and prove a file can be written there, before any training (not at the first save)."""
+    d = Path(d)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".write-test.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise CheckpointError(f"--save-lora-path {d} is not a writable folder ({e.strerror or e}): "
+                              "pass a folder you can write to") from e
+
+
+def latest_checkpoint(d) -> Path | None:
+    """The checkpoint in folder ``d`` with the highest block count (``final.pt`` or ``step_*.pt``), or None."""
+    d = Path(d)
+    steps = sorted(p for p in d.glob("step_*.pt") if p.stem[5:].isdigit()) if d.is_dir() else []
+    final = checkpoint_path(d)
+    if final.is_file():
+        final_step = int(read_ckpt(final).get("global_step") or 0)
+        if not steps or final_step >= int(steps[-1].stem[5:]):
+            return final
+    return steps[-1] if steps else None
 
 
 def _fsync_dir(d: Path) -> None:
@@ -170,7 +211,15 @@ def _same(key: str, a, b) -> bool:
 
 
 def _meta_mismatch(path: Path, saved: dict, now: dict) -> str | None:
-    diff = [k for k in CHECKED if not _same(k, saved.get(k), now[k])]
+    diff = [k for k in CHECKED if k != "model_id" and not _same(k, saved.get(k), now[k])]
+    name_differs = not _same("model_id", saved.get("model_id"), now["model_id"])
+    sampled = isinstance(saved.get("head_sample"), list)
+    model_differs = not _samples_match(saved["head_sample"], now["head_sample"]) if sampled else name_differs
+    if model_differs and name_differs:
+        diff.insert(0, "model_id")
+    elif model_differs and not diff:
+        return (f"checkpoint {path} was made for another model of the same name {saved.get('model_id')} (its LM-head "
+                "weights differ from this run's): pass the --model-id it was trained with, or train a new drafter")
     if not diff:
         return None
     fixes = [f"{CHECKED[k]} {saved.get(k)}" for k in diff if CHECKED[k]]
@@ -196,6 +245,15 @@ def _optimizer_fits(opt, osd) -> bool:
     return True
 
 
+def load_optimizer_keep_hparams(opt, osd: dict) -> None:
+    """Restore the optimizer's state (moments, step counts) but keep this run's hyper-parameters (lr, betas,
+    weight decay, ...): a resumed run's flags win over the checkpoint's."""
+    mine = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+    opt.load_state_dict(osd)
+    for g, h in zip(opt.param_groups, mine):
+        g.update(h)
+
+
 def load_ckpt(path, model, opt, sched) -> float:
     """Load LoRA tensors (and, unless None, the optimizer and schedule state); return the EMA baseline.
     ``opt=None, sched=None`` is deploy mode. Nothing is modified unless every check passes."""
@@ -215,11 +273,12 @@ def load_ckpt(path, model, opt, sched) -> float:
     if opt is not None and not _optimizer_fits(opt, ck["optimizer"]):
         raise CheckpointError(f"checkpoint {path} has optimizer state that does not fit this run's LoRA tensors: "
                               "load it to deploy (--dvi-online false) or start training afresh")
-    if sched is not None and "step" not in ck["schedule"]:
-        raise CheckpointError(f"checkpoint {path} has no schedule step: use another checkpoint")
+    if sched is not None and (not isinstance(ck["schedule"], dict) or "step" not in ck["schedule"]):
+        raise CheckpointError(f"checkpoint {path} has no valid schedule state (a dict with its step): "
+                              "use another checkpoint, or load it to deploy (--dvi-online false)")
     load_lora_state_dict(model, ck["lora"])
     if opt is not None:
-        opt.load_state_dict(ck["optimizer"])
+        load_optimizer_keep_hparams(opt, ck["optimizer"])
     if sched is not None:
         sched.load_state_dict(ck["schedule"])
     return float(ck["ema_baseline"])

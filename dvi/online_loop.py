@@ -9,24 +9,24 @@ so none of this can change a committed token.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
 
 from dvi.buffer import DVIRingBuffer
-from dvi.checkpoint import checkpoint_path, load_ckpt, read_ckpt, save_ckpt
+from dvi.checkpoint import CheckpointError, checkpoint_path, load_ckpt, read_ckpt, save_ckpt
 from dvi.metrics import MetricsLogger
 from dvi.online_trainer import OnlineTrainer
 from dvi.schedule import PiecewiseSchedule
 from kangaroo.speculative import Block
+from kangaroo.timing import now
 
 LOGITS_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
 
 def metrics_dir(metrics_out: str) -> Path:
     """``--metrics-out`` is a folder; a ``.csv`` path names the folder of the same name without the suffix."""
-    p = Path(metrics_out)
+    p = Path(metrics_out or "runs/metrics")
     return p.with_suffix("") if p.suffix == ".csv" else p
 
 
@@ -39,10 +39,10 @@ def calibrate_ar_ms(model, n: int = 12) -> float:
     model.forward_deep(model.forward_shallow(x, caches.shallow).h, caches.deep)
     times = []
     for i in range(n):
-        t0 = time.perf_counter()
+        t0 = now(model.device)
         h = model.forward_shallow(x[:, :1], caches.shallow).h
         model.verifier_logits(model.forward_deep(h, caches.deep)).argmax(-1).tolist()
-        times.append((time.perf_counter() - t0) * 1e3)
+        times.append((now(model.device) - t0) * 1e3)
     return sorted(times)[len(times) // 2]
 
 
@@ -64,6 +64,7 @@ class DVILearner:
                                      args.dvi_store, args.dvi_topk, cfg.vocab_size, preset=args.dvi_ablation,
                                      entropy_weight=args.dvi_entropy_weight)
         self.global_step = 0
+        self.run_blocks = 0  # blocks seen by this process (global_step also counts the resumed ones)
         self.train_steps = 0
         self.over_budget = 0
         self.train_ms_total = 0.0
@@ -76,7 +77,7 @@ class DVILearner:
 
     # ------------------------------------------------------------------------------------------ the hook
     def on_block(self, blk: Block) -> None:
-        t0 = time.perf_counter()
+        t0 = now(self.model.device)
         d, v, a = blk.draft, blk.verification, blk.accepted
         n_push = a + (a < blk.drafted)
         for i in range(1, n_push + 1):
@@ -87,6 +88,7 @@ class DVILearner:
             self.print(f"[hk] block {self.global_step + 1}: {n_push} hk captured ({nbytes} B float16); "
                        f"buffer {self.buffer.size}/{self.buffer.capacity} slots")
         self.global_step += 1
+        self.run_blocks += 1
         train_ms = 0.0
         if (self.online and self.global_step % self.args.dvi_update_every == 0
                 and self.buffer.size >= self.args.dvi_batch_size):
@@ -103,7 +105,7 @@ class DVILearner:
                                "so far); steps always finish: raise the budget or --dvi-update-every")
         if self.online and self.args.save_lora_every and self.global_step % self.args.save_lora_every == 0:
             self.save(checkpoint_path(self.args.save_lora_path, self.global_step))
-        own_ms = (time.perf_counter() - t0) * 1e3
+        own_ms = (now(self.model.device) - t0) * 1e3
         wall = d.ms + v.ms + own_ms
         self.blocks_ms_total += wall
         self.metrics.log_block(self.global_step, blk.drafted, a, len(blk.committed), wall, d.ms, v.ms, train_ms)
@@ -119,6 +121,11 @@ class DVILearner:
         """Resume (online: optimizer, schedule, baseline and step count too) or deploy (LoRA tensors only)."""
         t = self.trainer
         if self.online:
+            saved = (read_ckpt(path).get("extra") or {}).get("ablation")
+            if saved is not None and saved != self.args.dvi_ablation:
+                raise CheckpointError(f"checkpoint {path} was trained with --dvi-ablation {saved}, this run has "
+                                      f"{self.args.dvi_ablation}: pass --dvi-ablation {saved} to resume it, or "
+                                      "train a new drafter (another --save-lora-path)")
             t.ema_baseline = load_ckpt(path, self.model, t.optimizer, t.schedule)
             self.global_step = int(read_ckpt(path).get("global_step") or 0)
         else:
@@ -131,7 +138,7 @@ class DVILearner:
         out = {"blocks": self.global_step, "train_steps": self.train_steps, "over_budget_steps": self.over_budget,
                "train_ms_per_step": self.train_ms_total / max(1, self.train_steps),
                "train_share_of_wall": self.train_ms_total / max(1e-9, self.blocks_ms_total)}
-        if self.online:
+        if self.online and self.run_blocks:  # no block seen (no prompt left): no checkpoint from no data
             out["final"] = str(self.save(checkpoint_path(self.args.save_lora_path), finished))
         fl = self.metrics.first_last(50)
         out["first_50"], out["last_50"] = fl["first"], fl["last"]

@@ -12,6 +12,9 @@ from pathlib import Path
 from kangaroo.errors import UserError
 
 
+RECORD_START = '{"question_id": '   # json.dumps of answer_record always starts so
+
+
 def default_answer_file(bench_name: str, model_id: str, method: str) -> str:
     label = Path(str(model_id)).name.replace(".gguf", "") or str(model_id)
     return str(Path("runs") / "answers" / bench_name / f"{label}-{method}.jsonl")
@@ -29,10 +32,22 @@ def done_question_ids(path: str | Path) -> set:
             try:
                 done.add(json.loads(line)["question_id"])
             except (json.JSONDecodeError, KeyError, TypeError):
-                if lineno > 1 and not line.endswith("\n"):
+                if is_cut_record(line):
                     continue  # a last line cut by an interrupted write: that question is redone
                 raise UserError(f"{path}:{lineno} is not an answer record: move the file away or pass --overwrite")
     return done
+
+
+def is_cut_record(line: str) -> bool:
+    """A last line that an interrupted write cut short: no newline, does not parse, and starts like our records
+    (anything else is some other file, which must not be touched)."""
+    if line.endswith("\n") or not (line.startswith(RECORD_START) or RECORD_START.startswith(line)):
+        return False
+    try:
+        json.loads(line)
+    except json.JSONDecodeError:
+        return True
+    return False
 
 
 def answer_record(question_id, model_id: str, turns: list[str], new_tokens: list[int], wall_time: list[float],
@@ -46,15 +61,19 @@ def answer_record(question_id, model_id: str, turns: list[str], new_tokens: list
 
 
 def drop_partial_last_line(path: Path) -> None:
-    """An interrupted write can leave a last line without its newline: that record is incomplete, cut it off
-    (its question is redone) so the next record starts on a line of its own."""
+    """An interrupted write can leave a last line without its newline: an incomplete record is cut off (its
+    question is redone), a complete one gets its newline, so the next record starts on a line of its own."""
     if not path.exists() or path.stat().st_size == 0:
         return
     with open(path, "rb+") as f:
         data = f.read()
         if data.endswith(b"\n"):
             return
-        f.truncate(data.rfind(b"\n") + 1)
+        start = data.rfind(b"\n") + 1
+        if is_cut_record(data[start:].decode("utf-8", errors="replace")):
+            f.truncate(start)
+        else:
+            f.write(b"\n")
 
 
 def append_answer(path: str | Path, record: dict) -> None:

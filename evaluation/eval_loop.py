@@ -14,12 +14,9 @@ import torch
 
 from evaluation.answers import answer_record, append_answer, default_answer_file, done_question_ids
 from evaluation.questions import chat_prompt_ids, load_questions
+from kangaroo.errors import UserError
 from kangaroo.greedy import DecodeResult
-
-
-def sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
+from kangaroo.timing import sync
 
 
 @dataclass
@@ -55,13 +52,25 @@ class RunTotals:
                 f"{self.mean_accepted:.3f} over {self.steps} verifier steps")
 
 
+def check_fits(ids: torch.Tensor, max_new_tokens: int, max_positions: int | None, question_id) -> None:
+    """The prompt plus the answer must fit the model's positions (past them RoPE models produce garbage)."""
+    n = ids.shape[1]
+    if max_positions is not None and n + max_new_tokens > max_positions:
+        raise UserError(f"question {question_id}: its prompt is {n} tokens and --max-new-tokens {max_new_tokens} "
+                        f"more exceed the model's {max_positions} positions: lower --max-new-tokens to at most "
+                        f"{max(0, max_positions - n)} or leave that question out (answers so far are kept)")
+
+
 def decode_turns(decode: Callable[[torch.Tensor], DecodeResult], tokenizer, model_id: str, turns: list[str],
-                 device) -> tuple[list[str], list[DecodeResult], list[float]]:
+                 device, fits: Callable[[torch.Tensor], None] | None = None
+                 ) -> tuple[list[str], list[DecodeResult], list[float]]:
     """Multi-turn: each turn's prompt holds the earlier turns and the model's own earlier answers."""
     messages, texts, results, walls = [], [], [], []
     for turn in turns:
         messages.append({"role": "user", "content": turn})
         ids = chat_prompt_ids(tokenizer, messages, model_id, device=device)
+        if fits is not None:
+            fits(ids)
         sync(device)
         t0 = time.perf_counter()
         res = decode(ids)
@@ -86,13 +95,18 @@ def sharegpt_questions(path: str, max_prompts: int | None):
 
 def run_questions(args, method: str, decode: Callable[[torch.Tensor], DecodeResult], tokenizer,
                   extra_record: Callable[[], dict] | None = None,
-                  warmup: Callable[[torch.Tensor], DecodeResult] | None = None) -> RunTotals:
-    """Decode every question of ``--question-file`` (or every prompt streamed from ``--prompts-jsonl``)."""
+                  warmup: Callable[[torch.Tensor], DecodeResult] | None = None,
+                  max_positions: int | None = None) -> RunTotals:
+    """Decode every question of ``--question-file`` (or every prompt streamed from ``--prompts-jsonl``);
+    a prompt that with ``--max-new-tokens`` exceeds ``max_positions`` ends the run with a UserError."""
     if getattr(args, "prompts_jsonl", None):
         questions, total, bench = sharegpt_questions(args.prompts_jsonl, args.max_prompts), args.max_prompts, "sharegpt"
     else:
         questions = load_questions(args.question_file, args.question_begin, args.question_end)
         total, bench = len(questions), args.bench_name
+        if not questions:
+            raise UserError(f"no question selected from {args.question_file} (--question-begin/--question-end "
+                            "past its end, or an empty file): check the file and the range")
     answer_file = args.answer_file or default_answer_file(bench, args.model_id, method)
     args.answer_file = answer_file
     if args.overwrite:
@@ -107,7 +121,9 @@ def run_questions(args, method: str, decode: Callable[[torch.Tensor], DecodeResu
         if q["question_id"] in done:
             totals.skipped += 1
             continue
-        texts, results, walls = decode_turns(decode, tokenizer, args.model_id, q["turns"], args.device)
+        texts, results, walls = decode_turns(
+            decode, tokenizer, args.model_id, q["turns"], args.device,
+            fits=lambda ids, qid=q["question_id"]: check_fits(ids, args.max_new_tokens, max_positions, qid))
         accept = [a for r in results for a in r.accept_lengths]
         rec = answer_record(q["question_id"], args.model_id, texts, [len(r.tokens) for r in results], walls,
                             accept, [r.steps for r in results], category=q.get("category"),

@@ -19,7 +19,8 @@ def main(argv=None) -> int:
     lm = load_causal_lm(args.model_id, device=args.device, dtype=args.dtype)
     validate_against_config(args, lm.config)
     eos = eos_ids_of(tokenizer, lm.config)
-    run_questions(args, "baseline", lambda ids: greedy_decode(lm, ids, args.max_new_tokens, eos), tokenizer)
+    run_questions(args, "baseline", lambda ids: greedy_decode(lm, ids, args.max_new_tokens, eos), tokenizer,
+                  max_positions=lm.config.max_position_embeddings)
     return 0
 
 

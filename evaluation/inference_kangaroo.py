@@ -3,7 +3,7 @@
     # plain Kangaroo (identity adapter, the verifier's own head drafts)
     python -m evaluation.inference_kangaroo --model-id smollm2-135m --adapter-path none \\
         --exitlayer 2 --threshold 0.6 --steps 6 --temperature 0.0 --seed 123
-    # DVI: train the LoRA drafter head online over a ShareGPT stream
+    # DVI: train the LoRA drafter head online over a ShareGPT stream (the same command again resumes it)
     python -m evaluation.inference_kangaroo --model-id smollm2-135m --dvi-online true \\
         --prompts-jsonl assets/sharegpt.jsonl --max-prompts 300 --save-lora-path runs/checkpoints
     # deploy a trained drafter
@@ -12,11 +12,13 @@
 """
 from __future__ import annotations
 
+import itertools
 import json
 
 import torch
 
 from evaluation.eval_loop import run_questions
+from kangaroo.cache_pool import ReusableCaches
 from kangaroo.cli_utils import parse_args, run_main, validate_against_config
 from kangaroo.greedy import eos_ids_of
 from kangaroo.kangaroo_model import KangarooModel
@@ -31,32 +33,73 @@ def build_model(args) -> KangarooModel:
                          exit_layer=args.exitlayer, base_model=lm)
 
 
+def prepare_checkpoints(args) -> None:
+    """Online runs: the checkpoint folder must be writable now (not at the first save, after the training), and
+    the same command run again resumes from the newest checkpoint there (unless --load-lora or --overwrite)."""
+    if not args.dvi_online:
+        return
+    from dvi.checkpoint import check_writable_dir, latest_checkpoint
+
+    check_writable_dir(args.save_lora_path)
+    if not args.load_lora and not args.overwrite:
+        found = latest_checkpoint(args.save_lora_path)
+        if found is not None:
+            print(f"[dvi] resuming from {found} (the newest checkpoint in --save-lora-path; pass --overwrite to "
+                  "start afresh)")
+            args.load_lora = str(found)
+
+
+def plain_metrics(model, args):
+    """--metrics-out on a plain Kangaroo run: acceptance.csv and speed.csv as in a DVI run (no trainer.csv)."""
+    from dvi.metrics import MetricsLogger
+    from dvi.online_loop import calibrate_ar_ms, metrics_dir
+
+    log = MetricsLogger(metrics_dir(args.metrics_out), max_k=args.steps, ar_ms_per_token=calibrate_ar_ms(model),
+                        every=args.metrics_every)
+    step = itertools.count(1)
+
+    def on_block(blk):
+        d, v = blk.draft, blk.verification
+        log.log_block(next(step), blk.drafted, blk.accepted, len(blk.committed), d.ms + v.ms, d.ms, v.ms, 0.0)
+
+    return log, on_block
+
+
 def main(argv=None) -> int:
     args = parse_args("kangaroo", argv, description=__doc__.splitlines()[0])
+    prepare_checkpoints(args)
     torch.manual_seed(args.seed)
     tokenizer = load_tokenizer(args.model_id)
     model = build_model(args)
     eos = eos_ids_of(tokenizer, model.config)
-    learner = None
+    learner, log, hook = None, None, None
     if args.dvi_online or args.load_lora:
         from dvi.online_loop import DVILearner
 
         model.attach_drafter_head(r=args.dvi_lora_r, alpha=args.dvi_lora_alpha)
         learner = DVILearner(model, args)
+        hook = learner.on_block
+    elif args.metrics_out:
+        log, hook = plain_metrics(model, args)
+    pool = ReusableCaches(model)
 
-    def decode(ids, hook=True):
+    def decode(ids, use_hook=True):
         return kangaroo_generate(model, ids, args.max_new_tokens, eos, steps=args.steps, threshold=args.threshold,
-                                 on_block=learner.on_block if (learner and hook) else None)
+                                 on_block=hook if use_hook else None, cache_pool=pool)
 
     method = "dvi" if learner else "kangaroo"
     finished = False
     try:
-        run_questions(args, method, decode, tokenizer, warmup=lambda ids: decode(ids, hook=False))
+        run_questions(args, method, decode, tokenizer, warmup=lambda ids: decode(ids, use_hook=False),
+                      max_positions=model.config.max_position_embeddings)
         finished = True
     finally:
         if learner is not None:  # also on Ctrl-C: the state so far is saved, marked unfinished, for a resume
             summary = learner.finish(finished)
             print(f"[dvi] {json.dumps(summary)}")
+        if log is not None:
+            log.close()
+            print(f"[kangaroo] metrics: {log.out_dir}")
     return 0
 
 

@@ -7,6 +7,12 @@ It has its own KV cache layer (the last layer of the shallow cache). On disk an 
     config.json          {"format": "kangaroo-adapter", "version": 1, "hidden_size", "num_attention_heads",
                           "num_key_value_heads", "head_dim", "rms_norm_eps"}
     adapter.safetensors  input_layernorm.weight, self_attn.{q,k,v,o}_proj.weight, norm.weight
+
+The Kangaroo repo's released adapters load too (``load_adapter`` tells the layouts apart):
+
+    config.json          a LlamaConfig with num_hidden_layers 1 (its hidden size and heads must match the model)
+    pytorch_model.bin    layers.0.input_layernorm.weight, layers.0.self_attn.{q,k,v,o}_proj.weight, norm.weight
+                         (or model.safetensors with the same names; rotary buffers, if present, are ignored)
 """
 from __future__ import annotations
 
@@ -53,31 +59,99 @@ def save_adapter(adapter: KangarooAdapter, path: str | Path) -> None:
               str(path / "adapter.safetensors"))
 
 
-def load_adapter(path: str | Path, base_config) -> KangarooAdapter:
-    """Read an adapter folder; refuse a missing, damaged or mismatched one with a clear error."""
-    from safetensors.torch import load_file
+KANGAROO_WEIGHTS = ("pytorch_model.bin", "model.safetensors")
+IGNORED = (".rotary_emb.inv_freq", ".rotary_emb.cos_cached", ".rotary_emb.sin_cached")
 
-    path = Path(path)
-    cfg_file, w_file = path / "config.json", path / "adapter.safetensors"
-    if not cfg_file.is_file() or not w_file.is_file():
-        raise UserError(f"--adapter-path {path}: expected config.json and adapter.safetensors there "
-                        "(format in kangaroo/adapter.py); or pass --adapter-path none for the identity adapter")
+
+def _read_config(path: Path) -> dict:
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise UserError(f"--adapter-path {path}: no config.json there (an adapter folder holds config.json with "
+                        "adapter.safetensors, or the Kangaroo repo's pytorch_model.bin); or pass --adapter-path none")
     try:
         cfg = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"--adapter-path {path}: config.json is not valid JSON ({e})") from e
+    if not isinstance(cfg, dict):
+        raise UserError(f"--adapter-path {path}: config.json is not a JSON object")
+    return cfg
+
+
+def _kangaroo_repo_config(cfg: dict) -> dict:
+    """Our config keys from a released adapter's LlamaConfig (defaults as LlamaConfig fills them)."""
+    heads = cfg.get("num_attention_heads")
+    hidden = cfg.get("hidden_size")
+    return {"hidden_size": hidden, "num_attention_heads": heads,
+            "num_key_value_heads": cfg.get("num_key_value_heads") or heads,
+            "head_dim": cfg.get("head_dim") or (hidden // heads if hidden and heads else None),
+            "rms_norm_eps": cfg.get("rms_norm_eps", 1e-6)}
+
+
+def _read_weights(w_file: Path) -> dict:
+    try:
+        if w_file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(w_file))
+        state = torch.load(w_file, map_location="cpu", weights_only=True)
+    except Exception as e:  # damaged zip/pickle/safetensors, or a pickle that would run code
+        raise UserError(f"--adapter-path {w_file.parent}: {w_file.name} is damaged or not plain tensors "
+                        f"({type(e).__name__}): use another copy of the adapter") from e
+    if not isinstance(state, dict):
+        raise UserError(f"--adapter-path {w_file.parent}: {w_file.name} does not hold a state dict")
+    return state
+
+
+def _from_kangaroo_repo(state: dict) -> dict:
+    """``layers.0.X`` -> ``X``; ``norm.weight`` stays; rotary buffers are dropped."""
+    out = {}
+    for k, v in state.items():
+        if k.endswith(IGNORED):
+            continue
+        out[k[len("layers.0."):] if k.startswith("layers.0.") else k] = v
+    return out
+
+
+def load_adapter(path: str | Path, base_config) -> KangarooAdapter:
+    """Read an adapter folder (ours or the Kangaroo repo's); refuse a missing, damaged or mismatched one."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"--adapter-path {path} is not a folder: expected config.json and adapter.safetensors (or "
+                        "the Kangaroo repo's pytorch_model.bin) in a folder; or pass --adapter-path none")
+    cfg = _read_config(path)
+    ours = path / "adapter.safetensors"
+    theirs = next((path / n for n in KANGAROO_WEIGHTS if (path / n).is_file()), None)
+    if cfg.get("format") == FORMAT and ours.is_file():
+        w_file, layout = ours, "ours"
+    elif cfg.get("format") is None and theirs is not None:
+        if cfg.get("num_hidden_layers", 1) != 1:
+            raise UserError(f"--adapter-path {path}: config.json has num_hidden_layers "
+                            f"{cfg.get('num_hidden_layers')}, a Kangaroo adapter has 1: pass an adapter folder")
+        w_file, layout, cfg = theirs, "kangaroo", _kangaroo_repo_config(cfg)
+    else:
+        raise UserError(f"--adapter-path {path}: expected config.json with adapter.safetensors (format "
+                        f"{FORMAT!r}) or the Kangaroo repo's config.json with pytorch_model.bin (see "
+                        "kangaroo/adapter.py); or pass --adapter-path none for the identity adapter")
     want = adapter_config_dict(base_config)
-    if cfg.get("format") != FORMAT:
-        raise UserError(f"--adapter-path {path}: config.json format is {cfg.get('format')!r}, expected {FORMAT!r}")
-    diff = [f"{k}={cfg.get(k)} (model has {want[k]})" for k in CONFIG_KEYS if cfg.get(k) != want[k]]
+    diff = [f"{k}={cfg.get(k)} (model has {want[k]})" for k in CONFIG_KEYS
+            if k != "rms_norm_eps" and cfg.get(k) != want[k]]
     if diff:
         raise UserError(f"--adapter-path {path} was made for another model: {', '.join(diff)}; "
                         "pass the adapter trained for this --model-id")
     adapter = KangarooAdapter(base_config)
-    try:
-        state = load_file(str(w_file))
-    except Exception as e:  # safetensors raises its own error types for damaged files
-        raise UserError(f"--adapter-path {path}: adapter.safetensors is damaged ({e})") from e
+    adapter.input_layernorm.variance_epsilon = adapter.norm.variance_epsilon = float(cfg["rms_norm_eps"])
+    state = _read_weights(w_file)
+    if layout == "kangaroo":
+        state = _from_kangaroo_repo(state)
+    bad = [k for k, v in state.items() if not torch.is_tensor(v)]
+    if bad:
+        raise UserError(f"--adapter-path {path}: {w_file.name} holds non-tensor entries ({bad[:3]})")
+    shapes = {k: v.shape for k, v in adapter.state_dict().items()}
+    wrong = [f"{k} {list(v.shape)} (expected {list(shapes[k])})" for k, v in state.items()
+             if k in shapes and v.shape != shapes[k]]
+    if wrong:
+        raise UserError(f"--adapter-path {path}: weights of the wrong shape: {', '.join(wrong[:3])}; pass the "
+                        "adapter trained for this --model-id")
     missing, unexpected = adapter.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise UserError(f"--adapter-path {path}: weights do not match the adapter "

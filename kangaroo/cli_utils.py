@@ -56,8 +56,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="Hugging Face id, local model folder, local .gguf file, or the alias 'smollm2-135m' "
                         "(the bundled SmolLM2-135M-Instruct). Required.")
     g.add_argument("--model-path", default=None, help="legacy name of --model-id; if given it must equal it")
-    g.add_argument("--device", default=None, choices=("cpu", "cuda"),
-                   help="default: cuda when available, else cpu")
+    g.add_argument("--device", default=None,
+                   help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
     g.add_argument("--dtype", default=None, choices=DTYPES,
                    help="default: float32 on cpu, float16 on cuda")
     g.add_argument("--num-threads", type=int, default=None,
@@ -134,8 +134,9 @@ def add_dvi_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--load-lora", default="", help="LoRA checkpoint to resume from or deploy")
     g.add_argument("--save-lora-every", type=int, default=0, help="save every N blocks (0: only at the end)")
     g.add_argument("--save-lora-path", default="runs/checkpoints", help="checkpoint folder; the last state is DIR/final.pt")
-    g.add_argument("--metrics-out", default="runs/metrics",
-                   help="folder for acceptance.csv, speed.csv, trainer.csv and the plot (a .csv path means its folder)")
+    g.add_argument("--metrics-out", default=None,
+                   help="folder for acceptance.csv, speed.csv, trainer.csv and the plot (a .csv path means its folder); "
+                        "default runs/metrics for DVI runs, none for a plain Kangaroo run")
     g.add_argument("--metrics-every", type=int, default=50, help="print a summary line every N blocks")
 
 
@@ -181,8 +182,14 @@ def resolve_device_dtype(args) -> None:
 
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.device == "cuda" and not torch.cuda.is_available():
-        fail("--device cuda but no CUDA device is visible: use --device cpu")
+    kind, _, index = str(args.device).partition(":")
+    if kind not in ("cpu", "cuda") or (index and (kind == "cpu" or not index.isdigit())):
+        fail(f"--device {args.device}: use cpu, cuda or cuda:N (N the GPU index)")
+    if kind == "cuda" and not torch.cuda.is_available():
+        fail(f"--device {args.device} but no CUDA device is visible: use --device cpu")
+    if index and int(index) >= torch.cuda.device_count():
+        fail(f"--device {args.device}: only {torch.cuda.device_count()} CUDA device(s) are visible "
+             f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
     if args.dtype is None:
         args.dtype = "float32" if args.device == "cpu" else "float16"
     if args.num_threads is not None:
@@ -232,6 +239,8 @@ def validate_static(args) -> None:
     if args.prompts_jsonl and not Path(args.prompts_jsonl).is_file():
         fail(f"--prompts-jsonl {args.prompts_jsonl} does not exist: convert the ShareGPT JSON first with "
              "python -m data.sharegpt_stream --convert IN.json OUT.jsonl (or python -m scripts.fetch_assets)")
+    if args.prompts_jsonl:
+        check_prompts_jsonl(args.prompts_jsonl)
     if not hasattr(args, "steps"):
         return
     if args.steps < 1:
@@ -251,15 +260,42 @@ def validate_static(args) -> None:
         fail("--dvi-tau must be > 0")
     if args.dvi_warmup_steps < 0 or args.save_lora_every < 0 or args.max_online_train_ms < 0:
         fail("--dvi-warmup-steps, --save-lora-every and --max-online-train-ms must be >= 0")
+    for name, what in (("dvi_lr", "the AdamW learning rate"), ("dvi_lora_alpha", "the LoRA scale; 0 trains nothing")):
+        if not getattr(args, name) > 0:
+            fail(f"--{name.replace('_', '-')} {getattr(args, name)} must be > 0 ({what})")
+    for name in ("dvi_pg_lambda_max", "dvi_entropy_weight"):
+        if not getattr(args, name) >= 0:
+            fail(f"--{name.replace('_', '-')} {getattr(args, name)} must be >= 0 (a loss weight; 0 turns the term off)")
     if not args.dvi_kl_lambda0 >= args.dvi_kl_lambdamin >= 0:
         fail("need --dvi-kl-lambda0 >= --dvi-kl-lambdamin >= 0 (the KL weight decays from the first to the second)")
     if args.load_lora and not Path(args.load_lora).is_file():
         fail(f"--load-lora {args.load_lora} does not exist: pass a checkpoint .pt written by --save-lora-path")
 
 
+def check_prompts_jsonl(path: str) -> None:
+    """Fail unless the ShareGPT jsonl holds at least one usable prompt (reads up to the first one)."""
+    import contextlib
+    import io
+
+    from data.sharegpt_stream import iter_sharegpt_jsonl, skip_summary
+
+    stats: dict = {}
+    with contextlib.redirect_stderr(io.StringIO()):  # the skip line belongs to the run, or to the error below
+        pairs = iter_sharegpt_jsonl(path, stats=stats)
+        found = next(pairs, None) is not None
+        pairs.close()
+    if not found:
+        fail(f"--prompts-jsonl {path} holds no usable prompt ({skip_summary(stats, path) or 'the file is empty'}): "
+             "pass a ShareGPT jsonl made by python -m data.sharegpt_stream --convert IN.json OUT.jsonl")
+
+
 def validate_against_config(args, config) -> None:
     """Checks that need the model config (after loading it)."""
     n_layers = config.num_hidden_layers
+    max_pos = getattr(config, "max_position_embeddings", None)
+    if max_pos is not None and args.max_new_tokens >= max_pos:
+        fail(f"--max-new-tokens {args.max_new_tokens} leaves no room for a prompt in this model's {max_pos} "
+             "positions: lower it")
     if hasattr(args, "exitlayer") and not 1 <= args.exitlayer <= n_layers - 1:
         fail(f"--exitlayer {args.exitlayer} is outside 1..{n_layers - 1} for this {n_layers}-layer model: "
              f"pick a layer in that range (default 2)")

@@ -67,6 +67,15 @@ def _from_pretrained(loader, src: ModelSource, what: str, **kw):
                         "(offline? pass a local folder or .gguf file, or smollm2-135m)") from e
 
 
+def load_kwargs(device, torch_dtype) -> dict:
+    """from_pretrained options: on a GPU the weights go shard by shard straight to the device (device_map, low
+    CPU memory), so a 7B float16 model never sits whole in host RAM; on the CPU they load in place."""
+    kw = {"dtype": torch_dtype, "low_cpu_mem_usage": True}
+    if torch.device(device).type == "cuda":
+        kw["device_map"] = {"": str(device)}
+    return kw
+
+
 def load_tokenizer(model_id: str):
     from transformers import AutoTokenizer
 
@@ -79,10 +88,10 @@ def load_causal_lm(model_id: str, device: str = "cpu", dtype: str | torch.dtype 
 
     torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
     src = resolve_model_source(model_id)
-    model = _from_pretrained(AutoModelForCausalLM, src, "weights", dtype=torch_dtype)
+    model = _from_pretrained(AutoModelForCausalLM, src, "weights", **load_kwargs(device, torch_dtype))
     if getattr(model.config, "model_type", None) != "llama":
         raise UserError(f"--model-id {model_id}: model type {model.config.model_type!r} is not a Llama-family "
                         "decoder; Kangaroo-DVI supports Llama-architecture models")
-    model.to(device=device, dtype=torch_dtype).eval()
+    model.to(device=device, dtype=torch_dtype).eval()  # a no-op where device_map already placed it
     model.requires_grad_(False)
     return model

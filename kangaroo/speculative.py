@@ -117,9 +117,11 @@ def prefill(model: KangarooModel, input_ids: torch.Tensor, caches: KangarooCache
 
 def kangaroo_generate(model: KangarooModel, input_ids: torch.Tensor, max_new_tokens: int, eos_ids: set[int],
                       steps: int = 6, threshold: float = 0.6,
-                      on_block: Optional[Callable[[Block], None]] = None) -> DecodeResult:
-    """Greedy decoding of ``input_ids`` [1, n]; ``on_block`` sees every block (DVI learns from it)."""
-    caches = model.new_caches(input_ids.shape[1] + max_new_tokens + steps + 1)
+                      on_block: Optional[Callable[[Block], None]] = None, cache_pool=None) -> DecodeResult:
+    """Greedy decoding of ``input_ids`` [1, n]; ``on_block`` sees every block (DVI learns from it).
+    ``cache_pool`` (a ``kangaroo.cache_pool.ReusableCaches``) lends caches kept across calls; else new ones."""
+    need = input_ids.shape[1] + max_new_tokens + steps + 1
+    caches = cache_pool.get(need) if cache_pool is not None else model.new_caches(need)
     last = prefill(model, input_ids, caches)
     res = DecodeResult(tokens=[])
     while True:

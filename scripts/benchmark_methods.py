@@ -19,7 +19,9 @@ Questions: the first --per-category questions of each category, in file order; t
 per question, appended as soon as it is done; a rerun skips those questions, --overwrite starts afresh; the
 settings are kept in OUT/config.json and a rerun with other settings is refused), OUT/table.md,
 OUT/summary.json and OUT/speedup.png. Exit code 1 if some method's output differs from the baseline's on some
-question (all methods are lossless, so that is a bug; the table is still written).
+question (all methods are lossless, so that is a bug; the table is still written). In float16/bfloat16 a
+difference whose first differing token is a near-tie of the verifier (top-2 logit gap within
+kangaroo.lossless.TIE_TOLERANCE) is reported with its gap and counted as a match; float32 requires equality.
 
 A missing --load-lora ends the run with the command that trains one; --train-if-missing N instead trains it
 first (evaluation.inference_kangaroo, DVI online on the first N prompts of --train-prompts-jsonl, with this run's
@@ -258,8 +260,10 @@ def timed(fn, ids, device):
     return out, time.perf_counter() - t0
 
 
-def decode_question(q: dict, order: list[str], methods: dict, tokenizer, args) -> dict:
-    """All methods on every decoded turn of ``q``; later turns hold the baseline's earlier answers."""
+def decode_question(q: dict, order: list[str], methods: dict, tokenizer, args, judge_fn=None) -> dict:
+    """All methods on every decoded turn of ``q``; later turns hold the baseline's earlier answers.
+    ``judge_fn(ids, reference, output) -> kangaroo.lossless.Verdict`` rules on a difference (float16: a flip at a
+    near-tie within the stated tolerance counts as a match, and is recorded with its gap)."""
     from evaluation.questions import chat_prompt_ids
 
     per = {m: {"new_tokens": [], "wall_s": [], "passes": [], "drafter_calls": [], "match": []} for m in order}
@@ -278,6 +282,11 @@ def decode_question(q: dict, order: list[str], methods: dict, tokenizer, args) -
             r["drafter_calls"].append(drafter)
         for m in order:
             same = outs[m] == outs["baseline"]
+            if not same and judge_fn is not None:
+                v = judge_fn(ids, outs["baseline"], outs[m])
+                per[m].setdefault("first_difference", []).append([t, v.position, v.gap, v.tolerance])
+                print(f"[{m}] question {q['question_id']} turn {t}: {v.line()}", file=sys.stderr)
+                same = v.ok
             per[m]["match"].append(same)
             if not same:
                 per[m].setdefault("mismatch_ids", []).append([t, outs[m]])
@@ -412,7 +421,7 @@ def hf_assist_defaults(lm) -> str:
 def run_meta(args, lm, n_questions: int) -> dict:
     import transformers
 
-    device = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    device = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"
     return {"model": args.model_id, "device": device, "dtype": args.dtype, "threads": torch.get_num_threads(),
             "questions per category": args.per_category, "questions": n_questions,
             "turns": "all" if args.all_turns else "first", "max new tokens": args.max_new_tokens,
@@ -430,6 +439,7 @@ def main(argv=None) -> int:
     args.argv = argv
     from evaluation.questions import chat_prompt_ids, load_questions
     from kangaroo.greedy import eos_ids_of
+    from kangaroo.lossless import judge
     from kangaroo.model_loading import load_causal_lm, load_tokenizer
 
     questions = select_questions(load_questions(args.question_file), args.per_category)
@@ -455,7 +465,8 @@ def main(argv=None) -> int:
     names = list(methods)
     for i, q in enumerate(tqdm(questions, desc="benchmark", disable=args.no_progress, dynamic_ncols=True)):
         if q["question_id"] not in done:
-            append_raw(raw, decode_question(q, rotated(names, i), methods, tokenizer, args))
+            append_raw(raw, decode_question(q, rotated(names, i), methods, tokenizer, args,
+                                            judge_fn=lambda ids, ref, out: judge(lm, ids, ref, out)))
 
     wanted = {q["question_id"] for q in questions}
     records = [r for r in read_raw(raw) if r["question_id"] in wanted]

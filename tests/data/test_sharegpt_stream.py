@@ -180,7 +180,7 @@ def test_iter_skips_and_counts_bad_lines(tmp_path, capsys):
     assert pairs == [("hi", "hello")] * 2
     assert stats == {"lines": 9, "conversations": 4, "pairs": 2, "malformed": 4, "empty": 2, "blank": 1}
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"[sharegpt] 4 malformed lines, 1 blank lines and 2 empty exchanges skipped in {path} (of 9 lines)"]
+    assert err == [f"[sharegpt] 4 malformed lines, 1 blank lines and 2 empty exchanges skipped in {path} (of 9 lines read)"]
 
 
 def test_iter_invalid_utf8_line_is_malformed(tmp_path):

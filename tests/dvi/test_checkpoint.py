@@ -15,11 +15,11 @@ D, V = 16, 50
 
 
 class Stub(nn.Module):
-    def __init__(self, seed=0, model_id="assets/tiny", exit_layer=2, r=4, alpha=8.0, vocab=V):
+    def __init__(self, seed=0, model_id="assets/tiny", exit_layer=2, r=4, alpha=8.0, vocab=V, head_seed=0):
         super().__init__()
         self.model_id, self.exit_layer = model_id, exit_layer
         self.config = SimpleNamespace(hidden_size=D, vocab_size=vocab, num_hidden_layers=4)
-        torch.manual_seed(0)  # the same frozen base head in every stub, as with the real model
+        torch.manual_seed(head_seed)  # the same frozen base head in every stub (same model), unless told otherwise
         self.drafter_head = DrafterHead(D, vocab, r=r, alpha=alpha)
         torch.manual_seed(seed)
         self.drafter_head.proj.reset_lora_parameters()
@@ -98,7 +98,8 @@ def test_deploy_load_without_optimizer(tmp_path):
     ({"r": 8}, "lora_r=4", "lora_r=8", "--dvi-lora-r 4"),
     ({"alpha": 16.0}, "lora_alpha=8.0", "lora_alpha=16.0", "--dvi-lora-alpha 8.0"),
     ({"vocab": 60}, "vocab_size=50", "vocab_size=60", "--model-id assets/tiny"),
-    ({"model_id": "other/model"}, "model_id=assets/tiny", "model_id=other/model", "--model-id assets/tiny"),
+    ({"model_id": "other/model", "head_seed": 1}, "model_id=assets/tiny", "model_id=other/model",
+     "--model-id assets/tiny"),
 ])
 def test_mismatched_meta_is_refused_and_changes_nothing(tmp_path, kw, old, new, fix):
     _, _, _, path = trained(tmp_path)
@@ -113,9 +114,47 @@ def test_mismatched_meta_is_refused_and_changes_nothing(tmp_path, kw, old, new, 
     assert sched2.step == 1 and opt2.state_dict()["state"][0]["step"] == opt_before["state"][0]["step"]
 
 
-def test_model_id_compared_by_base_name(tmp_path):
+def test_same_weights_match_whatever_the_path(tmp_path):
     _, _, _, path = trained(tmp_path)
     load_ckpt(path, Stub(seed=1, model_id="/somewhere/else/tiny/"), None, None)
+    load_ckpt(path, Stub(seed=1, model_id="smollm2-135m"), None, None)  # an alias of the same weights
+
+
+def test_other_weights_under_the_same_name_are_refused(tmp_path):
+    _, _, _, path = trained(tmp_path)
+    with pytest.raises(CheckpointError, match="another model of the same name assets/tiny"):
+        load_ckpt(path, Stub(seed=1, head_seed=1), None, None)
+
+
+def test_checkpoint_without_head_sample_falls_back_to_the_name(tmp_path):
+    _, _, _, path = trained(tmp_path)
+    ck = torch.load(path, weights_only=True)
+    del ck["meta"]["head_sample"]  # as written before the sample existed
+    torch.save(ck, path)
+    load_ckpt(path, Stub(seed=1, model_id="/elsewhere/tiny"), None, None)
+    with pytest.raises(CheckpointError, match="model_id=assets/tiny but this run has model_id=other"):
+        load_ckpt(path, Stub(seed=1, model_id="other"), None, None)
+
+
+def test_resume_keeps_this_runs_learning_rate(tmp_path):
+    _, _, _, path = trained(tmp_path)  # saved with lr 1e-2
+    m2 = Stub(seed=1)
+    opt2 = torch.optim.AdamW(m2.drafter_head.lora_params(), lr=3e-4)
+    sched2 = PiecewiseSchedule(warmup=5, kl0=1.0, klmin=0.1, pgmax=0.5)
+    load_ckpt(path, m2, opt2, sched2)
+    assert opt2.param_groups[0]["lr"] == 3e-4
+    assert opt2.state_dict()["state"][0]["step"] == 3  # the moments and step counts are restored
+
+
+def test_non_dict_schedule_is_refused(tmp_path):
+    _, _, _, path = trained(tmp_path)
+    ck = torch.load(path, weights_only=True)
+    ck["schedule"] = [1, 2]
+    torch.save(ck, path)
+    m2 = Stub(seed=1)
+    opt2, sched2 = trainer_state(m2, steps=1)
+    with pytest.raises(CheckpointError, match="no valid schedule state"):
+        load_ckpt(path, m2, opt2, sched2)
 
 
 @pytest.mark.parametrize("damage", ["random", "truncated", "empty"])

@@ -60,6 +60,13 @@ def test_legacy_model_path(capsys):
     (["--prompts-jsonl", "/no/such.jsonl"], "--prompts-jsonl"),
     (["--load-lora", "/no/such.pt"], "--load-lora"),
     (["--dtype", "float16"], "--dtype float16"),
+    (["--dvi-lr", "0"], "--dvi-lr 0.0 must be > 0"),
+    (["--dvi-lr", "-1e-3"], "--dvi-lr"),
+    (["--dvi-lora-alpha", "0"], "--dvi-lora-alpha 0.0 must be > 0"),
+    (["--dvi-pg-lambda-max", "-0.1"], "--dvi-pg-lambda-max -0.1 must be >= 0"),
+    (["--dvi-entropy-weight", "-1"], "--dvi-entropy-weight"),
+    (["--device", "tpu"], "use cpu, cuda or cuda:N"),
+    (["--device", "cuda:1"], "no CUDA device is visible"),
 ])
 def test_bad_flags_give_one_line(capsys, argv, match):
     fails(capsys, argv, match)
@@ -79,10 +86,11 @@ def test_model_id_required(capsys):
 
 def test_checks_against_config(capsys):
     cfg = tiny_config(vocab_size=97, layers=4)
-    cli_utils.validate_against_config(parse(["--exitlayer", "3", "--dvi-topk", "97"]), cfg)
-    for argv, match in [(["--exitlayer", "4"], "outside 1..3"), (["--dvi-topk", "98"], "larger than the vocabulary")]:
+    cli_utils.validate_against_config(parse(["--exitlayer", "3", "--dvi-topk", "97", "--max-new-tokens", "64"]), cfg)
+    for argv, match in [(["--exitlayer", "4"], "outside 1..3"), (["--dvi-topk", "98"], "larger than the vocabulary"),
+                        (["--max-new-tokens", "512"], "no room for a prompt in this model's 512 positions")]:
         with pytest.raises(SystemExit):
-            cli_utils.validate_against_config(parse(argv), cfg)
+            cli_utils.validate_against_config(parse(argv + ["--max-new-tokens", "64"][:2 * ("--max-new-tokens" not in argv)]), cfg)
         assert match in capsys.readouterr().err
 
 

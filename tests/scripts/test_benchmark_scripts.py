@@ -95,7 +95,7 @@ def test_benchmark_end_to_end_lossless_and_resumable(tiny_model_dir, qfile, lora
     monkeypatch.setattr(bm, "make_methods", broken)
     calls = []
     real_decode = bm.decode_question
-    monkeypatch.setattr(bm, "decode_question", lambda q, *a: calls.append(q["question_id"]) or real_decode(q, *a))
+    monkeypatch.setattr(bm, "decode_question", lambda q, *a, **k: calls.append(q["question_id"]) or real_decode(q, *a, **k))
     rc = bm.main(bench_argv(tiny_model_dir, qfile, out, "--per-category", "2", "--load-lora", str(lora)))
     assert rc == 1 and calls == [2]
     lines = raw_lines(out)
