@@ -192,9 +192,11 @@ def report_markdown(costs: dict, meta: dict, steps: int, update_every: int) -> s
               f"| drafter head, identity (verifier's head) | {costs['head_identity_ms']:.1f} |",
               f"| drafter head, LoRA (DVI) | {costs['head_lora_ms']:.1f} |"]
     lines += [f"| deep({n}): verify {n} tokens (layers k.. + head) | {ms:.1f} |" for n, ms in costs["deep_ms"].items()]
-    lines += [f"| one DVI trainer step | {costs['train_ms']:.1f} |",
-              f"| stream limit: weight bytes per token / one core's stream rate | {costs['stream_limit_ms']:.1f} |",
-              ""] + targets_markdown(costs) + ["",
+    lines += [f"| one DVI trainer step | {costs['train_ms']:.1f} |"]
+    if "stream_limit_ms" in costs:
+        lines += [f"| stream limit: weight bytes per token / one core's stream rate | {costs['stream_limit_ms']:.1f} |",
+                  ""] + targets_markdown(costs)
+    lines += ["",
               "Break-even committed tokens per block (= block cost / ar; a block commits accepted + 1 tokens, so "
               "it can commit at most m + 1):", "",
               "| drafts m | identity Kangaroo | DVI deployed | DVI learning online |", "|---:|---:|---:|---:|"]

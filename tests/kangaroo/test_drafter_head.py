@@ -2,6 +2,7 @@ import torch
 from torch import nn
 
 from kangaroo.drafter_head import DrafterHead, LoRALinear
+from kangaroo.llama_forward import project
 
 
 def _head(dtype=torch.float32):
@@ -15,7 +16,8 @@ def test_init_reproduces_verifier_head_exactly():
     x = torch.randn(7, 16)
     out = d(x)
     assert out.dtype == torch.float32 and out.shape == (7, 50)
-    assert torch.equal(out, head(x))
+    assert torch.equal(out, project(x, head.weight))  # the verifier's head as the project computes it
+    torch.testing.assert_close(out, head(x), rtol=1e-5, atol=1e-5)
     assert d.proj.scaling == 2.0 and d.proj.A.shape == (4, 16) and d.proj.B.shape == (50, 4)
     assert d.proj.A.abs().sum() > 0 and torch.count_nonzero(d.proj.B) == 0
 
