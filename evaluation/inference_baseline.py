@@ -8,6 +8,7 @@ import torch
 
 from evaluation.eval_loop import run_questions
 from kangaroo.cli_utils import parse_args, run_main, validate_against_config
+from kangaroo.cache_pool import ReusableCaches, greedy_cache_factory
 from kangaroo.greedy import eos_ids_of, greedy_decode
 from kangaroo.model_loading import load_causal_lm, load_tokenizer
 
@@ -19,7 +20,8 @@ def main(argv=None) -> int:
     lm = load_causal_lm(args.model_id, device=args.device, dtype=args.dtype)
     validate_against_config(args, lm.config)
     eos = eos_ids_of(tokenizer, lm.config)
-    run_questions(args, "baseline", lambda ids: greedy_decode(lm, ids, args.max_new_tokens, eos), tokenizer,
+    pool = ReusableCaches(greedy_cache_factory(lm))  # one KV cache for the whole run
+    run_questions(args, "baseline", lambda ids: greedy_decode(lm, ids, args.max_new_tokens, eos, pool), tokenizer,
                   max_positions=lm.config.max_position_embeddings)
     return 0
 

@@ -81,7 +81,7 @@ def main(argv=None) -> int:
         hook = learner.on_block
     elif args.metrics_out:
         log, hook = plain_metrics(model, args)
-    pool = ReusableCaches(model)
+    pool = ReusableCaches(model.new_caches)
 
     def decode(ids, use_hook=True):
         return kangaroo_generate(model, ids, args.max_new_tokens, eos, steps=args.steps, threshold=args.threshold,

@@ -39,13 +39,16 @@ def eos_ids_of(tokenizer, config=None) -> set[int]:
 
 
 @torch.no_grad()
-def greedy_decode(lm, input_ids: torch.Tensor, max_new_tokens: int, eos_ids: set[int]) -> DecodeResult:
+def greedy_decode(lm, input_ids: torch.Tensor, max_new_tokens: int, eos_ids: set[int],
+                  cache_pool=None) -> DecodeResult:
     """``lm`` is a Hugging Face Llama causal LM; ``input_ids`` [1, n]. The prompt but its last token is
     prefilled in one pass, then every token (the prompt's last one first) is one step: the same split as
-    ``kangaroo.speculative.prefill``, so both compute each committed position the same way."""
+    ``kangaroo.speculative.prefill``, so both compute each committed position the same way. ``cache_pool``
+    (``ReusableCaches(greedy_cache_factory(lm))``) lends a cache kept across calls; else a new one."""
     body = lm.model
-    cache = new_cache(lm.config, len(body.layers), input_ids.shape[1] + max_new_tokens + 1,
-                      lm.dtype, input_ids.device)
+    need = input_ids.shape[1] + max_new_tokens + 1
+    cache = cache_pool.get(need) if cache_pool is not None else new_cache(lm.config, len(body.layers), need,
+                                                                          lm.dtype, input_ids.device)
     if input_ids.shape[1] > 1:
         run_layers(body.layers, body.embed_tokens(input_ids[:, :-1]), cache, body.rotary_emb)
     x = input_ids[:, -1:]

@@ -27,7 +27,7 @@ def device():
 def test_tiny_model_lossless_on_device(device):
     lm = make_tiny_llama(dtype=DTYPE, vocab_size=256, layers=4).to(device)
     km = KangarooModel(model_id="tiny", base_model=lm, exit_layer=2)
-    pool = ReusableCaches(km)
+    pool = ReusableCaches(km.new_caches)
     for seed in range(3):
         ids = torch.randint(3, 256, (1, 9), generator=torch.Generator().manual_seed(seed)).to(device)
         ref = greedy_decode(lm, ids, 24, set()).tokens

@@ -27,7 +27,7 @@ def prompt(n, seed):
 def test_caches_are_reused_across_prompts_and_grow_when_needed():
     lm = make_tiny_llama()
     km = KangarooModel(model_id="tiny", base_model=lm, exit_layer=2)
-    pool = ReusableCaches(km, round_to=64)
+    pool = ReusableCaches(km.new_caches, round_to=64)
     outs = []
     for n, seed in ((7, 1), (5, 2), (9, 3)):  # each fits the first allocation (7 + 20 + 5 <= 64)
         outs.append(kangaroo_generate(km, prompt(n, seed), 20, set(), steps=4, threshold=0.0, cache_pool=pool))
@@ -39,3 +39,14 @@ def test_caches_are_reused_across_prompts_and_grow_when_needed():
     long = kangaroo_generate(km, prompt(50, 4), 20, set(), steps=4, threshold=0.0, cache_pool=pool)
     assert pool.allocations == 2 and pool.max_len == 128
     assert long.tokens == greedy_decode(lm, prompt(50, 4), 20, set()).tokens
+
+
+def test_greedy_reuses_one_cache_and_matches_fresh_caches():
+    from kangaroo.cache_pool import greedy_cache_factory
+
+    lm = make_tiny_llama()
+    pool = ReusableCaches(greedy_cache_factory(lm), round_to=64)
+    for n, seed in ((9, 1), (4, 2), (50, 3)):  # the third needs a larger cache
+        assert greedy_decode(lm, prompt(n, seed), 20, set(), pool).tokens == greedy_decode(lm, prompt(n, seed), 20,
+                                                                                           set()).tokens
+    assert pool.allocations == 2 and pool.max_len == 128 and pool.caches.length == 50 + 19
