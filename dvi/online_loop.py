@@ -78,12 +78,13 @@ class DVILearner:
     def on_block(self, blk: Block) -> None:
         t0 = time.perf_counter()
         d, v, a = blk.draft, blk.verification, blk.accepted
-        n_push = a + (a < blk.drafted)
+        # only self-drafted positions: an n-gram draft has no hk, and its token is not the drafter's choice
+        n_push = a + (a < blk.drafted) if d.source == "self" else 0
         for i in range(1, n_push + 1):
             self.push(hk=d.hk_state_of(i), token=d.tokens[i - 1], z_phi=v.logits[i - 1], reward=int(i <= a),
                       pos=i, is_first_reject=i > a)
         if self.args.dvi_debug_hk:
-            nbytes = n_push * d.hk.shape[-1] * 2
+            nbytes = n_push * self.model.config.hidden_size * 2
             self.print(f"[hk] block {self.global_step + 1}: {n_push} hk captured ({nbytes} B float16); "
                        f"buffer {self.buffer.size}/{self.buffer.capacity} slots")
         self.global_step += 1
