@@ -83,6 +83,12 @@ class DVILearner:
         for i in range(1, n_push + 1):
             self.push(hk=d.hk_state_of(i), token=d.tokens[i - 1], z_phi=v.logits[i - 1], reward=int(i <= a),
                       pos=i, is_first_reject=i > a)
+        judged = blk.judged_declined  # the candidate the policy declined, judged by v_m for free
+        if d.source == "self" and judged is not None:
+            m = blk.drafted
+            self.push(hk=d.declined_hk.to(torch.float16), token=d.declined_token, z_phi=v.logits[m],
+                      reward=int(judged), pos=m + 1, is_first_reject=not judged)
+            n_push += 1
         if self.args.dvi_debug_hk:
             nbytes = n_push * self.model.config.hidden_size * 2
             self.print(f"[hk] block {self.global_step + 1}: {n_push} hk captured ({nbytes} B float16); "

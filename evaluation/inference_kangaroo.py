@@ -18,6 +18,7 @@ import torch
 
 from evaluation.eval_loop import run_questions
 from kangaroo.cli_utils import parse_args, run_main, validate_against_config
+from kangaroo.drafter_config import apply_drafter_vocab, build_drafter
 from kangaroo.greedy import eos_ids_of
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.model_loading import load_causal_lm, load_tokenizer
@@ -37,15 +38,19 @@ def main(argv=None) -> int:
     tokenizer = load_tokenizer(args.model_id)
     model = build_model(args)
     eos = eos_ids_of(tokenizer, model.config)
+    apply_drafter_vocab(args, model, tokenizer)
     learner = None
     if args.dvi_online or args.load_lora:
         from dvi.online_loop import DVILearner
 
         model.attach_drafter_head(r=args.dvi_lora_r, alpha=args.dvi_lora_alpha)
         learner = DVILearner(model, args)
+    drafter = build_drafter(args, model)
+    print(f"[drafter] {json.dumps(drafter.metadata())}"
+          + (f", drafter vocabulary {args.drafter_vocab}" if args.drafter_vocab else ""))
 
     def decode(ids, hook=True):
-        return kangaroo_generate(model, ids, args.max_new_tokens, eos, steps=args.steps, threshold=args.threshold,
+        return kangaroo_generate(model, ids, args.max_new_tokens, eos, drafter=drafter,
                                  on_block=learner.on_block if (learner and hook) else None)
 
     method = "dvi" if learner else "kangaroo"

@@ -71,6 +71,9 @@ class Calibrator:
         d = block.draft
         for i, conf in enumerate(d.confidences[:block.accepted + 1]):
             self.update(conf, i < block.accepted, d.source)
+        judged = block.judged_declined  # a declined candidate the verifier judged anyway: keeps learning
+        if judged is not None:
+            self.update(d.declined_conf, judged, d.source)
 
 
 def expected_committed(ps: list[float]) -> float:

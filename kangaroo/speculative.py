@@ -46,6 +46,11 @@ class Draft:
     ms: float = 0.0
     source: str = "self"             # who drafted: "self" (shallow layers + head) or "ngram" (prompt lookup)
     last_token: Optional[int] = None  # x: needed by verify when h does not cover it
+    # the candidate d_{m+1} the policy declined (self-drafter): when d_1..d_m are all accepted, the verifier's
+    # token v_m judges it for free, so calibration and DVI still learn from blocks that draft nothing
+    declined_token: Optional[int] = None
+    declined_conf: Optional[float] = None
+    declined_hk: Optional[torch.Tensor] = None   # [d]
 
     @property
     def covered(self) -> int:
@@ -75,6 +80,14 @@ class Block:
     def drafted(self) -> int:
         return len(self.draft.tokens)
 
+    @property
+    def judged_declined(self) -> Optional[bool]:
+        """Whether the verifier agreed with the declined candidate (None: none, or not judged)."""
+        d = self.draft
+        if d.declined_token is None or self.accepted < self.drafted:
+            return None
+        return d.declined_token == self.verification.tokens[self.drafted]
+
 
 @torch.no_grad()
 def self_draft(model: KangarooModel, last_token: int, caches: KangarooCaches, steps: int, policy) -> Draft:
@@ -84,14 +97,16 @@ def self_draft(model: KangarooModel, last_token: int, caches: KangarooCaches, st
     x = torch.tensor([[last_token]], device=model.device)
     out = model.forward_shallow(x, caches.shallow)
     hs, hks, tokens, confs = [out.h], [], [], []
+    declined = (None, None, None)
     for _ in range(steps):
         hk = out.hk[:, -1]
         probs = torch.softmax(model.drafter_logits_from_hk(hk), dim=-1)
         conf, idx = probs.max(dim=-1)
         keep, go_on = policy.decide(confs + [float(conf)], "self")
-        if not keep:
-            break
         tok = model.drafter_token_id(idx)
+        if not keep:
+            declined = (tok, float(conf), hk[0])
+            break
         tokens.append(tok)
         confs.append(float(conf))
         hks.append(hk)
@@ -101,7 +116,8 @@ def self_draft(model: KangarooModel, last_token: int, caches: KangarooCaches, st
             break
     hk_all = torch.cat(hks, dim=0) if hks else out.hk.new_zeros(0, out.hk.shape[-1])
     return Draft(tokens, torch.cat(hs, dim=1), hk_all, confs, ms=(_now(model.device) - t0) * 1e3,
-                 source="self", last_token=last_token)
+                 source="self", last_token=last_token, declined_token=declined[0], declined_conf=declined[1],
+                 declined_hk=declined[2])
 
 
 def draft(model: KangarooModel, last_token: int, caches: KangarooCaches, steps: int, threshold: float) -> Draft:
