@@ -151,7 +151,11 @@ def add_dvi_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dvi-ablation", default="full", choices=ABLATIONS, help="loss preset (work plan step 11)")
     g.add_argument("--dvi-debug-hk", action="store_true", help="print hk count and bytes per block")
     g.add_argument("--max-online-train-ms", type=int, default=5,
-                   help="wall-clock budget of one trainer step; over-budget steps finish and are reported")
+                   help="trainer time the decode loop may spend per block (inline trainer: enforced as a token "
+                        "bucket, steps that do not fit are skipped; a step is never interrupted)")
+    g.add_argument("--dvi-trainer", default="thread", choices=("thread", "inline"),
+                   help="thread: the trainer runs on its own thread on a copy of the LoRA tensors and publishes "
+                        "them at block boundaries (decoding never waits); inline: steps inside the decode loop")
     g.add_argument("--load-lora", default="", help="LoRA checkpoint to resume from or deploy")
     g.add_argument("--save-lora-every", type=int, default=0, help="save every N blocks (0: only at the end)")
     g.add_argument("--save-lora-path", default="runs/checkpoints", help="checkpoint folder; the last state is DIR/final.pt")

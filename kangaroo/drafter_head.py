@@ -52,6 +52,16 @@ class DrafterHead(nn.Module):
     def lora_params(self) -> list[nn.Parameter]:
         return self.proj.trainable_params()
 
+    def shadow(self) -> "DrafterHead":
+        """A head sharing this one's frozen base projection (read-only) with its own copy of A and B: what a
+        trainer on another thread updates while this head keeps drafting."""
+        p = self.proj
+        out = DrafterHead(p.in_features, p.out_features, p.r, p.alpha, device="meta")
+        out.proj.base = p.base
+        out.proj.A = nn.Parameter(p.A.detach().clone())
+        out.proj.B = nn.Parameter(p.B.detach().clone())
+        return out
+
     @classmethod
     def from_verifier_head(cls, head: nn.Linear, r: int = 8, alpha: float = 8.0, rows=None) -> "DrafterHead":
         """A copy of ``head`` with its own storage (the LM head is often tied to the input embedding).
