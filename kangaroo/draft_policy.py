@@ -29,6 +29,8 @@ class DraftPolicy(Protocol):
 
     def observe(self, block) -> None: ...
 
+    def observe_candidate(self, conf: float, accepted: bool, source: str) -> None: ...
+
 
 class ThresholdStop:
     """Kangaroo's fixed rule (``--draft-policy threshold``)."""
@@ -42,6 +44,9 @@ class ThresholdStop:
         return True, confs[-1] >= self.threshold
 
     def observe(self, block) -> None:
+        pass
+
+    def observe_candidate(self, conf: float, accepted: bool, source: str) -> None:
         pass
 
 
@@ -104,6 +109,10 @@ class GoodputPolicy:
 
     def observe(self, block) -> None:
         self.calibrator.observe(block)
+
+    def observe_candidate(self, conf: float, accepted: bool, source: str) -> None:
+        """A declined candidate the verifier judged anyway (e.g. an n-gram proposal the hybrid did not use)."""
+        self.calibrator.update(conf, accepted, source)
 
 
 def make_policy(name: str, threshold: float = 0.6, cost=None, prior_weight: float = 4.0):

@@ -116,17 +116,18 @@ class NGramDrafter(Drafter):
     def propose(self, history: list[int]) -> Draft:
         t0 = time.perf_counter()
         cand, _ = self.index.lookup(history, self.steps)
-        tokens, confs = [], []
+        tokens, confs, declined = [], [], None
         for tok in cand:
             keep, go_on = self.policy.decide(confs + [1.0], "ngram")
             if not keep:
+                declined = tok  # judged for free when the block's tokens before it are all accepted
                 break
             tokens.append(tok)
             confs.append(1.0)
             if not go_on:
                 break
         return Draft(tokens, None, None, confs, ms=(time.perf_counter() - t0) * 1e3, source="ngram",
-                     last_token=history[-1])
+                     last_token=history[-1], declined_token=declined, declined_conf=None if declined is None else 1.0)
 
     def draft(self, model, caches, history: list[int]) -> Draft:
         return self.propose(history)
@@ -152,11 +153,14 @@ class HybridDrafter(Drafter):
     def begin(self, prompt: list[int]) -> None:
         self.ngram.begin(prompt)
         self.selfd.begin(prompt)
+        self._pending = None
 
     def draft(self, model, caches, history: list[int]) -> Draft:
         d = self.ngram.propose(history)
+        self._pending = None
         if d.tokens:
             return d
+        self._pending = d.declined_token  # a match the policy declined: v_0 of the self block judges it
         s = self.selfd.draft(model, caches, history)
         s.ms += d.ms
         return s
@@ -164,6 +168,9 @@ class HybridDrafter(Drafter):
     def observe(self, block: Block) -> None:
         self.ngram.observe(block)
         self.selfd.observe(block)
+        if getattr(self, "_pending", None) is not None:
+            self.ngram.policy.observe_candidate(1.0, self._pending == block.verification.tokens[0], "ngram")
+            self._pending = None
 
     def trainable_params(self, model) -> list:
         return self.selfd.trainable_params(model)

@@ -112,6 +112,9 @@ class Never:
     def observe(self, block):
         pass
 
+    def observe_candidate(self, conf, accepted, source):
+        pass
+
 
 @pytest.mark.parametrize("drafter", [SelfDrafter(4, Never()), NGramDrafter(4, policy=Never()),
                                      HybridDrafter(NGramDrafter(4, policy=Never()), SelfDrafter(4, Never()))])
@@ -189,3 +192,21 @@ def test_real_model_drafters_lossless(real_lm, real_tokenizer):
                                     on_block=lambda b: sources.add(b.draft.source) if b.drafted else None)
             assert res.tokens == ref, kind
     assert "ngram" in sources  # the copy prompt gave prompt lookup something to draft (on a flat cost curve)
+
+
+def test_hybrid_keeps_calibrating_ngram_matches_it_declines(tiny_llama):
+    """A pessimistic n-gram calibrator makes the hybrid decline every match; the verifier's v_0 still judges each
+    declined match, so the n-gram acceptance estimate keeps learning (and can recover)."""
+    km = KangarooModel(model_id="tiny", base_model=tiny_llama, exit_layer=2)
+    cost = CostCurve([1.0] * 8, [5.0, 9.5] + [9.5 + n for n in range(6)], 0.5)  # an n-gram token needs p > 0.75
+    cal = Calibrator(prior_weight=1)
+    for _ in range(40):
+        cal.update(1.0, False, "ngram")
+    ngram = NGramDrafter(4, policy=GoodputPolicy(cost, cal))
+    hybrid = HybridDrafter(ngram, SelfDrafter(4, ThresholdStop(0.0)))
+    sources = []
+    ids = repetitive_prompt()
+    res = kangaroo_generate(km, ids, 40, set(), drafter=hybrid, on_block=lambda b: sources.append(b.draft.source))
+    assert res.tokens == greedy_decode(tiny_llama, ids, 40, set()).tokens
+    assert sources and set(sources) == {"self"}  # every match declined
+    assert cal.tried[("ngram", 9)] > 40           # ... and judged anyway
