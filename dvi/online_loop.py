@@ -143,7 +143,6 @@ class DVILearner:
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def save(self, path, finished: bool = False) -> Path:
-        t = self.trainer
         if self.bg is not None:  # a consistent optimizer/LoRA pair: wait for the step in flight (checkpoints only)
             with self.bg.step_lock:
                 self.bg.apply_published_blocking()
