@@ -3,8 +3,13 @@
 Per slot: hk [d] fp16, token int64, reward int8, pos int32, is_first_reject bool, and the verifier's logits:
 ``store="full"`` keeps z_phi [V]; ``store="topk"`` keeps only its top-K (indices int32, values). The top-K path
 never builds a dense [*, V] tensor beyond the z_phi handed to ``push_topk``.
+
+Thread-safe: pushes (decode thread) and samples (trainer thread) take one lock, so a sample never sees a
+half-written slot.
 """
 from __future__ import annotations
+
+import threading
 
 import torch
 
@@ -45,6 +50,7 @@ class DVIRingBuffer:
         self._next = 0   # slot the next push writes (the oldest one once full)
         self._size = 0
         self._gen = torch.Generator().manual_seed(seed)
+        self._lock = threading.Lock()
 
     @property
     def size(self) -> int:
@@ -86,20 +92,26 @@ class DVIRingBuffer:
     @torch.no_grad()
     def push_full(self, hk, token, z_phi, reward, pos, is_first_reject) -> None:
         self._check("full", hk, token, z_phi)
-        i = self._push_common(hk, token, reward, pos, is_first_reject)
-        self.z_phi[i].copy_(z_phi)
+        with self._lock:
+            i = self._push_common(hk, token, reward, pos, is_first_reject)
+            self.z_phi[i].copy_(z_phi)
 
     @torch.no_grad()
     def push_topk(self, hk, token, z_phi, reward, pos, is_first_reject) -> None:
         self._check("topk", hk, token, z_phi)
         val, idx = torch.topk(z_phi, self.topk)  # [K] each; z_phi is never cast or copied whole
-        i = self._push_common(hk, token, reward, pos, is_first_reject)
-        self.z_idx[i].copy_(idx)
-        self.z_val[i].copy_(val)
+        with self._lock:
+            i = self._push_common(hk, token, reward, pos, is_first_reject)
+            self.z_idx[i].copy_(idx)
+            self.z_val[i].copy_(val)
 
     @torch.no_grad()
     def sample(self, n: int) -> dict:
         """n slots drawn uniformly without replacement from the filled ones."""
+        with self._lock:
+            return self._sample(n)
+
+    def _sample(self, n: int) -> dict:
         if not 1 <= n <= self._size:
             raise ValueError(f"cannot sample {n} tuples from a buffer holding {self._size} "
                              f"(capacity {self.capacity}); wait until it holds at least {n}")

@@ -74,6 +74,12 @@ def head_sample(weight: torch.Tensor, n: int = 16) -> list[float]:
     return [float(x) for x in weight.detach()[rows, cols].float().cpu()]
 
 
+def _verifier_head_weight(model) -> torch.Tensor:
+    """The verifier's head (the model itself, whatever the drafter's vocabulary); a bare drafter: its base copy."""
+    head_model = getattr(model, "head_model", None)
+    return head_model.weight if head_model is not None else model.drafter_head.proj.base.weight
+
+
 def _samples_match(a, b) -> bool:
     ta, tb = torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
     return ta.shape == tb.shape and bool(torch.allclose(ta, tb, rtol=2e-3, atol=1e-5))
@@ -87,7 +93,30 @@ def checkpoint_meta(model) -> dict:
     return {"format": FORMAT, "version": VERSION, "model_id": str(model.model_id), "exit_layer": int(model.exit_layer),
             "hidden_size": int(cfg.hidden_size), "vocab_size": int(cfg.vocab_size),
             "num_hidden_layers": int(cfg.num_hidden_layers), "lora_r": int(head.proj.r),
-            "lora_alpha": float(head.proj.alpha), "head_sample": head_sample(head.proj.base.weight)}
+            "lora_alpha": float(head.proj.alpha), "head_sample": head_sample(_verifier_head_weight(model)),
+            "drafter_vocab": _drafter_vocab(model)}
+
+
+def _drafter_vocab(model):
+    v = getattr(model, "drafter_vocab", None)
+    return None if v is None else v.detach().cpu().clone()
+
+
+def fit_lora_to_drafter_vocab(path, model, ck: dict) -> dict:
+    """A full-vocabulary LoRA loads into a pruned drafter head as B[drafter_vocab] (exactly the same logits on
+    the kept tokens); a pruned one loads only into a head pruned to the same ids."""
+    own, saved = _drafter_vocab(model), ck["meta"].get("drafter_vocab")
+    if saved is not None and (own is None or not torch.equal(torch.as_tensor(saved), own)):
+        raise CheckpointError(f"checkpoint {path} was trained on a pruned drafter vocabulary of {len(saved)} tokens; "
+                              f"this run's drafter has {'the full vocabulary' if own is None else len(own)}: pass "
+                              f"the --drafter-vocab {len(saved)} (and counts file) it was trained with")
+    if saved is None and own is not None:
+        lora = dict(ck["lora"])
+        for n, t in lora.items():
+            if n.endswith(".proj.B") and torch.is_tensor(t) and t.shape[0] == model.config.vocab_size:
+                lora[n] = t.index_select(0, own)
+        return lora
+    return ck["lora"]
 
 
 def _check_plain(x, where: str) -> None:
@@ -262,6 +291,7 @@ def load_ckpt(path, model, opt, sched) -> float:
     msg = _meta_mismatch(path, ck["meta"], checkpoint_meta(model))
     if msg:
         raise CheckpointError(msg)
+    ck["lora"] = fit_lora_to_drafter_vocab(path, model, ck)
     probs = _lora_problems(model, ck["lora"])
     if probs:
         raise CheckpointError(f"checkpoint {path} does not fit this drafter head ({'; '.join(probs)}): "

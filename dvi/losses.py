@@ -43,6 +43,23 @@ def kd_reverse_kl_topk(draft_gathered: torch.Tensor, z_val: torch.Tensor, tau: f
     return _tempered_kl(draft_gathered, z_val.detach(), tau)
 
 
+MASKED_LOGIT = -1.0e4  # finite: exp underflows to exactly 0 (no mass) while logs and gradients stay finite
+
+
+def restrict_topk(draft_gathered: torch.Tensor, z_val: torch.Tensor, valid: torch.Tensor):
+    """Pruned drafter vocabulary (FR-Spec): keep only the stored top-K coordinates inside the sub-vocabulary.
+
+    ``valid`` [B, K] marks them; the others get ``MASKED_LOGIT`` on both sides, so the KD terms renormalise over
+    top-K INTERSECTED with the sub-vocabulary. Rows with no valid coordinate are dropped (nothing to compare).
+    Returns (draft [B', K], z_val [B', K]).
+    """
+    rows = valid.any(dim=1)
+    valid = valid[rows]
+    a = draft_gathered[rows].masked_fill(~valid, MASKED_LOGIT)
+    b = z_val[rows].float().masked_fill(~valid, MASKED_LOGIT)
+    return a, b
+
+
 def ce_mask(reward: torch.Tensor, is_first_reject: torch.Tensor) -> torch.Tensor:
     """Samples the CE term trains on: accepted drafts only."""
     return reward > 0.5

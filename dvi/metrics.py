@@ -3,8 +3,12 @@ and a progress plot at close.
 
     acceptance.csv  step,acc@1..acc@K,block_acc,drafted,accepted,committed
                     acc@i = 1 if accepted >= i, 0 if drafted >= i > accepted, empty if i > drafted (no evidence)
-    speed.csv       step,wall_ms,speedup,drafter_ms,verifier_ms,trainer_ms,committed
-                    speedup = committed * ar_ms_per_token / wall_ms (plain decoding time over block time)
+    speed.csv       step,wall_ms,speedup,drafter_ms,verifier_ms,trainer_ms,committed,decode_ms,bg_trainer_ms,
+                    lora_version
+                    speedup = committed * ar_ms_per_token / wall_ms (plain decoding time over block time);
+                    trainer_ms = inline trainer time inside the block; decode_ms = wall_ms - trainer_ms;
+                    bg_trainer_ms = time of background-thread trainer steps that finished during the block (not
+                    part of wall_ms); lora_version = LoRA weights the decode thread drafts with
     trainer.csv     TRAIN_COLS, from the first log_train on (missing keys empty)
 
 A new logger starts fresh files; files of an earlier run in the same folder are first moved, never deleted, to
@@ -99,7 +103,8 @@ class MetricsLogger:
         self._acc = self._open("acceptance.csv", ["step", *(f"acc@{i}" for i in range(1, max_k + 1)), "block_acc",
                                                   "drafted", "accepted", "committed"])
         self._speed = self._open("speed.csv", ["step", "wall_ms", "speedup", "drafter_ms", "verifier_ms",
-                                               "trainer_ms", "committed"])
+                                               "trainer_ms", "committed", "decode_ms", "bg_trainer_ms",
+                                               "lora_version"])
         self._trainer = None
         self.closed = False
 
@@ -116,7 +121,8 @@ class MetricsLogger:
             f.flush()
 
     def log_block(self, step: int, drafted: int, accepted: int, committed: int, wall_ms: float, drafter_ms: float,
-                  verifier_ms: float, trainer_ms: float = 0.0) -> None:
+                  verifier_ms: float, trainer_ms: float = 0.0, decode_ms: float | None = None,
+                  bg_trainer_ms: float = 0.0, lora_version: int | None = None) -> None:
         if not 0 <= accepted <= drafted <= self.max_k:
             raise ValueError(f"block at step {step}: need 0 <= accepted ({accepted}) <= drafted ({drafted}) <= "
                              f"max_k ({self.max_k})")
@@ -125,7 +131,9 @@ class MetricsLogger:
         speedup = committed * self.ar_ms / wall_ms if self.ar_ms is not None and wall_ms > 0 else None
         self._acc.writerow([_fmt(x) for x in (step, *acc, block_acc, drafted, accepted, committed)])
         self._speed.writerow([_fmt(x) for x in (step, float(wall_ms), speedup, float(drafter_ms), float(verifier_ms),
-                                                float(trainer_ms), committed)])
+                                                float(trainer_ms), committed,
+                                                float(wall_ms - trainer_ms if decode_ms is None else decode_ms),
+                                                float(bg_trainer_ms), lora_version)])
         self._flush()
         self.blocks.append((step, drafted, accepted, committed, float(wall_ms)))
         if len(self.blocks) % self.every == 0:

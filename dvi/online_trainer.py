@@ -47,6 +47,14 @@ class OnlineTrainer:
         self.params = params
         self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
         self.ema_baseline = 0.0
+        # pruned drafter vocabulary (FR-Spec): the drafter's logits have N columns, for the ids drafter_vocab;
+        # sub_of maps a full-vocabulary id to its column (-1 outside). Losses live in that N-token space.
+        vocab = getattr(model, "drafter_vocab", None)
+        self.drafter_vocab, self.sub_of = vocab, None
+        if vocab is not None:
+            self.sub_of = torch.full((vocab_size,), -1, dtype=torch.long, device=vocab.device)
+            self.sub_of[vocab] = torch.arange(len(vocab), device=vocab.device)
+        self.n_cols = vocab_size if vocab is None else len(vocab)
         head = getattr(getattr(model, "drafter_head", None), "proj", None)
         ref = head.base.weight if head is not None else params[0]
         self._hk_device, self._hk_dtype = ref.device, (ref.dtype if head is not None else None)
@@ -66,32 +74,46 @@ class OnlineTrainer:
         with torch.enable_grad():
             hk = batch["hk"].to(device=self._hk_device, dtype=self._hk_dtype or batch["hk"].dtype)
             logits = self.model.drafter_logits_from_hk(hk)
-            if logits.shape[-1] != self.vocab_size:
-                raise ValueError(f"drafter logits have {logits.shape[-1]} columns, expected vocab {self.vocab_size}")
+            if logits.shape[-1] != self.n_cols:
+                raise ValueError(f"drafter logits have {logits.shape[-1]} columns, expected {self.n_cols}")
             dev = logits.device
             tokens, reward = batch["token"].to(dev), batch["reward"].to(dev).float()
             first_rej = batch["is_first_reject"].to(dev)
+            inside = None
+            if self.sub_of is not None:  # CE/PG only where the target is inside the sub-vocabulary
+                tokens = self.sub_of.to(dev)[tokens]
+                inside = tokens >= 0
+                tokens = tokens.clamp(min=0)
             baseline = self.ema_baseline
             zero = logits.new_zeros(())
             terms = dict.fromkeys(("kd", "rkl", "ce", "pg", "entropy"), zero)
             if w["kd"] or w["rkl"]:
                 if self.store_mode == "full":
                     a, b = logits, batch["z_phi"].to(dev)
+                    if self.drafter_vocab is not None:  # the verifier renormalised over the sub-vocabulary
+                        b = b.index_select(1, self.drafter_vocab.to(dev))
                     fwd, rev = L.kd_forward_kl_full, L.kd_reverse_kl_full
                 else:
                     idx = batch["z_idx"].to(dev).long()
                     if idx.shape[-1] != self.topk:
                         raise ValueError(f"batch z_idx has K={idx.shape[-1]}, trainer expects --dvi-topk {self.topk}")
-                    a, b = logits.gather(1, idx), batch["z_val"].to(dev)
+                    if self.sub_of is None:
+                        a, b = logits.gather(1, idx), batch["z_val"].to(dev)
+                    else:  # top-K intersected with the sub-vocabulary
+                        col = self.sub_of.to(dev)[idx]
+                        a, b = L.restrict_topk(logits.gather(1, col.clamp(min=0)), batch["z_val"].to(dev), col >= 0)
                     fwd, rev = L.kd_forward_kl_topk, L.kd_reverse_kl_topk
-                if w["kd"]:
-                    terms["kd"] = fwd(a, b, self.tau)
-                if w["rkl"]:
-                    terms["rkl"] = rev(a, b, self.tau)
+                if a.shape[0]:
+                    if w["kd"]:
+                        terms["kd"] = fwd(a, b, self.tau)
+                    if w["rkl"]:
+                        terms["rkl"] = rev(a, b, self.tau)
+            lg, tk, rw, fr = (logits, tokens, reward, first_rej) if inside is None else \
+                (logits[inside], tokens[inside], reward[inside], first_rej[inside])
             if w["ce"]:
-                terms["ce"] = L.ce_accepted(logits, tokens, reward)
+                terms["ce"] = L.ce_accepted(lg, tk, rw)
             if w["pg"]:
-                terms["pg"] = L.policy_gradient(logits, tokens, reward, first_rej, baseline)
+                terms["pg"] = L.policy_gradient(lg, tk, rw, fr, baseline)
             if w["ent"]:
                 terms["entropy"] = L.entropy(logits)
             total = (w["kd"] * terms["kd"] + w["rkl"] * terms["rkl"] + w["ce"] * terms["ce"]

@@ -20,6 +20,7 @@ import torch
 from evaluation.eval_loop import run_questions
 from kangaroo.cache_pool import ReusableCaches
 from kangaroo.cli_utils import parse_args, run_main, validate_against_config
+from kangaroo.drafter_config import apply_drafter_vocab, build_drafter
 from kangaroo.greedy import eos_ids_of
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.model_loading import load_causal_lm, load_tokenizer
@@ -72,6 +73,7 @@ def main(argv=None) -> int:
     tokenizer = load_tokenizer(args.model_id)
     model = build_model(args)
     eos = eos_ids_of(tokenizer, model.config)
+    apply_drafter_vocab(args, model, tokenizer)
     learner, log, hook = None, None, None
     if args.dvi_online or args.load_lora:
         from dvi.online_loop import DVILearner
@@ -82,9 +84,12 @@ def main(argv=None) -> int:
     elif args.metrics_out:
         log, hook = plain_metrics(model, args)
     pool = ReusableCaches(model.new_caches)
+    drafter = build_drafter(args, model)
+    print(f"[drafter] {json.dumps(drafter.metadata())}"
+          + (f", drafter vocabulary {args.drafter_vocab}" if args.drafter_vocab else ""))
 
     def decode(ids, use_hook=True):
-        return kangaroo_generate(model, ids, args.max_new_tokens, eos, steps=args.steps, threshold=args.threshold,
+        return kangaroo_generate(model, ids, args.max_new_tokens, eos, drafter=drafter,
                                  on_block=hook if use_hook else None, cache_pool=pool)
 
     method = "dvi" if learner else "kangaroo"

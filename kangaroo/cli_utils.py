@@ -79,6 +79,29 @@ def add_speculation_args(g) -> None:
     g.add_argument("--steps", type=int, default=6, help="at most this many drafted tokens per block")
 
 
+def add_drafter_args(g) -> None:
+    """Who drafts and when to stop (kangaroo/drafters.py, kangaroo/draft_policy.py, kangaroo/drafter_config.py)."""
+    g.add_argument("--drafter", default="auto", choices=("auto", "self", "ngram", "hybrid"),
+                   help="self: shallow layers + drafter head; ngram: prompt lookup; hybrid: n-gram match first, "
+                        "self otherwise; auto: hybrid")
+    g.add_argument("--draft-policy", default="auto", choices=("auto", "threshold", "goodput"),
+                   help="threshold: Kangaroo's --threshold rule (>= 1 token per block); goodput: draft a token only "
+                        "if expected committed tokens per ms rises (measured verify-cost curve); auto: goodput, "
+                        "but threshold with --dvi-online true")
+    g.add_argument("--ngram-min", type=int, default=1, help="shortest n-gram the n-gram drafter matches")
+    g.add_argument("--ngram-max", type=int, default=3, help="longest n-gram the n-gram drafter matches (tried first)")
+    g.add_argument("--cost-curve", default="",
+                   help="goodput: JSON verify-cost curve to read; if the file does not exist the run measures the "
+                        "curve at startup and writes it there (default: measure, do not save)")
+    g.add_argument("--goodput-prior", type=float, default=4.0,
+                   help="goodput: weight (in observations) of the drafter's raw confidence as the acceptance prior")
+    g.add_argument("--drafter-vocab", type=int, default=0,
+                   help="pruned drafter head (FR-Spec): draft only the N most frequent tokens; 0: full vocabulary")
+    g.add_argument("--drafter-vocab-file", default="",
+                   help="token counts (python -m scripts.build_subvocab) for --drafter-vocab; default "
+                        "runs/subvocab/<model>.counts.npz, counted from assets/sharegpt.jsonl when missing")
+
+
 def add_kangaroo_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("kangaroo (self-speculative decoding)")
     g.add_argument("--adapter-path", default="none",
@@ -86,6 +109,7 @@ def add_kangaroo_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--adapter-mode", default="auto", choices=("auto", "none", "load"),
                    help="auto: load when --adapter-path is a path, else none")
     add_speculation_args(g)
+    add_drafter_args(g)
 
 
 def add_driver_args(p: argparse.ArgumentParser) -> None:
@@ -130,7 +154,11 @@ def add_dvi_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dvi-ablation", default="full", choices=ABLATIONS, help="loss preset (work plan step 11)")
     g.add_argument("--dvi-debug-hk", action="store_true", help="print hk count and bytes per block")
     g.add_argument("--max-online-train-ms", type=int, default=5,
-                   help="wall-clock budget of one trainer step; over-budget steps finish and are reported")
+                   help="trainer time the decode loop may spend per block (inline trainer: enforced as a token "
+                        "bucket, steps that do not fit are skipped; a step is never interrupted)")
+    g.add_argument("--dvi-trainer", default="thread", choices=("thread", "inline"),
+                   help="thread: the trainer runs on its own thread on a copy of the LoRA tensors and publishes "
+                        "them at block boundaries (decoding never waits); inline: steps inside the decode loop")
     g.add_argument("--load-lora", default="", help="LoRA checkpoint to resume from or deploy")
     g.add_argument("--save-lora-every", type=int, default=0, help="save every N blocks (0: only at the end)")
     g.add_argument("--save-lora-path", default="runs/checkpoints", help="checkpoint folder; the last state is DIR/final.pt")
@@ -249,6 +277,7 @@ def validate_static(args) -> None:
         fail("--threshold must lie in [0, 1] (a probability)")
     if args.exitlayer < 1:
         fail("--exitlayer must be >= 1")
+    validate_drafter_args(args)
     positive = ["dvi_batch_size", "dvi_update_every", "dvi_buffer_size", "dvi_topk", "dvi_lora_r", "metrics_every"]
     for name in positive:
         if getattr(args, name) < 1:
@@ -289,6 +318,17 @@ def check_prompts_jsonl(path: str) -> None:
              "pass a ShareGPT jsonl made by python -m data.sharegpt_stream --convert IN.json OUT.jsonl")
 
 
+def validate_drafter_args(args) -> None:
+    if not hasattr(args, "drafter"):
+        return
+    if not 1 <= args.ngram_min <= args.ngram_max:
+        fail("need 1 <= --ngram-min <= --ngram-max")
+    if args.drafter_vocab < 0:
+        fail("--drafter-vocab must be >= 0 (0: the full vocabulary)")
+    if args.goodput_prior <= 0:
+        fail("--goodput-prior must be > 0")
+
+
 def validate_against_config(args, config) -> None:
     """Checks that need the model config (after loading it)."""
     n_layers = config.num_hidden_layers
@@ -299,6 +339,9 @@ def validate_against_config(args, config) -> None:
     if hasattr(args, "exitlayer") and not 1 <= args.exitlayer <= n_layers - 1:
         fail(f"--exitlayer {args.exitlayer} is outside 1..{n_layers - 1} for this {n_layers}-layer model: "
              f"pick a layer in that range (default 2)")
+    if getattr(args, "drafter_vocab", 0) > config.vocab_size:
+        fail(f"--drafter-vocab {args.drafter_vocab} is larger than the vocabulary ({config.vocab_size}): "
+             "lower it, or 0 for the full vocabulary")
     if hasattr(args, "dvi_topk") and args.dvi_topk > config.vocab_size:
         fail(f"--dvi-topk {args.dvi_topk} is larger than the vocabulary ({config.vocab_size}): "
              "lower it or use --dvi-store full")

@@ -58,17 +58,33 @@ class DrafterHead(nn.Module):
     def lora_params(self) -> list[nn.Parameter]:
         return self.proj.trainable_params()
 
+    def shadow(self) -> "DrafterHead":
+        """A head sharing this one's frozen base projection (read-only) with its own copy of A and B: what a
+        trainer on another thread updates while this head keeps drafting."""
+        p = self.proj
+        out = DrafterHead(p.in_features, p.out_features, p.r, p.alpha, device="meta")
+        out.proj.base = p.base
+        out.proj.A = nn.Parameter(p.A.detach().clone())
+        out.proj.B = nn.Parameter(p.B.detach().clone())
+        return out
+
     @classmethod
-    def from_verifier_head(cls, head: nn.Linear, r: int = 8, alpha: float = 8.0) -> "DrafterHead":
-        """A copy of ``head`` with its own storage (the LM head is often tied to the input embedding)."""
-        w = head.weight
+    def from_verifier_head(cls, head: nn.Linear, r: int = 8, alpha: float = 8.0, rows=None) -> "DrafterHead":
+        """A copy of ``head`` with its own storage (the LM head is often tied to the input embedding).
+        ``rows`` ([N] token ids, FR-Spec) keeps only those rows: a pruned sub-head whose LoRA B is [N, r]."""
+        w = head.weight.detach()
+        bias = None if head.bias is None else head.bias.detach()
+        if rows is not None:
+            rows = torch.as_tensor(rows, dtype=torch.long, device=w.device)
+            w = w[rows]
+            bias = None if bias is None else bias[rows]
         # Built on "meta" then materialised: no throw-away random init of a [V, d] matrix.
         out = nn.utils.skip_init(cls, w.shape[1], w.shape[0], r=r, alpha=alpha, device=w.device, dtype=w.dtype)
         proj = out.proj
-        if head.bias is not None:
-            proj.base.bias = nn.Parameter(head.bias.detach().clone(), requires_grad=False)
+        if bias is not None:
+            proj.base.bias = nn.Parameter(bias.clone(), requires_grad=False)
         with torch.no_grad():
-            proj.base.weight.copy_(w.detach())
+            proj.base.weight.copy_(w)
         proj.base.requires_grad_(False)
         proj.reset_lora_parameters()
         return out

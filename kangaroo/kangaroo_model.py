@@ -65,6 +65,8 @@ class KangarooModel(nn.Module):
         self.norm = body.norm
         self.head_model = base_model.lm_head  # the verifier's head: frozen, never modified
         self.drafter_head = None
+        self.drafter_vocab = None        # [N] int64 full-vocabulary ids the drafter may draft (None: all V)
+        self._pruned_head_weight = None  # [N, d] rows of the verifier's head for the identity drafter
         self._build_identity_adapter_from_base(base_cfg, exit_layer)
         self.adapter = None
         if adapter_mode == "load":
@@ -130,18 +132,42 @@ class KangarooModel(nn.Module):
         return project(h_final, self.head_model.weight)
 
     def drafter_logits_from_hk(self, hk: torch.Tensor) -> torch.Tensor:
-        """The drafter's logits: the LoRA drafter head when attached, else the verifier's head (plain Kangaroo)."""
+        """The drafter's logits: the LoRA drafter head when attached, else the verifier's head (plain Kangaroo).
+        With a pruned drafter vocabulary (``set_drafter_vocab``) the columns are the N kept tokens, in the order
+        of ``drafter_vocab``; map a column back with ``drafter_token_id``."""
         if self.drafter_head is None:
             with torch.no_grad():
+                if self._pruned_head_weight is not None:
+                    return project(hk, self._pruned_head_weight).float()
                 return project(hk, self.head_model.weight).float()
         return self.drafter_head(hk)
+
+    def drafter_token_id(self, idx) -> int:
+        """Full-vocabulary id of the drafter's column ``idx``."""
+        i = int(idx)
+        return i if self.drafter_vocab is None else int(self.drafter_vocab[i])
+
+    def set_drafter_vocab(self, ids) -> None:
+        """Prune the drafter's head to the tokens ``ids`` (FR-Spec); None restores the full vocabulary. The
+        verifier keeps the full vocabulary, so the output is unchanged. Call before ``attach_drafter_head``."""
+        if self.drafter_head is not None:
+            raise RuntimeError("set the drafter vocabulary before attaching the LoRA drafter head")
+        if ids is None:
+            self.drafter_vocab = self._pruned_head_weight = None
+            return
+        ids = torch.as_tensor(ids, dtype=torch.long, device=self.device)
+        V = self.head_model.weight.shape[0]
+        if ids.dim() != 1 or not len(ids) or int(ids.min()) < 0 or int(ids.max()) >= V or len(set(ids.tolist())) != len(ids):
+            raise ValueError(f"drafter vocabulary must be distinct ids in 0..{V - 1}")
+        self.drafter_vocab = ids
+        self._pruned_head_weight = self.head_model.weight.detach()[ids].clone()
 
     # ------------------------------------------------------------------------------------------ DVI
     def attach_drafter_head(self, *, r: int = 8, alpha: float = 8.0):
         """A separate LoRA-backed copy of ``head_model`` (never shares its storage)."""
         from kangaroo.drafter_head import DrafterHead
 
-        self.drafter_head = DrafterHead.from_verifier_head(self.head_model, r=r, alpha=alpha)
+        self.drafter_head = DrafterHead.from_verifier_head(self.head_model, r=r, alpha=alpha, rows=self.drafter_vocab)
         return self.drafter_head
 
     def dvi_trainable_params(self) -> list:

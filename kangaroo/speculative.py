@@ -11,6 +11,11 @@ One block, starting from the last committed token x at position P (not yet seen 
           Both caches are cropped to P + 1 + a: what the rejected drafts wrote is dropped.
 
 Every committed token is the verifier's greedy choice, so the output equals greedy decoding of the base model.
+
+Who drafts is behind one seam (``kangaroo/drafters.py``): the self-drafter above, a model-free n-gram drafter
+(prompt lookup), or a hybrid. A draft may come without layer-k hidden states (an n-gram draft has none) or with
+them for a prefix only; ``verify`` runs the shallow layers on the inputs not yet covered, so the shallow cache
+always holds exactly the verified positions. A block may draft zero tokens: it is then one plain greedy step.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from typing import Callable, Optional
 
 import torch
 
+from kangaroo.draft_policy import ThresholdStop
 from kangaroo.greedy import DecodeResult, clip_at_stop
 from kangaroo.kangaroo_model import KangarooCaches, KangarooModel
 
@@ -32,11 +38,24 @@ def _now(device: torch.device) -> float:
 
 @dataclass
 class Draft:
-    tokens: list[int]          # d_1..d_m
-    h: torch.Tensor            # [1, m+1, d] layer-k hidden of x, d_1..d_m: the verifier's input
-    hk: torch.Tensor           # [m, d] drafter features that produced d_1..d_m
-    confidences: list[float]   # drafter top-1 probability of each d_i
+    tokens: list[int]                # d_1..d_m (m may be 0)
+    h: Optional[torch.Tensor]        # [1, c, d] layer-k hidden of the first c of x, d_1..d_m (c = m+1 for the
+                                     # self-drafter, 0 / None for an n-gram draft): verify runs the rest
+    hk: Optional[torch.Tensor]       # [m, d] drafter features that produced d_1..d_m (self-drafted only, else None)
+    confidences: list[float]         # drafter top-1 probability (or estimated acceptance) of each d_i
     ms: float = 0.0
+    source: str = "self"             # who drafted: "self" (shallow layers + head) or "ngram" (prompt lookup)
+    last_token: Optional[int] = None  # x: needed by verify when h does not cover it
+    # the candidate d_{m+1} the policy declined (self-drafter): when d_1..d_m are all accepted, the verifier's
+    # token v_m judges it for free, so calibration and DVI still learn from blocks that draft nothing
+    declined_token: Optional[int] = None
+    declined_conf: Optional[float] = None
+    declined_hk: Optional[torch.Tensor] = None   # [d]
+
+    @property
+    def covered(self) -> int:
+        """Inputs (x, d_1, ...) whose layer-k hidden states this draft already holds."""
+        return 0 if self.h is None else self.h.shape[1]
 
     def hk_state_of(self, i: int) -> torch.Tensor:
         """The post-norm layer-k features the drafter head projected to draft d_i (1-based), float16 [d]."""
@@ -61,31 +80,65 @@ class Block:
     def drafted(self) -> int:
         return len(self.draft.tokens)
 
+    @property
+    def judged_declined(self) -> Optional[bool]:
+        """Whether the verifier agreed with the declined candidate (None: none, or not judged)."""
+        d = self.draft
+        if d.declined_token is None or self.accepted < self.drafted:
+            return None
+        return d.declined_token == self.verification.tokens[self.drafted]
+
 
 @torch.no_grad()
-def draft(model: KangarooModel, last_token: int, caches: KangarooCaches, steps: int, threshold: float) -> Draft:
+def self_draft(model: KangarooModel, last_token: int, caches: KangarooCaches, steps: int, policy) -> Draft:
+    """The self-drafter's loop. ``policy.decide(confs)`` sees the confidences so far, the last one the candidate's,
+    and answers (keep the candidate, draft another). A candidate not kept costs its head projection only."""
     t0 = _now(model.device)
     x = torch.tensor([[last_token]], device=model.device)
     out = model.forward_shallow(x, caches.shallow)
     hs, hks, tokens, confs = [out.h], [], [], []
+    declined = (None, None, None)
     for _ in range(steps):
         hk = out.hk[:, -1]
         probs = torch.softmax(model.drafter_logits_from_hk(hk), dim=-1)
-        conf, tok = probs.max(dim=-1)
-        tokens.append(int(tok))
+        conf, idx = probs.max(dim=-1)
+        keep, go_on = policy.decide(confs + [float(conf)], "self")
+        tok = model.drafter_token_id(idx)
+        if not keep:
+            declined = (tok, float(conf), hk[0])
+            break
+        tokens.append(tok)
         confs.append(float(conf))
         hks.append(hk)
-        out = model.forward_shallow(tok.view(1, 1), caches.shallow)
+        out = model.forward_shallow(torch.tensor([[tok]], device=model.device), caches.shallow)
         hs.append(out.h)
-        if confs[-1] < threshold:
+        if not go_on:
             break
-    return Draft(tokens, torch.cat(hs, dim=1), torch.cat(hks, dim=0), confs, ms=(_now(model.device) - t0) * 1e3)
+    hk_all = torch.cat(hks, dim=0) if hks else out.hk.new_zeros(0, out.hk.shape[-1])
+    return Draft(tokens, torch.cat(hs, dim=1), hk_all, confs, ms=(_now(model.device) - t0) * 1e3,
+                 source="self", last_token=last_token, declined_token=declined[0], declined_conf=declined[1],
+                 declined_hk=declined[2])
+
+
+def draft(model: KangarooModel, last_token: int, caches: KangarooCaches, steps: int, threshold: float) -> Draft:
+    """Kangaroo's self-draft under the fixed threshold rule (at least one token per block)."""
+    return self_draft(model, last_token, caches, steps, ThresholdStop(threshold))
 
 
 @torch.no_grad()
 def verify(model: KangarooModel, d: Draft, caches: KangarooCaches) -> Verification:
+    """Deep layers over x, d_1..d_m in one pass. Inputs the draft holds no layer-k hidden states for (an n-gram
+    draft: all of them) first go through the shallow layers here, so both caches end at the same length."""
     t0 = _now(model.device)
-    logits = model.verifier_logits(model.forward_deep(d.h, caches.deep))[0]
+    h = d.h
+    n_in = len(d.tokens) + 1
+    if d.covered < n_in:
+        if d.last_token is None:
+            raise ValueError("a draft without layer-k hidden states for x must carry last_token")
+        rest = ([d.last_token] + d.tokens)[d.covered:]
+        h_rest = model.forward_shallow(torch.tensor([rest], device=model.device), caches.shallow).h
+        h = h_rest if h is None or h.shape[1] == 0 else torch.cat([h, h_rest], dim=1)
+    logits = model.verifier_logits(model.forward_deep(h, caches.deep))[0]
     tokens = logits.argmax(dim=-1).tolist()
     return Verification(logits, tokens, ms=(_now(model.device) - t0) * 1e3)
 
@@ -99,8 +152,18 @@ def accept(d: Draft, v: Verification) -> tuple[int, list[int]]:
 
 def speculative_step(model: KangarooModel, last_token: int, caches: KangarooCaches, steps: int,
                      threshold: float) -> Block:
+    """One Kangaroo block with the self-drafter under the threshold rule."""
     start = caches.shallow.length
-    d = draft(model, last_token, caches, steps, threshold)
+    return _verify_accept(model, draft(model, last_token, caches, steps, threshold), caches, start)
+
+
+def drafter_step(model: KangarooModel, drafter, history: list[int], caches: KangarooCaches) -> Block:
+    """One block: ``drafter.draft`` (``history[-1]`` is x, not yet in any cache) -> verify -> accept -> crop."""
+    start = caches.shallow.length
+    return _verify_accept(model, drafter.draft(model, caches, history), caches, start)
+
+
+def _verify_accept(model: KangarooModel, d: Draft, caches: KangarooCaches, start: int) -> Block:
     v = verify(model, d, caches)
     a, committed = accept(d, v)
     caches.crop(start + 1 + a)
@@ -117,15 +180,25 @@ def prefill(model: KangarooModel, input_ids: torch.Tensor, caches: KangarooCache
 
 def kangaroo_generate(model: KangarooModel, input_ids: torch.Tensor, max_new_tokens: int, eos_ids: set[int],
                       steps: int = 6, threshold: float = 0.6,
-                      on_block: Optional[Callable[[Block], None]] = None, cache_pool=None) -> DecodeResult:
+                      on_block: Optional[Callable[[Block], None]] = None, drafter=None,
+                      cache_pool=None) -> DecodeResult:
     """Greedy decoding of ``input_ids`` [1, n]; ``on_block`` sees every block (DVI learns from it).
-    ``cache_pool`` (a ``kangaroo.cache_pool.ReusableCaches``) lends caches kept across calls; else new ones."""
-    need = input_ids.shape[1] + max_new_tokens + steps + 1
+    ``drafter`` (``kangaroo/drafters.py``) defaults to the self-drafter under the threshold rule (``steps``,
+    ``threshold``); when given, its own settings apply. ``cache_pool`` (a ``kangaroo.cache_pool.ReusableCaches``)
+    lends caches kept across calls; else new ones."""
+    if drafter is None:
+        from kangaroo.drafters import SelfDrafter
+
+        drafter = SelfDrafter(steps=steps, policy=ThresholdStop(threshold))
+    need = input_ids.shape[1] + max_new_tokens + drafter.steps + 1
     caches = cache_pool.get(need) if cache_pool is not None else model.new_caches(need)
-    last = prefill(model, input_ids, caches)
+    history = input_ids[0].tolist()
+    drafter.begin(history)
+    prefill(model, input_ids, caches)
     res = DecodeResult(tokens=[])
     while True:
-        blk = speculative_step(model, last, caches, steps, threshold)
+        blk = drafter_step(model, drafter, history, caches)
+        drafter.observe(blk)
         res.drafter_ms += blk.draft.ms
         res.verifier_ms += blk.verification.ms
         if on_block is not None:
@@ -135,4 +208,4 @@ def kangaroo_generate(model: KangarooModel, input_ids: torch.Tensor, max_new_tok
         res.accept_lengths.append(len(res.tokens) - n_before)
         if stop:
             return res
-        last = res.tokens[-1]
+        history.extend(res.tokens[n_before:])

@@ -8,8 +8,13 @@ question (so drift of a shared machine hits all alike), and its token ids are co
   prompt_lookup      lm.generate(prompt_lookup_num_tokens=6, do_sample=False)
   early_exit_assist  lm.generate(assistant_early_exit=EXITLAYER, do_sample=False): HF self-speculation, HF defaults
                      for the draft (num_assistant_tokens, assistant_confidence_threshold; see the table header)
-  kangaroo           kangaroo_generate with the identity drafter (the verifier's head on layer k)
-  dvi                kangaroo_generate with the DVI LoRA drafter head of --load-lora (deploy: no training)
+  kangaroo           kangaroo_generate with the identity drafter (the verifier's head on layer k), --threshold rule
+  dvi                the default deployed configuration: --drafter (auto: hybrid), --draft-policy (auto: goodput on
+                     the verify-cost curve measured at startup), --drafter-vocab, the LoRA head of --load-lora
+                     (deploy: no training)
+  dvi_self           the same without the n-gram drafter: the self-drafter (LoRA head) under --draft-policy
+  ngram              the n-gram drafter alone (prompt lookup over prompt + output) under --draft-policy
+  dvi_threshold      the LoRA self-drafter under Kangaroo's fixed --threshold rule (the old `dvi` method)
 
     python -m scripts.benchmark_methods --model-id smollm2-135m --question-file Q --per-category 10 \\
         --max-new-tokens 64 --load-lora runs/checkpoints/final.pt --out runs/benchmark
@@ -38,15 +43,19 @@ from pathlib import Path
 
 import torch
 
-from kangaroo.cli_utils import (OneLineParser, add_model_args, add_speculation_args, fail, resolve_device_dtype, resolve_model_id,
-                                resolve_question_file, run_main, validate_against_config)
+from kangaroo.cli_utils import (OneLineParser, add_drafter_args, add_model_args, add_speculation_args, fail,
+                                resolve_device_dtype, resolve_model_id, resolve_question_file, run_main,
+                                validate_against_config, validate_drafter_args)
 from kangaroo.errors import UserError
 
-METHODS = ("baseline", "hf_generate", "prompt_lookup", "early_exit_assist", "kangaroo", "dvi")
+METHODS = ("baseline", "hf_generate", "prompt_lookup", "early_exit_assist", "kangaroo", "dvi", "dvi_self", "ngram",
+           "dvi_threshold")
+LORA_METHODS = ("dvi", "dvi_self", "dvi_threshold")
 HF_KWARGS = {"hf_generate": {}, "prompt_lookup": {"prompt_lookup_num_tokens": 6}}
 # settings that change what a question's record holds: a resumed run must keep them
 CHECKED = ("model_id", "question_file", "all_turns", "max_new_tokens", "exitlayer", "threshold", "steps",
-           "load_lora", "methods", "device", "dtype", "threads")
+           "load_lora", "methods", "device", "dtype", "threads", "drafter", "draft_policy", "drafter_vocab",
+           "ngram_min", "ngram_max")
 
 
 def build_parser() -> OneLineParser:
@@ -61,6 +70,7 @@ def build_parser() -> OneLineParser:
                    help="decode every turn (prompts hold the baseline's earlier answers); default: first turn only")
     p.add_argument("--max-new-tokens", type=int, default=64)
     add_speculation_args(p)
+    add_drafter_args(p)
     p.add_argument("--load-lora", default="runs/checkpoints/final.pt", help="DVI LoRA checkpoint for the dvi method")
     p.add_argument("--train-if-missing", type=int, default=0, metavar="N",
                    help="if --load-lora is missing, first train it online on N prompts of --train-prompts-jsonl")
@@ -85,6 +95,10 @@ def parse_args(argv=None):
     if bad:
         fail(f"--methods: unknown {', '.join(bad)}; pick from {','.join(METHODS)}")
     args.methods = [m for m in METHODS if m == "baseline" or m in names]
+    validate_drafter_args(args)
+    from kangaroo.drafter_config import resolve_auto
+
+    resolve_auto(args)  # deploy: auto = hybrid drafter, goodput policy
     resolve_question_file(args)
     resolve_device_dtype(args)
     return args
@@ -121,7 +135,7 @@ def train_command(args) -> list[str]:
 
 
 def ensure_lora(args) -> None:
-    if "dvi" not in args.methods or Path(args.load_lora).is_file():
+    if not set(LORA_METHODS) & set(args.methods) or Path(args.load_lora).is_file():
         return
     if not args.train_if_missing:
         fail(f"--load-lora {args.load_lora} does not exist: train a drafter first with `python -m "
@@ -203,7 +217,8 @@ class TargetCalls:
         self.target = self.assistant = 0
 
 
-def make_methods(args, lm, models: dict, eos: set[int], pad_id: int | None, calls: TargetCalls) -> dict:
+def make_methods(args, lm, models: dict, eos: set[int], pad_id: int | None, calls: TargetCalls,
+                 tokenizer=None) -> dict:
     """name -> decode(ids) -> (new token ids, verifier passes, drafter calls or None)."""
     from kangaroo.greedy import greedy_decode
     from kangaroo.speculative import kangaroo_generate
@@ -214,11 +229,25 @@ def make_methods(args, lm, models: dict, eos: set[int], pad_id: int | None, call
         r = greedy_decode(lm, ids, n, eos)
         return r.tokens, r.steps, None
 
-    def ours(model):
+    def ours(model, drafter=None):
         def decode(ids):
-            r = kangaroo_generate(model, ids, n, eos, steps=args.steps, threshold=args.threshold)
+            r = kangaroo_generate(model, ids, n, eos, steps=args.steps, threshold=args.threshold, drafter=drafter)
             return r.tokens, r.steps, None
         return decode
+
+    from kangaroo.drafter_config import cost_curve
+    from kangaroo.draft_policy import make_policy
+    from kangaroo.drafters import make_drafter
+
+    def drafter(kind, policy, model):
+        """One drafter per method for the whole run: its calibration carries over questions, as when serving."""
+        if model is None:
+            return None
+        cost = cost_curve(args, model) if policy == "goodput" else None
+        return make_drafter(kind, args.steps, lambda: make_policy(policy, args.threshold, cost, args.goodput_prior),
+                            args.ngram_min, args.ngram_max)
+
+    lora_model, plain = models.get("dvi"), models.get("kangaroo")
 
     def hf(**kw):
         def decode(ids):
@@ -228,22 +257,29 @@ def make_methods(args, lm, models: dict, eos: set[int], pad_id: int | None, call
             return out[0, ids.shape[1]:].tolist(), calls.target, calls.assistant if "assistant_early_exit" in kw else None
         return decode
 
-    table = {"baseline": baseline, **{m: hf(**kw) for m, kw in HF_KWARGS.items()},
-             "early_exit_assist": hf(assistant_early_exit=args.exitlayer), "kangaroo": ours(models.get("kangaroo")),
-             "dvi": ours(models.get("dvi"))}
-    return {m: table[m] for m in args.methods}
+    builders = {"baseline": lambda: baseline, "early_exit_assist": lambda: hf(assistant_early_exit=args.exitlayer),
+                **{m: (lambda kw=kw: hf(**kw)) for m, kw in HF_KWARGS.items()},
+                "kangaroo": lambda: ours(plain),
+                "dvi": lambda: ours(lora_model, drafter(args.drafter, args.draft_policy, lora_model)),
+                "dvi_self": lambda: ours(lora_model, drafter("self", args.draft_policy, lora_model)),
+                "ngram": lambda: ours(plain, drafter("ngram", args.draft_policy, plain)),
+                "dvi_threshold": lambda: ours(lora_model, drafter("self", "threshold", lora_model))}
+    return {m: builders[m]() for m in args.methods}
 
 
-def build_models(args, lm) -> dict:
+def build_models(args, lm, tokenizer=None) -> dict:
     from dvi.checkpoint import load_ckpt, read_ckpt
     from kangaroo.kangaroo_model import KangarooModel
 
+    from kangaroo.drafter_config import apply_drafter_vocab
+
     models = {}
-    if "kangaroo" in args.methods:
+    if {"kangaroo", "ngram"} & set(args.methods):
         models["kangaroo"] = KangarooModel(model_id=args.model_id, exit_layer=args.exitlayer, base_model=lm)
-    if "dvi" in args.methods:
+    if set(LORA_METHODS) & set(args.methods):
         meta = read_ckpt(args.load_lora)["meta"]
         km = KangarooModel(model_id=args.model_id, exit_layer=args.exitlayer, base_model=lm)
+        apply_drafter_vocab(args, km, tokenizer)  # a full-vocabulary LoRA loads sliced to the kept rows
         km.attach_drafter_head(r=int(meta.get("lora_r", 8)), alpha=float(meta.get("lora_alpha", 8.0)))
         load_ckpt(args.load_lora, km, None, None)  # deploy: LoRA tensors only, no trainer
         models["dvi"] = km
@@ -426,7 +462,10 @@ def run_meta(args, lm, n_questions: int) -> dict:
             "questions per category": args.per_category, "questions": n_questions,
             "turns": "all" if args.all_turns else "first", "max new tokens": args.max_new_tokens,
             "kangaroo": f"exit layer {args.exitlayer}, threshold {args.threshold}, steps {args.steps}",
-            "dvi drafter": args.load_lora if "dvi" in args.methods else "not run",
+            "dvi drafter": args.load_lora if set(LORA_METHODS) & set(args.methods) else "not run",
+            "drafting": f"dvi: {args.drafter} drafter, {args.draft_policy} policy; dvi_self / ngram: "
+                        f"{args.draft_policy} policy; n-grams {args.ngram_min}..{args.ngram_max}; drafter vocabulary "
+                        f"{args.drafter_vocab or 'full'}",
             "prompt_lookup": "prompt_lookup_num_tokens=6",
             "early_exit_assist": f"assistant_early_exit={args.exitlayer}, HF draft defaults: {hf_assist_defaults(lm)}",
             "versions": f"torch {torch.__version__}, transformers {transformers.__version__}",
@@ -455,7 +494,7 @@ def main(argv=None) -> int:
     validate_against_config(args, lm.config)
     eos = eos_ids_of(tokenizer, lm.config)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos, default=None)
-    methods = make_methods(args, lm, build_models(args, lm), eos, pad_id, TargetCalls(lm))
+    methods = make_methods(args, lm, build_models(args, lm, tokenizer), eos, pad_id, TargetCalls(lm))
     warm = chat_prompt_ids(tokenizer, [{"role": "user", "content": "Hi"}], args.model_id, device=args.device)[:, -8:]
     for fn in methods.values():  # untimed: lazy initialisation is not charged to the first question
         fn(warm)

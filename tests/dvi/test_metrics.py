@@ -52,8 +52,9 @@ def test_acceptance_csv(tmp_path, no_plot):
 def test_speed_csv_and_no_calibration(tmp_path, no_plot):
     logger(tmp_path).close()
     rows = raw(tmp_path / "m" / "speed.csv")
-    assert rows[0] == ["step", "wall_ms", "speedup", "drafter_ms", "verifier_ms", "trainer_ms", "committed"]
-    assert rows[1] == ["1", "20", "1", "10", "5", "0", "2"]        # 2 tokens * 10 ms / 20 ms
+    assert rows[0] == ["step", "wall_ms", "speedup", "drafter_ms", "verifier_ms", "trainer_ms", "committed",
+                       "decode_ms", "bg_trainer_ms", "lora_version"]
+    assert rows[1] == ["1", "20", "1", "10", "5", "0", "2", "20", "0", ""]  # 2 tokens * 10 ms / 20 ms
     assert rows[2][2] == "2" and rows[4][2] == "0.75"               # 6*10/30, 3*10/40
     logger(tmp_path, ar=None).close()
     assert [r[2] for r in raw(tmp_path / "m" / "speed.csv")[1:]] == ["", "", "", ""]

@@ -17,7 +17,9 @@ def dvi_args(tmp_path, *extra):
     argv = ["--model-id", "tiny", "--device", "cpu", "--question-file", __file__, "--dvi-batch-size", "4",
             "--dvi-update-every", "1", "--dvi-buffer-size", "64", "--dvi-topk", "16", "--dvi-warmup-steps", "3",
             "--dvi-lr", "0.05", "--dvi-lora-r", "4", "--metrics-out", str(tmp_path / "metrics"),
-            "--save-lora-path", str(tmp_path / "ckpt"), "--metrics-every", "1000", *extra]
+            "--save-lora-path", str(tmp_path / "ckpt"), "--metrics-every", "1000",
+            # deterministic cadence here (inline, no time cap); the thread and the cap: test_background_trainer.py
+            "--dvi-trainer", "inline", "--max-online-train-ms", "1000000", *extra]
     return cli_utils.parse_args("kangaroo", argv)
 
 
@@ -122,3 +124,22 @@ def test_bfloat16_model_trains_and_stays_lossless(tmp_path):
     assert learner.train_steps > 0
     assert len(res.tokens) == 20
     assert km.drafter_head.proj.B.abs().sum() > 0  # the float32 LoRA tensors received bf16-path gradients
+
+
+def test_learns_only_from_self_drafted_positions_and_judged_declined_candidates(tmp_path):
+    from kangaroo.drafters import NGramDrafter, SelfDrafter
+    from tests.kangaroo.test_drafters import Never, repetitive_prompt
+
+    lm, km, learner, _ = make(tmp_path, "--dvi-online", "false")
+    ids = repetitive_prompt()
+    kangaroo_generate(km, ids, 30, set(), drafter=NGramDrafter(4), on_block=learner.on_block)
+    assert learner.global_step > 0 and learner.buffer.size == 0  # n-gram blocks: nothing to learn from
+    # zero-draft self blocks: the declined candidate d_1 is judged by the verifier's v_0, one tuple per block
+    ref = greedy_decode(lm, ids, 12, set()).tokens
+    cands = []
+    orig = learner.on_block
+    learner.on_block = lambda b: (cands.append(b.draft.declined_token), orig(b))
+    kangaroo_generate(km, ids, 12, set(), drafter=SelfDrafter(4, Never()), on_block=learner.on_block)
+    assert learner.buffer.size == 12
+    assert learner.buffer.reward[:12].tolist() == [int(c == r) for c, r in zip(cands, ref)]
+    assert learner.buffer.pos[:12].tolist() == [1] * 12

@@ -83,3 +83,26 @@ def test_interrupted_answer_line_is_redone(tiny_model_dir, qfile, tmp_path):
         f.write('{"question_id": 2, "choi')  # a write cut short by a crash
     rows = run(inference_baseline, tiny_model_dir, qfile, ans)
     assert [r["question_id"] for r in rows] == [1, 2]
+
+
+@pytest.mark.parametrize("extra", [
+    ("--drafter", "hybrid", "--draft-policy", "goodput", "--drafter-vocab", "500"),
+    ("--drafter", "ngram", "--draft-policy", "threshold", "--ngram-min", "2", "--ngram-max", "4"),
+    ("--drafter", "self", "--draft-policy", "goodput", "--drafter-vocab", "500", "--dvi-online", "true",
+     "--dvi-batch-size", "2", "--dvi-update-every", "1", "--dvi-topk", "8"),
+])
+def test_kangaroo_driver_drafters_match_baseline(tiny_model_dir, qfile, tmp_path, extra):
+    """Every drafter, policy and a pruned drafter head (from a counts file) give the baseline's tokens."""
+    import numpy as np
+
+    from kangaroo.subvocab import save_counts
+
+    counts = np.random.default_rng(0).integers(0, 100, 49152)
+    save_counts(tmp_path / "c.npz", counts, {"model_id": "tiny"})
+    base = run(inference_baseline, tiny_model_dir, qfile, tmp_path / "b.jsonl")
+    kang = run(inference_kangaroo, tiny_model_dir, qfile, tmp_path / "k.jsonl", "--exitlayer", "2", "--steps", "3",
+               "--drafter-vocab-file", str(tmp_path / "c.npz"), "--cost-curve", str(tmp_path / "cost.json"),
+               "--metrics-out", str(tmp_path / "m"), "--save-lora-path", str(tmp_path / "ck"), *extra)
+    assert [k["token_ids"] for k in kang] == [b["token_ids"] for b in base]
+    if "goodput" in extra:
+        assert (tmp_path / "cost.json").is_file()  # measured at startup, written where --cost-curve points

@@ -243,3 +243,21 @@ def test_ablations_real_tiny_run_and_resume(tiny_model_dir, prompts, tmp_path, c
     capsys.readouterr()
     assert ra.main(argv) == 0
     assert capsys.readouterr().out.count("finished earlier, skipped") == 2
+
+
+def test_benchmark_drafting_parts_are_lossless(tiny_model_dir, qfile, lora, tmp_path):
+    """dvi (hybrid + goodput + pruned LoRA head from a full-vocabulary checkpoint) and its parts."""
+    import numpy as np
+
+    from kangaroo.subvocab import save_counts
+
+    save_counts(tmp_path / "c.npz", np.arange(V)[::-1].copy(), {})
+    out = tmp_path / "parts"
+    parts = "dvi,dvi_self,ngram,dvi_threshold"
+    assert bm.main(bench_argv(tiny_model_dir, qfile, out, "--per-category", "1", "--load-lora", str(lora),
+                              "--methods", parts, "--drafter-vocab", "300", "--drafter-vocab-file",
+                              str(tmp_path / "c.npz"))) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["lossless"] and summary["methods"] == ["baseline", *parts.split(",")]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["drafter"] == "hybrid" and cfg["draft_policy"] == "goodput" and cfg["drafter_vocab"] == 300

@@ -1,0 +1,128 @@
+"""The DVI trainer off the critical path: its own thread, its own copy of the LoRA tensors.
+
+    decode thread                                   trainer thread
+    on_block: push tuples (buffer lock)             wait for >= update_every new blocks and a full batch
+              apply_published() (never blocks)      sample (buffer lock) -> OnlineTrainer.step on the shadow
+                                                    publish: copy shadow A/B to a staging copy, version += 1
+
+The decode thread adopts new LoRA weights only at block boundaries (``apply_published``) and only if the
+staging lock is free at that moment (otherwise at the next boundary), so it never waits for a trainer step.
+The shadow head shares the frozen base weight with the live head (read-only) and owns its A/B; the optimizer
+holds the shadow's tensors. ``stats()`` hands over the trainer steps finished since the last call.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import torch
+
+
+class ShadowDrafter:
+    """What ``OnlineTrainer`` trains: the live model's drafter head with private LoRA tensors."""
+
+    def __init__(self, model):
+        self.drafter_vocab = getattr(model, "drafter_vocab", None)
+        self.drafter_head = model.drafter_head.shadow()
+
+    def drafter_logits_from_hk(self, hk):
+        return self.drafter_head(hk)
+
+    def dvi_trainable_params(self):
+        return self.drafter_head.lora_params()
+
+    @torch.no_grad()
+    def copy_from(self, model) -> None:
+        for mine, live in zip(self.dvi_trainable_params(), model.dvi_trainable_params()):
+            mine.copy_(live)
+
+
+class BackgroundTrainer:
+    def __init__(self, model, trainer, buffer, batch_size: int, update_every: int, shadow: ShadowDrafter):
+        self.model, self.trainer, self.buffer, self.shadow = model, trainer, buffer, shadow
+        self.batch_size, self.update_every = batch_size, update_every
+        self._cv = threading.Condition()
+        self._blocks = 0            # blocks seen (decode side)
+        self._trained_at = 0        # blocks seen at the last step's start
+        self._stop = False
+        self._pub_lock = threading.Lock()
+        self.step_lock = threading.Lock()  # held during a step: checkpoints take it to read a consistent optimizer
+        self._staged = [p.detach().clone() for p in shadow.dvi_trainable_params()]
+        self.version = 0            # published
+        self.applied = 0            # adopted by the decode thread
+        self._done: list[tuple[int, dict]] = []
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="dvi-trainer", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------------------ decode side (never blocks long)
+    def on_block(self, global_step: int) -> None:
+        with self._cv:
+            self._blocks = global_step
+            self._cv.notify()
+
+    def apply_published(self) -> bool:
+        """Adopt the newest published LoRA weights if there are any and the staging copy is free right now."""
+        if self.version == self.applied or not self._pub_lock.acquire(blocking=False):
+            return False
+        try:
+            with torch.no_grad():
+                for live, staged in zip(self.model.dvi_trainable_params(), self._staged):
+                    live.copy_(staged)
+            self.applied = self.version
+        finally:
+            self._pub_lock.release()
+        return True
+
+    def stats(self) -> list[tuple[int, dict]]:
+        with self._cv:
+            out, self._done = self._done, []
+        if self.error is not None:
+            raise RuntimeError("the DVI trainer thread failed") from self.error
+        return out
+
+    def close(self, drain: bool = False) -> None:
+        """Stop the thread (after its current step); ``drain`` first waits until it caught up."""
+        if drain:
+            with self._cv:
+                self._cv.wait_for(lambda: self._stop or self.error is not None or not self._due(), timeout=60)
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+        self._thread.join()
+        self.apply_published_blocking()
+
+    def apply_published_blocking(self) -> None:
+        with self._pub_lock, torch.no_grad():
+            for live, staged in zip(self.model.dvi_trainable_params(), self._staged):
+                live.copy_(staged)
+            self.applied = self.version
+
+    # ------------------------------------------------------------------------------ trainer thread
+    def _due(self) -> bool:
+        return self._blocks - self._trained_at >= self.update_every and self.buffer.size >= self.batch_size
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cv:
+                    self._cv.wait_for(lambda: self._stop or self._due())
+                    if self._stop:
+                        return
+                    step = self._blocks
+                    self._trained_at = step
+                t0 = time.perf_counter()
+                with self.step_lock:
+                    stats = self.trainer.step(self.buffer.sample(self.batch_size), step)
+                    with self._pub_lock, torch.no_grad():
+                        for staged, p in zip(self._staged, self.shadow.dvi_trainable_params()):
+                            staged.copy_(p)
+                        self.version += 1
+                stats["thread_ms"] = (time.perf_counter() - t0) * 1e3
+                with self._cv:
+                    self._done.append((step, stats))
+                    self._cv.notify_all()
+        except BaseException as e:  # surfaced to the decode thread by stats()
+            self.error = e
+            with self._cv:
+                self._cv.notify_all()

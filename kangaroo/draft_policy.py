@@ -1,0 +1,125 @@
+"""When to stop drafting: the policy a drafter asks before it keeps each candidate token.
+
+``decide(confs, source) -> (keep, go_on)``: ``confs`` are the confidences of the tokens kept so far plus, last,
+the candidate's; ``keep`` says whether the candidate joins the block, ``go_on`` whether to draft another.
+``observe(block)`` feeds back what the verifier accepted.
+
+  threshold  Kangaroo's rule: keep every candidate, stop after one whose confidence is under ``threshold``
+             (so a block always drafts at least one token).
+  goodput    keep the candidate only if it raises the expected committed tokens per millisecond of the block
+             (SmartSpec, arXiv 2406.14066), so a block may draft zero tokens (a plain greedy step):
+
+                 E[committed](m) = 1 + sum_{i<=m} prod_{j<=i} p_j        p_j = calibrated acceptance of d_j
+                 goodput(m)      = E[committed](m) / cost.block_ms(m, source)
+
+             ``cost`` is the verify-cost curve the run measured on its own machine (``kangaroo/verify_cost.py``).
+             p_j comes from the drafter's confidence through a ``Calibrator``: per source and confidence bin,
+             (accepted + k * conf) / (tried + k), i.e. the raw confidence as a prior worth k observations,
+             replaced by the verifier's observed acceptance as blocks come in.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class DraftPolicy(Protocol):
+    name: str
+
+    def decide(self, confs: list[float], source: str = "self") -> tuple[bool, bool]: ...
+
+    def observe(self, block) -> None: ...
+
+    def observe_candidate(self, conf: float, accepted: bool, source: str) -> None: ...
+
+
+class ThresholdStop:
+    """Kangaroo's fixed rule (``--draft-policy threshold``)."""
+
+    name = "threshold"
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+
+    def decide(self, confs: list[float], source: str = "self") -> tuple[bool, bool]:
+        return True, confs[-1] >= self.threshold
+
+    def observe(self, block) -> None:
+        pass
+
+    def observe_candidate(self, conf: float, accepted: bool, source: str) -> None:
+        pass
+
+
+class Calibrator:
+    """Observed acceptance rate per (source, confidence bin), with the raw confidence as a prior of weight k."""
+
+    def __init__(self, bins: int = 10, prior_weight: float = 4.0):
+        self.bins, self.k = bins, prior_weight
+        self.tried: dict[tuple[str, int], int] = {}
+        self.accepted: dict[tuple[str, int], int] = {}
+
+    def _key(self, source: str, conf: float) -> tuple[str, int]:
+        return source, min(self.bins - 1, max(0, int(conf * self.bins)))
+
+    def p(self, conf: float, source: str = "self") -> float:
+        key = self._key(source, conf)
+        n, a = self.tried.get(key, 0), self.accepted.get(key, 0)
+        return (a + self.k * conf) / (n + self.k)
+
+    def update(self, conf: float, accepted: bool, source: str = "self") -> None:
+        key = self._key(source, conf)
+        self.tried[key] = self.tried.get(key, 0) + 1
+        self.accepted[key] = self.accepted.get(key, 0) + int(accepted)
+
+    def observe(self, block) -> None:
+        """Positions up to the first rejection are evidence; later drafts were never judged."""
+        d = block.draft
+        for i, conf in enumerate(d.confidences[:block.accepted + 1]):
+            self.update(conf, i < block.accepted, d.source)
+        judged = block.judged_declined  # a declined candidate the verifier judged anyway: keeps learning
+        if judged is not None:
+            self.update(d.declined_conf, judged, d.source)
+
+
+def expected_committed(ps: list[float]) -> float:
+    """1 + sum_i prod_{j<=i} p_j: the committed tokens expected from a block drafting len(ps) tokens."""
+    total, run = 1.0, 1.0
+    for p in ps:
+        run *= p
+        total += run
+    return total
+
+
+class GoodputPolicy:
+    """``--draft-policy goodput``: draft the next token only if expected committed tokens per ms rises."""
+
+    name = "goodput"
+
+    def __init__(self, cost, calibrator: Calibrator | None = None):
+        self.cost = cost
+        self.calibrator = calibrator or Calibrator()
+
+    def goodput(self, ps: list[float], source: str) -> float:
+        return expected_committed(ps) / self.cost.block_ms(len(ps), source)
+
+    def decide(self, confs: list[float], source: str = "self") -> tuple[bool, bool]:
+        ps = [self.calibrator.p(c, source) for c in confs]
+        keep = self.goodput(ps, source) > self.goodput(ps[:-1], source)
+        return keep, keep
+
+    def observe(self, block) -> None:
+        self.calibrator.observe(block)
+
+    def observe_candidate(self, conf: float, accepted: bool, source: str) -> None:
+        """A declined candidate the verifier judged anyway (e.g. an n-gram proposal the hybrid did not use)."""
+        self.calibrator.update(conf, accepted, source)
+
+
+def make_policy(name: str, threshold: float = 0.6, cost=None, prior_weight: float = 4.0):
+    if name == "threshold":
+        return ThresholdStop(threshold)
+    if name == "goodput":
+        if cost is None:
+            raise ValueError("the goodput policy needs a verify-cost curve (kangaroo.verify_cost)")
+        return GoodputPolicy(cost, Calibrator(prior_weight=prior_weight))
+    raise ValueError(f"unknown draft policy {name!r}: use threshold or goodput")

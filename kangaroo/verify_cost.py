@@ -1,0 +1,85 @@
+"""The verify-cost curve a run measures on its own machine at startup (or reads from a file).
+
+    shallow_ms[n-1]  shallow layers (+ adapter) over n new tokens            n = 1..steps+1
+    deep_ms[n-1]     deep layers + final norm + the verifier's head over n   n = 1..steps+1
+    head_ms          the drafter's head on one row (pruned or LoRA, as attached)
+
+What a block drafting m tokens costs (``block_ms``):
+
+    self  : (m+1) shallow_ms[0] + (m+1) head_ms + deep_ms[m]     (one shallow pass and one head call per token)
+    ngram : shallow_ms[m] + deep_ms[m]                            (verify runs the shallow layers on the block)
+
+It is measured, never hard-coded: the curve depends on the machine, the thread count and the compute engine
+(a faster multi-token verify makes longer drafts pay).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass
+class CostCurve:
+    shallow_ms: list[float]
+    deep_ms: list[float]
+    head_ms: float
+
+    @property
+    def max_tokens(self) -> int:
+        return len(self.deep_ms)
+
+    def block_ms(self, m: int, source: str = "self") -> float:
+        n = min(m + 1, self.max_tokens)  # beyond the measured range the curve is extended flat
+        if source == "self":
+            return (m + 1) * (self.shallow_ms[0] + self.head_ms) + self.deep_ms[n - 1]
+        return self.shallow_ms[n - 1] + self.deep_ms[n - 1]
+
+    def to_json(self, path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def from_json(cls, path) -> "CostCurve":
+        d = json.loads(Path(path).read_text())
+        c = cls([float(x) for x in d["shallow_ms"]], [float(x) for x in d["deep_ms"]], float(d["head_ms"]))
+        if not c.shallow_ms or len(c.shallow_ms) != len(c.deep_ms) or min(c.shallow_ms + c.deep_ms + [c.head_ms]) < 0:
+            raise ValueError(f"{path}: shallow_ms and deep_ms must be equally long, non-empty, non-negative")
+        return c
+
+
+def _ms(device, fn) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - t0) * 1e3
+
+
+@torch.no_grad()
+def measure_cost_curve(model, max_tokens: int, reps: int = 5, prefix: int = 32) -> CostCurve:
+    """Median wall times over ``reps`` runs, after a ``prefix``-token context, for n = 1..max_tokens."""
+    dev = model.device
+    caches = model.new_caches(prefix + max_tokens + 2)
+    ids = torch.arange(prefix, device=dev)[None] % model.config.vocab_size
+    model.forward_deep(model.forward_shallow(ids, caches.shallow).h, caches.deep)
+    shallow, deep = [], []
+    for n in range(1, max_tokens + 1):
+        x = ids[:, :n]
+        ts, td = [], []
+        for _ in range(reps + 1):  # the first run is a warm-up
+            out = {}
+            ts.append(_ms(dev, lambda: out.setdefault("h", model.forward_shallow(x, caches.shallow).h)))
+            td.append(_ms(dev, lambda: model.verifier_logits(model.forward_deep(out["h"], caches.deep)).argmax(-1)))
+            caches.crop(prefix)
+        shallow.append(statistics.median(ts[1:]))
+        deep.append(statistics.median(td[1:]))
+    hk = torch.zeros(1, model.config.hidden_size, device=dev, dtype=model.dtype)
+    heads = [_ms(dev, lambda: model.drafter_logits_from_hk(hk).max(-1)) for _ in range(reps + 1)]
+    return CostCurve(shallow, deep, statistics.median(heads[1:]))
