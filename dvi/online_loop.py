@@ -91,12 +91,13 @@ class DVILearner:
         t0 = now(self.model.device)
         d, v, a = blk.draft, blk.verification, blk.accepted
         # only self-drafted positions: an n-gram draft has no hk, and its token is not the drafter's choice
-        n_push = a + (a < blk.drafted) if d.source == "self" else 0
+        learn = self.online and d.source == "self"  # deployed (not online): nothing to store
+        n_push = a + (a < blk.drafted) if learn else 0
         for i in range(1, n_push + 1):
             self.push(hk=d.hk_state_of(i), token=d.tokens[i - 1], z_phi=v.logits[i - 1], reward=int(i <= a),
                       pos=i, is_first_reject=i > a)
         judged = blk.judged_declined  # the candidate the policy declined, judged by v_m for free
-        if d.source == "self" and judged is not None:
+        if learn and judged is not None:
             m = blk.drafted
             self.push(hk=d.declined_hk.to(torch.float16), token=d.declined_token, z_phi=v.logits[m],
                       reward=int(judged), pos=m + 1, is_first_reject=not judged)

@@ -13,6 +13,9 @@ the candidate's; ``keep`` says whether the candidate joins the block, ``go_on`` 
                  goodput(m)      = E[committed](m) / cost.block_ms(m, source)
 
              ``cost`` is the verify-cost curve the run measured on its own machine (``kangaroo/verify_cost.py``).
+             A self-drafted candidate costs a head projection before its confidence is known, so after a run of
+             declined candidates the policy probes only every few blocks (``probe``: 1 + declines // 4 blocks
+             apart, at most ``max_skip``); the blocks in between are plain greedy steps that pay no head.
              p_j comes from the drafter's confidence through a ``Calibrator``: per source and confidence bin,
              (accepted + k * conf) / (tried + k), i.e. the raw confidence as a prior worth k observations,
              replaced by the verifier's observed acceptance as blocks come in.
@@ -26,6 +29,8 @@ class DraftPolicy(Protocol):
     name: str
 
     def decide(self, confs: list[float], source: str = "self") -> tuple[bool, bool]: ...
+
+    def probe(self, source: str = "self") -> bool: ...
 
     def observe(self, block) -> None: ...
 
@@ -42,6 +47,9 @@ class ThresholdStop:
 
     def decide(self, confs: list[float], source: str = "self") -> tuple[bool, bool]:
         return True, confs[-1] >= self.threshold
+
+    def probe(self, source: str = "self") -> bool:
+        return True
 
     def observe(self, block) -> None:
         pass
@@ -95,9 +103,12 @@ class GoodputPolicy:
 
     name = "goodput"
 
-    def __init__(self, cost, calibrator: Calibrator | None = None):
+    def __init__(self, cost, calibrator: Calibrator | None = None, max_skip: int = 8):
         self.cost = cost
         self.calibrator = calibrator or Calibrator()
+        self.max_skip = max_skip
+        self.declines = 0      # first candidates declined in a row
+        self.since_probe = 0   # blocks since the last probe
 
     def goodput(self, ps: list[float], source: str) -> float:
         return expected_committed(ps) / self.cost.block_ms(len(ps), source)
@@ -105,7 +116,17 @@ class GoodputPolicy:
     def decide(self, confs: list[float], source: str = "self") -> tuple[bool, bool]:
         ps = [self.calibrator.p(c, source) for c in confs]
         keep = self.goodput(ps, source) > self.goodput(ps[:-1], source)
+        if len(confs) == 1:
+            self.declines = 0 if keep else self.declines + 1
         return keep, keep
+
+    def probe(self, source: str = "self") -> bool:
+        """Whether this block may pay for a first candidate (see the module docstring)."""
+        self.since_probe += 1
+        if self.since_probe >= min(self.max_skip, 1 + self.declines // 4):
+            self.since_probe = 0
+            return True
+        return False
 
     def observe(self, block) -> None:
         self.calibrator.observe(block)

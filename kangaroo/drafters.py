@@ -56,6 +56,8 @@ class SelfDrafter(Drafter):
         self.steps, self.policy = steps, policy or ThresholdStop(0.6)
 
     def draft(self, model, caches, history: list[int]) -> Draft:
+        if not self.policy.probe("self"):  # not worth a head projection now: a plain greedy step
+            return Draft([], None, None, [], source="self", last_token=history[-1])
         return self_draft(model, history[-1], caches, self.steps, self.policy)
 
     def observe(self, block: Block) -> None:

@@ -82,4 +82,12 @@ def measure_cost_curve(model, max_tokens: int, reps: int = 5, prefix: int = 32) 
         deep.append(statistics.median(td[1:]))
     hk = torch.zeros(1, model.config.hidden_size, device=dev, dtype=model.dtype)
     heads = [_ms(dev, lambda: model.drafter_logits_from_hk(hk).max(-1)) for _ in range(reps + 1)]
-    return CostCurve(shallow, deep, statistics.median(heads[1:]))
+    return CostCurve(_monotone(shallow), _monotone(deep), statistics.median(heads[1:]))
+
+
+def _monotone(ms: list[float]) -> list[float]:
+    """Running maximum: more tokens never cost less (a noisy shared machine can measure them so)."""
+    out: list[float] = []
+    for x in ms:
+        out.append(max(x, out[-1]) if out else x)
+    return out

@@ -109,6 +109,9 @@ class Never:
     def decide(self, confs, source="self"):
         return False, False
 
+    def probe(self, source="self"):
+        return True  # pay for every candidate, then decline it
+
     def observe(self, block):
         pass
 
@@ -125,6 +128,27 @@ def test_zero_draft_blocks_are_greedy_steps(tiny_llama, drafter):
     res = kangaroo_generate(km, ids, 20, set(), drafter=drafter, on_block=lambda b: blocks.append(b.drafted))
     assert res.tokens == greedy_decode(tiny_llama, ids, 20, set()).tokens
     assert blocks == [0] * 20 and res.accept_lengths == [1] * 20
+
+
+def test_goodput_probes_less_after_declines_and_skipped_blocks_stay_greedy(tiny_llama):
+    pol = GoodputPolicy(STEEP, Calibrator(prior_weight=1e9))  # nothing pays on a steep curve
+    probes = [pol.probe() and not pol.decide([0.9])[0] for _ in range(200)]
+    gaps = [i for i, p in enumerate(probes) if p]
+    assert gaps[:6] == [0, 1, 2, 3, 5, 7]  # every block at first; after 4 declines every 2nd, ...
+    assert max(b - a for a, b in zip(gaps, gaps[1:])) == pol.max_skip  # later every max_skip-th block
+    assert sum(probes) < 60
+    pol.decide([1.0, 1.0], "ngram")
+    sure = GoodputPolicy(FLAT, Calibrator(prior_weight=1e9))
+    assert all(sure.probe() and sure.decide([0.9])[0] for _ in range(50))  # kept drafts: a probe every block
+    km = KangarooModel(model_id="tiny", base_model=tiny_llama, exit_layer=2)
+    drafter = SelfDrafter(4, GoodputPolicy(STEEP, Calibrator(prior_weight=1e9)))
+    calls = []
+    head = km.drafter_logits_from_hk
+    km.drafter_logits_from_hk = lambda hk: (calls.append(1), head(hk))[1]
+    ids = repetitive_prompt()
+    res = kangaroo_generate(km, ids, 40, set(), drafter=drafter)
+    assert res.tokens == greedy_decode(tiny_llama, ids, 40, set()).tokens and res.accept_lengths == [1] * 40
+    assert 8 <= len(calls) < 30  # the head ran only on the probed blocks
 
 
 def test_expected_committed_and_goodput_decisions():
