@@ -96,6 +96,9 @@ def test_deployed_drafter_is_deterministic(tmp_path):
     accepts = []
     for _ in range(2):
         _, kmd, dep, _ = make(tmp_path, "--dvi-online", "false", "--load-lora", ck)
+        # the trained LoRA really was loaded (a failed load would leave B = 0 and still be deterministic)
+        assert kmd.drafter_head.proj.B.abs().sum() > 0
+        assert torch.equal(kmd.drafter_head.proj.B, km.drafter_head.proj.B)
         accepts.append([r.accept_lengths for r in run(kmd, dep, prompts(2))])
     assert accepts[0] == accepts[1]
 
@@ -122,8 +125,12 @@ def test_bfloat16_model_trains_and_stays_lossless(tmp_path):
     ids = prompts(1)[0]
     res = kangaroo_generate(km, ids, 20, set(), steps=1, threshold=0.0, on_block=learner.on_block)
     assert learner.train_steps > 0
-    assert len(res.tokens) == 20
     assert km.drafter_head.proj.B.abs().sum() > 0  # the float32 LoRA tensors received bf16-path gradients
+    # lossless against the bf16 model's own greedy output, up to the bf16 near-tie allowance of the judge
+    from kangaroo.lossless import judge
+
+    verdict = judge(lm, ids, greedy_decode(lm, ids, 20, set()).tokens, res.tokens)
+    assert verdict.ok, verdict.line()
 
 
 def test_learns_only_from_self_drafted_positions_and_judged_declined_candidates(tmp_path):
