@@ -6,7 +6,8 @@ import torch
 
 from dvi.checkpoint import CheckpointError
 from dvi.online_loop import DVILearner
-from kangaroo import cli_utils
+from evaluation import cli as cli_utils
+from kangaroo.drafter_head import attach_drafter_head
 from kangaroo.greedy import greedy_decode
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.speculative import kangaroo_generate
@@ -20,7 +21,7 @@ def dvi_args(tmp_path, *extra):
             "--save-lora-path", str(tmp_path / "ckpt"), "--metrics-every", "1000",
             # deterministic cadence here (inline, no time cap); the thread and the cap: test_background_trainer.py
             "--dvi-trainer", "inline", "--max-online-train-ms", "1000000", *extra]
-    return cli_utils.parse_args("kangaroo", argv)
+    return cli_utils.dvi_config(cli_utils.parse_args("kangaroo", argv))
 
 
 def prompts(n=3):
@@ -31,7 +32,7 @@ def prompts(n=3):
 def make(tmp_path, *extra, lm=None):
     lm = lm or make_tiny_llama()
     km = KangarooModel(model_id="tiny", base_model=lm, exit_layer=2)
-    km.attach_drafter_head(r=4, alpha=8.0)
+    attach_drafter_head(km, r=4, alpha=8.0)
     lines = []
     return lm, km, DVILearner(km, dvi_args(tmp_path, *extra), print_fn=lines.append), lines
 
@@ -111,7 +112,7 @@ def test_mismatched_checkpoint_is_refused_and_kept(tmp_path):
     before = ck.read_bytes()
     lm3 = make_tiny_llama()
     km3 = KangarooModel(model_id="tiny", base_model=lm3, exit_layer=3)
-    km3.attach_drafter_head(r=4, alpha=8.0)
+    attach_drafter_head(km3, r=4, alpha=8.0)
     with pytest.raises(CheckpointError, match="exit_layer"):
         DVILearner(km3, dvi_args(tmp_path, "--dvi-online", "true", "--exitlayer", "3", "--load-lora", str(ck)))
     assert ck.read_bytes() == before

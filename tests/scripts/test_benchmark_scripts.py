@@ -36,11 +36,12 @@ def prompts(tmp_path):
 def lora(tiny_model_dir, tmp_path):
     """A deployable DVI checkpoint whose drafter head differs from the verifier's (random LoRA B)."""
     from dvi.checkpoint import save_ckpt
+    from kangaroo.drafter_head import attach_drafter_head
     from kangaroo.kangaroo_model import KangarooModel
     from kangaroo.model_loading import load_causal_lm
 
     km = KangarooModel(model_id=str(tiny_model_dir), base_model=load_causal_lm(str(tiny_model_dir)), exit_layer=2)
-    head = km.attach_drafter_head(r=4, alpha=8.0)
+    head = attach_drafter_head(km, r=4, alpha=8.0)
     with torch.no_grad():
         head.proj.B.copy_(torch.randn(head.proj.B.shape, generator=torch.Generator().manual_seed(0)) * 0.5)
     path = tmp_path / "ckpt" / "final.pt"
