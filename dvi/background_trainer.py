@@ -28,26 +28,25 @@ class ShadowDrafter:
     def drafter_logits_from_hk(self, hk):
         return self.drafter_head(hk)
 
-    def dvi_trainable_params(self):
-        return self.drafter_head.lora_params()
-
     @torch.no_grad()
     def copy_from(self, model) -> None:
-        for mine, live in zip(self.dvi_trainable_params(), model.dvi_trainable_params()):
+        for mine, live in zip(self.drafter_head.trainable_params(), model.drafter_head.trainable_params()):
             mine.copy_(live)
 
 
 class BackgroundTrainer:
-    def __init__(self, model, trainer, buffer, batch_size: int, update_every: int, shadow: ShadowDrafter):
+    def __init__(self, model, trainer, buffer, shadow: ShadowDrafter):
+        """Cadence from ``trainer.cfg``: a step whenever ``update_every`` new blocks arrived and the buffer holds
+        ``batch_size`` tuples."""
         self.model, self.trainer, self.buffer, self.shadow = model, trainer, buffer, shadow
-        self.batch_size, self.update_every = batch_size, update_every
+        self.batch_size, self.update_every = trainer.cfg.batch_size, trainer.cfg.update_every
         self._cv = threading.Condition()
         self._blocks = 0            # blocks seen (decode side)
         self._trained_at = 0        # blocks seen at the last step's start
         self._stop = False
         self._pub_lock = threading.Lock()
         self.step_lock = threading.Lock()  # held during a step: checkpoints take it to read a consistent optimizer
-        self._staged = [p.detach().clone() for p in shadow.dvi_trainable_params()]
+        self._staged = [p.detach().clone() for p in shadow.drafter_head.trainable_params()]
         self.version = 0            # published
         self.applied = 0            # adopted by the decode thread
         self._done: list[tuple[int, dict]] = []
@@ -67,7 +66,7 @@ class BackgroundTrainer:
             return False
         try:
             with torch.no_grad():
-                for live, staged in zip(self.model.dvi_trainable_params(), self._staged):
+                for live, staged in zip(self.model.drafter_head.trainable_params(), self._staged):
                     live.copy_(staged)
             self.applied = self.version
         finally:
@@ -94,7 +93,7 @@ class BackgroundTrainer:
 
     def apply_published_blocking(self) -> None:
         with self._pub_lock, torch.no_grad():
-            for live, staged in zip(self.model.dvi_trainable_params(), self._staged):
+            for live, staged in zip(self.model.drafter_head.trainable_params(), self._staged):
                 live.copy_(staged)
             self.applied = self.version
 
@@ -115,7 +114,7 @@ class BackgroundTrainer:
                 with self.step_lock:
                     stats = self.trainer.step(self.buffer.sample(self.batch_size), step)
                     with self._pub_lock, torch.no_grad():
-                        for staged, p in zip(self._staged, self.shadow.dvi_trainable_params()):
+                        for staged, p in zip(self._staged, self.shadow.drafter_head.trainable_params()):
                             staged.copy_(p)
                         self.version += 1
                 stats["thread_ms"] = (time.perf_counter() - t0) * 1e3

@@ -1,7 +1,11 @@
 """DVI checkpoints: the LoRA tensors of the drafter head and the trainer state, never the base weights.
 
-    {"format": "kangaroo-dvi-lora", "version": 1, "meta": {...}, "lora": {name: tensor}, "optimizer": sd | None,
+    {"format": "kangaroo-dvi-lora", "version": 2, "meta": {...}, "lora": {name: tensor}, "optimizer": sd | None,
      "schedule": sd | None, "ema_baseline": float, "global_step": int | None, "extra": dict}
+
+``lora`` holds the drafter head's named trainable tensors (``DrafterHead.named_trainable``: ``A``, ``B``) and
+``meta["drafter"]`` its metadata. Version 1 files named them by attribute path (``drafter_head.proj.A``); they
+are read through ``LEGACY_NAMES`` and load as before.
 
 Writes are atomic (temp file in the same folder, fsync, os.replace): a crash mid-save leaves the previous file
 under that name intact. Loads use ``weights_only=True`` (a checkpoint cannot run code) and validate everything
@@ -21,10 +25,11 @@ from pathlib import Path
 
 import torch
 
-from kangaroo.errors import UserError
+from common.errors import UserError
 
-FORMAT, VERSION = "kangaroo-dvi-lora", 1
-LORA_SUFFIXES = (".proj.A", ".proj.B")
+FORMAT, VERSION = "kangaroo-dvi-lora", 2
+READS = (1, 2)
+LEGACY_NAMES = {"drafter_head.proj.A": "A", "drafter_head.proj.B": "B"}  # version 1 -> the head's own names
 # meta key -> the flag that sets it (None: it comes with the model, so --model-id is the fix)
 CHECKED = {"model_id": "--model-id", "num_hidden_layers": None, "hidden_size": None, "vocab_size": None,
            "exit_layer": "--exitlayer", "lora_r": "--dvi-lora-r", "lora_alpha": "--dvi-lora-alpha"}
@@ -40,7 +45,13 @@ def checkpoint_path(dir, global_step: int | None = None) -> Path:
 
 
 def _lora_params(model) -> dict:
-    return {n: p for n, p in model.named_parameters() if n.endswith(LORA_SUFFIXES)}
+    head = getattr(model, "drafter_head", None)
+    return {} if head is None else head.named_trainable()
+
+
+def upgrade_names(lora: dict) -> dict:
+    """A version-1 ``lora`` dict (attribute-path names) under the drafter head's own names."""
+    return {LEGACY_NAMES.get(n, n): t for n, t in lora.items()}
 
 
 def lora_state_dict(model) -> dict:
@@ -77,7 +88,7 @@ def head_sample(weight: torch.Tensor, n: int = 16) -> list[float]:
 def _verifier_head_weight(model) -> torch.Tensor:
     """The verifier's head (the model itself, whatever the drafter's vocabulary); a bare drafter: its base copy."""
     head_model = getattr(model, "head_model", None)
-    return head_model.weight if head_model is not None else model.drafter_head.proj.base.weight
+    return head_model.weight if head_model is not None else model.drafter_head.base_weight
 
 
 def _samples_match(a, b) -> bool:
@@ -89,12 +100,12 @@ def checkpoint_meta(model) -> dict:
     head, cfg = model.drafter_head, model.config
     if head is None:
         raise CheckpointError("the model has no drafter head, so there is nothing to save or load: "
-                              "attach one first (model.attach_drafter_head)")
+                              "attach one first (kangaroo.drafter_head.attach_drafter_head)")
     return {"format": FORMAT, "version": VERSION, "model_id": str(model.model_id), "exit_layer": int(model.exit_layer),
             "hidden_size": int(cfg.hidden_size), "vocab_size": int(cfg.vocab_size),
-            "num_hidden_layers": int(cfg.num_hidden_layers), "lora_r": int(head.proj.r),
-            "lora_alpha": float(head.proj.alpha), "head_sample": head_sample(_verifier_head_weight(model)),
-            "drafter_vocab": _drafter_vocab(model)}
+            "num_hidden_layers": int(cfg.num_hidden_layers), "lora_r": head.metadata()["lora_r"],
+            "lora_alpha": head.metadata()["lora_alpha"], "head_sample": head_sample(_verifier_head_weight(model)),
+            "drafter_vocab": _drafter_vocab(model), "drafter": head.metadata()}
 
 
 def _drafter_vocab(model):
@@ -113,7 +124,7 @@ def fit_lora_to_drafter_vocab(path, model, ck: dict) -> dict:
     if saved is None and own is not None:
         lora = dict(ck["lora"])
         for n, t in lora.items():
-            if n.endswith(".proj.B") and torch.is_tensor(t) and t.shape[0] == model.config.vocab_size:
+            if n == "B" and torch.is_tensor(t) and t.shape[0] == model.config.vocab_size:
                 lora[n] = t.index_select(0, own)
         return lora
     return ck["lora"]
@@ -221,13 +232,14 @@ def read_ckpt(path) -> dict:
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a Kangaroo-DVI LoRA checkpoint (format {FORMAT!r} expected): pass a "
                               ".pt file written by --save-lora-path")
-    if ck.get("version") != VERSION:
-        raise CheckpointError(f"checkpoint {path} has format version {ck.get('version')}, this code reads version "
-                              f"{VERSION}: use the code that wrote it, or train a new drafter")
+    if ck.get("version") not in READS:
+        raise CheckpointError(f"checkpoint {path} has format version {ck.get('version')}, this code reads versions "
+                              f"{', '.join(map(str, READS))}: use the code that wrote it, or train a new drafter")
     missing = [k for k in ("meta", "lora", "optimizer", "schedule", "ema_baseline") if k not in ck]
     if missing or not isinstance(ck["meta"], dict) or not isinstance(ck["lora"], dict):
         raise CheckpointError(f"checkpoint {path} is incomplete (missing {', '.join(missing) or 'meta/lora'}): "
                               f"use another checkpoint (the previous ones in {path.parent} are untouched)")
+    ck["lora"] = upgrade_names(ck["lora"])
     return ck
 
 

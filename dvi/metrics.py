@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kangaroo.errors import UserError
+from common.errors import UserError
 
 TRAIN_COLS = ("step", "loss", "kd", "rkl", "ce", "pg", "entropy", "w_kl", "w_ce", "w_pg", "reward_mean", "baseline",
               "ms", "over_budget")

@@ -22,6 +22,11 @@ class PiecewiseSchedule:
         self.ramp = max(1, int(warmup if ramp is None else ramp))
         self.step = 0
 
+    @classmethod
+    def from_config(cls, cfg) -> "PiecewiseSchedule":
+        """From a ``dvi.config.ScheduleConfig``."""
+        return cls(cfg.warmup, cfg.kl0, cfg.klmin, cfg.pgmax)
+
     def set_step(self, step: int) -> None:
         self.step = int(step)
 

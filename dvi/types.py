@@ -1,11 +1,13 @@
-"""Shared DVI types: one training tuple, and the error raised for a bad ``--dvi-*`` setting."""
+"""Shared DVI types: one training tuple (what the loop pushes), one batch (what the trainer reads), and the
+error raised for a bad DVI setting. The buffer's storage layout stays inside ``dvi/buffer.py``."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
 import torch
 
-from kangaroo.errors import UserError
+from common.errors import UserError
 
 
 class DVIConfigError(UserError, ValueError):
@@ -13,11 +15,33 @@ class DVIConfigError(UserError, ValueError):
 
 
 class DVITrainSample(NamedTuple):
-    hk: torch.Tensor                 # [d_model] float16: the drafter's features at this position
+    hk: torch.Tensor                 # [d_model]: the drafter's features at this position (stored float16)
     token: int                       # the drafted token
-    reward: int                      # 1 accepted, 0 first reject
+    z_phi: torch.Tensor              # [V] the verifier's logits there (the buffer keeps all or the top-K)
+    reward: int                      # 1 accepted, 0 rejected
     pos: int                         # 1..m for accepted, m+1 for the first reject
-    z_phi: Optional[torch.Tensor]    # [V] verifier logits if store=full
-    z_idx: Optional[torch.Tensor]    # [K] top-K indices of the verifier logits if store=topk
-    z_val: Optional[torch.Tensor]    # [K] their logits if store=topk
     is_first_reject: bool
+
+
+@dataclass
+class Batch:
+    """n tuples drawn from the buffer. Exactly one of ``z_phi`` (store full) or ``z_idx``/``z_val`` (top-K) is set."""
+    hk: torch.Tensor                        # [n, d] float16
+    token: torch.Tensor                     # [n] int64
+    reward: torch.Tensor                    # [n] float32 (1 accepted, 0 rejected)
+    pos: torch.Tensor                       # [n] int64
+    is_first_reject: torch.Tensor           # [n] bool
+    z_phi: Optional[torch.Tensor] = None    # [n, V] verifier logits (store full)
+    z_idx: Optional[torch.Tensor] = None    # [n, K] int64 top-K indices (store topk)
+    z_val: Optional[torch.Tensor] = None    # [n, K] their logits (store topk)
+
+    def __post_init__(self):
+        if (self.z_phi is None) == (self.z_idx is None or self.z_val is None):
+            raise ValueError("a Batch holds either z_phi (store full) or z_idx and z_val (store topk)")
+
+    @property
+    def store(self) -> str:
+        return "full" if self.z_phi is not None else "topk"
+
+    def __len__(self) -> int:
+        return int(self.token.shape[0])

@@ -9,7 +9,7 @@ import json
 import time
 from pathlib import Path
 
-from kangaroo.errors import UserError
+from common.errors import UserError
 
 
 RECORD_START = '{"question_id": '   # json.dumps of answer_record always starts so

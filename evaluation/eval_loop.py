@@ -14,7 +14,7 @@ import torch
 
 from evaluation.answers import answer_record, append_answer, default_answer_file, done_question_ids
 from evaluation.questions import chat_prompt_ids, load_questions
-from kangaroo.errors import UserError
+from common.errors import UserError
 from kangaroo.greedy import DecodeResult
 from kangaroo.timing import sync
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from evaluation.eval_loop import run_questions
-from kangaroo.cli_utils import parse_args, run_main, validate_against_config
+from evaluation.cli import parse_args, run_main, validate_against_config
 from kangaroo.cache_pool import ReusableCaches, greedy_cache_factory
 from kangaroo.greedy import eos_ids_of, greedy_decode
 from kangaroo.model_loading import load_causal_lm, load_tokenizer

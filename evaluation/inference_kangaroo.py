@@ -19,7 +19,7 @@ import torch
 
 from evaluation.eval_loop import run_questions
 from kangaroo.cache_pool import ReusableCaches
-from kangaroo.cli_utils import parse_args, run_main, validate_against_config
+from evaluation.cli import drafter_config, dvi_config, parse_args, run_main, validate_against_config
 from kangaroo.drafter_config import apply_drafter_vocab, build_drafter
 from kangaroo.greedy import eos_ids_of
 from kangaroo.kangaroo_model import KangarooModel
@@ -73,18 +73,21 @@ def main(argv=None) -> int:
     tokenizer = load_tokenizer(args.model_id)
     model = build_model(args)
     eos = eos_ids_of(tokenizer, model.config)
-    apply_drafter_vocab(args, model, tokenizer)
+    dcfg = drafter_config(args)
+    apply_drafter_vocab(dcfg, model, tokenizer)
     learner, log, hook = None, None, None
     if args.dvi_online or args.load_lora:
         from dvi.online_loop import DVILearner
+        from kangaroo.drafter_head import attach_drafter_head
 
-        model.attach_drafter_head(r=args.dvi_lora_r, alpha=args.dvi_lora_alpha)
-        learner = DVILearner(model, args)
+        cfg = dvi_config(args)
+        attach_drafter_head(model, r=cfg.lora.r, alpha=cfg.lora.alpha)
+        learner = DVILearner(model, cfg)
         hook = learner.on_block
     elif args.metrics_out:
         log, hook = plain_metrics(model, args)
     pool = ReusableCaches(model.new_caches)
-    drafter = build_drafter(args, model)
+    drafter = build_drafter(dcfg, model, online=args.dvi_online)
     print(f"[drafter] {json.dumps(drafter.metadata())}"
           + (f", drafter vocabulary {args.drafter_vocab}" if args.drafter_vocab else ""))
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from kangaroo.errors import UserError
+from common.errors import UserError
 
 
 def load_questions(path: str | Path, begin: int | None = None, end: int | None = None) -> list[dict]:

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kangaroo.errors import UserError
+from common.errors import UserError
 from kangaroo.llama_forward import attention
 
 FORMAT = "kangaroo-adapter"

@@ -14,7 +14,7 @@ the candidate's; ``keep`` says whether the candidate joins the block, ``go_on`` 
 
              ``cost`` is the verify-cost curve the run measured on its own machine (``kangaroo/verify_cost.py``).
              A self-drafted candidate costs a head projection before its confidence is known, so after a run of
-             declined candidates the policy probes only every few blocks (``probe``: 1 + declines // 4 blocks
+             declined candidates the policy probes only every few blocks (``probe``: 1 + declines // 2 blocks
              apart, at most ``max_skip``); the blocks in between are plain greedy steps that pay no head.
              p_j comes from the drafter's confidence through a ``Calibrator``: per source and confidence bin,
              (accepted + k * conf) / (tried + k), i.e. the raw confidence as a prior worth k observations,
@@ -103,7 +103,7 @@ class GoodputPolicy:
 
     name = "goodput"
 
-    def __init__(self, cost, calibrator: Calibrator | None = None, max_skip: int = 8):
+    def __init__(self, cost, calibrator: Calibrator | None = None, max_skip: int = 16):
         self.cost = cost
         self.calibrator = calibrator or Calibrator()
         self.max_skip = max_skip
@@ -123,7 +123,7 @@ class GoodputPolicy:
     def probe(self, source: str = "self") -> bool:
         """Whether this block may pay for a first candidate (see the module docstring)."""
         self.since_probe += 1
-        if self.since_probe >= min(self.max_skip, 1 + self.declines // 4):
+        if self.since_probe >= min(self.max_skip, 1 + self.declines // 2):
             self.since_probe = 0
             return True
         return False

@@ -55,8 +55,29 @@ class DrafterHead(nn.Module):
         """hk [..., d] (any float dtype) -> logits [..., V] float32."""
         return self.proj(hk)
 
-    def lora_params(self) -> list[nn.Parameter]:
+    def trainable_params(self) -> list[nn.Parameter]:
         return self.proj.trainable_params()
+
+    def named_trainable(self) -> dict[str, nn.Parameter]:
+        """The trained tensors by name: what a checkpoint stores (``A`` [r, d], ``B`` [N, r])."""
+        return {"A": self.proj.A, "B": self.proj.B}
+
+    def metadata(self) -> dict:
+        return {"lora_r": int(self.proj.r), "lora_alpha": float(self.proj.alpha), "rows": int(self.proj.out_features)}
+
+    @property
+    def weight_device(self) -> torch.device:
+        return self.proj.base.weight.device
+
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        """The frozen base projection's dtype (the trainer feeds hk in it)."""
+        return self.proj.base.weight.dtype
+
+    @property
+    def base_weight(self) -> torch.Tensor:
+        """The frozen copy of the verifier's head rows (read-only)."""
+        return self.proj.base.weight
 
     def shadow(self) -> "DrafterHead":
         """A head sharing this one's frozen base projection (read-only) with its own copy of A and B: what a
@@ -88,3 +109,17 @@ class DrafterHead(nn.Module):
         proj.base.requires_grad_(False)
         proj.reset_lora_parameters()
         return out
+
+
+def attach_drafter_head(model, *, r: int = 8, alpha: float = 8.0) -> DrafterHead:
+    """Give ``model`` (a ``KangarooModel``) a LoRA drafter head: a separate copy of its verifier head (never
+    sharing storage), restricted to ``model.drafter_vocab`` when the drafter vocabulary is pruned. Replaces any
+    head attached before. Returns the head."""
+    model.drafter_head = DrafterHead.from_verifier_head(model.head_model, r=r, alpha=alpha, rows=model.drafter_vocab)
+    return model.drafter_head
+
+
+def trainable_params(model) -> list[nn.Parameter]:
+    """What DVI may train on ``model``: its drafter head's LoRA tensors (none without a head)."""
+    head = getattr(model, "drafter_head", None)
+    return [] if head is None else head.trainable_params()

@@ -65,7 +65,9 @@ class SelfDrafter(Drafter):
             self.policy.observe(block)
 
     def trainable_params(self, model) -> list:
-        return model.dvi_trainable_params()
+        from kangaroo.drafter_head import trainable_params
+
+        return trainable_params(model)
 
     def metadata(self) -> dict:
         return {**super().metadata(), "policy": self.policy.name}

@@ -8,8 +8,9 @@ layers. ``adapter_mode="none"`` builds the identity adapter: the shallow stack i
 layers [0, k) and hk = final_norm(h_k), derived from the base config with no file access.
 ``adapter_mode="load"`` reads a Kangaroo adapter folder (``kangaroo/adapter.py``).
 
-The base model, its head (``head_model``) and the shallow copies are frozen; the only trainable tensors are the
-LoRA A/B of an attached ``DrafterHead`` (``dvi_trainable_params``).
+The base model, its head (``head_model``) and the shallow copies are frozen. The model holds the split verifier;
+the drafter's trainable part (a LoRA ``DrafterHead``) is attached and listed by ``kangaroo/drafter_head.py``
+(``attach_drafter_head``, ``trainable_params``); the model only projects through it when one is attached.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from kangaroo.errors import UserError
+from common.errors import UserError
 from kangaroo.llama_forward import causal_mask, decoder_layer, final_norm, new_cache, project, rotary_for, run_layers
 from kangaroo.kv_cache import KVCache
 
@@ -149,7 +150,7 @@ class KangarooModel(nn.Module):
 
     def set_drafter_vocab(self, ids) -> None:
         """Prune the drafter's head to the tokens ``ids`` (FR-Spec); None restores the full vocabulary. The
-        verifier keeps the full vocabulary, so the output is unchanged. Call before ``attach_drafter_head``."""
+        verifier keeps the full vocabulary, so the output is unchanged. Call before ``drafter_head.attach_drafter_head``."""
         if self.drafter_head is not None:
             raise RuntimeError("set the drafter vocabulary before attaching the LoRA drafter head")
         if ids is None:
@@ -161,14 +162,3 @@ class KangarooModel(nn.Module):
             raise ValueError(f"drafter vocabulary must be distinct ids in 0..{V - 1}")
         self.drafter_vocab = ids
         self._pruned_head_weight = self.head_model.weight.detach()[ids].clone()
-
-    # ------------------------------------------------------------------------------------------ DVI
-    def attach_drafter_head(self, *, r: int = 8, alpha: float = 8.0):
-        """A separate LoRA-backed copy of ``head_model`` (never shares its storage)."""
-        from kangaroo.drafter_head import DrafterHead
-
-        self.drafter_head = DrafterHead.from_verifier_head(self.head_model, r=r, alpha=alpha, rows=self.drafter_vocab)
-        return self.drafter_head
-
-    def dvi_trainable_params(self) -> list:
-        return list(self.drafter_head.lora_params()) if self.drafter_head is not None else []

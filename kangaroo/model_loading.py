@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from kangaroo.errors import UserError
+from common.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = REPO / "assets"

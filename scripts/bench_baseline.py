@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from evaluation.questions import chat_prompt_ids, load_questions
-from kangaroo.cli_utils import (OneLineParser, add_model_args, add_speculation_args, resolve_device_dtype,
+from evaluation.cli import (OneLineParser, add_model_args, add_speculation_args, resolve_device_dtype,
                                 resolve_model_id)
 from kangaroo.greedy import eos_ids_of, greedy_decode
 from kangaroo.kangaroo_model import KangarooModel

@@ -43,10 +43,10 @@ from pathlib import Path
 
 import torch
 
-from kangaroo.cli_utils import (OneLineParser, add_drafter_args, add_model_args, add_speculation_args, fail,
+from evaluation.cli import (OneLineParser, add_drafter_args, add_model_args, add_speculation_args, fail,
                                 resolve_device_dtype, resolve_model_id, resolve_question_file, run_main,
                                 validate_against_config, validate_drafter_args)
-from kangaroo.errors import UserError
+from common.errors import UserError
 
 METHODS = ("baseline", "hf_generate", "prompt_lookup", "early_exit_assist", "kangaroo", "dvi", "dvi_self", "ngram",
            "dvi_threshold")
@@ -96,9 +96,11 @@ def parse_args(argv=None):
         fail(f"--methods: unknown {', '.join(bad)}; pick from {','.join(METHODS)}")
     args.methods = [m for m in METHODS if m == "baseline" or m in names]
     validate_drafter_args(args)
+    from evaluation.cli import drafter_config
     from kangaroo.drafter_config import resolve_auto
 
-    resolve_auto(args)  # deploy: auto = hybrid drafter, goodput policy
+    resolved = resolve_auto(drafter_config(args))  # deploy: auto = hybrid drafter, goodput policy
+    args.drafter, args.draft_policy = resolved.drafter, resolved.draft_policy
     resolve_question_file(args)
     resolve_device_dtype(args)
     return args
@@ -235,6 +237,7 @@ def make_methods(args, lm, models: dict, eos: set[int], pad_id: int | None, call
             return r.tokens, r.steps, None
         return decode
 
+    from evaluation.cli import drafter_config
     from kangaroo.drafter_config import cost_curve
     from kangaroo.draft_policy import make_policy
     from kangaroo.drafters import make_drafter
@@ -243,7 +246,7 @@ def make_methods(args, lm, models: dict, eos: set[int], pad_id: int | None, call
         """One drafter per method for the whole run: its calibration carries over questions, as when serving."""
         if model is None:
             return None
-        cost = cost_curve(args, model) if policy == "goodput" else None
+        cost = cost_curve(drafter_config(args), model) if policy == "goodput" else None
         return make_drafter(kind, args.steps, lambda: make_policy(policy, args.threshold, cost, args.goodput_prior),
                             args.ngram_min, args.ngram_max)
 
@@ -268,20 +271,18 @@ def make_methods(args, lm, models: dict, eos: set[int], pad_id: int | None, call
 
 
 def build_models(args, lm, tokenizer=None) -> dict:
-    from dvi.checkpoint import load_ckpt, read_ckpt
-    from kangaroo.kangaroo_model import KangarooModel
-
+    from dvi.deploy import deploy_drafter
+    from evaluation.cli import drafter_config
     from kangaroo.drafter_config import apply_drafter_vocab
+    from kangaroo.kangaroo_model import KangarooModel
 
     models = {}
     if {"kangaroo", "ngram"} & set(args.methods):
         models["kangaroo"] = KangarooModel(model_id=args.model_id, exit_layer=args.exitlayer, base_model=lm)
     if set(LORA_METHODS) & set(args.methods):
-        meta = read_ckpt(args.load_lora)["meta"]
         km = KangarooModel(model_id=args.model_id, exit_layer=args.exitlayer, base_model=lm)
-        apply_drafter_vocab(args, km, tokenizer)  # a full-vocabulary LoRA loads sliced to the kept rows
-        km.attach_drafter_head(r=int(meta.get("lora_r", 8)), alpha=float(meta.get("lora_alpha", 8.0)))
-        load_ckpt(args.load_lora, km, None, None)  # deploy: LoRA tensors only, no trainer
+        apply_drafter_vocab(drafter_config(args), km, tokenizer)  # a full-vocabulary LoRA loads sliced to the kept rows
+        deploy_drafter(km, args.load_lora)  # deploy: LoRA tensors only, no trainer
         models["dvi"] = km
     return models
 

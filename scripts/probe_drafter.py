@@ -19,11 +19,13 @@ from pathlib import Path
 
 import torch
 
+from dvi.config import ScheduleConfig, TrainerConfig
 from dvi.online_trainer import OnlineTrainer
-from dvi.schedule import PiecewiseSchedule
+from dvi.types import Batch
 from evaluation.eval_loop import sharegpt_questions
 from evaluation.questions import chat_prompt_ids
-from kangaroo.cli_utils import OneLineParser, add_exitlayer_arg, add_model_args, resolve_device_dtype, resolve_model_id
+from evaluation.cli import OneLineParser, add_exitlayer_arg, add_model_args, resolve_device_dtype, resolve_model_id
+from kangaroo.drafter_head import attach_drafter_head
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.model_loading import load_causal_lm, load_tokenizer
 
@@ -96,18 +98,17 @@ def main(argv=None) -> int:
     results = []
     for lr, r, preset in itertools.product([float(x) for x in args.lrs.split(",")],
                                           [int(x) for x in args.ranks.split(",")], args.presets.split(",")):
-        model.attach_drafter_head(r=r, alpha=float(r))
-        sched = PiecewiseSchedule(args.warmup, 1.0, 0.1, 0.2)
-        trainer = OnlineTrainer(model, lr, args.tau, sched, None, "topk", args.topk, model.config.vocab_size,
-                                preset=preset)
+        attach_drafter_head(model, r=r, alpha=float(r))
+        # the DVI defaults (dvi/config.py) except what the probe varies
+        tcfg = TrainerConfig(lr=lr, tau=args.tau, ablation=preset, batch_size=args.batch, max_ms=None)
+        trainer = OnlineTrainer(model, tcfg, ScheduleConfig(warmup=args.warmup), model.config.vocab_size)
         curve = [(0, agreement(model, hk[ev], top1[ev]))]
         t0 = time.time()
         for step in range(1, args.train_steps + 1):
             b = tr[torch.randint(len(tr), (args.batch,))]
             # every teacher-forced position is a drafted position; reward = did the untrained drafter agree
-            batch = {"hk": hk[b], "token": top1[b], "reward": torch.ones(args.batch), "pos": torch.ones(args.batch),
-                     "is_first_reject": torch.zeros(args.batch, dtype=torch.bool), "z_phi": None,
-                     "z_idx": idx[b], "z_val": val[b]}
+            batch = Batch(hk=hk[b], token=top1[b], reward=torch.ones(args.batch), pos=torch.ones(args.batch).long(),
+                          is_first_reject=torch.zeros(args.batch, dtype=torch.bool), z_idx=idx[b], z_val=val[b])
             stats = trainer.step(batch, step)
             if step % args.eval_every == 0:
                 curve.append((step, agreement(model, hk[ev], top1[ev])))

@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from kangaroo import cpu_engine
-from kangaroo.cli_utils import OneLineParser, add_model_args, add_speculation_args, resolve_device_dtype, resolve_model_id
+from evaluation.cli import OneLineParser, add_model_args, add_speculation_args, resolve_device_dtype, resolve_model_id
 
 
 def build_parser() -> OneLineParser:
@@ -106,9 +106,10 @@ def stream_rate(mb: int, repeats: int, device, dtype) -> float:
 
 @torch.no_grad()
 def measure(km, args, lora_r: int, lora_alpha: float, train: bool = True) -> dict:
+    from dvi.config import ScheduleConfig, TrainerConfig
     from dvi.online_trainer import OnlineTrainer
-    from dvi.schedule import PiecewiseSchedule
-    from kangaroo.drafter_head import DrafterHead
+    from dvi.types import Batch
+    from kangaroo.drafter_head import DrafterHead, attach_drafter_head
 
     cfg, dev, n_max = km.config, km.device, args.steps + 1
     gen = torch.Generator().manual_seed(0)
@@ -144,19 +145,19 @@ def measure(km, args, lora_r: int, lora_alpha: float, train: bool = True) -> dic
     if not train:
         return costs
     # one trainer step on a synthetic batch of the real shapes, past the warm-up (every term computed)
-    km.drafter_head = lora_head
+    attach_drafter_head(km, r=lora_r, alpha=lora_alpha).load_state_dict(lora_head.state_dict())
     b, k = args.dvi_batch_size, min(args.dvi_topk, cfg.vocab_size)
-    batch = {"hk": torch.randn(b, cfg.hidden_size, generator=gen).to(dev, torch.float16),
-             "token": torch.randint(0, cfg.vocab_size, (b,), generator=gen).to(dev),
-             "reward": (torch.rand(b, generator=gen) < 0.3).float().to(dev),
-             "pos": torch.randint(1, args.steps + 1, (b,), generator=gen).to(dev),
-             "is_first_reject": (torch.rand(b, generator=gen) < 0.5).to(dev),
-             "z_phi": None,
-             "z_idx": torch.stack([torch.randperm(cfg.vocab_size, generator=gen)[:k] for _ in range(b)]).to(dev),
-             "z_val": torch.randn(b, k, generator=gen).to(dev, torch.float16)}
-    trainer = OnlineTrainer(km, 1e-4, 1.0, PiecewiseSchedule(0, 1.0, 1.0, 0.2), None, "topk", k, cfg.vocab_size)
+    batch = Batch(hk=torch.randn(b, cfg.hidden_size, generator=gen).to(dev, torch.float16),
+                  token=torch.randint(0, cfg.vocab_size, (b,), generator=gen).to(dev),
+                  reward=(torch.rand(b, generator=gen) < 0.3).float().to(dev),
+                  pos=torch.randint(1, args.steps + 1, (b,), generator=gen).to(dev),
+                  is_first_reject=(torch.rand(b, generator=gen) < 0.5).to(dev),
+                  z_idx=torch.stack([torch.randperm(cfg.vocab_size, generator=gen)[:k] for _ in range(b)]).to(dev),
+                  z_val=torch.randn(b, k, generator=gen).to(dev, torch.float16))
+    trainer = OnlineTrainer(km, TrainerConfig(lr=1e-4, tau=1.0, max_ms=None), ScheduleConfig(0, 1.0, 1.0, 0.2),
+                            cfg.vocab_size)
     costs["train_ms"] = median_ms(lambda: trainer.step(batch, 10 ** 6), max(3, args.repeats // 3), dev)
-    km.drafter_head = None
+    km.drafter_head = None  # measured: back to the identity drafter
     return costs
 
 
@@ -249,6 +250,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from kangaroo.cli_utils import run_main
+    from evaluation.cli import run_main
 
     raise SystemExit(run_main(main))

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import torch
 
-from kangaroo.cli_utils import OneLineParser, add_model_args, add_speculation_args, fail, resolve_device_dtype
+from evaluation.cli import OneLineParser, add_model_args, add_speculation_args, fail, resolve_device_dtype
 
 SHAPES = {
     "7b": dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
@@ -115,6 +115,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from kangaroo.cli_utils import run_main
+    from evaluation.cli import run_main
 
     raise SystemExit(run_main(main))

@@ -26,7 +26,10 @@ import sys
 import time
 from pathlib import Path
 
-from kangaroo.cli_utils import ABLATIONS, OneLineParser, fail, run_main
+from dvi.presets import PRESETS
+from evaluation.cli import OneLineParser, fail, run_main
+
+ABLATIONS = tuple(PRESETS)
 
 # flags this script sets per preset: passing them through would break the comparison or the layout
 OWNED = ("--dvi-ablation", "--dvi-online", "--metrics-out", "--save-lora-path", "--answer-file", "--overwrite",

@@ -5,7 +5,8 @@ import threading
 
 import torch
 
-from dvi.buffer import DVIRingBuffer
+from dvi.types import DVITrainSample
+from tests.dvi.helpers import ring
 from dvi.online_loop import DVILearner
 from dvi.train_budget import TrainBudget
 from kangaroo.greedy import greedy_decode
@@ -54,15 +55,15 @@ def test_buffer_is_consistent_under_concurrent_push_and_sample():
     """Every field of a slot is written as i (hk, token, pos, the top-1 index): a sample mixing two pushes
     would show different values across fields."""
     V, K = 50, 4
-    buf = DVIRingBuffer(32, 8, V, "topk", K, torch.float32)
+    buf = ring(32, 8, V, "topk", K, torch.float32)
     bad, stop = [], threading.Event()
 
     def sampler():
         while not stop.is_set():
             if buf.size >= 8:
                 s = buf.sample(8)
-                i = s["token"]
-                ok = (s["pos"] == i).all() and (s["hk"][:, 0].long() == i).all() and (s["z_idx"][:, 0] == i).all()
+                i = s.token
+                ok = (s.pos == i).all() and (s.hk[:, 0].long() == i).all() and (s.z_idx[:, 0] == i).all()
                 if not ok:
                     bad.append(s)
 
@@ -72,7 +73,7 @@ def test_buffer_is_consistent_under_concurrent_push_and_sample():
         i = n % V
         z = torch.zeros(V)
         z[i] = 10.0
-        buf.push_topk(hk=torch.full((8,), float(i)), token=i, z_phi=z, reward=1, pos=i, is_first_reject=False)
+        buf.push(DVITrainSample(hk=torch.full((8,), float(i)), token=i, z_phi=z, reward=1, pos=i, is_first_reject=False))
     stop.set()
     t.join()
     assert not bad

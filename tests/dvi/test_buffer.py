@@ -5,6 +5,9 @@ from torch.utils._pytree import tree_flatten
 
 from dvi import losses as L
 from dvi.buffer import DVIRingBuffer
+from dvi.config import BufferConfig
+from dvi.types import DVITrainSample
+from tests.dvi.helpers import ring
 
 V, K, D, B = 997, 5, 16, 4  # V distinct from every other size, so a dense [*, V] output is unambiguous
 
@@ -24,13 +27,12 @@ class ShapeRecorder(TorchDispatchMode):
 
 
 def _buf(store, cap=8, dtype=torch.float16):
-    return DVIRingBuffer(cap, D, V, store, K, dtype, seed=0)
+    return ring(cap, D, V, store, K, dtype, seed=0)
 
 
 def _push(buf, token, z=None):
     z = torch.randn(V) if z is None else z
-    push = buf.push_full if buf.store == "full" else buf.push_topk
-    push(torch.randn(D), token, z, reward=token % 2, pos=token % 7 + 1, is_first_reject=token % 2 == 0)
+    buf.push(DVITrainSample(torch.randn(D), token, z, reward=token % 2, pos=token % 7 + 1, is_first_reject=token % 2 == 0))
     return z
 
 
@@ -43,7 +45,7 @@ def test_capacity_bound_and_wraparound(store):
     assert sorted(buf.token.tolist()) == [3, 4, 5, 6, 7, 8]  # 0, 1, 2 overwritten (oldest first)
     assert buf.token.tolist() == [6, 7, 8, 3, 4, 5]
     s = buf.sample(6)
-    assert sorted(s["token"].tolist()) == [3, 4, 5, 6, 7, 8]  # without replacement
+    assert sorted(s.token.tolist()) == [3, 4, 5, 6, 7, 8]  # without replacement
 
 
 def test_partial_buffer_samples_only_filled_slots():
@@ -51,7 +53,7 @@ def test_partial_buffer_samples_only_filled_slots():
     for t in (11, 12, 13):
         _push(buf, t)
     for _ in range(5):
-        assert sorted(buf.sample(3)["token"].tolist()) == [11, 12, 13]
+        assert sorted(buf.sample(3).token.tolist()) == [11, 12, 13]
     with pytest.raises(ValueError, match="cannot sample 4"):
         buf.sample(4)
 
@@ -62,17 +64,17 @@ def test_sample_shapes_and_dtypes(store, dtype):
     for t in range(8):
         _push(buf, t)
     s = buf.sample(B)
-    assert s["hk"].shape == (B, D) and s["hk"].dtype == torch.float16
-    assert s["token"].dtype == torch.long and s["pos"].dtype == torch.long
-    assert s["reward"].dtype == torch.float32 and s["is_first_reject"].dtype == torch.bool
-    assert set(s["reward"].tolist()) <= {0.0, 1.0}
+    assert s.hk.shape == (B, D) and s.hk.dtype == torch.float16
+    assert s.token.dtype == torch.long and s.pos.dtype == torch.long
+    assert s.reward.dtype == torch.float32 and s.is_first_reject.dtype == torch.bool
+    assert set(s.reward.tolist()) <= {0.0, 1.0}
     if store == "full":
-        assert s["z_phi"].shape == (B, V) and s["z_phi"].dtype == dtype
-        assert s["z_idx"] is None and s["z_val"] is None
+        assert s.z_phi.shape == (B, V) and s.z_phi.dtype == dtype
+        assert s.z_idx is None and s.z_val is None
     else:
-        assert s["z_phi"] is None
-        assert s["z_idx"].shape == (B, K) and s["z_idx"].dtype == torch.long
-        assert s["z_val"].shape == (B, K) and s["z_val"].dtype == dtype
+        assert s.z_phi is None
+        assert s.z_idx.shape == (B, K) and s.z_idx.dtype == torch.long
+        assert s.z_val.shape == (B, K) and s.z_val.dtype == dtype
 
 
 def test_sample_rows_are_consistent_and_seeded():
@@ -83,10 +85,10 @@ def test_sample_rows_are_consistent_and_seeded():
     for t in range(8):
         _push(b, t)
     sa, sb = a.sample(B), b.sample(B)
-    assert torch.equal(sa["token"], sb["token"])
-    for i, t in enumerate(sa["token"].tolist()):
-        assert torch.equal(sa["z_phi"][i], zs[t].half())
-        assert sa["reward"][i] == t % 2 and sa["pos"][i] == t % 7 + 1 and bool(sa["is_first_reject"][i]) == (t % 2 == 0)
+    assert torch.equal(sa.token, sb.token)
+    for i, t in enumerate(sa.token.tolist()):
+        assert torch.equal(sa.z_phi[i], zs[t].half())
+        assert sa.reward[i] == t % 2 and sa.pos[i] == t % 7 + 1 and bool(sa.is_first_reject[i]) == (t % 2 == 0)
 
 
 def test_topk_stores_torch_topk():
@@ -108,36 +110,36 @@ def test_topk_stores_torch_topk():
     (4096, 32000, "topk", torch.float32, 4096 * 2 + 14 + 1024 * 8),               # 16398
 ])
 def test_bytes_per_slot(d, v, store, dtype, expected):
-    assert DVIRingBuffer(1, d, v, store, 1024, dtype).bytes_per_slot() == expected
+    assert ring(1, d, v, store, 1024, dtype).bytes_per_slot() == expected
 
 
 def test_bytes_per_slot_hand_numbers():
-    assert DVIRingBuffer(1, 576, 49152, "topk", 1024, torch.float16).bytes_per_slot() == 7310
-    assert DVIRingBuffer(1, 4096, 32000, "full", 1024, torch.float32).bytes_per_slot() == 136206
+    assert ring(1, 576, 49152, "topk", 1024, torch.float16).bytes_per_slot() == 7310
+    assert ring(1, 4096, 32000, "full", 1024, torch.float32).bytes_per_slot() == 136206
 
 
 @pytest.mark.parametrize("kwargs,flag", [
     (dict(store="dense"), "--dvi-store"),
+    (dict(logits_dtype="int8"), "--dvi-logits-dtype"),
     (dict(topk=0), "--dvi-topk"),
     (dict(topk=V + 1), "--dvi-topk"),
     (dict(capacity=0), "--dvi-buffer-size"),
 ])
 def test_validation_names_the_flag(kwargs, flag):
-    args = dict(capacity=4, d_model=D, vocab_size=V, store="topk", topk=K, logits_dtype=torch.float16)
+    cfg = dict(capacity=4, store="topk", topk=K, logits_dtype="float16")
     with pytest.raises(ValueError, match=flag):
-        DVIRingBuffer(**{**args, **kwargs})
+        DVIRingBuffer(BufferConfig(**{**cfg, **kwargs}), D, V)
 
 
-def test_wrong_push_mode_and_shapes_rejected():
+def test_wrong_shapes_rejected():
     full, topk = _buf("full"), _buf("topk")
-    with pytest.raises(ValueError, match="push_full"):
-        topk.push_full(torch.randn(D), 1, torch.randn(V), 1, 1, False)
-    with pytest.raises(ValueError, match="push_topk"):
-        full.push_topk(torch.randn(D), 1, torch.randn(V), 1, 1, False)
-    with pytest.raises(ValueError, match="z_phi"):
-        full.push_full(torch.randn(D), 1, torch.randn(V - 1), 1, 1, False)
-    with pytest.raises(ValueError, match="hk"):
-        full.push_full(torch.randn(D + 1), 1, torch.randn(V), 1, 1, False)
+    for buf in (full, topk):
+        with pytest.raises(ValueError, match="z_phi"):
+            buf.push(DVITrainSample(torch.randn(D), 1, torch.randn(V - 1), 1, 1, False))
+        with pytest.raises(ValueError, match="hk"):
+            buf.push(DVITrainSample(torch.randn(D + 1), 1, torch.randn(V), 1, 1, False))
+        with pytest.raises(ValueError, match="token"):
+            buf.push(DVITrainSample(torch.randn(D), V, torch.randn(V), 1, 1, False))
     assert len(full) == 0 and len(topk) == 0
 
 
@@ -147,12 +149,12 @@ def test_topk_path_never_builds_dense_vocab_tensor():
     draft_logits = torch.randn(B, V, requires_grad=True)  # inputs made outside the recorder
     with ShapeRecorder() as rec:
         for t in range(8):
-            buf.push_topk(torch.randn(D), t, z, 1, 1, False)
+            buf.push(DVITrainSample(torch.randn(D), t, z, 1, 1, False))
         s = buf.sample(B)
     assert rec.shapes and not rec.dense(), rec.dense()
-    g = draft_logits.gather(1, s["z_idx"])
+    g = draft_logits.gather(1, s.z_idx)
     with ShapeRecorder() as rec:
-        loss = L.kd_forward_kl_topk(g, s["z_val"], 2.0) + L.kd_reverse_kl_topk(g, s["z_val"], 2.0)
+        loss = L.kd_forward_kl_topk(g, s.z_val, 2.0) + L.kd_reverse_kl_topk(g, s.z_val, 2.0)
     assert rec.shapes and not rec.dense(), rec.dense()
     assert torch.isfinite(loss)
 
@@ -161,7 +163,7 @@ def test_dense_detector_fires_on_full_path():
     buf = _buf("full", dtype=torch.float32)
     z = torch.randn(V)
     with ShapeRecorder() as rec:
-        buf.push_full(torch.randn(D), 0, z, 1, 1, False)
+        buf.push(DVITrainSample(torch.randn(D), 0, z, 1, 1, False))
     assert rec.dense()
     with ShapeRecorder() as rec:
         s = buf.sample(1)
@@ -169,4 +171,4 @@ def test_dense_detector_fires_on_full_path():
     with ShapeRecorder() as rec:
         L.kd_forward_kl_full(torch.randn(B, V), torch.randn(B, V), 1.0)
     assert rec.dense()
-    assert s["z_phi"].shape == (1, V)
+    assert s.z_phi.shape == (1, V)

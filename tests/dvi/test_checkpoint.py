@@ -26,7 +26,7 @@ class Stub(nn.Module):
 
 
 def trainer_state(model, steps=3):
-    opt = torch.optim.AdamW(model.drafter_head.lora_params(), lr=1e-2)
+    opt = torch.optim.AdamW(model.drafter_head.trainable_params(), lr=1e-2)
     sched = PiecewiseSchedule(warmup=5, kl0=1.0, klmin=0.1, pgmax=0.5)
     for _ in range(steps):
         opt.zero_grad()
@@ -51,7 +51,7 @@ def lora_equal(a, b):
 
 def test_round_trip_resumes_exactly(tmp_path):
     m, opt, sched, path = trained(tmp_path)
-    assert sorted(lora_state_dict(m)) == ["drafter_head.proj.A", "drafter_head.proj.B"]
+    assert sorted(lora_state_dict(m)) == ["A", "B"]  # the drafter head's own names, no attribute path
     m2 = Stub(seed=1)
     opt2, sched2 = trainer_state(m2, steps=1)
     assert not lora_equal(m, m2)
@@ -139,7 +139,7 @@ def test_checkpoint_without_head_sample_falls_back_to_the_name(tmp_path):
 def test_resume_keeps_this_runs_learning_rate(tmp_path):
     _, _, _, path = trained(tmp_path)  # saved with lr 1e-2
     m2 = Stub(seed=1)
-    opt2 = torch.optim.AdamW(m2.drafter_head.lora_params(), lr=3e-4)
+    opt2 = torch.optim.AdamW(m2.drafter_head.trainable_params(), lr=3e-4)
     sched2 = PiecewiseSchedule(warmup=5, kl0=1.0, klmin=0.1, pgmax=0.5)
     load_ckpt(path, m2, opt2, sched2)
     assert opt2.param_groups[0]["lr"] == 3e-4
@@ -218,9 +218,9 @@ def test_lora_load_refuses_missing_extra_and_shape(tmp_path):
     m = Stub()
     sd = lora_state_dict(Stub(seed=1))
     before = lora_state_dict(m)
-    for bad, what in (({k: v for k, v in sd.items() if k.endswith("A")}, "missing drafter_head.proj.B"),
-                      ({**sd, "x.proj.A": torch.zeros(1)}, "unexpected x.proj.A"),
-                      ({**sd, "drafter_head.proj.A": torch.zeros(8, D)}, "shape [8, 16], expected [4, 16]")):
+    for bad, what in (({k: v for k, v in sd.items() if k == "A"}, "missing B"),
+                      ({**sd, "x": torch.zeros(1)}, "unexpected x"),
+                      ({**sd, "A": torch.zeros(8, D)}, "shape [8, 16], expected [4, 16]")):
         with pytest.raises(CheckpointError, match=what.replace("[", r"\[").replace("]", r"\]")):
             load_lora_state_dict(m, bad)
     assert all(torch.equal(before[k], v) for k, v in lora_state_dict(m).items())

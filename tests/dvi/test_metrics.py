@@ -4,7 +4,7 @@ import csv
 import pytest
 
 from dvi.metrics import TRAIN_COLS, MetricsLogger, read_acceptance_csv
-from kangaroo.errors import UserError
+from common.errors import UserError
 
 
 @pytest.fixture

@@ -3,7 +3,9 @@ import torch
 from torch import nn
 
 from dvi import losses as L
-from dvi.buffer import DVIRingBuffer
+from dvi.config import TrainerConfig
+from dvi.types import DVITrainSample
+from tests.dvi.helpers import ring
 from dvi.online_trainer import OnlineTrainer
 from dvi.presets import PRESETS, LossPreset, get_preset
 from dvi.schedule import PiecewiseSchedule
@@ -31,26 +33,26 @@ class Stub(nn.Module):
     def drafter_logits_from_hk(self, hk):
         return self.drafter_head(hk)
 
-    def dvi_trainable_params(self):
-        return self.drafter_head.lora_params()
-
 
 def _batch(store, n=B, seed=0):
     g = torch.Generator().manual_seed(seed)
-    buf = DVIRingBuffer(n, D, V, store, K, torch.float32, seed=seed)
+    buf = ring(n, D, V, store, K, torch.float32, seed=seed)
     target = torch.randn(V, D, generator=g)  # the "verifier" disagrees with the drafter's init
-    push = buf.push_full if store == "full" else buf.push_topk
     for i in range(n):
         hk = torch.randn(D, generator=g)
         reward = int(i % 3 != 2)
-        push(hk, int(torch.randint(V, (1,), generator=g)), 2 * target @ hk, reward, i % 4 + 1, reward == 0)
+        buf.push(DVITrainSample(hk, int(torch.randint(V, (1,), generator=g)), 2 * target @ hk, reward, i % 4 + 1,
+                                reward == 0))
     return buf.sample(n)
 
 
 def _trainer(model, store="full", preset="full", warmup=1000, max_ms=None, **kw):
+    """``store`` is the batch's business now (the trainer reads it from the Batch); kept for the call sites."""
     sched = PiecewiseSchedule(warmup=warmup, kl0=1.0, klmin=0.25, pgmax=0.5, ramp=10, ce_max=0.8)
-    return OnlineTrainer(model, lr=kw.pop("lr", 5e-2), tau=1.0, schedule=sched, max_ms=max_ms, store_mode=store,
-                         topk=K, vocab_size=V, preset=preset, **kw)
+    named = isinstance(preset, str)
+    cfg = TrainerConfig(lr=kw.pop("lr", 5e-2), tau=1.0, ablation=preset if named else "full", max_ms=max_ms,
+                        entropy_weight=kw.pop("entropy_weight", 0.0))
+    return OnlineTrainer(model, cfg, sched, V, preset=None if named else preset, **kw)
 
 
 @pytest.mark.parametrize("store", ["full", "topk"])
@@ -60,9 +62,9 @@ def test_kd_decreases_on_fixed_batch(store):
     kd = [tr.step(batch, s)["kd"] for s in range(40)]
     assert kd[0] > 0 and kd[-1] < 0.5 * kd[0], (kd[0], kd[-1])
     # the trainer's first KD is the KL of the untrained drafter against the batch's stored logits
-    logits = m.head(batch["hk"].float())
-    ref = (L.kd_forward_kl_full(logits, batch["z_phi"], 1.0) if store == "full"
-           else L.kd_forward_kl_topk(logits.gather(1, batch["z_idx"]), batch["z_val"], 1.0))
+    logits = m.head(batch.hk.float())
+    ref = (L.kd_forward_kl_full(logits, batch.z_phi, 1.0) if store == "full"
+           else L.kd_forward_kl_topk(logits.gather(1, batch.z_idx), batch.z_val, 1.0))
     assert kd[0] == pytest.approx(ref.item(), rel=1e-5)
 
 

@@ -62,6 +62,9 @@ def test_bad_model_id_is_one_line(capsys, qfile):
 
 def test_real_model_lossless_on_spec_bench(real_lm, real_tokenizer):
     """The bundled model in float32: Kangaroo == baseline == HF generate, first MT-bench question, both turns."""
+    if not SPEC_BENCH.is_file():  # a clone without ../shared: the bundled model on two built-in questions
+        pytest.skip(f"no Spec-Bench question file at {SPEC_BENCH} (a clone without ../shared); "
+                    "test_real_model_lossless_on_builtin_questions covers the bundled model")
     km = KangarooModel(model_id="smollm2-135m", base_model=real_lm, exit_layer=2)
     eos = eos_ids_of(real_tokenizer, real_lm.config)
     for q in load_questions(SPEC_BENCH, 0, 1) + load_questions(SPEC_BENCH, 100, 101):
@@ -73,6 +76,21 @@ def test_real_model_lossless_on_spec_bench(real_lm, real_tokenizer):
             base = greedy_decode(real_lm, ids, 24, eos).tokens
             kang = kangaroo_generate(km, ids, 24, eos, steps=6, threshold=0.6).tokens
             assert base == hf and kang == hf, q["question_id"]
+            messages.append({"role": "assistant", "content": real_tokenizer.decode(hf, skip_special_tokens=True)})
+
+
+def test_real_model_lossless_on_builtin_questions(real_lm, real_tokenizer):
+    """The same truth without ../shared: two fixed two-turn questions, Kangaroo == baseline == HF generate."""
+    km = KangarooModel(model_id="smollm2-135m", base_model=real_lm, exit_layer=2)
+    eos = eos_ids_of(real_tokenizer, real_lm.config)
+    for turns in (["Write a haiku about the sea.", "Now make it rhyme."], ["What is 12 times 7?", "And 13 times 7?"]):
+        messages = []
+        for turn in turns:
+            messages.append({"role": "user", "content": turn})
+            ids = chat_prompt_ids(real_tokenizer, messages, "smollm2-135m")
+            hf = real_lm.generate(ids, max_new_tokens=16, do_sample=False)[0, ids.shape[1]:].tolist()
+            assert greedy_decode(real_lm, ids, 16, eos).tokens == hf
+            assert kangaroo_generate(km, ids, 16, eos, steps=6, threshold=0.6).tokens == hf
             messages.append({"role": "assistant", "content": real_tokenizer.decode(hf, skip_special_tokens=True)})
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from kangaroo.adapter import KangarooAdapter, load_adapter, save_adapter
-from kangaroo.errors import UserError
+from common.errors import UserError
 from kangaroo.greedy import greedy_decode
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.speculative import kangaroo_generate

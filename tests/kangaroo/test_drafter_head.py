@@ -52,7 +52,7 @@ def test_trainable_params_are_exactly_A_and_B():
 
     m = Stub()
     d = m.drafter_head
-    assert [id(p) for p in d.lora_params()] == [id(d.proj.A), id(d.proj.B)]
+    assert [id(p) for p in d.trainable_params()] == [id(d.proj.A), id(d.proj.B)]
     assert not d.proj.base.weight.requires_grad
     names = [n for n, p in m.named_parameters() if p.requires_grad and not n.startswith("head.")]
     assert names == ["drafter_head.proj.A", "drafter_head.proj.B"]

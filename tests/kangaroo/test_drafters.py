@@ -132,11 +132,11 @@ def test_zero_draft_blocks_are_greedy_steps(tiny_llama, drafter):
 
 def test_goodput_probes_less_after_declines_and_skipped_blocks_stay_greedy(tiny_llama):
     pol = GoodputPolicy(STEEP, Calibrator(prior_weight=1e9))  # nothing pays on a steep curve
-    probes = [pol.probe() and not pol.decide([0.9])[0] for _ in range(200)]
+    probes = [pol.probe() and not pol.decide([0.9])[0] for _ in range(400)]
     gaps = [i for i, p in enumerate(probes) if p]
-    assert gaps[:6] == [0, 1, 2, 3, 5, 7]  # every block at first; after 4 declines every 2nd, ...
+    assert gaps[:6] == [0, 1, 3, 5, 8, 11]  # every block at first; after 2 declines every 2nd, then 3rd, ...
     assert max(b - a for a, b in zip(gaps, gaps[1:])) == pol.max_skip  # later every max_skip-th block
-    assert sum(probes) < 60
+    assert sum(probes) < 50  # of 400 blocks
     pol.decide([1.0, 1.0], "ngram")
     sure = GoodputPolicy(FLAT, Calibrator(prior_weight=1e9))
     assert all(sure.probe() and sure.decide([0.9])[0] for _ in range(50))  # kept drafts: a probe every block
@@ -148,7 +148,7 @@ def test_goodput_probes_less_after_declines_and_skipped_blocks_stay_greedy(tiny_
     ids = repetitive_prompt()
     res = kangaroo_generate(km, ids, 40, set(), drafter=drafter)
     assert res.tokens == greedy_decode(tiny_llama, ids, 40, set()).tokens and res.accept_lengths == [1] * 40
-    assert 8 <= len(calls) < 30  # the head ran only on the probed blocks
+    assert 5 <= len(calls) < 20  # the head ran only on the probed blocks
 
 
 def test_expected_committed_and_goodput_decisions():

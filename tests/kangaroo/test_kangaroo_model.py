@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from kangaroo.adapter import KangarooAdapter, load_adapter, save_adapter
-from kangaroo.errors import UserError
+from common.errors import UserError
+from kangaroo.drafter_head import trainable_params
 from kangaroo.kangaroo_model import KangarooModel
 from tests.conftest import make_tiny_llama
 
@@ -36,7 +37,7 @@ def test_shallow_stack_is_a_frozen_copy(tiny_llama):
     for copy_layer, base_layer in zip(km.shallow_stack, tiny_llama.model.layers[:2]):
         for (n, p), (_, q) in zip(copy_layer.named_parameters(), base_layer.named_parameters()):
             assert torch.equal(p, q) and p.data_ptr() != q.data_ptr() and not p.requires_grad, n
-    assert km.dvi_trainable_params() == []
+    assert trainable_params(km) == []
     assert not any(p.requires_grad for p in km.parameters())
 
 

@@ -84,7 +84,12 @@ def test_loaded_adapter_changes_drafts_not_output(tiny_llama):
     torch.manual_seed(5)
     adapter = KangarooAdapter(tiny_llama.config).to(torch.float64)
     km = KangarooModel(model_id="tiny", base_model=tiny_llama, exit_layer=2)
-    km.adapter = adapter  # same as adapter_mode="load" after reading the folder
     ids = prompt()
-    res = kangaroo_generate(km, ids, 30, set(), steps=4, threshold=0.0)
-    assert res.tokens == hf_greedy(tiny_llama, ids, 30)
+    drafts = {"identity": [], "adapter": []}
+    identity = kangaroo_generate(km, ids, 30, set(), steps=4, threshold=0.0,
+                                 on_block=lambda b: drafts["identity"].append(b.draft.tokens))
+    km.adapter = adapter  # same as adapter_mode="load" after reading the folder
+    res = kangaroo_generate(km, ids, 30, set(), steps=4, threshold=0.0,
+                            on_block=lambda b: drafts["adapter"].append(b.draft.tokens))
+    assert res.tokens == hf_greedy(tiny_llama, ids, 30) == identity.tokens
+    assert drafts["adapter"] != drafts["identity"]  # the adapter was used: it changed what was drafted

@@ -6,9 +6,12 @@ import torch
 
 from dvi import losses as L
 from dvi.checkpoint import CheckpointError, load_ckpt, save_ckpt
+from dvi.config import TrainerConfig
 from dvi.online_trainer import OnlineTrainer
 from dvi.schedule import PiecewiseSchedule
+from dvi.types import Batch
 from kangaroo.draft_policy import ThresholdStop
+from kangaroo.drafter_head import attach_drafter_head
 from kangaroo.drafters import SelfDrafter
 from kangaroo.greedy import greedy_decode
 from kangaroo.kangaroo_model import KangarooModel
@@ -23,7 +26,7 @@ def pruned(lm=None, head=False):
     km = KangarooModel(model_id="tiny", base_model=lm or make_tiny_llama(), exit_layer=2)
     km.set_drafter_vocab(KEEP)
     if head:
-        km.attach_drafter_head(r=4, alpha=8.0)
+        attach_drafter_head(km, r=4, alpha=8.0)
     return km
 
 
@@ -62,40 +65,42 @@ def test_restrict_topk_is_the_kl_over_the_intersection():
     assert torch.isfinite(a.grad).all() and (a.grad[~valid] == 0).all()
 
 
-def batch(km, n=16, k=8, seed=0):
+def batch(km, store, n=16, k=8, seed=0):
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(n, 97, generator=g) * 3
     val, idx = z.topk(k)
     tokens = torch.tensor(KEEP[:n])
     tokens[0] = 4  # a target outside the sub-vocabulary
-    return {"hk": torch.randn(n, 32, generator=g).half(), "token": tokens, "reward": torch.ones(n),
-            "is_first_reject": torch.zeros(n, dtype=torch.bool), "z_phi": z, "z_idx": idx, "z_val": val}
+    kept = dict(z_phi=z) if store == "full" else dict(z_idx=idx, z_val=val)
+    return Batch(hk=torch.randn(n, 32, generator=g).half(), token=tokens, reward=torch.ones(n),
+                 pos=torch.ones(n, dtype=torch.long), is_first_reject=torch.zeros(n, dtype=torch.bool), **kept)
 
 
 @pytest.mark.parametrize("store", ["topk", "full"])
 def test_trainer_trains_in_the_sub_vocabulary(store):
     km = pruned(head=True)
     sched = PiecewiseSchedule(0, 1.0, 1.0, 0.2)
-    t = OnlineTrainer(km, 0.05, 1.5, sched, None, store, 8, 97, preset="full")
-    b = batch(km)
+    t = OnlineTrainer(km, TrainerConfig(lr=0.05, tau=1.5, ablation="full", max_ms=None), sched, 97)
+    b = batch(km, store)
     stats = t.step(b, 10)
     assert all(np.isfinite(stats[k]) for k in ("loss", "kd", "rkl", "ce", "pg"))
     assert stats["kd"] > 0 and stats["ce"] > 0 and km.drafter_head.proj.B.abs().sum() > 0
     # CE only where the target is inside: the row with token 4 does not count
-    sub = torch.tensor([KEEP.index(int(x)) for x in b["token"][1:]])
+    sub = torch.tensor([KEEP.index(int(x)) for x in b.token[1:]])
     with torch.no_grad():
         km2 = pruned(head=True)
         km2.drafter_head.load_state_dict(km.drafter_head.state_dict())
-        t2 = OnlineTrainer(km2, 0.0, 1.5, PiecewiseSchedule(0, 0.0, 0.0, 0.0), None, store, 8, 97, preset="ce_only")
+        t2 = OnlineTrainer(km2, TrainerConfig(lr=0.0, tau=1.5, ablation="ce_only", max_ms=None),
+                           PiecewiseSchedule(0, 0.0, 0.0, 0.0), 97)
     ce = t2.step(b, 10)["ce"]
-    logits = km2.drafter_logits_from_hk(b["hk"][1:].double()).detach()
+    logits = km2.drafter_logits_from_hk(b.hk[1:].double()).detach()
     assert ce == pytest.approx(float(-torch.log_softmax(logits, -1).gather(1, sub[:, None]).mean()), rel=1e-5)
 
 
 def test_full_vocab_checkpoint_loads_into_a_pruned_head_and_not_back(tmp_path):
     lm = make_tiny_llama()
     full = KangarooModel(model_id="tiny", base_model=lm, exit_layer=2)
-    full.attach_drafter_head(r=4, alpha=8.0)
+    attach_drafter_head(full, r=4, alpha=8.0)
     with torch.no_grad():
         full.drafter_head.proj.B.normal_()
     save_ckpt(tmp_path / "full.pt", full, None, None, 0.0)
@@ -105,7 +110,7 @@ def test_full_vocab_checkpoint_loads_into_a_pruned_head_and_not_back(tmp_path):
     torch.testing.assert_close(km.drafter_logits_from_hk(hk), full.drafter_logits_from_hk(hk)[:, KEEP])
     save_ckpt(tmp_path / "pruned.pt", km, None, None, 0.0)
     full2 = KangarooModel(model_id="tiny", base_model=lm, exit_layer=2)
-    full2.attach_drafter_head(r=4, alpha=8.0)
+    attach_drafter_head(full2, r=4, alpha=8.0)
     with pytest.raises(CheckpointError, match="pruned drafter vocabulary"):
         load_ckpt(tmp_path / "pruned.pt", full2, None, None)
 

@@ -20,10 +20,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from kangaroo.errors import UserError
+from common.errors import UserError
+from dvi.presets import PRESETS
 
 REPO = Path(__file__).resolve().parent.parent
-ABLATIONS = ("full", "kd_only", "ce_only", "pg_only", "kd+ce", "kd+pg")
+ABLATIONS = tuple(PRESETS)  # the loss presets are defined once, in dvi/presets.py
 DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -356,6 +357,37 @@ def parse_args(kind: str = "kangaroo", argv=None, description: str | None = None
     resolve_question_file(args)
     resolve_device_dtype(args)
     return args
+
+
+# ----------------------------------------------------------------------------------------------- typed configs
+def drafter_config(args):
+    """The drafting flags as a frozen ``DrafterConfig`` (``auto`` left for ``build_drafter`` to resolve)."""
+    from kangaroo.drafter_config import DrafterConfig
+
+    return DrafterConfig(model_id=str(args.model_id), drafter=args.drafter, draft_policy=args.draft_policy,
+                         threshold=args.threshold, steps=args.steps, ngram_min=args.ngram_min,
+                         ngram_max=args.ngram_max, cost_curve=args.cost_curve, goodput_prior=args.goodput_prior,
+                         drafter_vocab=args.drafter_vocab, drafter_vocab_file=args.drafter_vocab_file)
+
+
+def dvi_config(args):
+    """The ``--dvi-*`` flags (and the checkpoint/metrics ones) as a frozen ``DVIConfig``, built once."""
+    from dvi.config import BufferConfig, DVIConfig, IOConfig, LoRAConfig, ScheduleConfig, TrainerConfig
+
+    return DVIConfig(
+        online=bool(args.dvi_online),
+        buffer=BufferConfig(capacity=args.dvi_buffer_size, store=args.dvi_store, topk=args.dvi_topk,
+                            logits_dtype=args.dvi_logits_dtype, seed=args.seed),
+        trainer=TrainerConfig(lr=args.dvi_lr, tau=args.dvi_tau, ablation=args.dvi_ablation,
+                              entropy_weight=args.dvi_entropy_weight, batch_size=args.dvi_batch_size,
+                              update_every=args.dvi_update_every, kind=args.dvi_trainer,
+                              max_ms=args.max_online_train_ms),
+        schedule=ScheduleConfig(warmup=args.dvi_warmup_steps, kl0=args.dvi_kl_lambda0, klmin=args.dvi_kl_lambdamin,
+                                pgmax=args.dvi_pg_lambda_max),
+        lora=LoRAConfig(r=args.dvi_lora_r, alpha=args.dvi_lora_alpha),
+        io=IOConfig(load=args.load_lora, save_every=args.save_lora_every, save_dir=args.save_lora_path,
+                    metrics_out=args.metrics_out, metrics_every=args.metrics_every, max_k=args.steps,
+                    debug_hk=args.dvi_debug_hk))
 
 
 def run_main(main_fn, argv=None) -> int:

@@ -1,7 +1,7 @@
 """Flag resolution and validation: one error line naming the flag, exit code 2."""
 import pytest
 
-from kangaroo import cli_utils
+from evaluation import cli as cli_utils
 from tests.conftest import tiny_config
 
 QFILE = ["--question-file", __file__]  # any existing file passes the path check

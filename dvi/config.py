@@ -1,0 +1,84 @@
+"""DVIConfig: every DVI setting of a run, typed and frozen, built once from the flags (``evaluation/cli.py``).
+
+    DVIConfig
+      online     train while decoding (False: deploy, or collect tuples only)
+      buffer     BufferConfig    ring-buffer capacity, what it stores of the verifier's logits, sampling seed
+      trainer    TrainerConfig   optimizer, loss preset, batch and cadence, where it runs, its time budget
+      schedule   ScheduleConfig  the loss-weight schedule (``dvi/schedule.py``)
+      lora       LoRAConfig      rank and scale of the drafter head's LoRA
+      io         IOConfig        resume/deploy checkpoint, checkpoint cadence and folder, metrics
+
+The library (buffer, trainer, learner) takes these objects; nothing under ``dvi/`` reads command-line flags.
+Defaults equal the flags' defaults.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+LOGITS_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+
+
+@dataclass(frozen=True)
+class BufferConfig:
+    capacity: int = 2048
+    store: str = "topk"              # "full": all V logits per slot; "topk": the top-K (indices, values)
+    topk: int = 1024
+    logits_dtype: str = "float16"    # a key of LOGITS_DTYPES
+    seed: int = 0
+
+    @property
+    def torch_logits_dtype(self) -> torch.dtype:
+        return LOGITS_DTYPES[self.logits_dtype]
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    lr: float = 1e-3
+    tau: float = 1.5                 # KD temperature
+    ablation: str = "full"           # a key of dvi.presets.PRESETS
+    entropy_weight: float = 0.0
+    batch_size: int = 64
+    update_every: int = 8            # one step every N blocks
+    kind: str = "thread"             # "thread": own thread on a shadow copy; "inline": inside the decode loop
+    max_ms: float | None = 5         # inline: trainer time per block (token bucket); None: no cap
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    warmup: int = 1000
+    kl0: float = 1.0
+    klmin: float = 0.1
+    pgmax: float = 0.2
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    r: int = 8
+    alpha: float = 8.0
+
+
+@dataclass(frozen=True)
+class IOConfig:
+    load: str = ""                   # checkpoint to resume (online) or deploy
+    save_every: int = 0              # blocks; 0: only DIR/final.pt at the end
+    save_dir: str = "runs/checkpoints"
+    metrics_out: str | None = None   # folder (a .csv path names its folder); None: runs/metrics
+    metrics_every: int = 50          # print a summary line every N blocks
+    max_k: int = 6                   # acc@1..acc@K columns (the drafter's steps)
+    debug_hk: bool = False
+
+
+@dataclass(frozen=True)
+class DVIConfig:
+    online: bool = False
+    buffer: BufferConfig = field(default_factory=BufferConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    io: IOConfig = field(default_factory=IOConfig)
+
+    @property
+    def threaded(self) -> bool:
+        return self.online and self.trainer.kind == "thread"

@@ -1,0 +1,95 @@
+"""Kangaroo-DVI as a library: load a model (+ a trained drafter), generate, optionally learn while generating.
+
+    from kangaroo_dvi import KangarooDVI
+    from dvi.config import DVIConfig
+
+    kd = KangarooDVI.load("smollm2-135m", lora="runs/main/checkpoints/final.pt")   # deploy a trained drafter
+    print(kd.generate("Write a haiku about the sea.", max_new_tokens=32).text)
+
+    kd = KangarooDVI.load("smollm2-135m", dvi=DVIConfig(online=True))              # learn online while serving
+    kd.generate("Explain rain.")
+    kd.close()                                                                       # final checkpoint + metrics
+
+Every output equals the model's own greedy output, whatever the drafter. The same parts as the drivers:
+``KangarooModel``, ``DrafterConfig`` -> drafter, ``DVIConfig`` -> ``DVILearner``, ``dvi.deploy.deploy_drafter``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dvi.config import DVIConfig
+from kangaroo.drafter_config import DrafterConfig, apply_drafter_vocab, build_drafter
+
+__all__ = ["KangarooDVI", "Generation", "DVIConfig", "DrafterConfig"]
+
+
+@dataclass
+class Generation:
+    tokens: list[int]            # the new token ids (== greedy decoding's)
+    text: str | None             # decoded, when a tokenizer is known
+    accept_lengths: list[int]    # tokens committed per verifier pass
+
+
+class KangarooDVI:
+    def __init__(self, model, tokenizer, drafter, eos: set[int], learner=None):
+        self.model, self.tokenizer, self.drafter, self.eos, self.learner = model, tokenizer, drafter, eos, learner
+        from kangaroo.cache_pool import ReusableCaches
+
+        self._pool = ReusableCaches(model.new_caches)
+
+    @classmethod
+    def load(cls, model_id: str, *, exit_layer: int = 2, lora: str | None = None, dvi: DVIConfig | None = None,
+             drafter: DrafterConfig | None = None, device: str = "cpu", dtype: str = "float32", base_model=None,
+             tokenizer=None, print_fn=print) -> "KangarooDVI":
+        """``model_id``: as ``--model-id`` (``base_model``: an already loaded Llama instead). ``lora``: a trained
+        drafter checkpoint to deploy. ``dvi``: learn online (``DVIConfig(online=True)``; its ``io.load`` resumes)."""
+        from kangaroo.greedy import eos_ids_of
+        from kangaroo.kangaroo_model import KangarooModel
+        from kangaroo.model_loading import load_causal_lm, load_tokenizer
+
+        if base_model is None:
+            base_model = load_causal_lm(model_id, device=device, dtype=dtype)
+            tokenizer = tokenizer or load_tokenizer(model_id)
+        model = KangarooModel(model_id=model_id, exit_layer=exit_layer, base_model=base_model)
+        dcfg = drafter or DrafterConfig(model_id=model_id)
+        apply_drafter_vocab(dcfg, model, tokenizer, print_fn)
+        learner = None
+        if dvi is not None:
+            from dvi.online_loop import DVILearner
+            from kangaroo.drafter_head import attach_drafter_head
+
+            attach_drafter_head(model, r=dvi.lora.r, alpha=dvi.lora.alpha)
+            learner = DVILearner(model, dvi, print_fn=print_fn)
+        elif lora:
+            from dvi.deploy import deploy_drafter
+
+            deploy_drafter(model, lora)
+        online = dvi is not None and dvi.online
+        eos = eos_ids_of(tokenizer, model.config) if tokenizer is not None else set()
+        return cls(model, tokenizer, build_drafter(dcfg, model, print_fn, online=online), eos, learner)
+
+    def prompt_ids(self, prompt) -> torch.Tensor:
+        """A chat prompt (str), or token ids (list or [1, n] tensor), as [1, n] ids on the model's device."""
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise ValueError("a text prompt needs a tokenizer: pass token ids, or load by model id")
+            from evaluation.questions import chat_prompt_ids
+
+            return chat_prompt_ids(self.tokenizer, [{"role": "user", "content": prompt}], self.model.model_id,
+                                   device=self.model.device)
+        ids = torch.as_tensor(prompt, device=self.model.device)
+        return ids if ids.dim() == 2 else ids[None]
+
+    def generate(self, prompt, max_new_tokens: int = 128) -> Generation:
+        from kangaroo.speculative import kangaroo_generate
+
+        res = kangaroo_generate(self.model, self.prompt_ids(prompt), max_new_tokens, self.eos, drafter=self.drafter,
+                                on_block=self.learner.on_block if self.learner else None, cache_pool=self._pool)
+        text = self.tokenizer.decode(res.tokens, skip_special_tokens=True) if self.tokenizer is not None else None
+        return Generation(res.tokens, text, res.accept_lengths)
+
+    def close(self) -> dict | None:
+        """Online: save DIR/final.pt and the metrics; returns the learner's summary (None when not learning)."""
+        return self.learner.finish() if self.learner is not None else None

@@ -1,0 +1,31 @@
+"""The public Python API (kangaroo_dvi): generate with and without online learning, deploy what was learned;
+every output equals the model's own greedy output."""
+import torch
+
+from dvi.config import BufferConfig, DVIConfig, IOConfig, LoRAConfig, TrainerConfig
+from kangaroo.greedy import greedy_decode
+from kangaroo_dvi import DrafterConfig, KangarooDVI
+from tests.conftest import make_tiny_llama
+from tests.dvi.test_online_loop import prompts
+
+SELF = DrafterConfig(model_id="tiny", drafter="self", draft_policy="threshold", threshold=0.0, steps=4)
+
+
+def test_generate_learn_and_deploy_are_lossless(tmp_path):
+    lm = make_tiny_llama()
+    plain = KangarooDVI.load("tiny", base_model=lm, drafter=SELF, print_fn=lambda *_: None)
+    dvi = DVIConfig(online=True, lora=LoRAConfig(r=4, alpha=8.0), buffer=BufferConfig(capacity=64, topk=16),
+                    trainer=TrainerConfig(lr=0.05, batch_size=4, update_every=1, kind="inline", max_ms=None),
+                    io=IOConfig(save_dir=str(tmp_path / "ckpt"), metrics_out=str(tmp_path / "m"), max_k=4))
+    learning = KangarooDVI.load("tiny", base_model=lm, drafter=SELF, dvi=dvi, print_fn=lambda *_: None)
+    for ids in prompts(3):
+        ref = greedy_decode(lm, ids, 24, set()).tokens
+        assert plain.generate(ids, 24).tokens == ref
+        assert learning.generate(ids[0].tolist(), 24).tokens == ref
+    summary = learning.close()
+    assert summary["train_steps"] > 0 and plain.close() is None
+    deployed = KangarooDVI.load("tiny", base_model=lm, drafter=SELF, lora=summary["final"], print_fn=lambda *_: None)
+    assert torch.equal(deployed.model.drafter_head.proj.B, learning.model.drafter_head.proj.B)
+    assert deployed.model.drafter_head.proj.B.abs().sum() > 0
+    ids = prompts(1)[0]
+    assert deployed.generate(ids, 24).tokens == greedy_decode(lm, ids, 24, set()).tokens
