@@ -10,11 +10,13 @@ n rows, at any thread count. The project's greedy loop and the speculative verif
 verifying a drafted block reproduces greedy decoding exactly, not only up to near-ties.
 
 The extension is compiled once per machine on first use (``torch.utils.cpp_extension``, cached under
-``TORCH_EXTENSIONS_DIR``, ~1 min); the time is printed. ``KANGAROO_ENGINE=plain`` (or ``set_enabled(False)``,
-the drivers' ``--engine plain``) selects the plain path everywhere.
+``TORCH_EXTENSIONS_DIR``, one build per source text and checkout, ~1 min); the time is printed.
+``KANGAROO_ENGINE=plain`` (or ``set_enabled(False)``, the drivers' ``--engine plain``) selects the plain path
+everywhere.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
@@ -52,10 +54,14 @@ def extension():
         return None
     t0 = time.perf_counter()
     try:
-        from torch.utils.cpp_extension import load
+        from torch.utils.cpp_extension import get_default_build_root, load
 
-        ext = load(name="kangaroo_cpu_engine", sources=[str(_SOURCE)], verbose=False,
-                   extra_cflags=["-O3", "-march=native", "-mavx2", "-mfma", "-fopenmp"], extra_ldflags=["-fopenmp"])
+        flags = ["-O3", "-march=native", "-mavx2", "-mfma", "-fopenmp"]
+        name = _build_name(flags)
+        build_dir = Path(get_default_build_root()) / name
+        build_dir.mkdir(parents=True, exist_ok=True)
+        ext = load(name=name, sources=[str(_SOURCE)], verbose=False, build_directory=str(build_dir),
+                   extra_cflags=flags, extra_ldflags=["-fopenmp"])
     except Exception as e:  # no compiler, no ninja, a failed build: the plain path still runs
         _state["failed"] = True
         _notice(f"could not build the C++ kernels ({type(e).__name__}: {str(e).strip().splitlines()[-1][:160]}); "
@@ -65,6 +71,13 @@ def extension():
         _notice(f"C++ kernels built in {time.perf_counter() - t0:.0f}s (cached for later runs)")
     _state["ext"] = ext
     return ext
+
+
+def _build_name(flags: list[str]) -> str:
+    """One build per source text, flags and checkout: a second checkout (or an edited source) builds apart, and
+    never rewrites a library another running process has loaded."""
+    key = hashlib.sha1(_SOURCE.read_bytes() + str(_SOURCE).encode() + " ".join(flags).encode()).hexdigest()[:12]
+    return f"kangaroo_cpu_engine_{key}"
 
 
 def applies(h: torch.Tensor) -> bool:
