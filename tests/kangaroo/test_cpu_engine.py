@@ -98,3 +98,21 @@ def test_engine_steps_aside_where_it_does_not_apply(engine_on):
     ids = torch.randint(3, 97, (1, 6), generator=torch.Generator().manual_seed(0))
     hf = lm.generate(ids, max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0)[0, 6:].tolist()
     assert greedy_decode(lm, ids, 12, set()).tokens == hf
+
+
+def test_a_failed_build_prints_one_line_and_the_plain_path_runs(monkeypatch, capsys):
+    import torch.utils.cpp_extension as cpp
+
+    def no_compiler(**kw):
+        raise RuntimeError("Error building extension 'kangaroo_cpu_engine': c++: command not found")
+
+    monkeypatch.setattr(cpu_engine, "_state", {"enabled": True, "ext": None, "failed": False})
+    monkeypatch.setattr(cpp, "load", no_compiler)
+    assert cpu_engine.extension() is None and cpu_engine.extension() is None  # tried once, noticed once
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "could not build" in err[0] and "plain PyTorch path" in err[0]
+    assert not cpu_engine.applies(torch.zeros(1, 1, 32))
+    lm = tiny32()
+    ids = torch.randint(3, 97, (1, 6), generator=torch.Generator().manual_seed(1))
+    hf = lm.generate(ids, max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=0)[0, 6:].tolist()
+    assert greedy_decode(lm, ids, 10, set()).tokens == hf
