@@ -239,14 +239,19 @@ def main(argv=None) -> int:
             "update every": args.dvi_update_every, "weight MB per token": round(weight_bytes(lm) / 1e6, 1),
             "stream GB/s (1 thread)": round(rate / 1e9, 2),
             "command": shlex.join(["python", "-m", "scripts.profile_block", *(sys.argv[1:] if argv is None else argv)])}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     md = report_markdown(costs, meta, args.steps, args.dvi_update_every)
     md += "\nAll variants (ms; head = the identity drafter head):\n\n" + "\n".join(variants_markdown(variants)) + "\n"
+    write_report(args.out, md, meta, costs)
+    return 0
+
+
+def write_report(out: str, md: str, meta: dict, costs: dict) -> None:
+    """OUT/block_costs.md and OUT/block_costs.json, and the markdown on stdout."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "block_costs.md").write_text(md)
     (out / "block_costs.json").write_text(json.dumps({"meta": meta, "costs": costs}, indent=2))
     print(md)
-    return 0
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ def main(argv=None) -> int:
         fail("--committed values must be >= 1 (a block commits at least one token); --context, --repeats >= 1")
     from kangaroo.kangaroo_model import KangarooModel
     from kangaroo.model_loading import DTYPES
-    from scripts.profile_block import measure, report_markdown
+    from scripts.profile_block import measure, report_markdown, write_report
 
     lm = random_llama(args.shape, args.device, DTYPES[args.dtype])
     if not 1 <= args.exitlayer < lm.config.num_hidden_layers:
@@ -106,11 +106,7 @@ def main(argv=None) -> int:
             "command": shlex.join(["python", "-m", "scripts.profile_shape", *(sys.argv[1:] if argv is None else argv)])}
     md = report_markdown(costs, meta, args.steps, args.dvi_update_every) + projection_markdown(costs, args.steps,
                                                                                               committed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "block_costs.md").write_text(md)
-    (out / "block_costs.json").write_text(json.dumps({"meta": meta, "costs": costs}, indent=2))
-    print(md)
+    write_report(args.out, md, meta, costs)
     return 0
 
 
