@@ -14,8 +14,9 @@ the candidate's; ``keep`` says whether the candidate joins the block, ``go_on`` 
 
              ``cost`` is the verify-cost curve the run measured on its own machine (``kangaroo/verify_cost.py``).
              A self-drafted candidate costs a head projection before its confidence is known, so after a run of
-             declined candidates the policy probes only every few blocks (``probe``: 1 + declines // 2 blocks
-             apart, at most ``max_skip``); the blocks in between are plain greedy steps that pay no head.
+             wasted probes (a declined candidate, or a kept first draft the verifier rejected) the policy probes
+             only every few blocks (``probe``: 1 + wasted // 2 blocks apart, at most ``max_skip``); the blocks in
+             between are plain greedy steps that pay no head.
              p_j comes from the drafter's confidence through a ``Calibrator``: per source and confidence bin,
              (accepted + k * conf) / (tried + k), i.e. the raw confidence as a prior worth k observations,
              replaced by the verifier's observed acceptance as blocks come in.
@@ -116,8 +117,8 @@ class GoodputPolicy:
     def decide(self, confs: list[float], source: str = "self") -> tuple[bool, bool]:
         ps = [self.calibrator.p(c, source) for c in confs]
         keep = self.goodput(ps, source) > self.goodput(ps[:-1], source)
-        if len(confs) == 1:
-            self.declines = 0 if keep else self.declines + 1
+        if len(confs) == 1 and not keep:
+            self.declines += 1
         return keep, keep
 
     def probe(self, source: str = "self") -> bool:
@@ -130,6 +131,8 @@ class GoodputPolicy:
 
     def observe(self, block) -> None:
         self.calibrator.observe(block)
+        if block.draft.source == "self" and block.drafted:  # a kept first draft the verifier rejected is a
+            self.declines = 0 if block.accepted else self.declines + 1  # wasted probe too
 
     def observe_candidate(self, conf: float, accepted: bool, source: str) -> None:
         """A declined candidate the verifier judged anyway (e.g. an n-gram proposal the hybrid did not use)."""

@@ -151,6 +151,23 @@ def test_goodput_probes_less_after_declines_and_skipped_blocks_stay_greedy(tiny_
     assert 5 <= len(calls) < 20  # the head ran only on the probed blocks
 
 
+def test_kept_drafts_the_verifier_rejects_also_back_off_probes():
+    from types import SimpleNamespace
+
+    pol = GoodputPolicy(FLAT, Calibrator(prior_weight=1e9))  # keeps a 0.9 candidate: it looks worth it
+    rejected = SimpleNamespace(draft=SimpleNamespace(source="self", confidences=[0.9]), drafted=1, accepted=0,
+                               judged_declined=None)
+    probes = []
+    for _ in range(100):
+        probes.append(pol.probe())
+        if probes[-1]:
+            assert pol.decide([0.9]) == (True, True)
+            pol.observe(rejected)
+    assert sum(probes) < 30 and not all(probes[-10:])
+    pol.observe(SimpleNamespace(draft=rejected.draft, drafted=1, accepted=1, judged_declined=None))
+    assert pol.declines == 0  # one accepted first draft: probe every block again
+
+
 def test_expected_committed_and_goodput_decisions():
     assert expected_committed([]) == 1.0
     assert expected_committed([0.5, 0.5]) == pytest.approx(1.75)
