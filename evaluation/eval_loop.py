@@ -5,7 +5,6 @@ resume (questions already in the answer file are skipped), the progress bar and 
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -16,7 +15,7 @@ from evaluation.answers import answer_record, append_answer, default_answer_file
 from evaluation.questions import chat_prompt_ids, load_questions
 from common.errors import UserError
 from kangaroo.greedy import DecodeResult
-from kangaroo.timing import sync
+from kangaroo.timing import timed
 
 
 @dataclass
@@ -71,11 +70,8 @@ def decode_turns(decode: Callable[[torch.Tensor], DecodeResult], tokenizer, mode
         ids = chat_prompt_ids(tokenizer, messages, model_id, device=device)
         if fits is not None:
             fits(ids)
-        sync(device)
-        t0 = time.perf_counter()
-        res = decode(ids)
-        sync(device)
-        walls.append(time.perf_counter() - t0)
+        res, wall = timed(lambda: decode(ids), device)
+        walls.append(wall)
         text = tokenizer.decode(res.tokens, skip_special_tokens=True).strip()
         messages.append({"role": "assistant", "content": text})
         texts.append(text)
