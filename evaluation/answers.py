@@ -1,18 +1,14 @@
 """Spec-Bench style answer files: one json line per question, appended as soon as it is finished.
 
 A rerun keeps what is there and skips those questions (``--overwrite`` starts afresh), so an interrupted long
-run loses at most the question in flight.
+run loses at most the question in flight: ``common/jsonl_store.py``.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
-from common.errors import UserError
-
-
-RECORD_START = '{"question_id": '   # json.dumps of answer_record always starts so
+from common.jsonl_store import JsonlStore
 
 
 def default_answer_file(bench_name: str, model_id: str, method: str) -> str:
@@ -20,34 +16,12 @@ def default_answer_file(bench_name: str, model_id: str, method: str) -> str:
     return str(Path("runs") / "answers" / bench_name / f"{label}-{method}.jsonl")
 
 
+def answer_store(path: str | Path) -> JsonlStore:
+    return JsonlStore(path, what="answer record", key="question_id", ensure_ascii=False)
+
+
 def done_question_ids(path: str | Path) -> set:
-    path = Path(path)
-    if not path.exists():
-        return set()
-    done = set()
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                done.add(json.loads(line)["question_id"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                if is_cut_record(line):
-                    continue  # a last line cut by an interrupted write: that question is redone
-                raise UserError(f"{path}:{lineno} is not an answer record: move the file away or pass --overwrite")
-    return done
-
-
-def is_cut_record(line: str) -> bool:
-    """A last line that an interrupted write cut short: no newline, does not parse, and starts like our records
-    (anything else is some other file, which must not be touched)."""
-    if line.endswith("\n") or not (line.startswith(RECORD_START) or RECORD_START.startswith(line)):
-        return False
-    try:
-        json.loads(line)
-    except json.JSONDecodeError:
-        return True
-    return False
+    return answer_store(path).done_ids()
 
 
 def answer_record(question_id, model_id: str, turns: list[str], new_tokens: list[int], wall_time: list[float],
@@ -60,26 +34,5 @@ def answer_record(question_id, model_id: str, turns: list[str], new_tokens: list
             "tstamp": time.time(), **extra}
 
 
-def drop_partial_last_line(path: Path) -> None:
-    """An interrupted write can leave a last line without its newline: an incomplete record is cut off (its
-    question is redone), a complete one gets its newline, so the next record starts on a line of its own."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    with open(path, "rb+") as f:
-        data = f.read()
-        if data.endswith(b"\n"):
-            return
-        start = data.rfind(b"\n") + 1
-        if is_cut_record(data[start:].decode("utf-8", errors="replace")):
-            f.truncate(start)
-        else:
-            f.write(b"\n")
-
-
 def append_answer(path: str | Path, record: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    drop_partial_last_line(path)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        f.flush()
+    answer_store(path).append(record)

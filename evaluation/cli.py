@@ -249,18 +249,38 @@ def resolve_question_file(args) -> None:
 
 
 def validate_static(args) -> None:
-    """Checks that need no model config."""
+    """Checks that need no model config, in this order (the first failure is the one line shown)."""
+    _validate_decoding(args)
+    _validate_question_range(args)
+    _validate_prompts(args)
+    if not hasattr(args, "steps"):
+        return
+    _validate_speculation(args)
+    validate_drafter_args(args)
+    _validate_dvi_sizes(args)
+    _validate_dvi_weights(args)
+    if args.load_lora and not Path(args.load_lora).is_file():
+        fail(f"--load-lora {args.load_lora} does not exist: pass a checkpoint .pt written by --save-lora-path")
+
+
+def _validate_decoding(args) -> None:
     if args.temperature != 0.0:
         fail(f"--temperature {args.temperature}: only greedy decoding (--temperature 0.0) is supported, "
              "since losslessness is defined against the greedy output")
     if args.max_new_tokens < 1:
         fail("--max-new-tokens must be >= 1")
+
+
+def _validate_question_range(args) -> None:
     for name in ("question_begin", "question_end"):
         v = getattr(args, name)
         if v is not None and v < 0:
             fail(f"--{name.replace('_', '-')} must be >= 0")
     if args.question_begin is not None and args.question_end is not None and args.question_end <= args.question_begin:
         fail("--question-end must be greater than --question-begin")
+
+
+def _validate_prompts(args) -> None:
     if args.max_prompts is not None and args.max_prompts < 1:
         fail("--max-prompts must be >= 1")
     if args.max_prompts is not None and not args.prompts_jsonl:
@@ -270,15 +290,18 @@ def validate_static(args) -> None:
              "python -m data.sharegpt_stream --convert IN.json OUT.jsonl (or python -m scripts.fetch_assets)")
     if args.prompts_jsonl:
         check_prompts_jsonl(args.prompts_jsonl)
-    if not hasattr(args, "steps"):
-        return
+
+
+def _validate_speculation(args) -> None:
     if args.steps < 1:
         fail("--steps must be >= 1 (tokens drafted per block at most)")
     if not 0.0 <= args.threshold <= 1.0:
         fail("--threshold must lie in [0, 1] (a probability)")
     if args.exitlayer < 1:
         fail("--exitlayer must be >= 1")
-    validate_drafter_args(args)
+
+
+def _validate_dvi_sizes(args) -> None:
     positive = ["dvi_batch_size", "dvi_update_every", "dvi_buffer_size", "dvi_topk", "dvi_lora_r", "metrics_every"]
     for name in positive:
         if getattr(args, name) < 1:
@@ -286,6 +309,9 @@ def validate_static(args) -> None:
     if args.dvi_batch_size > args.dvi_buffer_size:
         fail(f"--dvi-batch-size {args.dvi_batch_size} is larger than --dvi-buffer-size {args.dvi_buffer_size}: "
              "lower the batch or raise the buffer")
+
+
+def _validate_dvi_weights(args) -> None:
     if args.dvi_tau <= 0:
         fail("--dvi-tau must be > 0")
     if args.dvi_warmup_steps < 0 or args.save_lora_every < 0 or args.max_online_train_ms < 0:
@@ -298,8 +324,6 @@ def validate_static(args) -> None:
             fail(f"--{name.replace('_', '-')} {getattr(args, name)} must be >= 0 (a loss weight; 0 turns the term off)")
     if not args.dvi_kl_lambda0 >= args.dvi_kl_lambdamin >= 0:
         fail("need --dvi-kl-lambda0 >= --dvi-kl-lambdamin >= 0 (the KL weight decays from the first to the second)")
-    if args.load_lora and not Path(args.load_lora).is_file():
-        fail(f"--load-lora {args.load_lora} does not exist: pass a checkpoint .pt written by --save-lora-path")
 
 
 def check_prompts_jsonl(path: str) -> None:

@@ -5,18 +5,16 @@ resume (questions already in the answer file are skipped), the progress bar and 
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import torch
 
-from evaluation.answers import answer_record, append_answer, default_answer_file, done_question_ids
+from evaluation.answers import answer_record, answer_store, default_answer_file
 from evaluation.questions import chat_prompt_ids, load_questions
 from common.errors import UserError
 from kangaroo.greedy import DecodeResult
-from kangaroo.timing import sync
+from kangaroo.timing import timed
 
 
 @dataclass
@@ -71,11 +69,8 @@ def decode_turns(decode: Callable[[torch.Tensor], DecodeResult], tokenizer, mode
         ids = chat_prompt_ids(tokenizer, messages, model_id, device=device)
         if fits is not None:
             fits(ids)
-        sync(device)
-        t0 = time.perf_counter()
-        res = decode(ids)
-        sync(device)
-        walls.append(time.perf_counter() - t0)
+        res, wall = timed(lambda: decode(ids), device)
+        walls.append(wall)
         text = tokenizer.decode(res.tokens, skip_special_tokens=True).strip()
         messages.append({"role": "assistant", "content": text})
         texts.append(text)
@@ -109,9 +104,10 @@ def run_questions(args, method: str, decode: Callable[[torch.Tensor], DecodeResu
                             "past its end, or an empty file): check the file and the range")
     answer_file = args.answer_file or default_answer_file(bench, args.model_id, method)
     args.answer_file = answer_file
+    store = answer_store(answer_file)
     if args.overwrite:
-        Path(answer_file).unlink(missing_ok=True)
-    done = done_question_ids(answer_file)
+        store.reset()
+    done = store.done_ids()
     totals = RunTotals()
     # one short untimed decode so the first question does not pay for lazy initialisation
     (warmup or decode)(chat_prompt_ids(tokenizer, [{"role": "user", "content": "Hi"}], args.model_id, device=args.device)[:, -8:])
@@ -128,7 +124,7 @@ def run_questions(args, method: str, decode: Callable[[torch.Tensor], DecodeResu
         rec = answer_record(q["question_id"], args.model_id, texts, [len(r.tokens) for r in results], walls,
                             accept, [r.steps for r in results], category=q.get("category"),
                             token_ids=[r.tokens for r in results], **(extra_record() if extra_record else {}))
-        append_answer(answer_file, rec)
+        store.append(rec)
         for r, w in zip(results, walls):
             totals.add(r, w)
         totals.questions += 1

@@ -23,8 +23,9 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 
+from kangaroo.blocks import Block, Draft
 from kangaroo.draft_policy import ThresholdStop
-from kangaroo.speculative import Block, Draft, self_draft
+from kangaroo.self_draft import self_draft
 
 DRAFTERS = ("self", "ngram", "hybrid")
 

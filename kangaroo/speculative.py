@@ -19,105 +19,20 @@ always holds exactly the verified positions. A block may draft zero tokens: it i
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 
+from kangaroo.blocks import Block, Draft, Verification
 from kangaroo.draft_policy import ThresholdStop
+from kangaroo.drafters import SelfDrafter
 from kangaroo.greedy import DecodeResult, clip_at_stop
 from kangaroo.kangaroo_model import KangarooCaches, KangarooModel
+from kangaroo.self_draft import self_draft
+from kangaroo.timing import now
 
-
-def _now(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
-@dataclass
-class Draft:
-    tokens: list[int]                # d_1..d_m (m may be 0)
-    h: Optional[torch.Tensor]        # [1, c, d] layer-k hidden of the first c of x, d_1..d_m (c = m+1 for the
-                                     # self-drafter, 0 / None for an n-gram draft): verify runs the rest
-    hk: Optional[torch.Tensor]       # [m, d] drafter features that produced d_1..d_m (self-drafted only, else None)
-    confidences: list[float]         # drafter top-1 probability (or estimated acceptance) of each d_i
-    ms: float = 0.0
-    source: str = "self"             # who drafted: "self" (shallow layers + head) or "ngram" (prompt lookup)
-    last_token: Optional[int] = None  # x: needed by verify when h does not cover it
-    # the candidate d_{m+1} the policy declined (self-drafter): when d_1..d_m are all accepted, the verifier's
-    # token v_m judges it for free, so calibration and DVI still learn from blocks that draft nothing
-    declined_token: Optional[int] = None
-    declined_conf: Optional[float] = None
-    declined_hk: Optional[torch.Tensor] = None   # [d]
-
-    @property
-    def covered(self) -> int:
-        """Inputs (x, d_1, ...) whose layer-k hidden states this draft already holds."""
-        return 0 if self.h is None else self.h.shape[1]
-
-    def hk_state_of(self, i: int) -> torch.Tensor:
-        """The post-norm layer-k features the drafter head projected to draft d_i (1-based), float16 [d]."""
-        return self.hk[i - 1].to(torch.float16)
-
-
-@dataclass
-class Verification:
-    logits: torch.Tensor       # [m+1, V] verifier logits; row j predicts the token after input j
-    tokens: list[int]          # v_0..v_m (greedy)
-    ms: float = 0.0
-
-
-@dataclass
-class Block:
-    draft: Draft
-    verification: Verification
-    accepted: int              # a: drafted tokens accepted
-    committed: list[int]       # d_1..d_a, v_a
-
-    @property
-    def drafted(self) -> int:
-        return len(self.draft.tokens)
-
-    @property
-    def judged_declined(self) -> Optional[bool]:
-        """Whether the verifier agreed with the declined candidate (None: none, or not judged)."""
-        d = self.draft
-        if d.declined_token is None or self.accepted < self.drafted:
-            return None
-        return d.declined_token == self.verification.tokens[self.drafted]
-
-
-@torch.no_grad()
-def self_draft(model: KangarooModel, last_token: int, caches: KangarooCaches, steps: int, policy) -> Draft:
-    """The self-drafter's loop. ``policy.decide(confs)`` sees the confidences so far, the last one the candidate's,
-    and answers (keep the candidate, draft another). A candidate not kept costs its head projection only."""
-    t0 = _now(model.device)
-    x = torch.tensor([[last_token]], device=model.device)
-    out = model.forward_shallow(x, caches.shallow)
-    hs, hks, tokens, confs = [out.h], [], [], []
-    declined = (None, None, None)
-    for _ in range(steps):
-        hk = out.hk[:, -1]
-        probs = torch.softmax(model.drafter_logits_from_hk(hk), dim=-1)
-        conf, idx = probs.max(dim=-1)
-        keep, go_on = policy.decide(confs + [float(conf)], "self")
-        tok = model.drafter_token_id(idx)
-        if not keep:
-            declined = (tok, float(conf), hk[0])
-            break
-        tokens.append(tok)
-        confs.append(float(conf))
-        hks.append(hk)
-        out = model.forward_shallow(torch.tensor([[tok]], device=model.device), caches.shallow)
-        hs.append(out.h)
-        if not go_on:
-            break
-    hk_all = torch.cat(hks, dim=0) if hks else out.hk.new_zeros(0, out.hk.shape[-1])
-    return Draft(tokens, torch.cat(hs, dim=1), hk_all, confs, ms=(_now(model.device) - t0) * 1e3,
-                 source="self", last_token=last_token, declined_token=declined[0], declined_conf=declined[1],
-                 declined_hk=declined[2])
+__all__ = ["Block", "Draft", "Verification", "accept", "draft", "drafter_step", "kangaroo_generate", "prefill",
+           "self_draft", "speculative_step", "verify"]
 
 
 def draft(model: KangarooModel, last_token: int, caches: KangarooCaches, steps: int, threshold: float) -> Draft:
@@ -129,7 +44,7 @@ def draft(model: KangarooModel, last_token: int, caches: KangarooCaches, steps: 
 def verify(model: KangarooModel, d: Draft, caches: KangarooCaches) -> Verification:
     """Deep layers over x, d_1..d_m in one pass. Inputs the draft holds no layer-k hidden states for (an n-gram
     draft: all of them) first go through the shallow layers here, so both caches end at the same length."""
-    t0 = _now(model.device)
+    t0 = now(model.device)
     h = d.h
     n_in = len(d.tokens) + 1
     if d.covered < n_in:
@@ -140,7 +55,7 @@ def verify(model: KangarooModel, d: Draft, caches: KangarooCaches) -> Verificati
         h = h_rest if h is None or h.shape[1] == 0 else torch.cat([h, h_rest], dim=1)
     logits = model.verifier_logits(model.forward_deep(h, caches.deep))[0]
     tokens = logits.argmax(dim=-1).tolist()
-    return Verification(logits, tokens, ms=(_now(model.device) - t0) * 1e3)
+    return Verification(logits, tokens, ms=(now(model.device) - t0) * 1e3)
 
 
 def accept(d: Draft, v: Verification) -> tuple[int, list[int]]:
@@ -187,8 +102,6 @@ def kangaroo_generate(model: KangarooModel, input_ids: torch.Tensor, max_new_tok
     ``threshold``); when given, its own settings apply. ``cache_pool`` (a ``kangaroo.cache_pool.ReusableCaches``)
     lends caches kept across calls; else new ones."""
     if drafter is None:
-        from kangaroo.drafters import SelfDrafter
-
         drafter = SelfDrafter(steps=steps, policy=ThresholdStop(threshold))
     need = input_ids.shape[1] + max_new_tokens + drafter.steps + 1
     caches = cache_pool.get(need) if cache_pool is not None else model.new_caches(need)

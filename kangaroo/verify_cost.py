@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+
+from kangaroo.timing import elapsed_ms
 
 
 @dataclass
@@ -52,16 +53,6 @@ class CostCurve:
         return c
 
 
-def _ms(device, fn) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - t0) * 1e3
-
-
 @torch.no_grad()
 def measure_cost_curve(model, max_tokens: int, reps: int = 5, prefix: int = 32) -> CostCurve:
     """Median wall times over ``reps`` runs, after a ``prefix``-token context, for n = 1..max_tokens."""
@@ -75,13 +66,14 @@ def measure_cost_curve(model, max_tokens: int, reps: int = 5, prefix: int = 32) 
         ts, td = [], []
         for _ in range(reps + 1):  # the first run is a warm-up
             out = {}
-            ts.append(_ms(dev, lambda: out.setdefault("h", model.forward_shallow(x, caches.shallow).h)))
-            td.append(_ms(dev, lambda: model.verifier_logits(model.forward_deep(out["h"], caches.deep)).argmax(-1)))
+            ts.append(elapsed_ms(lambda: out.setdefault("h", model.forward_shallow(x, caches.shallow).h), dev))
+            td.append(elapsed_ms(lambda: model.verifier_logits(model.forward_deep(out["h"], caches.deep)).argmax(-1),
+                                 dev))
             caches.crop(prefix)
         shallow.append(statistics.median(ts[1:]))
         deep.append(statistics.median(td[1:]))
     hk = torch.zeros(1, model.config.hidden_size, device=dev, dtype=model.dtype)
-    heads = [_ms(dev, lambda: model.drafter_logits_from_hk(hk).max(-1)) for _ in range(reps + 1)]
+    heads = [elapsed_ms(lambda: model.drafter_logits_from_hk(hk).max(-1), dev) for _ in range(reps + 1)]
     return CostCurve(_monotone(shallow), _monotone(deep), statistics.median(heads[1:]))
 
 

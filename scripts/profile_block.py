@@ -31,7 +31,6 @@ import json
 import shlex
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -72,17 +71,11 @@ def break_even(costs: dict, m: int, head: str, online: bool = False, update_ever
 
 # ----------------------------------------------------------------------------------------------- timing
 def median_ms(fn, repeats: int, device) -> float:
-    from evaluation.eval_loop import sync
+    """Median milliseconds of ``repeats`` calls of ``fn`` after one untimed warm-up call."""
+    from kangaroo.timing import elapsed_ms
 
     fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return statistics.median(elapsed_ms(fn, device) for _ in range(repeats))
 
 
 def weight_bytes(lm) -> int:

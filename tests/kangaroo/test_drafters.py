@@ -251,3 +251,15 @@ def test_hybrid_keeps_calibrating_ngram_matches_it_declines(tiny_llama):
     assert res.tokens == greedy_decode(tiny_llama, ids, 40, set()).tokens
     assert sources and set(sources) == {"self"}  # every match declined
     assert cal.tried[("ngram", 9)] > 40           # ... and judged anyway
+
+
+def test_drafters_and_speculative_import_without_a_cycle():
+    """The drafter seam needs only the block records and the self-draft loop, never the decode loop."""
+    import subprocess
+    import sys
+
+    code = ("import sys, kangaroo.drafters; assert 'kangaroo.speculative' not in sys.modules; "
+            "import kangaroo.speculative as s; from kangaroo.blocks import Block; assert s.Block is Block")
+    from pathlib import Path
+
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])

@@ -6,7 +6,9 @@ import json
 import pytest
 import torch
 
+from scripts import bench_baseline
 from scripts import benchmark_methods as bm
+from scripts.benchmark import cli as bcli, methods as bmeth, report as brep, store as bstore
 from scripts import run_ablations as ra
 
 V = 49152  # the tiny folder keeps the real tokenizer's vocabulary
@@ -64,25 +66,25 @@ def test_benchmark_end_to_end_lossless_and_resumable(tiny_model_dir, qfile, lora
     assert bm.main(bench_argv(tiny_model_dir, qfile, out, "--per-category", "1", "--load-lora", str(lora))) == 0
     recs = [json.loads(line) for line in raw_lines(out)]
     assert [r["question_id"] for r in recs] == [1, 3]  # first of each category, file order
-    assert recs[0]["order"] != recs[1]["order"] and sorted(recs[0]["order"]) == sorted(bm.METHODS)
+    assert recs[0]["order"] != recs[1]["order"] and sorted(recs[0]["order"]) == sorted(bmeth.METHODS)
     for r in recs:
         ms = r["methods"]
-        assert set(ms) == set(bm.METHODS) and all(m["match"] == [True] for m in ms.values())
+        assert set(ms) == set(bmeth.METHODS) and all(m["match"] == [True] for m in ms.values())
         assert len(ms["baseline"]["new_tokens"]) == 1  # first turn only
         n = ms["baseline"]["new_tokens"][0]
         assert ms["baseline"]["passes"] == [n] and ms["hf_generate"]["passes"] == [n]  # one target call per token
-        assert all(1 <= ms[m]["passes"][0] <= n for m in bm.METHODS)
+        assert all(1 <= ms[m]["passes"][0] <= n for m in bmeth.METHODS)
         assert ms["early_exit_assist"]["drafter_calls"][0] >= 1 and ms["kangaroo"]["drafter_calls"] == [None]
     table = (out / "table.md").read_text()
-    for name in (*bm.METHODS, "## writing", "## qa", "## overall", "threads: 1", "--per-category 1"):
+    for name in (*bmeth.METHODS, "## writing", "## qa", "## overall", "threads: 1", "--per-category 1"):
         assert name in table
-    assert "| NO" not in table and table.count("| yes |") == 3 * len(bm.METHODS)
+    assert "| NO" not in table and table.count("| yes |") == 3 * len(bmeth.METHODS)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["lossless"] and summary["groups"] == ["writing", "qa", "overall"]
     assert (out / "speedup.png").stat().st_size > 0
 
     # resume: only question 2 is new; a method that changes a token makes the exit code 1
-    real = bm.make_methods
+    real = bcli.make_methods
 
     def broken(*a, **kw):
         methods = real(*a, **kw)
@@ -93,10 +95,10 @@ def test_benchmark_end_to_end_lossless_and_resumable(tiny_model_dir, qfile, lora
             return tokens[:-1] + [(tokens[-1] + 1) % V], passes, drafter
         return {**methods, "kangaroo": bad}
 
-    monkeypatch.setattr(bm, "make_methods", broken)
+    monkeypatch.setattr(bcli, "make_methods", broken)
     calls = []
-    real_decode = bm.decode_question
-    monkeypatch.setattr(bm, "decode_question", lambda q, *a, **k: calls.append(q["question_id"]) or real_decode(q, *a, **k))
+    real_decode = bcli.decode_question
+    monkeypatch.setattr(bcli, "decode_question", lambda q, *a, **k: calls.append(q["question_id"]) or real_decode(q, *a, **k))
     rc = bm.main(bench_argv(tiny_model_dir, qfile, out, "--per-category", "2", "--load-lora", str(lora)))
     assert rc == 1 and calls == [2]
     lines = raw_lines(out)
@@ -132,34 +134,58 @@ def record(qid, cat, **methods):
 def test_benchmark_summary_table_and_plot_from_records(tmp_path):
     recs = [record(1, "A", baseline=(10, 1.0, 10, True), kangaroo=(10, 0.5, 4, True), hf_generate=(10, 2.0, None, True)),
             record(2, "B", baseline=(20, 1.0, 20, True), kangaroo=(20, 2.0, 5, False), hf_generate=(20, 1.0, None, True))]
-    s = bm.summarize(recs, ["baseline", "hf_generate", "kangaroo"])
+    s = brep.summarize(recs, ["baseline", "hf_generate", "kangaroo"])
     assert s["groups"] == ["A", "B", "overall"] and not s["lossless"]
     a, b, o = (s["by_group"][g]["kangaroo"] for g in s["groups"])
     assert (a["speedup"], a["mean_accepted"], a["mismatches"]) == (2.0, 2.5, 0)
     assert (b["speedup"], b["mismatches"]) == (0.5, 1)
     assert o["speedup"] == pytest.approx(12 / 15) and o["mean_accepted"] == pytest.approx(30 / 9)
     assert s["by_group"]["overall"]["hf_generate"]["mean_accepted"] is None
-    md = bm.table_markdown(s, {"model": "m", "command": "python -m x"})
+    md = brep.table_markdown(s, {"model": "m", "command": "python -m x"})
     assert "| kangaroo | 10 | 2.50 | 20.00 | 2.00x | yes |" in md
     assert "| kangaroo | 30 | 3.33 | 12.00 | 0.80x | NO (1 of 2) |" in md
     assert "| hf_generate | 30 | n/a | 10.00 | 0.67x | yes |" in md and "`python -m x`" in md
     assert "| A | 1 | 1.00x | 0.50x | 2.00x |" in md and "| **overall** | 2 | 1.00 | n/a | 3.33 |" in md
     assert "Some method's output differed" in md
-    assert bm.plot_speedup(s, tmp_path / "p.png").stat().st_size > 0
+    assert brep.plot_speedup(s, tmp_path / "p.png").stat().st_size > 0
 
 
 def test_benchmark_helpers():
     qs = [{"question_id": i, "category": c} for i, c in enumerate("aabab")]
-    assert [q["question_id"] for q in bm.select_questions(qs, 2)] == [0, 1, 2, 4]
-    assert bm.rotated(["x", "y", "z"], 4) == ["y", "z", "x"]
+    assert [q["question_id"] for q in bcli.select_questions(qs, 2)] == [0, 1, 2, 4]
+    assert bmeth.rotated(["x", "y", "z"], 4) == ["y", "z", "x"]
 
 
 def test_raw_file_drops_a_cut_last_line(tmp_path):
-    p = tmp_path / "raw.jsonl"
-    p.write_text('{"question_id": 1}\n{"question_id": 2, "meth')
-    assert bm.read_raw(p) == [{"question_id": 1}]
-    bm.append_raw(p, {"question_id": 3})
-    assert bm.read_raw(p) == [{"question_id": 1}, {"question_id": 3}]
+    raw = bstore.raw_store(tmp_path)
+    raw.path.write_text('{"question_id": 1}\n{"question_id": 2, "meth')
+    assert raw.records() == [{"question_id": 1}] and raw.done_ids() == {1}
+    raw.append({"question_id": 3})
+    assert raw.records() == [{"question_id": 1}, {"question_id": 3}]
+
+
+def test_overwrite_starts_the_raw_file_afresh_and_other_settings_are_refused(tmp_path):
+    raw = bstore.raw_store(tmp_path)
+    bstore.check_config(tmp_path, {"max_new_tokens": 8}, overwrite=False)
+    raw.append({"question_id": 1})
+    with pytest.raises(SystemExit):
+        bstore.check_config(tmp_path, {"max_new_tokens": 9}, overwrite=False)
+    assert raw.done_ids() == {1}
+    bstore.check_config(tmp_path, {"max_new_tokens": 9}, overwrite=True)
+    assert raw.records() == [] and json.loads((tmp_path / "config.json").read_text()) == {"max_new_tokens": 9}
+
+
+def test_bench_baseline_is_the_benchmark_on_a_question_range_every_turn(tiny_model_dir, qfile, tmp_path):
+    out = tmp_path / "baseline"
+    argv = ["--model-id", str(tiny_model_dir), "--question-file", str(qfile), "--question-begin", "0",
+            "--question-end", "2", "--max-new-tokens", "6", "--out", str(out), "--device", "cpu",
+            "--num-threads", "1", "--no-progress"]
+    assert bench_baseline.main(argv) == 0
+    recs = [json.loads(line) for line in raw_lines(out)]
+    assert [r["question_id"] for r in recs] == [1, 2]  # both of the range, though one category
+    assert set(recs[0]["methods"]) == {"baseline", "hf_generate", "kangaroo"}
+    assert len(recs[0]["baseline_ids"]) == 2 and recs[0]["methods"]["kangaroo"]["match"] == [True, True]
+    assert "scripts.benchmark_methods" in (out / "table.md").read_text() and (out / "summary.json").is_file()
 
 
 # ----------------------------------------------------------------------------------------------- ablations

@@ -1,0 +1,40 @@
+"""The self-drafter's loop: the shallow layers and the drafter head propose tokens one at a time while the draft
+policy keeps them (Kangaroo's early exit). Used by ``SelfDrafter`` and by ``speculative.draft``."""
+from __future__ import annotations
+
+import torch
+
+from kangaroo.blocks import Draft
+from kangaroo.kangaroo_model import KangarooCaches, KangarooModel
+from kangaroo.timing import now
+
+
+@torch.no_grad()
+def self_draft(model: KangarooModel, last_token: int, caches: KangarooCaches, steps: int, policy) -> Draft:
+    """The self-drafter's loop. ``policy.decide(confs)`` sees the confidences so far, the last one the candidate's,
+    and answers (keep the candidate, draft another). A candidate not kept costs its head projection only."""
+    t0 = now(model.device)
+    x = torch.tensor([[last_token]], device=model.device)
+    out = model.forward_shallow(x, caches.shallow)
+    hs, hks, tokens, confs = [out.h], [], [], []
+    declined = (None, None, None)
+    for _ in range(steps):
+        hk = out.hk[:, -1]
+        probs = torch.softmax(model.drafter_logits_from_hk(hk), dim=-1)
+        conf, idx = probs.max(dim=-1)
+        keep, go_on = policy.decide(confs + [float(conf)], "self")
+        tok = model.drafter_token_id(idx)
+        if not keep:
+            declined = (tok, float(conf), hk[0])
+            break
+        tokens.append(tok)
+        confs.append(float(conf))
+        hks.append(hk)
+        out = model.forward_shallow(torch.tensor([[tok]], device=model.device), caches.shallow)
+        hs.append(out.h)
+        if not go_on:
+            break
+    hk_all = torch.cat(hks, dim=0) if hks else out.hk.new_zeros(0, out.hk.shape[-1])
+    return Draft(tokens, torch.cat(hs, dim=1), hk_all, confs, ms=(now(model.device) - t0) * 1e3,
+                 source="self", last_token=last_token, declined_token=declined[0], declined_conf=declined[1],
+                 declined_hk=declined[2])

@@ -1,0 +1,8 @@
+"""The one benchmark entry point, in parts (``python -m scripts.benchmark_methods``; ``scripts.bench_baseline``
+is an alias of it):
+
+  cli      flags, question selection, the DVI drafter to deploy (trained first if asked), the run
+  methods  the decoding methods (ours and Hugging Face's), the forward-call counter, one question decoded by all
+  store    OUT/raw.jsonl (a common.jsonl_store.JsonlStore) and OUT/config.json (a resumed run keeps its settings)
+  report   pure: records -> summary -> table.md, summary.json, speedup.png
+"""

@@ -1,0 +1,225 @@
+"""One command that builds the method comparison table (work plan step 10).
+
+Every method decodes the same chat prompts greedily, one question at a time, in an order that rotates per
+question (so drift of a shared machine hits all alike), and its token ids are compared with the baseline's:
+
+  baseline           kangaroo.greedy.greedy_decode: our KV-cache greedy loop, the reference
+  hf_generate        lm.generate(do_sample=False)
+  prompt_lookup      lm.generate(prompt_lookup_num_tokens=6, do_sample=False)
+  early_exit_assist  lm.generate(assistant_early_exit=EXITLAYER, do_sample=False): HF self-speculation, HF defaults
+                     for the draft (num_assistant_tokens, assistant_confidence_threshold; see the table header)
+  kangaroo           kangaroo_generate with the identity drafter (the verifier's head on layer k), --threshold rule
+  dvi                the default deployed configuration: --drafter (auto: hybrid), --draft-policy (auto: goodput on
+                     the verify-cost curve measured at startup), --drafter-vocab, the LoRA head of --load-lora
+                     (deploy: no training)
+  dvi_self           the same without the n-gram drafter: the self-drafter (LoRA head) under --draft-policy
+  ngram              the n-gram drafter alone (prompt lookup over prompt + output) under --draft-policy
+  dvi_threshold      the LoRA self-drafter under Kangaroo's fixed --threshold rule (the old `dvi` method)
+
+    python -m scripts.benchmark_methods --model-id smollm2-135m --question-file Q --per-category 10 \\
+        --max-new-tokens 64 --load-lora runs/checkpoints/final.pt --out runs/benchmark
+
+Questions: the first --per-category questions of each category, in file order (of the file's questions
+--question-begin..--question-end, all by default); the first turn only, or with
+--all-turns every turn, each prompt holding the baseline's own earlier answers. Output: OUT/raw.jsonl (one line
+per question, appended as soon as it is done; a rerun skips those questions, --overwrite starts afresh; the
+settings are kept in OUT/config.json and a rerun with other settings is refused), OUT/table.md,
+OUT/summary.json and OUT/speedup.png. Exit code 1 if some method's output differs from the baseline's on some
+question (all methods are lossless, so that is a bug; the table is still written). In float16/bfloat16 a
+difference whose first differing token is a near-tie of the verifier (top-2 logit gap within
+kangaroo.lossless.TIE_TOLERANCE) is reported with its gap and counted as a match; float32 requires equality.
+
+A missing --load-lora ends the run with the command that trains one; --train-if-missing N instead trains it
+first (evaluation.inference_kangaroo, DVI online on the first N prompts of --train-prompts-jsonl, with this run's
+model, exit layer, threshold, steps and --max-new-tokens) and saves it as --load-lora (which must end in final.pt).
+"""
+from __future__ import annotations
+
+import shlex
+import sys
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from evaluation.cli import (OneLineParser, add_drafter_args, add_model_args, add_speculation_args, fail,
+                            resolve_device_dtype, resolve_model_id, resolve_question_file, run_main,
+                            validate_against_config, validate_drafter_args)
+from scripts.benchmark.methods import (LORA_METHODS, METHODS, TargetCalls, build_models, decode_question, make_methods,
+                                       rotated)
+from scripts.benchmark.report import fmt, match_cell, write_report
+from scripts.benchmark.store import CHECKED, check_config, raw_store
+
+def build_parser() -> OneLineParser:
+    p = OneLineParser(description=__doc__.splitlines()[0])
+    add_model_args(p)
+    p.set_defaults(bench_name="spec_bench")
+    p.add_argument("--question-file", default=None,
+                   help="Spec-Bench question jsonl (default: data/spec_bench/question.jsonl, then "
+                        "../shared/data/spec_bench/question.jsonl)")
+    p.add_argument("--per-category", type=int, default=10, help="first N questions of each category (file order)")
+    p.add_argument("--question-begin", type=int, default=None,
+                   help="only questions from this index of the file (0-based) on, before --per-category applies")
+    p.add_argument("--question-end", type=int, default=None, help="only questions before this index of the file")
+    p.add_argument("--all-turns", action="store_true",
+                   help="decode every turn (prompts hold the baseline's earlier answers); default: first turn only")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    add_speculation_args(p)
+    add_drafter_args(p)
+    p.add_argument("--load-lora", default="runs/checkpoints/final.pt", help="DVI LoRA checkpoint for the dvi method")
+    p.add_argument("--train-if-missing", type=int, default=0, metavar="N",
+                   help="if --load-lora is missing, first train it online on N prompts of --train-prompts-jsonl")
+    p.add_argument("--train-prompts-jsonl", default="assets/sharegpt.jsonl")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help="comma-separated subset of " + ",".join(METHODS) + " (baseline is always run)")
+    p.add_argument("--out", default="runs/benchmark")
+    p.add_argument("--overwrite", action="store_true", help="start OUT/raw.jsonl afresh")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def parse_args(argv=None):
+    args = build_parser().parse_args(argv)
+    resolve_model_id(args)
+    if args.per_category < 1 or args.max_new_tokens < 1 or args.steps < 1 or args.exitlayer < 1:
+        fail("--per-category, --max-new-tokens, --steps and --exitlayer must be >= 1")
+    if not 0.0 <= args.threshold <= 1.0:
+        fail("--threshold must lie in [0, 1] (a probability)")
+    if min(args.question_begin or 0, args.question_end if args.question_end is not None else 0) < 0:
+        fail("--question-begin and --question-end must be >= 0")
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in names if m not in METHODS]
+    if bad:
+        fail(f"--methods: unknown {', '.join(bad)}; pick from {','.join(METHODS)}")
+    args.methods = [m for m in METHODS if m == "baseline" or m in names]
+    validate_drafter_args(args)
+    from evaluation.cli import drafter_config
+    from kangaroo.drafter_config import resolve_auto
+
+    resolved = resolve_auto(drafter_config(args))  # deploy: auto = hybrid drafter, goodput policy
+    args.drafter, args.draft_policy = resolved.drafter, resolved.draft_policy
+    resolve_question_file(args)
+    resolve_device_dtype(args)
+    return args
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+def select_questions(questions: list[dict], per_category: int) -> list[dict]:
+    """The first ``per_category`` questions of each category, file order kept."""
+    seen, out = Counter(), []
+    for q in questions:
+        cat = q.get("category", "uncategorized")
+        if seen[cat] < per_category:
+            seen[cat] += 1
+            out.append(q)
+    return out
+def train_command(args) -> list[str]:
+    """inference_kangaroo argv that trains a DVI drafter online and saves it as --load-lora."""
+    out = Path(args.out) / "train"
+    argv = ["--model-id", args.model_id, "--dvi-online", "true", "--prompts-jsonl", args.train_prompts_jsonl,
+            "--max-prompts", str(args.train_if_missing), "--save-lora-path", str(Path(args.load_lora).parent),
+            "--exitlayer", str(args.exitlayer), "--threshold", str(args.threshold), "--steps", str(args.steps),
+            "--max-new-tokens", str(args.max_new_tokens), "--device", args.device, "--dtype", args.dtype,
+            "--metrics-out", str(out / "metrics"), "--answer-file", str(out / "answers.jsonl"), "--overwrite"]
+    if args.num_threads is not None:
+        argv += ["--num-threads", str(args.num_threads)]
+    return argv + (["--no-progress"] if args.no_progress else [])
+
+
+def ensure_lora(args) -> None:
+    if not set(LORA_METHODS) & set(args.methods) or Path(args.load_lora).is_file():
+        return
+    if not args.train_if_missing:
+        fail(f"--load-lora {args.load_lora} does not exist: train a drafter first with `python -m "
+             f"evaluation.inference_kangaroo --model-id {args.model_id} --dvi-online true --prompts-jsonl "
+             f"assets/sharegpt.jsonl --max-prompts 300 --save-lora-path {Path(args.load_lora).parent}` "
+             "(or pass --train-if-missing 300, or leave dvi out of --methods)")
+    if Path(args.load_lora).name != "final.pt":
+        fail(f"--train-if-missing saves DIR/final.pt, so --load-lora must end in final.pt (got {args.load_lora})")
+    from evaluation import inference_kangaroo
+
+    print(f"[benchmark] {args.load_lora} missing: training it first ({args.train_if_missing} prompts)")
+    if inference_kangaroo.main(train_command(args)) or not Path(args.load_lora).is_file():
+        fail(f"training did not produce {args.load_lora}: see the messages above")
+def hf_assist_defaults(lm) -> str:
+    from transformers import GenerationConfig
+
+    gc, dflt = lm.generation_config, getattr(GenerationConfig, "_get_default_generation_params", dict)()
+    vals = {k: getattr(gc, k, None) if getattr(gc, k, None) is not None else dflt.get(k)
+            for k in ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")}
+    return ", ".join(f"{k}={v}" for k, v in vals.items())
+
+
+def run_meta(args, lm, n_questions: int) -> dict:
+    import transformers
+
+    device = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"
+    return {"model": args.model_id, "device": device, "dtype": args.dtype, "threads": torch.get_num_threads(),
+            "questions per category": args.per_category, "questions": n_questions,
+            "turns": "all" if args.all_turns else "first", "max new tokens": args.max_new_tokens,
+            "kangaroo": f"exit layer {args.exitlayer}, threshold {args.threshold}, steps {args.steps}",
+            "dvi drafter": args.load_lora if set(LORA_METHODS) & set(args.methods) else "not run",
+            "drafting": f"dvi: {args.drafter} drafter, {args.draft_policy} policy; dvi_self / ngram: "
+                        f"{args.draft_policy} policy; n-grams {args.ngram_min}..{args.ngram_max}; drafter vocabulary "
+                        f"{args.drafter_vocab or 'full'}",
+            "prompt_lookup": "prompt_lookup_num_tokens=6",
+            "early_exit_assist": f"assistant_early_exit={args.exitlayer}, HF draft defaults: {hf_assist_defaults(lm)}",
+            "versions": f"torch {torch.__version__}, transformers {transformers.__version__}",
+            "command": shlex.join(["python", "-m", "scripts.benchmark_methods", *args.argv])}
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    args.argv = argv
+    from evaluation.questions import chat_prompt_ids, load_questions
+    from kangaroo.greedy import eos_ids_of
+    from kangaroo.lossless import judge
+    from kangaroo.model_loading import load_causal_lm, load_tokenizer
+
+    questions = select_questions(load_questions(args.question_file, args.question_begin, args.question_end),
+                                 args.per_category)
+    out = Path(args.out)
+    config = {k: getattr(args, k, None) for k in CHECKED if k != "threads"} | {"threads": torch.get_num_threads()}
+    check_config(out, config, args.overwrite)
+    ensure_lora(args)
+    raw = raw_store(out)
+    done = raw.done_ids()
+
+    tokenizer = load_tokenizer(args.model_id)
+    lm = load_causal_lm(args.model_id, device=args.device, dtype=args.dtype)
+    validate_against_config(args, lm.config)
+    eos = eos_ids_of(tokenizer, lm.config)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos, default=None)
+    methods = make_methods(args, lm, build_models(args, lm, tokenizer), eos, pad_id, TargetCalls(lm))
+    warm = chat_prompt_ids(tokenizer, [{"role": "user", "content": "Hi"}], args.model_id, device=args.device)[:, -8:]
+    for fn in methods.values():  # untimed: lazy initialisation is not charged to the first question
+        fn(warm)
+
+    from tqdm import tqdm
+
+    names = list(methods)
+    for i, q in enumerate(tqdm(questions, desc="benchmark", disable=args.no_progress, dynamic_ncols=True)):
+        if q["question_id"] not in done:
+            raw.append(decode_question(q, rotated(names, i), methods, tokenizer, args,
+                                       judge_fn=lambda ids, ref, out: judge(lm, ids, ref, out)))
+
+    wanted = {q["question_id"] for q in questions}
+    records = [r for r in raw.records() if r["question_id"] in wanted]
+    summary = write_report(out, records, names, run_meta(args, lm, len(records)))
+    overall = summary["by_group"]["overall"]
+    for m in names:
+        s = overall[m]
+        print(f"[{m}] {s['new_tokens']} tokens, {fmt(s['tokens_per_s'], '.2f')} tok/s, speedup "
+              f"{fmt(s['speedup'], '.2f')}x, mean accepted {fmt(s['mean_accepted'], '.2f')}, matches baseline "
+              f"{match_cell(s)}")
+    print(f"[benchmark] {out / 'table.md'}, {out / 'summary.json'}, {out / 'speedup.png'}")
+    if not summary["lossless"]:
+        print("error: some method's output differs from the baseline's (see 'matches baseline' in the table)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))
