@@ -74,7 +74,8 @@ class Bookkeeping:
         wall = d.ms + v.ms + own_ms
         self.blocks_ms_total += wall
         self.metrics.log_block(step, blk.drafted, blk.accepted, len(blk.committed), wall, d.ms, v.ms, tick.train_ms,
-                               decode_ms=wall - tick.train_ms, bg_trainer_ms=tick.bg_ms, lora_version=version)
+                               decode_ms=wall - tick.train_ms, bg_trainer_ms=tick.bg_ms, lora_version=version,
+                               top1_agree=blk.top1_agree)
 
     def summary(self) -> dict:
         return {"train_steps": self.train_steps, "over_budget_steps": self.over_budget,

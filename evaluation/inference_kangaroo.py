@@ -61,7 +61,8 @@ def plain_metrics(model, args):
 
     def on_block(blk):
         d, v = blk.draft, blk.verification
-        log.log_block(next(step), blk.drafted, blk.accepted, len(blk.committed), d.ms + v.ms, d.ms, v.ms, 0.0)
+        log.log_block(next(step), blk.drafted, blk.accepted, len(blk.committed), d.ms + v.ms, d.ms, v.ms, 0.0,
+                    top1_agree=blk.top1_agree)
 
     return log, on_block
 

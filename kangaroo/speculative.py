@@ -88,6 +88,21 @@ class Block:
             return None
         return d.declined_token == self.verification.tokens[self.drafted]
 
+    @property
+    def first_proposal(self) -> Optional[int]:
+        """The self-drafter's top-1 token for the block's first position: d_1, or the candidate it declined there.
+        None when the drafter computed no candidate (an n-gram block, a goodput block that skipped its probe)."""
+        d = self.draft
+        if d.source != "self":
+            return None
+        return d.tokens[0] if d.tokens else d.declined_token
+
+    @property
+    def top1_agree(self) -> Optional[bool]:
+        """Whether ``first_proposal`` equals the verifier's v_0 (None: no proposal), sent to the verifier or not."""
+        p = self.first_proposal
+        return None if p is None else p == self.verification.tokens[0]
+
 
 @torch.no_grad()
 def self_draft(model: KangarooModel, last_token: int, caches: KangarooCaches, steps: int, policy) -> Draft:
