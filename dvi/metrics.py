@@ -13,6 +13,8 @@ and a progress plot at close.
                     bg_trainer_ms = time of background-thread trainer steps that finished during the block (not
                     part of wall_ms); lora_version = LoRA weights the decode thread drafts with
     trainer.csv     TRAIN_COLS, from the first log_train on (missing keys empty)
+    prefill.csv     prompt,prompt_len,positions,logits_ms,push_ms (dense supervision from the prompt, from the first
+                    log_prefill on): the verifier head over the scored prompt rows, and pushing their tuples
 
 A new logger starts fresh files; files of an earlier run in the same folder are first moved, never deleted, to
 ``out_dir/previous_<time>/``. Aggregates over a window of blocks: acc@1 = share of blocks whose first draft was
@@ -34,7 +36,7 @@ from common.errors import UserError
 TRAIN_COLS = ("step", "loss", "kd", "rkl", "ce", "pg", "entropy", "w_kl", "w_ce", "w_pg", "reward_mean", "baseline",
               "ms", "over_budget")
 PLOT_LOSSES = ("loss", "kd", "ce", "pg")
-FILES = ("acceptance.csv", "speed.csv", "trainer.csv", "dvi_progress.png")
+FILES = ("acceptance.csv", "speed.csv", "trainer.csv", "prefill.csv", "dvi_progress.png")
 
 
 def _fmt(x) -> str:
@@ -109,7 +111,7 @@ class MetricsLogger:
         self._speed = self._open("speed.csv", ["step", "wall_ms", "speedup", "drafter_ms", "verifier_ms",
                                                "trainer_ms", "committed", "decode_ms", "bg_trainer_ms",
                                                "lora_version"])
-        self._trainer = None
+        self._trainer = self._prefill = None
         self.closed = False
 
     def _open(self, name: str, header):
@@ -152,6 +154,12 @@ class MetricsLogger:
         self._trainer.writerow([_fmt(step)] + [_fmt(stats.get(k)) for k in TRAIN_COLS[1:]])
         self._flush()
         self.train.append((step, *(stats.get(k) for k in PLOT_LOSSES), stats.get("ms")))
+
+    def log_prefill(self, prompt: int, prompt_len: int, positions: int, logits_ms: float, push_ms: float) -> None:
+        if self._prefill is None:
+            self._prefill = self._open("prefill.csv", ["prompt", "prompt_len", "positions", "logits_ms", "push_ms"])
+        self._prefill.writerow([_fmt(x) for x in (prompt, prompt_len, positions, float(logits_ms), float(push_ms))])
+        self._flush()
 
     def _stats(self, blocks) -> dict:
         tried = [b for b in blocks if b[1] > 0]

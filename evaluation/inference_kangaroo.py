@@ -93,8 +93,11 @@ def main(argv=None) -> int:
           + (f", drafter vocabulary {args.drafter_vocab}" if args.drafter_vocab else ""))
 
     def decode(ids, use_hook=True):
+        dense = learner is not None and use_hook and learner.prefill_positions > 0
         return kangaroo_generate(model, ids, args.max_new_tokens, eos, drafter=drafter,
-                                 on_block=hook if use_hook else None, cache_pool=pool)
+                                 on_block=hook if use_hook else None, cache_pool=pool,
+                                 on_prefill=learner.on_prefill if dense else None,
+                                 prefill_positions=learner.prefill_positions if dense else 0)
 
     method = "dvi" if learner else "kangaroo"
     finished = False

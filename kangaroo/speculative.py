@@ -51,6 +51,8 @@ class Draft:
     declined_token: Optional[int] = None
     declined_conf: Optional[float] = None
     declined_hk: Optional[torch.Tensor] = None   # [d]
+    next_hk: Optional[torch.Tensor] = None       # [d] hk of the last input (x or d_m), self-drafter: the features
+                                                 # the verifier's row m is predicted from (dense supervision)
 
     @property
     def covered(self) -> int:
@@ -67,6 +69,8 @@ class Verification:
     logits: torch.Tensor       # [m+1, V] verifier logits; row j predicts the token after input j
     tokens: list[int]          # v_0..v_m (greedy)
     ms: float = 0.0
+    hk: Optional[torch.Tensor] = None   # [m+1-hk_from, d] hk of the inputs verify ran the shallow layers on
+    hk_from: int = 0                    # the first of those inputs (the draft's ``covered``)
 
 
 @dataclass
@@ -87,6 +91,18 @@ class Block:
         if d.declined_token is None or self.accepted < self.drafted:
             return None
         return d.declined_token == self.verification.tokens[self.drafted]
+
+    def input_hk(self, j: int) -> Optional[torch.Tensor]:
+        """The layer-k drafter features [d] of input j (0: x, j: d_j), the ones the verifier's row j is predicted
+        from, when this block computed them (the drafting loop or verify); else None."""
+        d, v = self.draft, self.verification
+        if d.hk is not None and j < d.hk.shape[0]:
+            return d.hk[j]
+        if j == self.drafted and d.next_hk is not None:
+            return d.next_hk
+        if v.hk is not None and v.hk_from <= j < v.hk_from + v.hk.shape[0]:
+            return v.hk[j - v.hk_from]
+        return None
 
     @property
     def first_proposal(self) -> Optional[int]:
@@ -132,7 +148,7 @@ def self_draft(model: KangarooModel, last_token: int, caches: KangarooCaches, st
     hk_all = torch.cat(hks, dim=0) if hks else out.hk.new_zeros(0, out.hk.shape[-1])
     return Draft(tokens, torch.cat(hs, dim=1), hk_all, confs, ms=(_now(model.device) - t0) * 1e3,
                  source="self", last_token=last_token, declined_token=declined[0], declined_conf=declined[1],
-                 declined_hk=declined[2])
+                 declined_hk=declined[2], next_hk=out.hk[0, -1])
 
 
 def draft(model: KangarooModel, last_token: int, caches: KangarooCaches, steps: int, threshold: float) -> Draft:
@@ -145,17 +161,18 @@ def verify(model: KangarooModel, d: Draft, caches: KangarooCaches) -> Verificati
     """Deep layers over x, d_1..d_m in one pass. Inputs the draft holds no layer-k hidden states for (an n-gram
     draft: all of them) first go through the shallow layers here, so both caches end at the same length."""
     t0 = _now(model.device)
-    h = d.h
+    h, hk = d.h, None
     n_in = len(d.tokens) + 1
     if d.covered < n_in:
         if d.last_token is None:
             raise ValueError("a draft without layer-k hidden states for x must carry last_token")
         rest = ([d.last_token] + d.tokens)[d.covered:]
-        h_rest = model.forward_shallow(torch.tensor([rest], device=model.device), caches.shallow).h
+        out = model.forward_shallow(torch.tensor([rest], device=model.device), caches.shallow)
+        h_rest, hk = out.h, out.hk[0]
         h = h_rest if h is None or h.shape[1] == 0 else torch.cat([h, h_rest], dim=1)
     logits = model.verifier_logits(model.forward_deep(h, caches.deep))[0]
     tokens = logits.argmax(dim=-1).tolist()
-    return Verification(logits, tokens, ms=(_now(model.device) - t0) * 1e3)
+    return Verification(logits, tokens, ms=(_now(model.device) - t0) * 1e3, hk=hk, hk_from=d.covered)
 
 
 def accept(d: Draft, v: Verification) -> tuple[int, list[int]]:
@@ -185,22 +202,61 @@ def _verify_accept(model: KangarooModel, d: Draft, caches: KangarooCaches, start
     return Block(d, v, a, committed)
 
 
+@dataclass
+class PrefillTargets:
+    """The verifier's logits at a subsample of prompt positions, with the drafter features there (dense DVI
+    supervision from the prefill). Row r: prompt position ``positions[r]`` predicts the token after it."""
+    positions: list[int]       # 0-based prompt positions, each < n - 1 (the last prompt token is x, not prefilled)
+    hk: torch.Tensor           # [n_pos, d] layer-k drafter features at those positions
+    logits: torch.Tensor       # [n_pos, V] verifier logits there
+    next_tokens: list[int]     # the prompt's token after each position
+    prompt_len: int = 0
+    ms: float = 0.0            # the extra cost: the verifier head over those rows (prefill computes no logits else)
+
+
+def pick_prefill_positions(n_prefilled: int, budget: int) -> list[int]:
+    """At most ``budget`` of the prefilled positions 0..n_prefilled-1, evenly spread, the last one included."""
+    if budget <= 0 or n_prefilled <= 0:
+        return []
+    if budget >= n_prefilled:
+        return list(range(n_prefilled))
+    if budget == 1:
+        return [n_prefilled - 1]
+    return sorted({round(i * (n_prefilled - 1) / (budget - 1)) for i in range(budget)})
+
+
 @torch.no_grad()
-def prefill(model: KangarooModel, input_ids: torch.Tensor, caches: KangarooCaches) -> int:
-    """Run the prompt but its last token through both halves; return that last token."""
-    if input_ids.shape[1] > 1:
-        model.forward_deep(model.forward_shallow(input_ids[:, :-1], caches.shallow).h, caches.deep)
+def prefill(model: KangarooModel, input_ids: torch.Tensor, caches: KangarooCaches, positions: int = 0,
+            on_targets: Optional[Callable[[PrefillTargets], None]] = None) -> int:
+    """Run the prompt but its last token through both halves; return that last token. With ``positions`` > 0 and
+    ``on_targets``, the verifier head also runs over up to that many prompt positions (``pick_prefill_positions``)
+    and ``on_targets`` gets them as ``PrefillTargets``; nothing else changes (no cache, no committed token)."""
+    n = input_ids.shape[1] - 1
+    if n > 0:
+        sh = model.forward_shallow(input_ids[:, :-1], caches.shallow)
+        h_final = model.forward_deep(sh.h, caches.deep)
+        pos = pick_prefill_positions(n, positions) if on_targets is not None else []
+        if pos:
+            t0 = _now(model.device)
+            ix = torch.tensor(pos, device=h_final.device)
+            logits = model.verifier_logits(h_final.index_select(1, ix))[0]
+            hk = sh.hk[0].index_select(0, ix.to(sh.hk.device))
+            ms = (_now(model.device) - t0) * 1e3
+            nxt = [int(input_ids[0, i + 1]) for i in pos]
+            on_targets(PrefillTargets(pos, hk, logits, nxt, input_ids.shape[1], ms))
     return int(input_ids[0, -1])
 
 
 def kangaroo_generate(model: KangarooModel, input_ids: torch.Tensor, max_new_tokens: int, eos_ids: set[int],
                       steps: int = 6, threshold: float = 0.6,
                       on_block: Optional[Callable[[Block], None]] = None, drafter=None,
-                      cache_pool=None) -> DecodeResult:
+                      cache_pool=None, on_prefill: Optional[Callable[[PrefillTargets], None]] = None,
+                      prefill_positions: int = 0) -> DecodeResult:
     """Greedy decoding of ``input_ids`` [1, n]; ``on_block`` sees every block (DVI learns from it).
     ``drafter`` (``kangaroo/drafters.py``) defaults to the self-drafter under the threshold rule (``steps``,
     ``threshold``); when given, its own settings apply. ``cache_pool`` (a ``kangaroo.cache_pool.ReusableCaches``)
-    lends caches kept across calls; else new ones."""
+    lends caches kept across calls; else new ones. ``on_prefill`` gets the verifier's logits at up to
+    ``prefill_positions`` prompt positions (``prefill``), for dense DVI supervision."""
     if drafter is None:
         from kangaroo.drafters import SelfDrafter
 
@@ -209,7 +265,7 @@ def kangaroo_generate(model: KangarooModel, input_ids: torch.Tensor, max_new_tok
     caches = cache_pool.get(need) if cache_pool is not None else model.new_caches(need)
     history = input_ids[0].tolist()
     drafter.begin(history)
-    prefill(model, input_ids, caches)
+    prefill(model, input_ids, caches, prefill_positions, on_prefill)
     res = DecodeResult(tokens=[])
     while True:
         blk = drafter_step(model, drafter, history, caches)
