@@ -1,46 +1,73 @@
-"""block -> training tuples -> buffer: what one verify/commit block teaches the drafter.
+"""block -> training tuples -> buffer: what one verify/commit block (and, dense, one prefill) teaches the drafter.
 
 For a self-drafted block that drafted d_1..d_m and accepted a of them: one tuple per accepted position (reward 1)
 and one for the first rejected position (reward 0, ``is_first_reject``), each with the hk that drafted it and the
 verifier's logits there. A candidate the draft policy declined is pushed too when the verifier judged it for free
-(all m drafts accepted: v_m judges d_{m+1}). n-gram blocks push nothing: no hk, and the token was not the drafter
-head's choice (docs/dvi.md).
+(all m drafts accepted: v_m judges d_{m+1}). n-gram blocks push none of these: no hk, and the token was not the
+drafter head's choice (docs/dvi.md).
+
+Dense supervision (``dense=True``, issue 12): every committed position j = 0..a of the verify pass that got no
+tuple above also gives one, ``kd_only``: the hk of input j (the drafting loop's, or the shallow pass verify ran)
+and the verifier's logits row j, for the KD terms only (CE and PG skip it: there is no drafter verdict there).
+That adds row m of a fully accepted self block, every committed row of an n-gram block and of a goodput block
+that skipped its probe. ``prefill_samples`` does the same for the prompt positions ``prefill`` scored.
 """
 from __future__ import annotations
 
 import torch
 
 from dvi.types import DVITrainSample
-from kangaroo.speculative import Block
+from kangaroo.speculative import Block, PrefillTargets
 
 
-def block_samples(blk: Block) -> list[DVITrainSample]:
+def block_samples(blk: Block, dense: bool = False) -> list[DVITrainSample]:
     d, v, a = blk.draft, blk.verification, blk.accepted
-    if d.source != "self":
-        return []
-    n = a + (a < blk.drafted)
-    out = [DVITrainSample(hk=d.hk_state_of(i), token=d.tokens[i - 1], z_phi=v.logits[i - 1], reward=int(i <= a),
-                          pos=i, is_first_reject=i > a) for i in range(1, n + 1)]
-    judged = blk.judged_declined
-    if judged is not None:
-        m = blk.drafted
-        out.append(DVITrainSample(hk=d.declined_hk.to(torch.float16), token=d.declined_token, z_phi=v.logits[m],
-                                  reward=int(judged), pos=m + 1, is_first_reject=not judged))
+    out = []
+    if d.source == "self":
+        n = a + (a < blk.drafted)
+        out = [DVITrainSample(hk=d.hk_state_of(i), token=d.tokens[i - 1], z_phi=v.logits[i - 1],
+                              reward=int(i <= a), pos=i, is_first_reject=i > a) for i in range(1, n + 1)]
+        judged = blk.judged_declined
+        if judged is not None:
+            m = blk.drafted
+            out.append(DVITrainSample(hk=d.declined_hk.to(torch.float16), token=d.declined_token,
+                                      z_phi=v.logits[m], reward=int(judged), pos=m + 1, is_first_reject=not judged))
+    if dense:
+        done = {s.pos - 1 for s in out}  # verifier rows already in a tuple
+        for j in range(a + 1):            # the committed rows: inputs x, d_1..d_a
+            hk = None if j in done else blk.input_hk(j)
+            if hk is not None:
+                out.append(DVITrainSample(hk=hk.to(torch.float16), token=v.tokens[j], z_phi=v.logits[j], reward=0,
+                                          pos=j + 1, is_first_reject=False, kd_only=True))
     return out
 
 
+def prefill_samples(t: PrefillTargets) -> list[DVITrainSample]:
+    """KD-only tuples from the prompt: the hk at each scored position and the verifier's logits of the next token;
+    ``token`` is the prompt's next token (no drafter verdict: CE and PG skip these rows)."""
+    return [DVITrainSample(hk=t.hk[r].to(torch.float16), token=t.next_tokens[r], z_phi=t.logits[r], reward=0, pos=0,
+                           is_first_reject=False, kd_only=True) for r in range(len(t.positions))]
+
+
 class BlockObserver:
-    """Pushes every block's tuples into ``buffer``; ``debug`` prints the hk count and bytes per block."""
+    """Pushes every block's tuples into ``buffer``; ``debug`` prints the hk count and bytes per block.
+    ``judged``/``kd_only`` count the tuples pushed of each kind."""
 
-    def __init__(self, buffer, debug: bool = False, print_fn=print):
-        self.buffer, self.debug, self.print = buffer, debug, print_fn
+    def __init__(self, buffer, debug: bool = False, print_fn=print, dense: bool = False):
+        self.buffer, self.debug, self.print, self.dense = buffer, debug, print_fn, dense
+        self.judged = self.kd_only = 0
 
-    def observe(self, blk: Block, block_no: int) -> int:
-        samples = block_samples(blk)
+    def push(self, samples: list[DVITrainSample]) -> int:
         for s in samples:
             self.buffer.push(s)
-        if self.debug:
-            nbytes = len(samples) * self.buffer.d_model * 2
-            self.print(f"[hk] block {block_no}: {len(samples)} hk captured ({nbytes} B float16); "
-                       f"buffer {self.buffer.size}/{self.buffer.capacity} slots")
+            self.kd_only += int(s.kd_only)
+            self.judged += int(not s.kd_only)
         return len(samples)
+
+    def observe(self, blk: Block, block_no: int) -> int:
+        n = self.push(block_samples(blk, self.dense))
+        if self.debug:
+            nbytes = n * self.buffer.d_model * 2
+            self.print(f"[hk] block {block_no}: {n} hk captured ({nbytes} B float16); "
+                       f"buffer {self.buffer.size}/{self.buffer.capacity} slots")
+        return n

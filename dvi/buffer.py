@@ -1,6 +1,7 @@
 """A fixed-size ring buffer of DVI training tuples, preallocated at construction.
 
-Per slot: hk [d] fp16, token int64, reward int8, pos int32, is_first_reject bool, and the verifier's logits:
+Per slot: hk [d] fp16, token int64, reward int8, pos int32, is_first_reject bool, kd_only bool, and the verifier's
+logits:
 ``store="full"`` keeps z_phi [V]; ``store="topk"`` keeps only its top-K (indices int32, values). The top-K path
 never builds a dense [*, V] tensor beyond the z_phi handed to ``push``.
 
@@ -33,6 +34,7 @@ class DVIRingBuffer:
         self.reward = torch.zeros(capacity, dtype=torch.int8, **kw)
         self.pos = torch.zeros(capacity, dtype=torch.int32, **kw)
         self.is_first_reject = torch.zeros(capacity, dtype=torch.bool, **kw)
+        self.kd_only = torch.zeros(capacity, dtype=torch.bool, **kw)
         self.z_phi = self.z_idx = self.z_val = None
         if cfg.store == "full":
             self.z_phi = torch.zeros(capacity, vocab_size, dtype=cfg.torch_logits_dtype, **kw)
@@ -52,7 +54,7 @@ class DVIRingBuffer:
         return self._size
 
     def _storages(self) -> list[torch.Tensor]:
-        return [t for t in (self.hk, self.token, self.reward, self.pos, self.is_first_reject,
+        return [t for t in (self.hk, self.token, self.reward, self.pos, self.is_first_reject, self.kd_only,
                             self.z_phi, self.z_idx, self.z_val) if t is not None]
 
     def bytes_per_slot(self) -> int:
@@ -78,6 +80,7 @@ class DVIRingBuffer:
             self.reward[i] = int(s.reward)
             self.pos[i] = int(s.pos)
             self.is_first_reject[i] = bool(s.is_first_reject)
+            self.kd_only[i] = bool(s.kd_only)
             if top is None:
                 self.z_phi[i].copy_(s.z_phi)
             else:
@@ -101,7 +104,8 @@ class DVIRingBuffer:
         z_idx = take(self.z_idx)
         return Batch(hk=take(self.hk), token=take(self.token), reward=take(self.reward).float(),
                      pos=take(self.pos).long(), is_first_reject=take(self.is_first_reject), z_phi=take(self.z_phi),
-                     z_idx=None if z_idx is None else z_idx.long(), z_val=take(self.z_val))
+                     z_idx=None if z_idx is None else z_idx.long(), z_val=take(self.z_val),
+                     kd_only=take(self.kd_only))
 
 
 def check_buffer_config(cfg: BufferConfig, d_model: int, vocab_size: int) -> None:

@@ -6,6 +6,7 @@
       trainer    TrainerConfig   optimizer, loss preset, batch and cadence, where it runs, its time budget
       schedule   ScheduleConfig  the loss-weight schedule (``dvi/schedule.py``)
       lora       LoRAConfig      rank and scale of the drafter head's LoRA
+      dense      DenseConfig     dense supervision: KD-only tuples from committed and prompt positions
       io         IOConfig        resume/deploy checkpoint, checkpoint cadence and folder, metrics
 
 The library (buffer, trainer, learner) takes these objects; nothing under ``dvi/`` reads command-line flags.
@@ -60,6 +61,12 @@ class LoRAConfig:
 
 
 @dataclass(frozen=True)
+class DenseConfig:
+    enabled: bool = False            # KD-only tuples from every committed position of a verify pass
+    prefill_positions: int = 32      # with enabled: prompt positions scored by the verifier head (0: none)
+
+
+@dataclass(frozen=True)
 class IOConfig:
     load: str = ""                   # checkpoint to resume (online) or deploy
     save_every: int = 0              # blocks; 0: only DIR/final.pt at the end
@@ -77,6 +84,7 @@ class DVIConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
+    dense: DenseConfig = field(default_factory=DenseConfig)
     io: IOConfig = field(default_factory=IOConfig)
 
     @property

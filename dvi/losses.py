@@ -60,35 +60,43 @@ def restrict_topk(draft_gathered: torch.Tensor, z_val: torch.Tensor, valid: torc
     return a, b
 
 
-def ce_mask(reward: torch.Tensor, is_first_reject: torch.Tensor) -> torch.Tensor:
-    """Samples the CE term trains on: accepted drafts only."""
-    return reward > 0.5
+def _judged(mask: torch.Tensor, kd_only) -> torch.Tensor:
+    return mask if kd_only is None else mask & ~kd_only.bool()
 
 
-def pg_mask(reward: torch.Tensor, is_first_reject: torch.Tensor) -> torch.Tensor:
-    """Samples the policy gradient trains on: accepted drafts and the first rejected one of each block."""
-    return (reward > 0.5) | is_first_reject.bool()
+def ce_mask(reward: torch.Tensor, is_first_reject: torch.Tensor, kd_only=None) -> torch.Tensor:
+    """Samples the CE term trains on: accepted drafts only (never a KD-only row of dense supervision)."""
+    return _judged(reward > 0.5, kd_only)
+
+
+def pg_mask(reward: torch.Tensor, is_first_reject: torch.Tensor, kd_only=None) -> torch.Tensor:
+    """Samples the policy gradient trains on: accepted drafts and the first rejected one of each block (never a
+    KD-only row)."""
+    return _judged((reward > 0.5) | is_first_reject.bool(), kd_only)
 
 
 def _token_logp(draft_logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return F.log_softmax(draft_logits.float(), dim=-1).gather(1, tokens.long()[:, None]).squeeze(1)
 
 
-def ce_accepted(draft_logits: torch.Tensor, tokens: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:
-    """Mean over accepted samples of -log q(token). 0 (graph kept) when none is accepted."""
-    mask = reward > 0.5
+def ce_accepted(draft_logits: torch.Tensor, tokens: torch.Tensor, reward: torch.Tensor,
+                kd_only: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over accepted samples (KD-only rows excluded) of -log q(token). 0 (graph kept) when there is none."""
+    mask = _judged(reward > 0.5, kd_only)
     if not bool(mask.any()):
         return draft_logits.float().sum() * 0
     return -_token_logp(draft_logits[mask], tokens[mask]).mean()
 
 
 def policy_gradient(draft_logits: torch.Tensor, tokens: torch.Tensor, reward: torch.Tensor,
-                    is_first_reject: torch.Tensor, baseline: float) -> torch.Tensor:
+                    is_first_reject: torch.Tensor, baseline: float,
+                    kd_only: torch.Tensor | None = None) -> torch.Tensor:
     """REINFORCE: -(sum over pg-masked samples of (reward - baseline) * log q(token)) / n_masked.
 
-    log q at temperature 1 over the full vocabulary; the advantage is a constant (no gradient).
+    log q at temperature 1 over the full vocabulary; the advantage is a constant (no gradient). KD-only rows are
+    not in the mask.
     """
-    mask = pg_mask(reward, is_first_reject)
+    mask = pg_mask(reward, is_first_reject, kd_only)
     if not bool(mask.any()):
         return draft_logits.float().sum() * 0
     adv = (reward[mask].float() - baseline).detach()

@@ -1,8 +1,11 @@
 """DVI run metrics: three CSVs flushed on every call (a crash keeps all logged rows), a summary line every N blocks,
 and a progress plot at close.
 
-    acceptance.csv  step,acc@1..acc@K,block_acc,drafted,accepted,committed
-                    acc@i = 1 if accepted >= i, 0 if drafted >= i > accepted, empty if i > drafted (no evidence)
+    acceptance.csv  step,acc@1..acc@K,block_acc,drafted,accepted,committed,top1_agree
+                    acc@i = 1 if accepted >= i, 0 if drafted >= i > accepted, empty if i > drafted (no evidence);
+                    top1_agree = 1 if the self-drafter's top-1 for the block's first position equals the
+                    verifier's v_0, drafted or declined alike (0 if not), empty if the drafter computed no
+                    candidate (an n-gram block, a skipped goodput probe)
     speed.csv       step,wall_ms,speedup,drafter_ms,verifier_ms,trainer_ms,committed,decode_ms,bg_trainer_ms,
                     lora_version
                     speedup = committed * ar_ms_per_token / wall_ms (plain decoding time over block time);
@@ -10,11 +13,14 @@ and a progress plot at close.
                     bg_trainer_ms = time of background-thread trainer steps that finished during the block (not
                     part of wall_ms); lora_version = LoRA weights the decode thread drafts with
     trainer.csv     TRAIN_COLS, from the first log_train on (missing keys empty)
+    prefill.csv     prompt,prompt_len,positions,logits_ms,push_ms (dense supervision from the prompt, from the first
+                    log_prefill on): the verifier head over the scored prompt rows, and pushing their tuples
 
 A new logger starts fresh files; files of an earlier run in the same folder are first moved, never deleted, to
 ``out_dir/previous_<time>/``. Aggregates over a window of blocks: acc@1 = share of blocks whose first draft was
 accepted, mean accepted = mean committed tokens per block (tokens per verifier pass, the Spec-Bench convention),
-block_acc = mean of the per-block accepted/drafted, speedup = sum(committed) * ar_ms / sum(wall_ms).
+block_acc = mean of the per-block accepted/drafted, top1_agree = mean over the blocks that have one,
+speedup = sum(committed) * ar_ms / sum(wall_ms).
 """
 from __future__ import annotations
 
@@ -30,7 +36,7 @@ from common.errors import UserError
 TRAIN_COLS = ("step", "loss", "kd", "rkl", "ce", "pg", "entropy", "w_kl", "w_ce", "w_pg", "reward_mean", "baseline",
               "ms", "over_budget")
 PLOT_LOSSES = ("loss", "kd", "ce", "pg")
-FILES = ("acceptance.csv", "speed.csv", "trainer.csv", "dvi_progress.png")
+FILES = ("acceptance.csv", "speed.csv", "trainer.csv", "prefill.csv", "dvi_progress.png")
 
 
 def _fmt(x) -> str:
@@ -96,16 +102,16 @@ class MetricsLogger:
         moved = _archive(self.out_dir)
         if moved:
             print_fn(f"[dvi] metrics: moved the previous run's files in {self.out_dir} to {moved}")
-        self.blocks: list[tuple] = []   # (step, drafted, accepted, committed, wall_ms)
+        self.blocks: list[tuple] = []   # (step, drafted, accepted, committed, wall_ms, top1_agree or None)
         self.train: list[tuple] = []    # (step, *PLOT_LOSSES, ms)
         self._train_mark = 0            # trainer rows already summarised
         self._files = {}
         self._acc = self._open("acceptance.csv", ["step", *(f"acc@{i}" for i in range(1, max_k + 1)), "block_acc",
-                                                  "drafted", "accepted", "committed"])
+                                                  "drafted", "accepted", "committed", "top1_agree"])
         self._speed = self._open("speed.csv", ["step", "wall_ms", "speedup", "drafter_ms", "verifier_ms",
                                                "trainer_ms", "committed", "decode_ms", "bg_trainer_ms",
                                                "lora_version"])
-        self._trainer = None
+        self._trainer = self._prefill = None
         self.closed = False
 
     def _open(self, name: str, header):
@@ -122,20 +128,22 @@ class MetricsLogger:
 
     def log_block(self, step: int, drafted: int, accepted: int, committed: int, wall_ms: float, drafter_ms: float,
                   verifier_ms: float, trainer_ms: float = 0.0, decode_ms: float | None = None,
-                  bg_trainer_ms: float = 0.0, lora_version: int | None = None) -> None:
+                  bg_trainer_ms: float = 0.0, lora_version: int | None = None,
+                  top1_agree: bool | None = None) -> None:
         if not 0 <= accepted <= drafted <= self.max_k:
             raise ValueError(f"block at step {step}: need 0 <= accepted ({accepted}) <= drafted ({drafted}) <= "
                              f"max_k ({self.max_k})")
         acc = [1 if accepted >= i else 0 if drafted >= i else None for i in range(1, self.max_k + 1)]
         block_acc = accepted / drafted if drafted else None
         speedup = committed * self.ar_ms / wall_ms if self.ar_ms is not None and wall_ms > 0 else None
-        self._acc.writerow([_fmt(x) for x in (step, *acc, block_acc, drafted, accepted, committed)])
+        top1 = None if top1_agree is None else bool(top1_agree)
+        self._acc.writerow([_fmt(x) for x in (step, *acc, block_acc, drafted, accepted, committed, top1)])
         self._speed.writerow([_fmt(x) for x in (step, float(wall_ms), speedup, float(drafter_ms), float(verifier_ms),
                                                 float(trainer_ms), committed,
                                                 float(wall_ms - trainer_ms if decode_ms is None else decode_ms),
                                                 float(bg_trainer_ms), lora_version)])
         self._flush()
-        self.blocks.append((step, drafted, accepted, committed, float(wall_ms)))
+        self.blocks.append((step, drafted, accepted, committed, float(wall_ms), top1))
         if len(self.blocks) % self.every == 0:
             self.print(self.summary_line())
             self._train_mark = len(self.train)
@@ -147,6 +155,12 @@ class MetricsLogger:
         self._flush()
         self.train.append((step, *(stats.get(k) for k in PLOT_LOSSES), stats.get("ms")))
 
+    def log_prefill(self, prompt: int, prompt_len: int, positions: int, logits_ms: float, push_ms: float) -> None:
+        if self._prefill is None:
+            self._prefill = self._open("prefill.csv", ["prompt", "prompt_len", "positions", "logits_ms", "push_ms"])
+        self._prefill.writerow([_fmt(x) for x in (prompt, prompt_len, positions, float(logits_ms), float(push_ms))])
+        self._flush()
+
     def _stats(self, blocks) -> dict:
         tried = [b for b in blocks if b[1] > 0]
         wall = sum(b[4] for b in blocks)
@@ -154,10 +168,11 @@ class MetricsLogger:
         return {"blocks": len(blocks), "step": blocks[-1][0] if blocks else None,
                 "acc@1": _mean([float(b[2] >= 1) for b in tried]),
                 "mean_accepted": _mean([b[3] for b in blocks]),
-                "block_acc": _mean([b[2] / b[1] for b in tried]), "speedup": speedup}
+                "block_acc": _mean([b[2] / b[1] for b in tried]),
+                "top1_agree": _mean([float(b[5]) for b in blocks if b[5] is not None]), "speedup": speedup}
 
     def rolling(self, window: int = 50) -> dict:
-        """Stats of the last ``window`` blocks: blocks, step, acc@1, mean_accepted, block_acc, speedup (None if
+        """Stats of the last ``window`` blocks: blocks, step, acc@1, mean_accepted, block_acc, top1_agree, speedup (None if
         there is no evidence)."""
         return self._stats(self.blocks[-window:])
 
@@ -168,7 +183,7 @@ class MetricsLogger:
         """The last ``every`` blocks (those since the previous printed line) and the trainer steps since then."""
         r, f = self.rolling(self.every), _show
         line = (f"[dvi] step {r['step']} | last {r['blocks']} blocks: acc@1 {f(r['acc@1'])} mean accepted "
-                f"{f(r['mean_accepted'])} block_acc {f(r['block_acc'])} speedup {f(r['speedup'])}"
+                f"{f(r['mean_accepted'])} block_acc {f(r['block_acc'])} top1_agree {f(r['top1_agree'])} speedup {f(r['speedup'])}"
                 + ("x" if r["speedup"] is not None else ""))
         rows = self.train[self._train_mark:]
         if rows:
@@ -186,7 +201,7 @@ class MetricsLogger:
         top, bot = fig.subplots(2, 1, sharex=True)
         w = window or min(500, max(50, len(self.blocks) // 20))
         if self.blocks:
-            step, d, a, c, _ = (np.asarray(x, dtype=float) for x in zip(*self.blocks))
+            step, d, a, c, _ = (np.asarray(x, dtype=float) for x in zip(*(b[:5] for b in self.blocks)))
             tried = d > 0
 
             def roll(x):

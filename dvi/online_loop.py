@@ -13,13 +13,13 @@ from pathlib import Path
 
 import torch
 
-from dvi.block_samples import BlockObserver
+from dvi.block_samples import BlockObserver, prefill_samples
 from dvi.buffer import DVIRingBuffer
 from dvi.checkpoint import CheckpointError, checkpoint_path, load_ckpt, read_ckpt, save_ckpt
 from dvi.config import DVIConfig
 from dvi.metrics import MetricsLogger
 from dvi.training_tick import TickResult, TrainingTick
-from kangaroo.speculative import Block
+from kangaroo.speculative import Block, PrefillTargets
 from kangaroo.timing import now
 
 
@@ -52,6 +52,14 @@ class Bookkeeping:
         self.cfg, self.metrics, self.print = cfg, metrics, print_fn
         self.train_steps = self.over_budget = 0
         self.train_ms_total = self.blocks_ms_total = 0.0
+        self.prefills = self.prefill_tuples = 0
+        self.prefill_ms_total = 0.0   # the verifier head over the scored prompt rows + pushing their tuples
+
+    def log_prefill(self, t: PrefillTargets, push_ms: float) -> None:
+        self.prefills += 1
+        self.prefill_tuples += len(t.positions)
+        self.prefill_ms_total += t.ms + push_ms
+        self.metrics.log_prefill(self.prefills, t.prompt_len, len(t.positions), t.ms, push_ms)
 
     def save_due(self, global_step: int) -> bool:
         every = self.cfg.io.save_every
@@ -74,12 +82,15 @@ class Bookkeeping:
         wall = d.ms + v.ms + own_ms
         self.blocks_ms_total += wall
         self.metrics.log_block(step, blk.drafted, blk.accepted, len(blk.committed), wall, d.ms, v.ms, tick.train_ms,
-                               decode_ms=wall - tick.train_ms, bg_trainer_ms=tick.bg_ms, lora_version=version)
+                               decode_ms=wall - tick.train_ms, bg_trainer_ms=tick.bg_ms, lora_version=version,
+                               top1_agree=blk.top1_agree)
 
     def summary(self) -> dict:
         return {"train_steps": self.train_steps, "over_budget_steps": self.over_budget,
                 "train_ms_per_step": self.train_ms_total / max(1, self.train_steps),
-                "train_share_of_wall": self.train_ms_total / max(1e-9, self.blocks_ms_total)}
+                "train_share_of_wall": self.train_ms_total / max(1e-9, self.blocks_ms_total),
+                "prefill_tuples": self.prefill_tuples, "prefill_ms_total": self.prefill_ms_total,
+                "prefill_ms_per_prompt": self.prefill_ms_total / max(1, self.prefills)}
 
 
 class DVILearner:
@@ -91,7 +102,7 @@ class DVILearner:
         self.online = cfg.online
         self.buffer = DVIRingBuffer(cfg.buffer, model.config.hidden_size, model.config.vocab_size,
                                     device=str(model.device))
-        self.observer = BlockObserver(self.buffer, cfg.io.debug_hk, print_fn)
+        self.observer = BlockObserver(self.buffer, cfg.io.debug_hk, print_fn, dense=cfg.dense.enabled)
         self.training = TrainingTick(model, cfg, self.buffer)
         self.global_step = 0
         self.run_blocks = 0  # blocks seen by this process (global_step also counts the resumed ones)
@@ -110,7 +121,21 @@ class DVILearner:
     metrics = property(lambda self: self.books.metrics)
     train_steps = property(lambda self: self.books.train_steps)
 
-    # ------------------------------------------------------------------------------------------ the hook
+    @property
+    def prefill_positions(self) -> int:
+        """Prompt positions ``kangaroo_generate`` should score for ``on_prefill`` (0: dense off, or not online)."""
+        d = self.cfg.dense
+        return d.prefill_positions if self.online and d.enabled else 0
+
+    # ------------------------------------------------------------------------------------------ the hooks
+    def on_prefill(self, t: PrefillTargets) -> None:
+        """Dense supervision from the prompt: KD-only tuples at the positions ``prefill`` scored."""
+        if not self.prefill_positions:
+            return
+        t0 = now(self.model.device)
+        self.observer.push(prefill_samples(t))
+        self.books.log_prefill(t, (now(self.model.device) - t0) * 1e3)
+
     def on_block(self, blk: Block) -> None:
         t0 = now(self.model.device)
         if self.online:  # deployed (not online): nothing to store
@@ -160,6 +185,7 @@ class DVILearner:
         for step, stats in self.training.close():
             self.books.log_train(step, stats, inline=False)
         out = {"blocks": self.global_step, **self.books.summary(), "budget_skipped_steps": self.budget.skipped,
+               "judged_tuples": self.observer.judged, "kd_only_tuples": self.observer.kd_only,
                "trainer": "thread" if threaded else "inline"}
         if self.online and self.run_blocks:  # no block seen (no prompt left): no checkpoint from no data
             out["final"] = str(self.save(checkpoint_path(self.cfg.io.save_dir), finished))

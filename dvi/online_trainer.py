@@ -76,14 +76,15 @@ class OnlineTrainer:
                 raise ValueError(f"drafter logits have {logits.shape[-1]} columns, expected {self.n_cols}")
             dev = logits.device
             reward, first_rej = batch.reward.to(dev).float(), batch.is_first_reject.to(dev)
+            kd_only = batch.kd_only.to(dev)
             baseline = self.ema_baseline
             terms = dict.fromkeys(TERMS, logits.new_zeros(()))
             terms.update(self._kd_terms(logits, batch, w))
-            terms.update(self._token_terms(logits, batch.token.to(dev), reward, first_rej, baseline, w))
+            terms.update(self._token_terms(logits, batch.token.to(dev), reward, first_rej, kd_only, baseline, w))
             total = (w["kd"] * terms["kd"] + w["rkl"] * terms["rkl"] + w["ce"] * terms["ce"]
                      + w["pg"] * terms["pg"] - w["ent"] * terms["entropy"])
             self._update(total)
-        stats = self._stats(total, terms, w, reward, first_rej, baseline)
+        stats = self._stats(total, terms, w, reward, first_rej, kd_only, baseline)
         ms = (time.perf_counter() - t0) * 1000.0
         stats.update(ms=ms, over_budget=self.max_ms is not None and ms > self.max_ms)
         return stats
@@ -115,18 +116,19 @@ class OnlineTrainer:
             out["rkl"] = rev(a, b, self.tau)
         return out
 
-    def _token_terms(self, logits, tokens, reward, first_rej, baseline: float, w: dict) -> dict:
-        """CE, PG (only where the target is inside a pruned sub-vocabulary) and the entropy bonus."""
-        lg, tk, rw, fr = logits, tokens, reward, first_rej
+    def _token_terms(self, logits, tokens, reward, first_rej, kd_only, baseline: float, w: dict) -> dict:
+        """CE, PG (judged rows only, not KD-only ones; only where the target is inside a pruned sub-vocabulary)
+        and the entropy bonus."""
+        lg, tk, rw, fr, ko = logits, tokens, reward, first_rej, kd_only
         if self.sub_of is not None:
             cols = self.sub_of.to(logits.device)[tokens]
             inside = cols >= 0
-            lg, tk, rw, fr = logits[inside], cols[inside], reward[inside], first_rej[inside]
+            lg, tk, rw, fr, ko = logits[inside], cols[inside], reward[inside], first_rej[inside], kd_only[inside]
         out = {}
         if w["ce"]:
-            out["ce"] = L.ce_accepted(lg, tk, rw)
+            out["ce"] = L.ce_accepted(lg, tk, rw, ko)
         if w["pg"]:
-            out["pg"] = L.policy_gradient(lg, tk, rw, fr, baseline)
+            out["pg"] = L.policy_gradient(lg, tk, rw, fr, baseline, ko)
         if w["ent"]:
             out["entropy"] = L.entropy(logits)
         return out
@@ -140,16 +142,18 @@ class OnlineTrainer:
             torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
         self.optimizer.step()
 
-    def _stats(self, total, terms: dict, w: dict, reward, first_rej, baseline: float) -> dict:
-        pg_m = L.pg_mask(reward, first_rej)
-        n_ce, n_pg = int(L.ce_mask(reward, first_rej).sum()), int(pg_m.sum())
+    def _stats(self, total, terms: dict, w: dict, reward, first_rej, kd_only, baseline: float) -> dict:
+        pg_m = L.pg_mask(reward, first_rej, kd_only)
+        n_ce, n_pg = int(L.ce_mask(reward, first_rej, kd_only).sum()), int(pg_m.sum())
+        judged = ~kd_only.bool()
         if n_pg:
             m = float(reward[pg_m].mean())
             self.ema_baseline = self.ema_decay * self.ema_baseline + (1 - self.ema_decay) * m
         vals = torch.stack([total.detach(), *(t.detach() for t in terms.values())]).tolist()
         stats = dict(zip(("loss", *TERMS), vals))
-        stats.update(w_kl=w["kl"], w_ce=w["ce"], w_pg=w["pg"], w_ent=w["ent"], reward_mean=float(reward.mean()),
-                     baseline=baseline, n_ce=n_ce, n_pg=n_pg)
+        reward_mean = float(reward[judged].mean()) if bool(judged.any()) else None  # judged rows only
+        stats.update(w_kl=w["kl"], w_ce=w["ce"], w_pg=w["pg"], w_ent=w["ent"], reward_mean=reward_mean,
+                     baseline=baseline, n_ce=n_ce, n_pg=n_pg, n_kd_only=int(kd_only.sum()))
         return stats
 
     def state_dict(self) -> dict:

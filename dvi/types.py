@@ -21,6 +21,8 @@ class DVITrainSample(NamedTuple):
     reward: int                      # 1 accepted, 0 rejected
     pos: int                         # 1..m for accepted, m+1 for the first reject
     is_first_reject: bool
+    kd_only: bool = False            # dense supervision (a prompt or committed position no draft was judged at):
+                                     # the KD terms use it, CE and PG skip it (token/reward carry no verdict)
 
 
 @dataclass
@@ -34,8 +36,11 @@ class Batch:
     z_phi: Optional[torch.Tensor] = None    # [n, V] verifier logits (store full)
     z_idx: Optional[torch.Tensor] = None    # [n, K] int64 top-K indices (store topk)
     z_val: Optional[torch.Tensor] = None    # [n, K] their logits (store topk)
+    kd_only: Optional[torch.Tensor] = None  # [n] bool: KD-only rows (dense supervision); None: all False
 
     def __post_init__(self):
+        if self.kd_only is None:
+            self.kd_only = torch.zeros_like(self.token, dtype=torch.bool)
         if (self.z_phi is None) == (self.z_idx is None or self.z_val is None):
             raise ValueError("a Batch holds either z_phi (store full) or z_idx and z_val (store topk)")
 

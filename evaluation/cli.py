@@ -154,6 +154,12 @@ def add_dvi_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dvi-lora-alpha", type=float, default=8.0)
     g.add_argument("--dvi-ablation", default="full", choices=ABLATIONS, help="loss preset (work plan step 11)")
     g.add_argument("--dvi-debug-hk", action="store_true", help="print hk count and bytes per block")
+    g.add_argument("--dvi-dense", type=str2bool, default=False, metavar="{true,false}",
+                   help="dense supervision: KD-only tuples from every committed position of a verify pass and from "
+                        "--dvi-prefill-positions prompt positions (CE and PG still train on drafted positions only)")
+    g.add_argument("--dvi-prefill-positions", type=int, default=32,
+                   help="with --dvi-dense true: prompt positions per prompt the verifier head scores in the prefill "
+                        "for KD-only tuples (evenly spread; 0: none)")
     g.add_argument("--max-online-train-ms", type=int, default=5,
                    help="trainer time the decode loop may spend per block (inline trainer: enforced as a token "
                         "bucket, steps that do not fit are skipped; a step is never interrupted)")
@@ -314,8 +320,9 @@ def _validate_dvi_sizes(args) -> None:
 def _validate_dvi_weights(args) -> None:
     if args.dvi_tau <= 0:
         fail("--dvi-tau must be > 0")
-    if args.dvi_warmup_steps < 0 or args.save_lora_every < 0 or args.max_online_train_ms < 0:
-        fail("--dvi-warmup-steps, --save-lora-every and --max-online-train-ms must be >= 0")
+    if (args.dvi_warmup_steps < 0 or args.save_lora_every < 0 or args.max_online_train_ms < 0
+            or args.dvi_prefill_positions < 0):
+        fail("--dvi-warmup-steps, --save-lora-every, --max-online-train-ms and --dvi-prefill-positions must be >= 0")
     for name, what in (("dvi_lr", "the AdamW learning rate"), ("dvi_lora_alpha", "the LoRA scale; 0 trains nothing")):
         if not getattr(args, name) > 0:
             fail(f"--{name.replace('_', '-')} {getattr(args, name)} must be > 0 ({what})")
@@ -396,7 +403,7 @@ def drafter_config(args):
 
 def dvi_config(args):
     """The ``--dvi-*`` flags (and the checkpoint/metrics ones) as a frozen ``DVIConfig``, built once."""
-    from dvi.config import BufferConfig, DVIConfig, IOConfig, LoRAConfig, ScheduleConfig, TrainerConfig
+    from dvi.config import BufferConfig, DenseConfig, DVIConfig, IOConfig, LoRAConfig, ScheduleConfig, TrainerConfig
 
     return DVIConfig(
         online=bool(args.dvi_online),
@@ -409,6 +416,7 @@ def dvi_config(args):
         schedule=ScheduleConfig(warmup=args.dvi_warmup_steps, kl0=args.dvi_kl_lambda0, klmin=args.dvi_kl_lambdamin,
                                 pgmax=args.dvi_pg_lambda_max),
         lora=LoRAConfig(r=args.dvi_lora_r, alpha=args.dvi_lora_alpha),
+        dense=DenseConfig(enabled=bool(args.dvi_dense), prefill_positions=args.dvi_prefill_positions),
         io=IOConfig(load=args.load_lora, save_every=args.save_lora_every, save_dir=args.save_lora_path,
                     metrics_out=args.metrics_out, metrics_every=args.metrics_every, max_k=args.steps,
                     debug_hk=args.dvi_debug_hk))

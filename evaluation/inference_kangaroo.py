@@ -61,7 +61,8 @@ def plain_metrics(model, args):
 
     def on_block(blk):
         d, v = blk.draft, blk.verification
-        log.log_block(next(step), blk.drafted, blk.accepted, len(blk.committed), d.ms + v.ms, d.ms, v.ms, 0.0)
+        log.log_block(next(step), blk.drafted, blk.accepted, len(blk.committed), d.ms + v.ms, d.ms, v.ms, 0.0,
+                    top1_agree=blk.top1_agree)
 
     return log, on_block
 
@@ -92,8 +93,11 @@ def main(argv=None) -> int:
           + (f", drafter vocabulary {args.drafter_vocab}" if args.drafter_vocab else ""))
 
     def decode(ids, use_hook=True):
+        dense = learner is not None and use_hook and learner.prefill_positions > 0
         return kangaroo_generate(model, ids, args.max_new_tokens, eos, drafter=drafter,
-                                 on_block=hook if use_hook else None, cache_pool=pool)
+                                 on_block=hook if use_hook else None, cache_pool=pool,
+                                 on_prefill=learner.on_prefill if dense else None,
+                                 prefill_positions=learner.prefill_positions if dense else 0)
 
     method = "dvi" if learner else "kangaroo"
     finished = False

@@ -24,6 +24,8 @@ class Draft:
     declined_token: Optional[int] = None
     declined_conf: Optional[float] = None
     declined_hk: Optional[torch.Tensor] = None   # [d]
+    next_hk: Optional[torch.Tensor] = None       # [d] hk of the last input (x or d_m), self-drafter: the features
+                                                 # the verifier's row m is predicted from (dense supervision)
 
     @property
     def covered(self) -> int:
@@ -40,6 +42,8 @@ class Verification:
     logits: torch.Tensor       # [m+1, V] verifier logits; row j predicts the token after input j
     tokens: list[int]          # v_0..v_m (greedy)
     ms: float = 0.0
+    hk: Optional[torch.Tensor] = None   # [m+1-hk_from, d] hk of the inputs verify ran the shallow layers on
+    hk_from: int = 0                    # the first of those inputs (the draft's ``covered``)
 
 
 @dataclass
@@ -60,3 +64,42 @@ class Block:
         if d.declined_token is None or self.accepted < self.drafted:
             return None
         return d.declined_token == self.verification.tokens[self.drafted]
+
+    def input_hk(self, j: int) -> Optional[torch.Tensor]:
+        """The layer-k drafter features [d] of input j (0: x, j: d_j), the ones the verifier's row j is predicted
+        from, when this block computed them (the drafting loop or verify); else None."""
+        d, v = self.draft, self.verification
+        if d.hk is not None and j < d.hk.shape[0]:
+            return d.hk[j]
+        if j == self.drafted and d.next_hk is not None:
+            return d.next_hk
+        if v.hk is not None and v.hk_from <= j < v.hk_from + v.hk.shape[0]:
+            return v.hk[j - v.hk_from]
+        return None
+
+    @property
+    def first_proposal(self) -> Optional[int]:
+        """The self-drafter's top-1 token for the block's first position: d_1, or the candidate it declined there.
+        None when the drafter computed no candidate (an n-gram block, a goodput block that skipped its probe)."""
+        d = self.draft
+        if d.source != "self":
+            return None
+        return d.tokens[0] if d.tokens else d.declined_token
+
+    @property
+    def top1_agree(self) -> Optional[bool]:
+        """Whether ``first_proposal`` equals the verifier's v_0 (None: no proposal), sent to the verifier or not."""
+        p = self.first_proposal
+        return None if p is None else p == self.verification.tokens[0]
+
+
+@dataclass
+class PrefillTargets:
+    """The verifier's logits at a subsample of prompt positions, with the drafter features there (dense DVI
+    supervision from the prefill). Row r: prompt position ``positions[r]`` predicts the token after it."""
+    positions: list[int]       # 0-based prompt positions, each < n - 1 (the last prompt token is x, not prefilled)
+    hk: torch.Tensor           # [n_pos, d] layer-k drafter features at those positions
+    logits: torch.Tensor       # [n_pos, V] verifier logits there
+    next_tokens: list[int]     # the prompt's token after each position
+    prompt_len: int = 0
+    ms: float = 0.0            # the extra cost: the verifier head over those rows (prefill computes no logits else)

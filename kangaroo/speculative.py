@@ -23,7 +23,7 @@ from typing import Callable, Optional
 
 import torch
 
-from kangaroo.blocks import Block, Draft, Verification
+from kangaroo.blocks import Block, Draft, PrefillTargets, Verification
 from kangaroo.draft_policy import ThresholdStop
 from kangaroo.drafters import SelfDrafter
 from kangaroo.greedy import DecodeResult, clip_at_stop
@@ -31,7 +31,7 @@ from kangaroo.kangaroo_model import KangarooCaches, KangarooModel
 from kangaroo.self_draft import self_draft
 from kangaroo.timing import now
 
-__all__ = ["Block", "Draft", "Verification", "accept", "draft", "drafter_step", "kangaroo_generate", "prefill",
+__all__ = ["Block", "Draft", "PrefillTargets", "Verification", "accept", "draft", "drafter_step", "kangaroo_generate", "prefill",
            "self_draft", "speculative_step", "verify"]
 
 
@@ -45,17 +45,18 @@ def verify(model: KangarooModel, d: Draft, caches: KangarooCaches) -> Verificati
     """Deep layers over x, d_1..d_m in one pass. Inputs the draft holds no layer-k hidden states for (an n-gram
     draft: all of them) first go through the shallow layers here, so both caches end at the same length."""
     t0 = now(model.device)
-    h = d.h
+    h, hk = d.h, None
     n_in = len(d.tokens) + 1
     if d.covered < n_in:
         if d.last_token is None:
             raise ValueError("a draft without layer-k hidden states for x must carry last_token")
         rest = ([d.last_token] + d.tokens)[d.covered:]
-        h_rest = model.forward_shallow(torch.tensor([rest], device=model.device), caches.shallow).h
+        out = model.forward_shallow(torch.tensor([rest], device=model.device), caches.shallow)
+        h_rest, hk = out.h, out.hk[0]
         h = h_rest if h is None or h.shape[1] == 0 else torch.cat([h, h_rest], dim=1)
     logits = model.verifier_logits(model.forward_deep(h, caches.deep))[0]
     tokens = logits.argmax(dim=-1).tolist()
-    return Verification(logits, tokens, ms=(now(model.device) - t0) * 1e3)
+    return Verification(logits, tokens, ms=(now(model.device) - t0) * 1e3, hk=hk, hk_from=d.covered)
 
 
 def accept(d: Draft, v: Verification) -> tuple[int, list[int]]:
@@ -85,29 +86,56 @@ def _verify_accept(model: KangarooModel, d: Draft, caches: KangarooCaches, start
     return Block(d, v, a, committed)
 
 
+def pick_prefill_positions(n_prefilled: int, budget: int) -> list[int]:
+    """At most ``budget`` of the prefilled positions 0..n_prefilled-1, evenly spread, the last one included."""
+    if budget <= 0 or n_prefilled <= 0:
+        return []
+    if budget >= n_prefilled:
+        return list(range(n_prefilled))
+    if budget == 1:
+        return [n_prefilled - 1]
+    return sorted({round(i * (n_prefilled - 1) / (budget - 1)) for i in range(budget)})
+
+
 @torch.no_grad()
-def prefill(model: KangarooModel, input_ids: torch.Tensor, caches: KangarooCaches) -> int:
-    """Run the prompt but its last token through both halves; return that last token."""
-    if input_ids.shape[1] > 1:
-        model.forward_deep(model.forward_shallow(input_ids[:, :-1], caches.shallow).h, caches.deep)
+def prefill(model: KangarooModel, input_ids: torch.Tensor, caches: KangarooCaches, positions: int = 0,
+            on_targets: Optional[Callable[[PrefillTargets], None]] = None) -> int:
+    """Run the prompt but its last token through both halves; return that last token. With ``positions`` > 0 and
+    ``on_targets``, the verifier head also runs over up to that many prompt positions (``pick_prefill_positions``)
+    and ``on_targets`` gets them as ``PrefillTargets``; nothing else changes (no cache, no committed token)."""
+    n = input_ids.shape[1] - 1
+    if n > 0:
+        sh = model.forward_shallow(input_ids[:, :-1], caches.shallow)
+        h_final = model.forward_deep(sh.h, caches.deep)
+        pos = pick_prefill_positions(n, positions) if on_targets is not None else []
+        if pos:
+            t0 = now(model.device)
+            ix = torch.tensor(pos, device=h_final.device)
+            logits = model.verifier_logits(h_final.index_select(1, ix))[0]
+            hk = sh.hk[0].index_select(0, ix.to(sh.hk.device))
+            ms = (now(model.device) - t0) * 1e3
+            nxt = [int(input_ids[0, i + 1]) for i in pos]
+            on_targets(PrefillTargets(pos, hk, logits, nxt, input_ids.shape[1], ms))
     return int(input_ids[0, -1])
 
 
 def kangaroo_generate(model: KangarooModel, input_ids: torch.Tensor, max_new_tokens: int, eos_ids: set[int],
                       steps: int = 6, threshold: float = 0.6,
                       on_block: Optional[Callable[[Block], None]] = None, drafter=None,
-                      cache_pool=None) -> DecodeResult:
+                      cache_pool=None, on_prefill: Optional[Callable[[PrefillTargets], None]] = None,
+                      prefill_positions: int = 0) -> DecodeResult:
     """Greedy decoding of ``input_ids`` [1, n]; ``on_block`` sees every block (DVI learns from it).
     ``drafter`` (``kangaroo/drafters.py``) defaults to the self-drafter under the threshold rule (``steps``,
     ``threshold``); when given, its own settings apply. ``cache_pool`` (a ``kangaroo.cache_pool.ReusableCaches``)
-    lends caches kept across calls; else new ones."""
+    lends caches kept across calls; else new ones. ``on_prefill`` gets the verifier's logits at up to
+    ``prefill_positions`` prompt positions (``prefill``), for dense DVI supervision."""
     if drafter is None:
         drafter = SelfDrafter(steps=steps, policy=ThresholdStop(threshold))
     need = input_ids.shape[1] + max_new_tokens + drafter.steps + 1
     caches = cache_pool.get(need) if cache_pool is not None else model.new_caches(need)
     history = input_ids[0].tolist()
     drafter.begin(history)
-    prefill(model, input_ids, caches)
+    prefill(model, input_ids, caches, prefill_positions, on_prefill)
     res = DecodeResult(tokens=[])
     while True:
         blk = drafter_step(model, drafter, history, caches)

@@ -85,8 +85,11 @@ class KangarooDVI:
     def generate(self, prompt, max_new_tokens: int = 128) -> Generation:
         from kangaroo.speculative import kangaroo_generate
 
+        lr = self.learner
         res = kangaroo_generate(self.model, self.prompt_ids(prompt), max_new_tokens, self.eos, drafter=self.drafter,
-                                on_block=self.learner.on_block if self.learner else None, cache_pool=self._pool)
+                                on_block=lr.on_block if lr else None, cache_pool=self._pool,
+                                on_prefill=lr.on_prefill if lr else None,
+                                prefill_positions=lr.prefill_positions if lr else 0)
         text = self.tokenizer.decode(res.tokens, skip_special_tokens=True) if self.tokenizer is not None else None
         return Generation(res.tokens, text, res.accept_lengths)
 

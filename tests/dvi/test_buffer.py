@@ -100,22 +100,22 @@ def test_topk_stores_torch_topk():
 
 
 @pytest.mark.parametrize("d,v,store,dtype,expected", [
-    (576, 49152, "full", torch.float16, 576 * 2 + 8 + 1 + 4 + 1 + 49152 * 2),     # 99470
-    (576, 49152, "full", torch.float32, 576 * 2 + 14 + 49152 * 4),                # 197774
-    (576, 49152, "topk", torch.float16, 576 * 2 + 14 + 1024 * (4 + 2)),           # 7310
-    (576, 49152, "topk", torch.float32, 576 * 2 + 14 + 1024 * (4 + 4)),           # 9358
-    (4096, 32000, "full", torch.float16, 4096 * 2 + 14 + 32000 * 2),              # 72206
-    (4096, 32000, "full", torch.float32, 4096 * 2 + 14 + 32000 * 4),              # 136206
-    (4096, 32000, "topk", torch.float16, 4096 * 2 + 14 + 1024 * 6),               # 14350
-    (4096, 32000, "topk", torch.float32, 4096 * 2 + 14 + 1024 * 8),               # 16398
+    (576, 49152, "full", torch.float16, 576 * 2 + 8 + 1 + 4 + 1 + 1 + 49152 * 2), # 99471
+    (576, 49152, "full", torch.float32, 576 * 2 + 15 + 49152 * 4),                # 197775
+    (576, 49152, "topk", torch.float16, 576 * 2 + 15 + 1024 * (4 + 2)),           # 7311
+    (576, 49152, "topk", torch.float32, 576 * 2 + 15 + 1024 * (4 + 4)),           # 9359
+    (4096, 32000, "full", torch.float16, 4096 * 2 + 15 + 32000 * 2),              # 72207
+    (4096, 32000, "full", torch.float32, 4096 * 2 + 15 + 32000 * 4),              # 136207
+    (4096, 32000, "topk", torch.float16, 4096 * 2 + 15 + 1024 * 6),               # 14351
+    (4096, 32000, "topk", torch.float32, 4096 * 2 + 15 + 1024 * 8),               # 16399
 ])
 def test_bytes_per_slot(d, v, store, dtype, expected):
     assert ring(1, d, v, store, 1024, dtype).bytes_per_slot() == expected
 
 
 def test_bytes_per_slot_hand_numbers():
-    assert ring(1, 576, 49152, "topk", 1024, torch.float16).bytes_per_slot() == 7310
-    assert ring(1, 4096, 32000, "full", 1024, torch.float32).bytes_per_slot() == 136206
+    assert ring(1, 576, 49152, "topk", 1024, torch.float16).bytes_per_slot() == 7311
+    assert ring(1, 4096, 32000, "full", 1024, torch.float32).bytes_per_slot() == 136207
 
 
 @pytest.mark.parametrize("kwargs,flag", [

@@ -13,8 +13,8 @@ def no_plot(monkeypatch):
     monkeypatch.setattr(MetricsLogger, "plot", lambda self, png_path=None: None)
 
 
-# (step, drafted, accepted, committed, wall_ms)
-BLOCKS = [(1, 3, 1, 2, 20.0), (2, 5, 5, 6, 30.0), (3, 2, 0, 1, 10.0), (4, 4, 2, 3, 40.0)]
+# (step, drafted, accepted, committed, wall_ms, top1_agree); block 2 had no self candidate (n-gram): top1 None
+BLOCKS = [(1, 3, 1, 2, 20.0, True), (2, 5, 5, 6, 30.0, None), (3, 2, 0, 1, 10.0, False), (4, 4, 2, 3, 40.0, True)]
 
 
 def logger(tmp_path, every=1000, ar=10.0, lines=None, blocks=BLOCKS):
@@ -24,8 +24,8 @@ def logger(tmp_path, every=1000, ar=10.0, lines=None, blocks=BLOCKS):
 
 
 def logger_blocks(lg, blocks):
-    for step, d, a, c, wall in blocks:
-        lg.log_block(step, d, a, c, wall, drafter_ms=wall / 2, verifier_ms=wall / 4)
+    for step, d, a, c, wall, *top1 in blocks:
+        lg.log_block(step, d, a, c, wall, drafter_ms=wall / 2, verifier_ms=wall / 4, top1_agree=(top1 or [None])[0])
     return lg
 
 
@@ -38,13 +38,15 @@ def test_acceptance_csv(tmp_path, no_plot):
     lg = logger(tmp_path)
     rows = raw(tmp_path / "m" / "acceptance.csv")  # readable while the run is live: flushed per block
     assert rows[0] == ["step", "acc@1", "acc@2", "acc@3", "acc@4", "acc@5", "block_acc", "drafted", "accepted",
-                       "committed"]
-    assert rows[1] == ["1", "1", "0", "0", "", "", "0.333333", "3", "1", "2"]
-    assert rows[2] == ["2", "1", "1", "1", "1", "1", "1", "5", "5", "6"]
-    assert rows[3] == ["3", "0", "0", "", "", "", "0", "2", "0", "1"]
+                       "committed", "top1_agree"]
+    assert rows[1] == ["1", "1", "0", "0", "", "", "0.333333", "3", "1", "2", "1"]
+    assert rows[2] == ["2", "1", "1", "1", "1", "1", "1", "5", "5", "6", ""]  # no candidate: empty, not 0
+    assert rows[3] == ["3", "0", "0", "", "", "", "0", "2", "0", "1", "0"]
     parsed = read_acceptance_csv(tmp_path / "m" / "acceptance.csv")
     assert parsed[0] == {"step": 1, "acc@1": 1, "acc@2": 0, "acc@3": 0, "acc@4": None, "acc@5": None,
-                         "block_acc": pytest.approx(1 / 3, abs=1e-6), "drafted": 3, "accepted": 1, "committed": 2}
+                         "block_acc": pytest.approx(1 / 3, abs=1e-6), "drafted": 3, "accepted": 1, "committed": 2,
+                         "top1_agree": 1}
+    assert parsed[1]["top1_agree"] is None and parsed[2]["top1_agree"] == 0
     assert len(parsed) == 4 and parsed[3]["acc@4"] == 0 and parsed[3]["acc@5"] is None
     lg.close()
 
@@ -66,13 +68,16 @@ def test_rolling_and_first_last(tmp_path, no_plot):
     assert r["blocks"] == 2 and r["step"] == 4
     assert r["acc@1"] == pytest.approx(0.5) and r["mean_accepted"] == pytest.approx(2.0)
     assert r["block_acc"] == pytest.approx((0 + 0.5) / 2) and r["speedup"] == pytest.approx(4 * 10 / 50)
+    assert r["top1_agree"] == pytest.approx(0.5)  # blocks 3 (no) and 4 (yes)
     fl = lg.first_last(2)
+    assert fl["first"]["top1_agree"] == 1.0       # block 1 only: block 2 has no candidate, not counted as 0
+    assert lg.rolling()["top1_agree"] == pytest.approx(2 / 3)
     assert fl["first"]["acc@1"] == 1.0 and fl["first"]["mean_accepted"] == pytest.approx(4.0)
     assert fl["first"]["block_acc"] == pytest.approx((1 / 3 + 1) / 2) and fl["last"] == r
     assert lg.rolling()["blocks"] == 4 and lg.rolling()["mean_accepted"] == pytest.approx(3.0)
     empty = MetricsLogger(tmp_path / "e", max_k=2, print_fn=lambda s: None)
     assert empty.rolling() == {"blocks": 0, "step": None, "acc@1": None, "mean_accepted": None, "block_acc": None,
-                               "speedup": None}
+                               "top1_agree": None, "speedup": None}
     lg.close(), empty.close()
 
 
@@ -81,14 +86,14 @@ def test_summary_every_n_blocks_with_trainer(tmp_path, no_plot):
     lg = logger(tmp_path, every=2, lines=lines, blocks=BLOCKS[:1])
     lg.log_train(1, {"loss": 9.0, "kd": 9.0, "ms": 99.0})
     logger_blocks(lg, BLOCKS[1:2])
-    assert lines == ["[dvi] step 2 | last 2 blocks: acc@1 1.00 mean accepted 4.00 block_acc 0.67 speedup 1.60x"
+    assert lines == ["[dvi] step 2 | last 2 blocks: acc@1 1.00 mean accepted 4.00 block_acc 0.67 top1_agree 1.00 speedup 1.60x"
                      " | trainer loss 9.00 kd 9 (99.0 ms/step, 1 steps)"]
     lg.log_train(3, {"loss": 1.0, "kd": 0.5, "ms": 10.0})
     lg.log_train(4, {"loss": 2.0, "kd": 0.7, "ms": 14.0})
-    for step, d, a, c, wall in BLOCKS[2:]:
-        lg.log_block(step, d, a, c, wall, 1.0, 1.0, trainer_ms=12.0)
+    for step, d, a, c, wall, top1 in BLOCKS[2:]:
+        lg.log_block(step, d, a, c, wall, 1.0, 1.0, trainer_ms=12.0, top1_agree=top1)
     assert len(lines) == 2
-    assert lines[1] == ("[dvi] step 4 | last 2 blocks: acc@1 0.50 mean accepted 2.00 block_acc 0.25 speedup 0.80x"
+    assert lines[1] == ("[dvi] step 4 | last 2 blocks: acc@1 0.50 mean accepted 2.00 block_acc 0.25 top1_agree 0.50 speedup 0.80x"
                         " | trainer loss 1.50 kd 0.6 (12.0 ms/step, 2 steps)")
     lg.close()
 

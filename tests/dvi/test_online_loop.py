@@ -152,3 +152,60 @@ def test_learns_only_from_self_drafted_positions_and_judged_declined_candidates(
     assert learner.buffer.size == 12
     assert learner.buffer.reward[:12].tolist() == [int(c == r) for c, r in zip(cands, ref)]
     assert learner.buffer.pos[:12].tolist() == [1] * 12
+
+
+class _NoProbe:
+    """A goodput-like policy that skips every probe: each self block is a plain greedy step with no candidate."""
+    name = "noprobe"
+
+    def decide(self, confs, source="self"):
+        return False, False
+
+    def probe(self, source="self"):
+        return False
+
+    def observe(self, block):
+        pass
+
+    def observe_candidate(self, conf, accepted, source):
+        pass
+
+
+def test_top1_agree_per_block_in_acceptance_csv(tmp_path):
+    """top1_agree = [drafter's top-1 at the first position == v_0]: drafted and declined candidates count, a block
+    with no candidate (n-gram, skipped probe) leaves the cell empty. Checked against the tokens of greedy decoding."""
+    from dvi.metrics import read_acceptance_csv
+    from kangaroo.drafters import NGramDrafter, SelfDrafter
+    from tests.kangaroo.test_drafters import Never, repetitive_prompt
+
+    lm, km, learner, _ = make(tmp_path, "--dvi-online", "true")
+    ids = repetitive_prompt()
+    ref = greedy_decode(lm, ids, 24, set()).tokens
+    seen = []  # (kind, the drafter's first proposal, v_0)
+    orig = learner.on_block
+
+    def hook(kind):
+        def on_block(b):
+            seen.append((kind, b.first_proposal, b.verification.tokens[0]))
+            orig(b)
+        return on_block
+
+    for kind, drafter in (("self", SelfDrafter(4)), ("declined", SelfDrafter(4, Never())),
+                          ("ngram", NGramDrafter(4)), ("noprobe", SelfDrafter(4, _NoProbe()))):
+        res = kangaroo_generate(km, ids, 24, set(), drafter=drafter, on_block=hook(kind))
+        assert res.tokens == ref
+    learner.finish()
+    rows = read_acceptance_csv(tmp_path / "metrics" / "acceptance.csv")
+    assert len(rows) == len(seen)
+    kinds = {k: [(p, v, r["top1_agree"]) for (k2, p, v), r in zip(seen, rows) if k2 == k] for k, *_ in seen}
+    for kind in ("self", "declined"):
+        assert all(p is not None and top1 == int(p == v) for p, v, top1 in kinds[kind])
+    assert any(top1 == 1 for _, _, top1 in kinds["self"] + kinds["declined"])  # both outcomes occur
+    assert any(top1 == 0 for _, _, top1 in kinds["self"] + kinds["declined"])
+    # declined candidates: the drafter's top-1 at every new position, judged by the greedy token there
+    assert [v for _, v, _ in kinds["declined"]] == ref
+    for kind in ("ngram", "noprobe"):
+        assert kinds[kind] and all(p is None and top1 is None for p, _, top1 in kinds[kind])
+    fl = learner.metrics.first_last(10 ** 6)["first"]
+    scored = [t for *_, t in kinds["self"] + kinds["declined"]]
+    assert fl["top1_agree"] == pytest.approx(sum(scored) / len(scored))
