@@ -150,8 +150,10 @@ def add_dvi_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dvi-kl-lambdamin", type=float, default=0.1)
     g.add_argument("--dvi-entropy-weight", type=float, default=0.0)
     g.add_argument("--dvi-lr", type=float, default=1e-3, help="AdamW learning rate of the LoRA tensors")
-    g.add_argument("--dvi-lora-r", type=int, default=8)
-    g.add_argument("--dvi-lora-alpha", type=float, default=8.0)
+    g.add_argument("--dvi-lora-r", type=int, default=None,
+                   help="LoRA rank (default: the --load-lora checkpoint's, else 8)")
+    g.add_argument("--dvi-lora-alpha", type=float, default=None,
+                   help="LoRA scale alpha (default: the --load-lora checkpoint's, else 8.0)")
     g.add_argument("--dvi-ablation", default="full", choices=ABLATIONS, help="loss preset (work plan step 11)")
     g.add_argument("--dvi-debug-hk", action="store_true", help="print hk count and bytes per block")
     g.add_argument("--dvi-dense", type=str2bool, default=False, metavar="{true,false}",
@@ -384,10 +386,28 @@ def parse_args(kind: str = "kangaroo", argv=None, description: str | None = None
     resolve_model_id(args)
     if kind == "kangaroo":
         resolve_adapter_mode(args)
+        resolve_lora_shape(args)
     validate_static(args)
     resolve_question_file(args)
     resolve_device_dtype(args)
     return args
+
+
+def resolve_lora_shape(args) -> None:
+    """``--dvi-lora-r`` / ``--dvi-lora-alpha`` left out: those of the ``--load-lora`` checkpoint (deploying or resuming a
+    drafter needs no flag), else 8 and 8.0. A damaged checkpoint is reported where it is loaded, in one line."""
+    meta = {}
+    if (args.dvi_lora_r is None or args.dvi_lora_alpha is None) and args.load_lora and Path(args.load_lora).is_file():
+        from dvi.checkpoint import read_ckpt
+
+        try:
+            meta = read_ckpt(args.load_lora)["meta"]
+        except Exception:
+            meta = {}
+    if args.dvi_lora_r is None:
+        args.dvi_lora_r = int(meta.get("lora_r", 8))
+    if args.dvi_lora_alpha is None:
+        args.dvi_lora_alpha = float(meta.get("lora_alpha", 8.0))
 
 
 # ----------------------------------------------------------------------------------------------- typed configs

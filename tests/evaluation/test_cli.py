@@ -97,3 +97,18 @@ def test_checks_against_config(capsys):
 def test_baseline_has_no_dvi_flags(capsys):
     with pytest.raises(SystemExit):
         parse(["--dvi-online", "true"], kind="baseline")
+
+
+def test_lora_shape_comes_from_the_checkpoint_unless_given(tmp_path):
+    from evaluation import cli
+    from tests.dvi.test_checkpoint import trained
+
+    _, _, _, path = trained(tmp_path, r=4, alpha=2.0)
+    base = ["--model-id", "smollm2-135m", "--question-file", str(tmp_path / "q.jsonl")]
+    (tmp_path / "q.jsonl").write_text('{"question_id": 1, "category": "x", "turns": ["hi"]}\n')
+    deployed = cli.parse_args("kangaroo", base + ["--load-lora", str(path)])
+    assert (deployed.dvi_lora_r, deployed.dvi_lora_alpha) == (4, 2.0)
+    given = cli.parse_args("kangaroo", base + ["--load-lora", str(path), "--dvi-lora-r", "16"])
+    assert (given.dvi_lora_r, given.dvi_lora_alpha) == (16, 2.0)
+    fresh = cli.parse_args("kangaroo", base)
+    assert (fresh.dvi_lora_r, fresh.dvi_lora_alpha) == (8, 8.0)
