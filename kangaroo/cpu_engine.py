@@ -36,10 +36,6 @@ def set_enabled(enabled: bool) -> None:
     _state["enabled"] = bool(enabled)
 
 
-def enabled() -> bool:
-    return _state["enabled"]
-
-
 def _notice(msg: str) -> None:
     print(f"[cpu-engine] {msg}", file=sys.stderr, flush=True)
 
@@ -67,8 +63,9 @@ def extension():
         _notice(f"could not build the C++ kernels ({type(e).__name__}: {str(e).strip().splitlines()[-1][:160]}); "
                 "using the plain PyTorch path (install a C++ compiler and `ninja` for the fast one)")
         return None
-    if time.perf_counter() - t0 > 2.0:
-        _notice(f"C++ kernels built in {time.perf_counter() - t0:.0f}s (cached for later runs)")
+    seconds = time.perf_counter() - t0
+    if seconds > 2.0:  # a build, not a load of the cached library
+        _notice(f"C++ kernels built in {seconds:.0f}s (cached for later runs)")
     _state["ext"] = ext
     return ext
 

@@ -108,7 +108,7 @@ class GoodputPolicy:
         self.cost = cost
         self.calibrator = calibrator or Calibrator()
         self.max_skip = max_skip
-        self.declines = 0      # first candidates declined in a row
+        self.declines = 0      # wasted self probes in a row: declined, or kept and rejected by the verifier
         self.since_probe = 0   # blocks since the last probe
 
     def goodput(self, ps: list[float], source: str) -> float:
@@ -117,7 +117,7 @@ class GoodputPolicy:
     def decide(self, confs: list[float], source: str = "self") -> tuple[bool, bool]:
         ps = [self.calibrator.p(c, source) for c in confs]
         keep = self.goodput(ps, source) > self.goodput(ps[:-1], source)
-        if len(confs) == 1 and not keep:
+        if source == "self" and len(confs) == 1 and not keep:
             self.declines += 1
         return keep, keep
 

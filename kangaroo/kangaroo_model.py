@@ -137,10 +137,9 @@ class KangarooModel(nn.Module):
         With a pruned drafter vocabulary (``set_drafter_vocab``) the columns are the N kept tokens, in the order
         of ``drafter_vocab``; map a column back with ``drafter_token_id``."""
         if self.drafter_head is None:
+            weight = self.head_model.weight if self._pruned_head_weight is None else self._pruned_head_weight
             with torch.no_grad():
-                if self._pruned_head_weight is not None:
-                    return project(hk, self._pruned_head_weight).float()
-                return project(hk, self.head_model.weight).float()
+                return project(hk, weight).float()
         return self.drafter_head(hk)
 
     def drafter_token_id(self, idx) -> int:

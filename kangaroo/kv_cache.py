@@ -25,12 +25,17 @@ class KVCache:
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store ``k, v`` ([B, H, n, D]) at ``[length, length+n)`` of ``layer``; return that layer's keys and
         values for ``[0, length+n)``. ``length`` itself moves only in ``advance``."""
-        end = self.length + k.shape[2]
-        if end > self.max_len:
-            raise RuntimeError(f"KV cache overflow: {end} positions > max_len {self.max_len}")
+        end = self.check_room(k.shape[2])
         self.k[layer, :, :, self.length:end] = k
         self.v[layer, :, :, self.length:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def check_room(self, n: int) -> int:
+        """The end position after ``n`` more positions; raises if the cache cannot hold them."""
+        end = self.length + n
+        if end > self.max_len:
+            raise RuntimeError(f"KV cache overflow: {end} positions > max_len {self.max_len}")
+        return end
 
     def advance(self, n: int) -> None:
         self.length += n

@@ -65,8 +65,7 @@ def run_layers(layers, h: torch.Tensor, cache: KVCache, rotary_emb) -> torch.Ten
     cos, sin = rotary_for(rotary_emb, h, start)
     stack = cpu_engine.stack_for(layers) if h.shape[0] == 1 and cpu_engine.applies(h) else None
     if stack is not None:
-        if start + n > cache.max_len:
-            raise RuntimeError(f"KV cache overflow: {start + n} positions > max_len {cache.max_len}")
+        cache.check_room(n)
         out = stack.forward(h[0], cache.k, cache.v, start, cos[0], sin[0])[None]
         cache.advance(n)
         return out
