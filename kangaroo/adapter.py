@@ -5,7 +5,7 @@
 It has its own KV cache layer (the last layer of the shallow cache). On disk an adapter is a folder:
 
     config.json          {"format": "kangaroo-adapter", "version": 1, "hidden_size", "num_attention_heads",
-                          "num_key_value_heads", "head_dim", "rms_norm_eps"}
+                          "num_key_value_heads", "head_dim", "rms_norm_eps", "window" (optional)}
     adapter.safetensors  input_layernorm.weight, self_attn.{q,k,v,o}_proj.weight, norm.weight
 
 The Kangaroo repo's released adapters load too (``load_adapter`` tells the layouts apart):
@@ -13,6 +13,9 @@ The Kangaroo repo's released adapters load too (``load_adapter`` tells the layou
     config.json          a LlamaConfig with num_hidden_layers 1 (its hidden size and heads must match the model)
     pytorch_model.bin    layers.0.input_layernorm.weight, layers.0.self_attn.{q,k,v,o}_proj.weight, norm.weight
                          (or model.safetensors with the same names; rotary buffers, if present, are ignored)
+
+``window`` (an adapter trained online, ``kangaroo/trained_adapter.py``): the adapter's attention sees only the
+last ``window`` positions (itself included), the context it was trained on; absent or null: the whole context.
 """
 from __future__ import annotations
 
@@ -23,15 +26,16 @@ import torch
 from torch import nn
 
 from common.errors import UserError
-from kangaroo.llama_forward import attention
+from kangaroo.llama_forward import attend, attention, heads, rope
 
 FORMAT = "kangaroo-adapter"
 CONFIG_KEYS = ("hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim", "rms_norm_eps")
 
 
 class KangarooAdapter(nn.Module):
-    def __init__(self, base_config):
+    def __init__(self, base_config, window: int | None = None):
         super().__init__()
+        self.window = window  # None: attend over the whole context; else the last ``window`` positions
         from transformers.models.llama.modeling_llama import LlamaAttention, LlamaRMSNorm
 
         self.config = base_config
@@ -39,14 +43,26 @@ class KangarooAdapter(nn.Module):
         self.self_attn = LlamaAttention(base_config, layer_idx=0)
         self.norm = LlamaRMSNorm(base_config.hidden_size, eps=base_config.rms_norm_eps)
 
-    def forward(self, h, cos, sin, cache, cache_layer: int, mask) -> torch.Tensor:
-        return self.norm(h + attention(self.self_attn, self.input_layernorm(h), cos, sin, cache, cache_layer, mask))
+    def forward(self, h, cos, sin, cache, cache_layer: int, mask, key_from: int = 0) -> torch.Tensor:
+        """h [1, n, d] appended to ``cache`` layer ``cache_layer``; the queries see keys from ``key_from`` on."""
+        x = self.input_layernorm(h)
+        return self.norm(h + attention(self.self_attn, x, cos, sin, cache, cache_layer, mask, key_from))
+
+    def forward_last(self, h: torch.Tensor, cos, sin, valid: torch.Tensor) -> torch.Tensor:
+        """Segments h [B, W, d] (no cache), their RoPE cos/sin [B, W, D], valid [B, W] (False: padding; the last
+        row is valid): the output at each segment's last row, [B, d], its query attending every valid row. That
+        is ``forward``'s output for that row when the cache holds exactly the segment's rows before it."""
+        x, attn = self.input_layernorm(h), self.self_attn
+        q = rope(heads(attn.q_proj, x[:, -1:], attn.head_dim), cos[:, -1:], sin[:, -1:])
+        k = rope(heads(attn.k_proj, x, attn.head_dim), cos, sin)
+        out = attend(attn, q, k, heads(attn.v_proj, x, attn.head_dim), valid[:, None, None, :])
+        return self.norm(h[:, -1] + out[:, 0])
 
 
-def adapter_config_dict(base_config) -> dict:
+def adapter_config_dict(base_config, window: int | None = None) -> dict:
     head_dim = getattr(base_config, "head_dim", None) or base_config.hidden_size // base_config.num_attention_heads
     d = {k: getattr(base_config, k) for k in CONFIG_KEYS if k != "head_dim"}
-    return {"format": FORMAT, "version": 1, **d, "head_dim": head_dim}
+    return {"format": FORMAT, "version": 1, **d, "head_dim": head_dim, "window": window}
 
 
 def save_adapter(adapter: KangarooAdapter, path: str | Path) -> None:
@@ -54,7 +70,7 @@ def save_adapter(adapter: KangarooAdapter, path: str | Path) -> None:
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(json.dumps(adapter_config_dict(adapter.config), indent=2))
+    (path / "config.json").write_text(json.dumps(adapter_config_dict(adapter.config, adapter.window), indent=2))
     save_file({k: v.detach().contiguous().cpu() for k, v in adapter.state_dict().items()},
               str(path / "adapter.safetensors"))
 
@@ -138,7 +154,11 @@ def load_adapter(path: str | Path, base_config) -> KangarooAdapter:
     if diff:
         raise UserError(f"--adapter-path {path} was made for another model: {', '.join(diff)}; "
                         "pass the adapter trained for this --model-id")
-    adapter = KangarooAdapter(base_config)
+    window = cfg.get("window")
+    if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
+        raise UserError(f"--adapter-path {path}: config.json has window {window!r}, expected a positive integer "
+                        "or null (attend over the whole context)")
+    adapter = KangarooAdapter(base_config, window)
     adapter.input_layernorm.variance_epsilon = adapter.norm.variance_epsilon = float(cfg["rms_norm_eps"])
     state = _read_weights(w_file)
     if layout == "kangaroo":

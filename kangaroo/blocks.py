@@ -10,6 +10,24 @@ import torch
 
 
 @dataclass
+class HiddenContext:
+    """Layer-k residuals h (the verifier's input) at consecutive positions ``first_pos ..``, from which the training
+    segments of a trained adapter are cut: the ``window`` positions ending at a tuple's input
+    (``KangarooModel.segment_context``)."""
+    h: torch.Tensor     # [c, d]
+    first_pos: int
+    window: int
+
+    def segment(self, pos: int) -> tuple[torch.Tensor, int]:
+        """The rows of positions ``max(0, pos - window + 1) .. pos`` (a view) and the position of the first."""
+        first = max(0, pos - self.window + 1)
+        if first < self.first_pos or pos >= self.first_pos + self.h.shape[0]:
+            raise ValueError(f"segment {first}..{pos} outside the context {self.first_pos}.."
+                             f"{self.first_pos + self.h.shape[0] - 1}")
+        return self.h[first - self.first_pos:pos - self.first_pos + 1], first
+
+
+@dataclass
 class Draft:
     tokens: list[int]                # d_1..d_m (m may be 0)
     h: Optional[torch.Tensor]        # [1, c, d] layer-k hidden of the first c of x, d_1..d_m (c = m+1 for the
@@ -52,6 +70,12 @@ class Block:
     verification: Verification
     accepted: int              # a: drafted tokens accepted
     committed: list[int]       # d_1..d_a, v_a
+    context: Optional[HiddenContext] = None  # trained adapter: layer-k residuals up to the last committed input
+
+    def input_segment(self, j: int) -> tuple[torch.Tensor, int]:
+        """Trained adapter: the segment (rows, position of the first) ending at committed input j (0: x)."""
+        c = self.context
+        return c.segment(c.first_pos + c.h.shape[0] - 1 - self.accepted + j)
 
     @property
     def drafted(self) -> int:
@@ -103,3 +127,4 @@ class PrefillTargets:
     next_tokens: list[int]     # the prompt's token after each position
     prompt_len: int = 0
     ms: float = 0.0            # the extra cost: the verifier head over those rows (prefill computes no logits else)
+    context: Optional[HiddenContext] = None  # trained adapter: the prompt's layer-k residuals (from position 0)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from kangaroo import cpu_engine
+from kangaroo.trained_adapter import adapter_tensors
 
 
 class LoRALinear(nn.Module):
@@ -120,6 +121,8 @@ def attach_drafter_head(model, *, r: int = 8, alpha: float = 8.0) -> DrafterHead
 
 
 def trainable_params(model) -> list[nn.Parameter]:
-    """What DVI may train on ``model``: its drafter head's LoRA tensors (none without a head)."""
+    """What DVI may train on ``model`` (or on a trainer's shadow of it), in a fixed order: its drafter head's LoRA
+    tensors (none without a head), then the trained adapter's tensors (``--adapter-mode train``)."""
     head = getattr(model, "drafter_head", None)
-    return [] if head is None else head.trainable_params()
+    lora = [] if head is None else head.trainable_params()
+    return lora + list(adapter_tensors(getattr(model, "trained_adapter", None)).values())

@@ -4,7 +4,8 @@ speculative example style: a draft model and a model-free n-gram drafter side by
     begin(prompt)                  a new sequence starts (token ids of the prompt)
     draft(model, caches, history)  -> Draft; history[-1] is x, the last committed token, in no cache yet
     observe(block)                 what the verifier made of the last draft (policies calibrate from it)
-    trainable_params(model)        what DVI may train (only the self-drafter has any: the LoRA head)
+    trainable_params(model)        what DVI may train (only the self-drafter has any: the LoRA head, and a
+                                   trained adapter)
     metadata()                     settings, for checkpoints and run records
 
   SelfDrafter    shallow layers + the drafter head (identity, pruned or LoRA), today's Kangaroo drafter; the

@@ -6,11 +6,16 @@
 The verifier reuses the drafter's h_k (never recomputed), so a verified block costs one pass of the deep
 layers. ``adapter_mode="none"`` builds the identity adapter: the shallow stack is a frozen copy of the base
 layers [0, k) and hk = final_norm(h_k), derived from the base config with no file access.
-``adapter_mode="load"`` reads a Kangaroo adapter folder (``kangaroo/adapter.py``).
+``adapter_mode="load"`` reads a Kangaroo adapter folder (``kangaroo/adapter.py``), frozen.
+``adapter_mode="train"`` builds an adapter DVI trains online (``kangaroo/trained_adapter.py``: the identity
+drafter at step 0, or ``adapter_path`` as the start), attending over the last ``adapter_window`` positions; its
+shallow cache also keeps the layer-k residual of every position (``KVCache.rows``), which the training segments
+of each block are cut from (``segment_context``).
 
-The base model, its head (``head_model``) and the shallow copies are frozen. The model holds the split verifier;
-the drafter's trainable part (a LoRA ``DrafterHead``) is attached and listed by ``kangaroo/drafter_head.py``
-(``attach_drafter_head``, ``trainable_params``); the model only projects through it when one is attached.
+The base model, its head (``head_model``) and the shallow copies are frozen (a trained adapter is a copy of its
+own). The model holds the split verifier; the drafter's trainable part (a LoRA ``DrafterHead``, and a trained
+adapter) is attached and listed by ``kangaroo/drafter_head.py`` (``attach_drafter_head``, ``trainable_params``);
+the model only projects through the head when one is attached.
 """
 from __future__ import annotations
 
@@ -22,7 +27,8 @@ import torch
 from torch import nn
 
 from common.errors import UserError
-from kangaroo.llama_forward import causal_mask, decoder_layer, final_norm, new_cache, project, rotary_for, run_layers
+from kangaroo.blocks import HiddenContext
+from kangaroo.llama_forward import causal_mask, final_norm, new_cache, project, rotary_for, run_layers, window_mask
 from kangaroo.kv_cache import KVCache
 
 
@@ -44,7 +50,8 @@ class KangarooCaches:
 
 class KangarooModel(nn.Module):
     def __init__(self, *, model_id: str, adapter_mode: str = "none", adapter_path: Optional[str] = None,
-                 exit_layer: int = 2, device: str = "cpu", dtype: str | torch.dtype = "float32", base_model=None):
+                 exit_layer: int = 2, device: str = "cpu", dtype: str | torch.dtype = "float32", base_model=None,
+                 adapter_window: Optional[int] = None):
         super().__init__()
         if base_model is None:
             from kangaroo.model_loading import load_causal_lm
@@ -70,14 +77,20 @@ class KangarooModel(nn.Module):
         self._pruned_head_weight = None  # [N, d] rows of the verifier's head for the identity drafter
         self._build_identity_adapter_from_base(base_cfg, exit_layer)
         self.adapter = None
+        self.trained_adapter = None  # the adapter when DVI trains it (adapter_mode "train"), else None
         if adapter_mode == "load":
             from kangaroo.adapter import load_adapter
 
             self.adapter = load_adapter(adapter_path, base_cfg).to(device=self.device, dtype=self.dtype)
             self.adapter.requires_grad_(False)
-            self.adapter_config.is_identity = False
+        elif adapter_mode == "train":
+            from kangaroo.trained_adapter import DEFAULT_WINDOW, trained_adapter
+
+            self.adapter = self.trained_adapter = trained_adapter(base_model, exit_layer,
+                                                                  adapter_window or DEFAULT_WINDOW, adapter_path)
         elif adapter_mode != "none":
-            raise UserError(f"--adapter-mode {adapter_mode!r}: use none or load")
+            raise UserError(f"--adapter-mode {adapter_mode!r}: use none, load or train")
+        self.adapter_config.is_identity = self.adapter is None
         self.eval()
 
     def _build_identity_adapter_from_base(self, base_cfg, exit_layer: int) -> None:
@@ -100,8 +113,9 @@ class KangarooModel(nn.Module):
     # ------------------------------------------------------------------------------------------ caches
     def new_caches(self, max_len: int) -> KangarooCaches:
         n_shallow = self.exit_layer + (self.adapter is not None)
+        rows = self.config.hidden_size if self.trained_adapter is not None else 0
         return KangarooCaches(
-            shallow=new_cache(self.config, n_shallow, max_len, self.dtype, self.device),
+            shallow=new_cache(self.config, n_shallow, max_len, self.dtype, self.device, row_width=rows),
             deep=new_cache(self.config, self.config.num_hidden_layers - self.exit_layer, max_len, self.dtype,
                            self.device))
 
@@ -109,19 +123,29 @@ class KangarooModel(nn.Module):
     @torch.no_grad()
     def forward_shallow(self, input_ids: torch.Tensor, cache: KVCache) -> ShallowOut:
         """Tokens [1, n] -> layer-k hidden h and drafter features hk, appended to the shallow cache."""
-        h = self.embed_tokens(input_ids)
-        start = cache.length
+        start, n = cache.length, input_ids.shape[1]
+        h = run_layers(self.shallow_stack, self.embed_tokens(input_ids), cache, self.rotary_emb)
         if self.adapter is None:
-            h = run_layers(self.shallow_stack, h, cache, self.rotary_emb)
             return ShallowOut(h, final_norm(self.norm, h))
-        # the adapter is one more layer of the shallow cache, written at the same positions
+        # the adapter is one more layer of the shallow cache, written at the same positions (as are the rows)
+        cache.crop(start)
         cos, sin = rotary_for(self.rotary_emb, h, start)
-        mask = causal_mask(start, h.shape[1], h.device)
-        for i, layer in enumerate(self.shallow_stack):
-            h = decoder_layer(layer, h, cos, sin, cache, i, mask)
-        hk = self.adapter(h, cos, sin, cache, self.exit_layer, mask)
-        cache.advance(h.shape[1])
+        window = self.adapter.window
+        key_from, mask = (0, causal_mask(start, n, h.device)) if window is None else window_mask(start, n, window,
+                                                                                                 h.device)
+        hk = self.adapter(h, cos, sin, cache, self.exit_layer, mask, key_from)
+        if cache.rows is not None:
+            cache.write_rows(h)
+        cache.advance(n)
         return ShallowOut(h, hk)
+
+    def segment_context(self, shallow: KVCache, start: int, end: int) -> Optional[HiddenContext]:
+        """With a trained adapter: the layer-k residuals its training segments ending at positions ``[start, end)``
+        need (the ``window - 1`` positions before ``start`` too), copied out of the shallow cache; else None."""
+        if self.trained_adapter is None:
+            return None
+        first = max(0, start - self.trained_adapter.window + 1)
+        return HiddenContext(shallow.read_rows(first, end), first, self.trained_adapter.window)
 
     @torch.no_grad()
     def forward_deep(self, h: torch.Tensor, cache: KVCache) -> torch.Tensor:

@@ -3,6 +3,10 @@
 Every layer of the stack writes its keys/values at ``[length, length + n)`` during one forward of the stack,
 then the stack calls ``advance(n)``. Rolling back after a rejected draft is ``crop(n)``: a length change,
 nothing else. Positions past ``length`` hold stale values that the next write overwrites.
+
+``row_width`` > 0 also keeps one row per position (``rows`` [batch, max_len, row_width]; the shallow cache of a
+trained adapter keeps the layer-k residual h there, which the adapter's training segments are cut from). Rows are
+written at ``[length, length + n)`` like keys and values, so ``crop`` rolls them back too.
 """
 from __future__ import annotations
 
@@ -11,10 +15,12 @@ import torch
 
 class KVCache:
     def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, max_len: int,
-                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", batch: int = 1):
+                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", batch: int = 1,
+                 row_width: int = 0):
         shape = (num_layers, batch, num_kv_heads, max_len, head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.rows = torch.zeros(batch, max_len, row_width, dtype=dtype, device=device) if row_width else None
         self.max_len = max_len
         self.length = 0
 
@@ -29,6 +35,16 @@ class KVCache:
         self.k[layer, :, :, self.length:end] = k
         self.v[layer, :, :, self.length:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def write_rows(self, h: torch.Tensor) -> None:
+        """Store ``h`` [B, n, row_width] at ``[length, length+n)`` of ``rows``."""
+        self.rows[:, self.length:self.check_room(h.shape[1])] = h
+
+    def read_rows(self, start: int, end: int) -> torch.Tensor:
+        """A copy of the rows at positions ``[start, end)`` of batch row 0, [end - start, row_width]."""
+        if not 0 <= start <= end <= self.length:
+            raise ValueError(f"rows [{start}, {end}) outside the cached 0..{self.length}")
+        return self.rows[0, start:end].clone()
 
     def check_room(self, n: int) -> int:
         """The end position after ``n`` more positions; raises if the cache cannot hold them."""
@@ -47,4 +63,5 @@ class KVCache:
         self.length = n
 
     def nbytes(self) -> int:
-        return self.k.numel() * self.k.element_size() * 2
+        rows = 0 if self.rows is None else self.rows.numel() * self.rows.element_size()
+        return self.k.numel() * self.k.element_size() * 2 + rows

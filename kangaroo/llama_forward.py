@@ -33,24 +33,46 @@ def causal_mask(start: int, n: int, device) -> torch.Tensor | None:
     return k_pos <= q_pos
 
 
+def window_mask(start: int, n: int, window: int, device) -> tuple[int, torch.Tensor | None]:
+    """Sliding-window attention for n queries at ``[start, start+n)``: each sees its last ``window`` positions
+    (itself included). Returns the first key position any query sees and the boolean mask [n, start+n-that]
+    (None for one query: it sees every key from there on)."""
+    key_from = max(0, start - window + 1)
+    if n == 1:
+        return key_from, None
+    q_pos = torch.arange(start, start + n, device=device)[:, None]
+    k_pos = torch.arange(key_from, start + n, device=device)[None, :]
+    return key_from, (k_pos <= q_pos) & (k_pos > q_pos - window)
+
+
 def rotary_for(rotary_emb, h: torch.Tensor, start: int):
     """cos/sin for positions ``[start, start + n)`` of ``h`` [B, n, d]."""
     pos = torch.arange(start, start + h.shape[1], device=h.device)[None]
     return rotary_emb(h, pos)
 
 
-def attention(attn, x: torch.Tensor, cos, sin, cache: KVCache, layer: int, mask) -> torch.Tensor:
-    """Self-attention of one layer; writes this layer's k/v into ``cache`` at ``cache.length``."""
+def heads(proj, x: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """``proj(x)`` [B, n, H*D] as heads [B, H, n, D]."""
     B, n, _ = x.shape
-    hd = attn.head_dim
-    q = attn.q_proj(x).view(B, n, -1, hd).transpose(1, 2)
-    k = attn.k_proj(x).view(B, n, -1, hd).transpose(1, 2)
-    v = attn.v_proj(x).view(B, n, -1, hd).transpose(1, 2)
-    q, k = rope(q, cos, sin), rope(k, cos, sin)
-    k_all, v_all = cache.write(layer, k, v)
-    out = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask, scale=attn.scaling,
-                                         enable_gqa=q.shape[1] != k_all.shape[1])
+    return proj(x).view(B, n, -1, head_dim).transpose(1, 2)
+
+
+def attend(attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask) -> torch.Tensor:
+    """Scaled dot-product attention of q [B, H, n, D] over k/v [B, Hkv, m, D] (grouped heads), then o_proj."""
+    B, _, n, _ = q.shape
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scaling,
+                                         enable_gqa=q.shape[1] != k.shape[1])
     return attn.o_proj(out.transpose(1, 2).reshape(B, n, -1))
+
+
+def attention(attn, x: torch.Tensor, cos, sin, cache: KVCache, layer: int, mask, key_from: int = 0) -> torch.Tensor:
+    """Self-attention of one layer; writes this layer's k/v into ``cache`` at ``cache.length``. The queries see
+    the keys from position ``key_from`` on (``mask`` covers those; 0: all)."""
+    hd = attn.head_dim
+    q = rope(heads(attn.q_proj, x, hd), cos, sin)
+    k = rope(heads(attn.k_proj, x, hd), cos, sin)
+    k_all, v_all = cache.write(layer, k, heads(attn.v_proj, x, hd))
+    return attend(attn, q, k_all[:, :, key_from:], v_all[:, :, key_from:], mask)
 
 
 def decoder_layer(layer, h: torch.Tensor, cos, sin, cache: KVCache, idx: int, mask) -> torch.Tensor:
@@ -76,9 +98,10 @@ def run_layers(layers, h: torch.Tensor, cache: KVCache, rotary_emb) -> torch.Ten
     return h
 
 
-def new_cache(config, num_layers: int, max_len: int, dtype, device) -> KVCache:
+def new_cache(config, num_layers: int, max_len: int, dtype, device, row_width: int = 0) -> KVCache:
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    return KVCache(num_layers, config.num_key_value_heads, head_dim, max_len, dtype=dtype, device=device)
+    return KVCache(num_layers, config.num_key_value_heads, head_dim, max_len, dtype=dtype, device=device,
+                   row_width=row_width)
 
 
 def final_norm(norm, h: torch.Tensor) -> torch.Tensor:

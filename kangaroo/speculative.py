@@ -11,6 +11,8 @@ One block, starting from the last committed token x at position P (not yet seen 
           Both caches are cropped to P + 1 + a: what the rejected drafts wrote is dropped.
 
 Every committed token is the verifier's greedy choice, so the output equals greedy decoding of the base model.
+With a trained adapter the block also carries the layer-k residuals its DVI training segments are cut from
+(``Block.context``, copied from the shallow cache's rows after the crop: committed positions only).
 
 Who drafts is behind one seam (``kangaroo/drafters.py``): the self-drafter above, a model-free n-gram drafter
 (prompt lookup), or a hybrid. A draft may come without layer-k hidden states (an n-gram draft has none) or with
@@ -83,7 +85,7 @@ def _verify_accept(model: KangarooModel, d: Draft, caches: KangarooCaches, start
     v = verify(model, d, caches)
     a, committed = accept(d, v)
     caches.crop(start + 1 + a)
-    return Block(d, v, a, committed)
+    return Block(d, v, a, committed, context=model.segment_context(caches.shallow, start, start + 1 + a))
 
 
 def pick_prefill_positions(n_prefilled: int, budget: int) -> list[int]:
@@ -115,7 +117,8 @@ def prefill(model: KangarooModel, input_ids: torch.Tensor, caches: KangarooCache
             hk = sh.hk[0].index_select(0, ix.to(sh.hk.device))
             ms = (now(model.device) - t0) * 1e3
             nxt = [int(input_ids[0, i + 1]) for i in pos]
-            on_targets(PrefillTargets(pos, hk, logits, nxt, input_ids.shape[1], ms))
+            on_targets(PrefillTargets(pos, hk, logits, nxt, input_ids.shape[1], ms,
+                                      context=model.segment_context(caches.shallow, 0, n)))
     return int(input_ids[0, -1])
 
 
