@@ -1,37 +1,51 @@
-"""The DVI trainer off the critical path: its own thread, its own copy of the LoRA tensors.
+"""The DVI trainer off the critical path: its own thread, its own copy of the trained tensors (the LoRA A/B, and a
+trained adapter's weights).
 
     decode thread                                   trainer thread
     on_block: push tuples (buffer lock)             wait for >= update_every new blocks and a full batch
               apply_published() (never blocks)      sample (buffer lock) -> OnlineTrainer.step on the shadow
-                                                    publish: copy shadow A/B to a staging copy, version += 1
+                                                    publish: copy the shadow's tensors to a staging copy,
+                                                             version += 1
 
-The decode thread adopts new LoRA weights only at block boundaries (``apply_published``) and only if the
+The decode thread adopts new weights only at block boundaries (``apply_published``) and only if the
 staging lock is free at that moment (otherwise at the next boundary), so it never waits for a trainer step.
-The shadow head shares the frozen base weight with the live head (read-only) and owns its A/B; the optimizer
-holds the shadow's tensors. ``stats()`` hands over the trainer steps finished since the last call.
+The shadow head shares the frozen base weight with the live head (read-only) and owns its A/B; a trained adapter is
+copied whole (all its tensors train); the optimizer holds the shadow's tensors. The tensors go between shadow,
+staging copy and live model as ``kangaroo.drafter_head.trainable_params`` lists them. ``stats()`` hands over the trainer steps finished since the last call.
 """
 from __future__ import annotations
 
+import copy
 import threading
 import time
 
 import torch
 
+from kangaroo.drafter_head import trainable_params
+
 
 class ShadowDrafter:
-    """What ``OnlineTrainer`` trains: the live model's drafter head with private LoRA tensors."""
+    """What ``OnlineTrainer`` trains: the live model's drafter head with private LoRA tensors, and a private copy
+    of its trained adapter (if any; the rotary embedding is the model's, read-only)."""
 
     def __init__(self, model):
         self.drafter_vocab = getattr(model, "drafter_vocab", None)
         self.drafter_head = model.drafter_head.shadow()
+        live = getattr(model, "trained_adapter", None)
+        self.trained_adapter = None if live is None else copy.deepcopy(live)
+        self.rotary_emb = getattr(model, "rotary_emb", None)
 
     def drafter_logits_from_hk(self, hk):
         return self.drafter_head(hk)
 
-    @torch.no_grad()
     def copy_from(self, model) -> None:
-        for mine, live in zip(self.drafter_head.trainable_params(), model.drafter_head.trainable_params()):
-            mine.copy_(live)
+        copy_tensors(trainable_params(self), trainable_params(model))
+
+
+@torch.no_grad()
+def copy_tensors(dst: list, src: list) -> None:
+    for d, s in zip(dst, src, strict=True):
+        d.copy_(s)
 
 
 class BackgroundTrainer:
@@ -46,7 +60,7 @@ class BackgroundTrainer:
         self._stop = False
         self._pub_lock = threading.Lock()
         self.step_lock = threading.Lock()  # held during a step: checkpoints take it to read a consistent optimizer
-        self._staged = [p.detach().clone() for p in shadow.drafter_head.trainable_params()]
+        self._staged = [p.detach().clone() for p in trainable_params(shadow)]
         self.version = 0            # published
         self.applied = 0            # adopted by the decode thread
         self._done: list[tuple[int, dict]] = []
@@ -61,13 +75,11 @@ class BackgroundTrainer:
             self._cv.notify()
 
     def apply_published(self) -> bool:
-        """Adopt the newest published LoRA weights if there are any and the staging copy is free right now."""
+        """Adopt the newest published weights if there are any and the staging copy is free right now."""
         if self.version == self.applied or not self._pub_lock.acquire(blocking=False):
             return False
         try:
-            with torch.no_grad():
-                for live, staged in zip(self.model.drafter_head.trainable_params(), self._staged):
-                    live.copy_(staged)
+            copy_tensors(trainable_params(self.model), self._staged)
             self.applied = self.version
         finally:
             self._pub_lock.release()
@@ -92,9 +104,8 @@ class BackgroundTrainer:
         self.apply_published_blocking()
 
     def apply_published_blocking(self) -> None:
-        with self._pub_lock, torch.no_grad():
-            for live, staged in zip(self.model.drafter_head.trainable_params(), self._staged):
-                live.copy_(staged)
+        with self._pub_lock:
+            copy_tensors(trainable_params(self.model), self._staged)
             self.applied = self.version
 
     # ------------------------------------------------------------------------------ trainer thread
@@ -113,9 +124,8 @@ class BackgroundTrainer:
                 t0 = time.perf_counter()
                 with self.step_lock:
                     stats = self.trainer.step(self.buffer.sample(self.batch_size), step)
-                    with self._pub_lock, torch.no_grad():
-                        for staged, p in zip(self._staged, self.shadow.drafter_head.trainable_params()):
-                            staged.copy_(p)
+                    with self._pub_lock:
+                        copy_tensors(self._staged, trainable_params(self.shadow))
                         self.version += 1
                 stats["thread_ms"] = (time.perf_counter() - t0) * 1e3
                 with self._cv:

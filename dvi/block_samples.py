@@ -11,6 +11,10 @@ tuple above also gives one, ``kd_only``: the hk of input j (the drafting loop's,
 and the verifier's logits row j, for the KD terms only (CE and PG skip it: there is no drafter verdict there).
 That adds row m of a fully accepted self block, every committed row of an n-gram block and of a goodput block
 that skipped its probe. ``prefill_samples`` does the same for the prompt positions ``prefill`` scored.
+
+With a trained adapter (the block or prefill carries a ``HiddenContext``) every tuple also carries its segment: the
+layer-k residuals of the up to W positions ending at its input (input pos - 1 of the block; the scored prompt
+position), which the trainer runs the adapter over.
 """
 from __future__ import annotations
 
@@ -39,14 +43,23 @@ def block_samples(blk: Block, dense: bool = False) -> list[DVITrainSample]:
             if hk is not None:
                 out.append(DVITrainSample(hk=hk.to(torch.float16), token=v.tokens[j], z_phi=v.logits[j], reward=0,
                                           pos=j + 1, is_first_reject=False, kd_only=True))
-    return out
+    if blk.context is None:
+        return out
+    return [with_segment(s, *blk.input_segment(s.pos - 1)) for s in out]  # a tuple at pos i drafts from input i-1
+
+
+def with_segment(s: DVITrainSample, rows: torch.Tensor, first_pos: int) -> DVITrainSample:
+    return s._replace(seg_h=rows, seg_pos=first_pos)
 
 
 def prefill_samples(t: PrefillTargets) -> list[DVITrainSample]:
     """KD-only tuples from the prompt: the hk at each scored position and the verifier's logits of the next token;
     ``token`` is the prompt's next token (no drafter verdict: CE and PG skip these rows)."""
-    return [DVITrainSample(hk=t.hk[r].to(torch.float16), token=t.next_tokens[r], z_phi=t.logits[r], reward=0, pos=0,
-                           is_first_reject=False, kd_only=True) for r in range(len(t.positions))]
+    out = [DVITrainSample(hk=t.hk[r].to(torch.float16), token=t.next_tokens[r], z_phi=t.logits[r], reward=0, pos=0,
+                          is_first_reject=False, kd_only=True) for r in range(len(t.positions))]
+    if t.context is None:
+        return out
+    return [with_segment(s, *t.context.segment(p)) for s, p in zip(out, t.positions)]
 
 
 class BlockObserver:

@@ -5,6 +5,10 @@ logits:
 ``store="full"`` keeps z_phi [V]; ``store="topk"`` keeps only its top-K (indices int32, values). The top-K path
 never builds a dense [*, V] tensor beyond the z_phi handed to ``push``.
 
+``segment_window`` W > 0 (a trained adapter): each slot also keeps the tuple's segment, the layer-k residuals of
+the up to W positions ending at its input, [W, d] fp16 (right-aligned, zero padding), its valid row count (int16)
+and the RoPE position of its first valid row (int32); every pushed tuple must carry one. Allocated only then.
+
 Thread-safe: pushes (decode thread) and samples (trainer thread) take one lock, so a sample never sees a
 half-written slot.
 """
@@ -23,8 +27,10 @@ STORES = ("full", "topk")
 class DVIRingBuffer:
     """``push(sample)`` one tuple, ``sample(n) -> Batch``; the storage layout below is this class's own."""
 
-    def __init__(self, cfg: BufferConfig, d_model: int, vocab_size: int, device: str = "cpu"):
+    def __init__(self, cfg: BufferConfig, d_model: int, vocab_size: int, device: str = "cpu", segment_window: int = 0):
         check_buffer_config(cfg, d_model, vocab_size)
+        if segment_window < 0:
+            raise ValueError(f"segment_window must be >= 0, got {segment_window}")
         self.capacity, self.d_model, self.vocab_size, self.store = cfg.capacity, d_model, vocab_size, cfg.store
         self.topk = cfg.topk if cfg.store == "topk" else None
         self.device = torch.device(device)
@@ -41,6 +47,12 @@ class DVIRingBuffer:
         else:
             self.z_idx = torch.zeros(capacity, cfg.topk, dtype=torch.int32, **kw)
             self.z_val = torch.zeros(capacity, cfg.topk, dtype=cfg.torch_logits_dtype, **kw)
+        self.segment_window = segment_window
+        self.seg_h = self.seg_len = self.seg_pos = None
+        if segment_window:
+            self.seg_h = torch.zeros(capacity, segment_window, d_model, dtype=torch.float16, **kw)
+            self.seg_len = torch.zeros(capacity, dtype=torch.int16, **kw)
+            self.seg_pos = torch.zeros(capacity, dtype=torch.int32, **kw)
         self._next = 0   # slot the next push writes (the oldest one once full)
         self._size = 0
         self._gen = torch.Generator().manual_seed(cfg.seed)
@@ -55,7 +67,8 @@ class DVIRingBuffer:
 
     def _storages(self) -> list[torch.Tensor]:
         return [t for t in (self.hk, self.token, self.reward, self.pos, self.is_first_reject, self.kd_only,
-                            self.z_phi, self.z_idx, self.z_val) if t is not None]
+                            self.z_phi, self.z_idx, self.z_val, self.seg_h, self.seg_len, self.seg_pos)
+                if t is not None]
 
     def bytes_per_slot(self) -> int:
         return sum(t[0].numel() * t.element_size() for t in self._storages())
@@ -67,6 +80,11 @@ class DVIRingBuffer:
             raise ValueError(f"z_phi must have shape [{self.vocab_size}], got {tuple(s.z_phi.shape)}")
         if not 0 <= int(s.token) < self.vocab_size:
             raise ValueError(f"token {int(s.token)} is outside the vocabulary 0..{self.vocab_size - 1}")
+        if self.segment_window and (s.seg_h is None or s.seg_h.dim() != 2 or s.seg_h.shape[1] != self.d_model
+                                    or not 1 <= s.seg_h.shape[0] <= self.segment_window):
+            got = None if s.seg_h is None else tuple(s.seg_h.shape)
+            raise ValueError(f"seg_h must have shape [1..{self.segment_window}, {self.d_model}] (a trained adapter's "
+                             f"segment), got {got}")
 
     @torch.no_grad()
     def push(self, s: DVITrainSample) -> None:
@@ -81,6 +99,8 @@ class DVIRingBuffer:
             self.pos[i] = int(s.pos)
             self.is_first_reject[i] = bool(s.is_first_reject)
             self.kd_only[i] = bool(s.kd_only)
+            if self.segment_window:
+                self._write_segment(i, s.seg_h, s.seg_pos)
             if top is None:
                 self.z_phi[i].copy_(s.z_phi)
             else:
@@ -88,6 +108,14 @@ class DVIRingBuffer:
                 self.z_idx[i].copy_(top.indices)
             self._next = (i + 1) % self.capacity
             self._size = min(self._size + 1, self.capacity)
+
+    def _write_segment(self, i: int, rows: torch.Tensor, first_pos: int) -> None:
+        c = rows.shape[0]
+        pad = self.segment_window - c
+        self.seg_h[i, :pad].zero_()
+        self.seg_h[i, pad:].copy_(rows)
+        self.seg_len[i] = c
+        self.seg_pos[i] = int(first_pos)
 
     @torch.no_grad()
     def sample(self, n: int) -> Batch:
@@ -101,11 +129,12 @@ class DVIRingBuffer:
                              f"(capacity {self.capacity}); wait until it holds at least {n}")
         ix = torch.randperm(self._size, generator=self._gen)[:n].to(self.device)
         take = lambda t: None if t is None else t.index_select(0, ix)  # noqa: E731
-        z_idx = take(self.z_idx)
+        z_idx, seg_len, seg_pos = take(self.z_idx), take(self.seg_len), take(self.seg_pos)
+        long = lambda t: None if t is None else t.long()  # noqa: E731
         return Batch(hk=take(self.hk), token=take(self.token), reward=take(self.reward).float(),
                      pos=take(self.pos).long(), is_first_reject=take(self.is_first_reject), z_phi=take(self.z_phi),
-                     z_idx=None if z_idx is None else z_idx.long(), z_val=take(self.z_val),
-                     kd_only=take(self.kd_only))
+                     z_idx=long(z_idx), z_val=take(self.z_val), kd_only=take(self.kd_only),
+                     seg_h=take(self.seg_h), seg_len=long(seg_len), seg_pos=long(seg_pos))
 
 
 def check_buffer_config(cfg: BufferConfig, d_model: int, vocab_size: int) -> None:

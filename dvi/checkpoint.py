@@ -4,7 +4,10 @@
      "schedule": sd | None, "ema_baseline": float, "global_step": int | None, "extra": dict}
 
 ``lora`` holds the drafter head's named trainable tensors (``DrafterHead.named_trainable``: ``A``, ``B``) and
-``meta["drafter"]`` its metadata. Version 1 files named them by attribute path (``drafter_head.proj.A``); they
+``meta["drafter"]`` its metadata. With a trained adapter (``--adapter-mode train``) ``adapter`` holds its tensors
+by name (``kangaroo.trained_adapter.adapter_tensors``) and ``meta["adapter_window"]`` its window; otherwise (and in
+files written before) both are None/absent. Loading refuses an adapter checkpoint into a run without one and the
+reverse, in one line naming the flag. Version 1 files named them by attribute path (``drafter_head.proj.A``); they
 are read through ``LEGACY_NAMES`` and load as before.
 
 Writes are atomic (temp file in the same folder, fsync, os.replace): a crash mid-save leaves the previous file
@@ -26,6 +29,7 @@ from pathlib import Path
 import torch
 
 from common.errors import UserError
+from kangaroo.trained_adapter import adapter_tensors
 
 FORMAT, VERSION = "kangaroo-dvi-lora", 2
 READS = (1, 2)
@@ -54,12 +58,19 @@ def upgrade_names(lora: dict) -> dict:
     return {LEGACY_NAMES.get(n, n): t for n, t in lora.items()}
 
 
+def _cpu_copies(tensors: dict) -> dict:
+    return {n: p.detach().cpu().clone() for n, p in tensors.items()}
+
+
 def lora_state_dict(model) -> dict:
-    return {n: p.detach().cpu().clone() for n, p in _lora_params(model).items()}
+    return _cpu_copies(_lora_params(model))
 
 
 def _lora_problems(model, sd: dict) -> list[str]:
-    own = _lora_params(model)
+    return _tensor_problems(_lora_params(model), sd)
+
+
+def _tensor_problems(own: dict, sd: dict) -> list[str]:
     probs = [f"missing {n}" for n in own if n not in sd] + [f"unexpected {n}" for n in sd if n not in own]
     probs += [f"{n} has shape {list(getattr(sd[n], 'shape', []))}, expected {list(p.shape)}"
               for n, p in own.items() if n in sd and (not torch.is_tensor(sd[n]) or sd[n].shape != p.shape)]
@@ -75,6 +86,39 @@ def load_lora_state_dict(model, sd: dict) -> None:
     with torch.no_grad():
         for n, p in _lora_params(model).items():
             p.copy_(sd[n])
+
+
+def _trained_adapter(model):
+    return getattr(model, "trained_adapter", None)
+
+
+def adapter_state_dict(model) -> dict | None:
+    """The trained adapter's tensors (None without one)."""
+    adapter = _trained_adapter(model)
+    return None if adapter is None else _cpu_copies(adapter_tensors(adapter))
+
+
+def _adapter_mismatch(path: Path, ck: dict, model) -> str | None:
+    """One line when the checkpoint's adapter (or its absence) does not fit this run's drafter."""
+    saved, adapter = ck["meta"].get("adapter_window"), _trained_adapter(model)
+    now = None if adapter is None else adapter.window
+    if saved is None and now is None:
+        return None
+    if saved is None:
+        return (f"checkpoint {path} was trained without an adapter (LoRA head only) but this run trains one "
+                "(--adapter-mode train): leave out --adapter-mode train to resume or deploy it, or train a new "
+                "drafter (another --save-lora-path)")
+    if now is None:
+        return (f"checkpoint {path} holds a trained adapter (window {saved}) but this run drafts without it: pass "
+                f"--adapter-mode train --dvi-adapter-window {saved} (or leave out --adapter-mode) to resume or deploy it")
+    if saved != now:
+        return (f"checkpoint {path} holds an adapter trained with --dvi-adapter-window {saved}, this run has {now}: "
+                f"pass --dvi-adapter-window {saved}")
+    probs = _tensor_problems(adapter_tensors(adapter), ck.get("adapter") if isinstance(ck.get("adapter"), dict) else {})
+    if probs:
+        return (f"checkpoint {path} holds adapter tensors that do not fit this model ({'; '.join(probs[:3])}): use "
+                "a checkpoint made for this --model-id, or train a new drafter")
+    return None
 
 
 def head_sample(weight: torch.Tensor, n: int = 16) -> list[float]:
@@ -105,7 +149,8 @@ def checkpoint_meta(model) -> dict:
             "hidden_size": int(cfg.hidden_size), "vocab_size": int(cfg.vocab_size),
             "num_hidden_layers": int(cfg.num_hidden_layers), "lora_r": head.metadata()["lora_r"],
             "lora_alpha": head.metadata()["lora_alpha"], "head_sample": head_sample(_verifier_head_weight(model)),
-            "drafter_vocab": _drafter_vocab(model), "drafter": head.metadata()}
+            "drafter_vocab": _drafter_vocab(model), "drafter": head.metadata(),
+            "adapter_window": None if _trained_adapter(model) is None else int(_trained_adapter(model).window)}
 
 
 def _drafter_vocab(model):
@@ -149,6 +194,7 @@ def save_ckpt(path, model, opt, sched, ema_b, *, global_step: int | None = None,
     extra = dict(extra or {})
     _check_plain(extra, "extra")
     obj = {"format": FORMAT, "version": VERSION, "meta": checkpoint_meta(model), "lora": lora_state_dict(model),
+           "adapter": adapter_state_dict(model),
            "optimizer": None if opt is None else opt.state_dict(),
            "schedule": None if sched is None else sched.state_dict(), "ema_baseline": float(ema_b),
            "global_step": None if global_step is None else int(global_step), "extra": extra}
@@ -300,7 +346,7 @@ def load_ckpt(path, model, opt, sched) -> float:
     ``opt=None, sched=None`` is deploy mode. Nothing is modified unless every check passes."""
     path = Path(path)
     ck = read_ckpt(path)
-    msg = _meta_mismatch(path, ck["meta"], checkpoint_meta(model))
+    msg = _meta_mismatch(path, ck["meta"], checkpoint_meta(model)) or _adapter_mismatch(path, ck, model)
     if msg:
         raise CheckpointError(msg)
     ck["lora"] = fit_lora_to_drafter_vocab(path, model, ck)
@@ -319,6 +365,10 @@ def load_ckpt(path, model, opt, sched) -> float:
         raise CheckpointError(f"checkpoint {path} has no valid schedule state (a dict with its step): "
                               "use another checkpoint, or load it to deploy (--dvi-online false)")
     load_lora_state_dict(model, ck["lora"])
+    if ck["meta"].get("adapter_window") is not None:
+        with torch.no_grad():
+            for n, p in adapter_tensors(_trained_adapter(model)).items():
+                p.copy_(ck["adapter"][n])
     if opt is not None:
         load_optimizer_keep_hparams(opt, ck["optimizer"])
     if sched is not None:

@@ -1,5 +1,7 @@
 """One way to load a trained drafter for deployment (no trainer): attach a LoRA drafter head shaped as the
-checkpoint says (rank, scale) and load its tensors, after every check of ``dvi.checkpoint.load_ckpt``.
+checkpoint says (rank, scale) and load its tensors, after every check of ``dvi.checkpoint.load_ckpt``. A checkpoint
+with a trained adapter loads into a model built with ``adapter_mode="train"`` and its window (``meta
+["adapter_window"]``); ``load_ckpt`` refuses it otherwise, naming the flag.
 Prune the drafter vocabulary first (``model.set_drafter_vocab``) if wanted: a full-vocabulary checkpoint loads
 into a pruned head as its kept rows."""
 from __future__ import annotations

@@ -5,7 +5,8 @@
 
 ``DVILearner`` composes the three parts (each testable alone: ``dvi/block_samples.py``, ``dvi/training_tick.py``,
 ``Bookkeeping`` below) and owns the checkpoints. ``global_step`` counts blocks. The verifier is frozen, so none of
-this can change a committed token.
+this can change a committed token. With a trained adapter (``model.trained_adapter``) the buffer keeps each tuple's
+segment (the adapter's window) and the final checkpoint is also written as an adapter folder, DIR/adapter.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from dvi.checkpoint import CheckpointError, checkpoint_path, load_ckpt, read_ckp
 from dvi.config import DVIConfig
 from dvi.metrics import MetricsLogger
 from dvi.training_tick import TickResult, TrainingTick
+from kangaroo.adapter import save_adapter
 from kangaroo.speculative import Block, PrefillTargets
 from kangaroo.timing import now
 
@@ -100,8 +102,9 @@ class DVILearner:
     def __init__(self, model, cfg: DVIConfig, print_fn=print):
         self.model, self.cfg, self.print = model, cfg, print_fn
         self.online = cfg.online
+        adapter = getattr(model, "trained_adapter", None)
         self.buffer = DVIRingBuffer(cfg.buffer, model.config.hidden_size, model.config.vocab_size,
-                                    device=str(model.device))
+                                    device=str(model.device), segment_window=0 if adapter is None else adapter.window)
         self.observer = BlockObserver(self.buffer, cfg.io.debug_hk, print_fn, dense=cfg.dense.enabled)
         self.training = TrainingTick(model, cfg, self.buffer)
         self.global_step = 0
@@ -189,6 +192,9 @@ class DVILearner:
                "trainer": "thread" if threaded else "inline"}
         if self.online and self.run_blocks:  # no block seen (no prompt left): no checkpoint from no data
             out["final"] = str(self.save(checkpoint_path(self.cfg.io.save_dir), finished))
+            if getattr(self.model, "trained_adapter", None) is not None:  # deployable alone: --adapter-path DIR
+                out["adapter"] = str(Path(self.cfg.io.save_dir) / "adapter")
+                save_adapter(self.model.trained_adapter, out["adapter"])
         fl = self.metrics.first_last(50)
         out["first_50"], out["last_50"] = fl["first"], fl["last"]
         self.metrics.close()

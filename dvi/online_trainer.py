@@ -1,6 +1,10 @@
-"""Online DVI trainer: one optimizer step on the drafter head's LoRA tensors per call.
+"""Online DVI trainer: one optimizer step on the drafter head's LoRA tensors (and a trained adapter's) per call.
 
     total = w_kl (kd KD_fwd + rkl KL_rev) + w_ce CE + w_pg PG - w_ent H
+
+With a trained adapter (``drafter.trained_adapter``) the batch carries segments and the head's input is
+``adapter(segment)[last row]`` (``dvi/segment_features.py``), recomputed under the current weights; without one it
+is the stored hk.
 """
 from __future__ import annotations
 
@@ -12,18 +16,22 @@ from dvi import losses as L
 from dvi.config import ScheduleConfig, TrainerConfig
 from dvi.presets import LossPreset, get_preset
 from dvi.schedule import PiecewiseSchedule
+from dvi.segment_features import segment_features
 from dvi.types import Batch, DVIConfigError
+from kangaroo.drafter_head import trainable_params
 
 TERMS = ("kd", "rkl", "ce", "pg", "entropy")
 
 
 class OnlineTrainer:
-    """Trains the drafter head's trainable tensors (the LoRA A/B) only; the verifier and base weights never change.
+    """Trains the drafter head's trainable tensors (the LoRA A/B), and the trained adapter's when the drafter has
+    one, with one optimizer; the verifier and base weights never change.
 
     ``drafter`` is duck-typed: ``drafter_head`` (a ``DrafterHead``: ``head(hk [B, d]) -> [B, N] float32``,
     ``trainable_params()``, ``weight_device``/``weight_dtype``) and ``drafter_vocab`` (None, or the [N] ids of a
-    pruned head). KD/KL are exact over V for a batch of store full (``batch.z_phi``) and renormalised over the
-    stored top-K (``batch.z_idx``, ``batch.z_val``) for top-K. Terms whose effective weight is exactly 0 are not
+    pruned head); with a trained adapter also ``trained_adapter`` and ``rotary_emb`` (the model's). KD/KL are
+    exact over V for a batch of store full (``batch.z_phi``) and renormalised over the stored top-K
+    (``batch.z_idx``, ``batch.z_val``) for top-K. Terms whose effective weight is exactly 0 are not
     computed (reported as 0.0). Reported ``w_*`` are the effective weights (schedule x preset); ``baseline`` is the
     EMA baseline this step's PG used (``ema_baseline`` is then updated with the mean reward of the PG-masked samples).
 
@@ -46,7 +54,9 @@ class OnlineTrainer:
         self.schedule = schedule if isinstance(schedule, PiecewiseSchedule) else PiecewiseSchedule.from_config(schedule)
         self.preset = preset or get_preset(cfg.ablation)
         self.entropy_weight, self.ema_decay, self.grad_clip = cfg.entropy_weight, ema_decay, grad_clip
-        self.params = list(head.trainable_params())
+        self.adapter = getattr(drafter, "trained_adapter", None)
+        self.rotary_emb = getattr(drafter, "rotary_emb", None)
+        self.params = trainable_params(drafter)
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=weight_decay)
         self.ema_baseline = 0.0
         # pruned drafter vocabulary (FR-Spec): the drafter's logits have N columns, for the ids drafter_vocab;
@@ -71,7 +81,7 @@ class OnlineTrainer:
         self.schedule.set_step(global_step)
         w = self.effective_weights()
         with torch.enable_grad():
-            logits = self.head(batch.hk.to(device=self.head.weight_device, dtype=self.head.weight_dtype))
+            logits = self.head(self._features(batch))
             if logits.shape[-1] != self.n_cols:
                 raise ValueError(f"drafter logits have {logits.shape[-1]} columns, expected {self.n_cols}")
             dev = logits.device
@@ -88,6 +98,15 @@ class OnlineTrainer:
         ms = (time.perf_counter() - t0) * 1000.0
         stats.update(ms=ms, over_budget=self.max_ms is not None and ms > self.max_ms)
         return stats
+
+    def _features(self, batch: Batch) -> torch.Tensor:
+        """The drafter head's input: the stored hk, or the trained adapter over each tuple's segment."""
+        if self.adapter is None:
+            return batch.hk.to(device=self.head.weight_device, dtype=self.head.weight_dtype)
+        if batch.seg_h is None:
+            raise ValueError("the drafter trains an adapter but the batch holds no segments: build the buffer with "
+                             "segment_window = the adapter's window")
+        return segment_features(self.adapter, self.rotary_emb, batch)
 
     def _kd_terms(self, logits: torch.Tensor, batch: Batch, w: dict) -> dict:
         """KD (forward KL) and reverse KL against the verifier: full V, or renormalised over the stored top-K."""

@@ -23,6 +23,9 @@ class DVITrainSample(NamedTuple):
     is_first_reject: bool
     kd_only: bool = False            # dense supervision (a prompt or committed position no draft was judged at):
                                      # the KD terms use it, CE and PG skip it (token/reward carry no verdict)
+    seg_h: Optional[torch.Tensor] = None  # trained adapter: [c, d] layer-k residuals of the c <= W positions ending
+                                          # at this tuple's input (its own row last), what the adapter attends over
+    seg_pos: int = 0                 # the RoPE position of seg_h's first row
 
 
 @dataclass
@@ -37,12 +40,20 @@ class Batch:
     z_idx: Optional[torch.Tensor] = None    # [n, K] int64 top-K indices (store topk)
     z_val: Optional[torch.Tensor] = None    # [n, K] their logits (store topk)
     kd_only: Optional[torch.Tensor] = None  # [n] bool: KD-only rows (dense supervision); None: all False
+    # trained adapter: each tuple's segment, right-aligned: seg_h[b, W-1] is the tuple's own input, the
+    # seg_len[b] rows ending there are valid, rows before them are padding; seg_pos[b] is the RoPE position of the
+    # first valid row (row W - seg_len[b])
+    seg_h: Optional[torch.Tensor] = None    # [n, W, d] float16
+    seg_len: Optional[torch.Tensor] = None  # [n] int64, 1..W
+    seg_pos: Optional[torch.Tensor] = None  # [n] int64
 
     def __post_init__(self):
         if self.kd_only is None:
             self.kd_only = torch.zeros_like(self.token, dtype=torch.bool)
         if (self.z_phi is None) == (self.z_idx is None or self.z_val is None):
             raise ValueError("a Batch holds either z_phi (store full) or z_idx and z_val (store topk)")
+        if len({self.seg_h is None, self.seg_len is None, self.seg_pos is None}) != 1:
+            raise ValueError("a Batch holds all of seg_h, seg_len, seg_pos (trained adapter) or none")
 
     @property
     def store(self) -> str:

@@ -107,8 +107,10 @@ def add_kangaroo_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("kangaroo (self-speculative decoding)")
     g.add_argument("--adapter-path", default="none",
                    help="Kangaroo adapter checkpoint folder, or 'none' for the identity adapter (no file access)")
-    g.add_argument("--adapter-mode", default="auto", choices=("auto", "none", "load"),
-                   help="auto: load when --adapter-path is a path, else none")
+    g.add_argument("--adapter-mode", default="auto", choices=("auto", "none", "load", "train"),
+                   help="load: the --adapter-path adapter, frozen; train: DVI trains an adapter online with the LoRA "
+                        "head (starting as the identity drafter, or from --adapter-path); auto: train when --load-lora "
+                        "holds a trained adapter, else load when --adapter-path is a path, else none")
     add_speculation_args(g)
     add_drafter_args(g)
 
@@ -156,6 +158,10 @@ def add_dvi_args(p: argparse.ArgumentParser) -> None:
                    help="LoRA scale alpha (default: the --load-lora checkpoint's, else 8.0)")
     g.add_argument("--dvi-ablation", default="full", choices=ABLATIONS, help="loss preset (work plan step 11)")
     g.add_argument("--dvi-debug-hk", action="store_true", help="print hk count and bytes per block")
+    g.add_argument("--dvi-adapter-window", type=int, default=None,
+                   help="with --adapter-mode train: positions the adapter's attention sees (itself included), at draft "
+                        "time and in training; each buffer slot keeps that many layer-k rows (default: the "
+                        "--load-lora checkpoint's, else 16)")
     g.add_argument("--dvi-dense", type=str2bool, default=False, metavar="{true,false}",
                    help="dense supervision: KD-only tuples from every committed position of a verify pass and from "
                         "--dvi-prefill-positions prompt positions (CE and PG still train on drafted positions only)")
@@ -201,16 +207,29 @@ def resolve_model_id(args) -> None:
 
 
 def resolve_adapter_mode(args) -> None:
-    """none or adapter-path 'none' -> identity; load or a real path -> load; auto picks by the path."""
+    """none or adapter-path 'none' -> identity; load or a real path -> load; train -> trained online (from the path,
+    if any); auto: train when the --load-lora checkpoint holds a trained adapter, else picks by the path. Also
+    resolves --dvi-adapter-window (the checkpoint's, else 16)."""
+    from kangaroo.trained_adapter import DEFAULT_WINDOW
+
     path = args.adapter_path
     no_path = path is None or str(path).strip().lower() in ("", "none")
+    saved_window = load_lora_meta(args).get("adapter_window")
+    if args.dvi_adapter_window is None:
+        args.dvi_adapter_window = saved_window or DEFAULT_WINDOW
+    if args.dvi_adapter_window < 1:
+        fail("--dvi-adapter-window must be >= 1 (positions the adapter's attention sees)")
     if args.adapter_mode == "none":
         args.adapter_path = None
         return
     if args.adapter_mode == "load" and no_path:
         fail("--adapter-mode load needs --adapter-path DIR (a Kangaroo adapter folder); "
              "or use --adapter-mode none for the identity adapter")
-    args.adapter_mode = "none" if no_path else "load"
+    if args.adapter_mode == "train" and not (args.dvi_online or args.load_lora):
+        fail("--adapter-mode train trains the adapter online: pass --dvi-online true, or --load-lora CKPT to deploy "
+             "an adapter trained so")
+    if args.adapter_mode == "auto":
+        args.adapter_mode = "train" if saved_window is not None else "none" if no_path else "load"
     args.adapter_path = None if no_path else path
 
 
@@ -393,17 +412,23 @@ def parse_args(kind: str = "kangaroo", argv=None, description: str | None = None
     return args
 
 
+def load_lora_meta(args) -> dict:
+    """The ``--load-lora`` checkpoint's meta ({} without one, or when it cannot be read: a damaged checkpoint is
+    reported where it is loaded, in one line)."""
+    if not args.load_lora or not Path(args.load_lora).is_file():
+        return {}
+    from dvi.checkpoint import read_ckpt
+
+    try:
+        return read_ckpt(args.load_lora)["meta"]
+    except Exception:
+        return {}
+
+
 def resolve_lora_shape(args) -> None:
     """``--dvi-lora-r`` / ``--dvi-lora-alpha`` left out: those of the ``--load-lora`` checkpoint (deploying or resuming a
-    drafter needs no flag), else 8 and 8.0. A damaged checkpoint is reported where it is loaded, in one line."""
-    meta = {}
-    if (args.dvi_lora_r is None or args.dvi_lora_alpha is None) and args.load_lora and Path(args.load_lora).is_file():
-        from dvi.checkpoint import read_ckpt
-
-        try:
-            meta = read_ckpt(args.load_lora)["meta"]
-        except Exception:
-            meta = {}
+    drafter needs no flag), else 8 and 8.0."""
+    meta = load_lora_meta(args) if args.dvi_lora_r is None or args.dvi_lora_alpha is None else {}
     if args.dvi_lora_r is None:
         args.dvi_lora_r = int(meta.get("lora_r", 8))
     if args.dvi_lora_alpha is None:

@@ -6,7 +6,10 @@
     # DVI: train the LoRA drafter head online over a ShareGPT stream (the same command again resumes it)
     python -m evaluation.inference_kangaroo --model-id smollm2-135m --dvi-online true \\
         --prompts-jsonl assets/sharegpt.jsonl --max-prompts 300 --save-lora-path runs/checkpoints
-    # deploy a trained drafter
+    # train a Kangaroo adapter online with the LoRA head (it starts as the identity drafter)
+    python -m evaluation.inference_kangaroo --model-id smollm2-135m --dvi-online true --adapter-mode train \\
+        --dvi-adapter-window 16 --prompts-jsonl assets/sharegpt.jsonl --save-lora-path runs/checkpoints
+    # deploy a trained drafter (with its trained adapter, if it has one)
     python -m evaluation.inference_kangaroo --model-id smollm2-135m --dvi-online false \\
         --load-lora runs/checkpoints/final.pt --metrics-out runs/benchmark/metrics.csv
 """
@@ -31,7 +34,7 @@ def build_model(args) -> KangarooModel:
     lm = load_causal_lm(args.model_id, device=args.device, dtype=args.dtype)
     validate_against_config(args, lm.config)
     return KangarooModel(model_id=args.model_id, adapter_mode=args.adapter_mode, adapter_path=args.adapter_path,
-                         exit_layer=args.exitlayer, base_model=lm)
+                         exit_layer=args.exitlayer, base_model=lm, adapter_window=args.dvi_adapter_window)
 
 
 def prepare_checkpoints(args) -> None:

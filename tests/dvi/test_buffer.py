@@ -172,3 +172,26 @@ def test_dense_detector_fires_on_full_path():
         L.kd_forward_kl_full(torch.randn(B, V), torch.randn(B, V), 1.0)
     assert rec.dense()
     assert s.z_phi.shape == (1, V)
+
+
+def test_segments_are_allocated_only_with_a_window_and_kept_right_aligned():
+    plain, seg = ring(4, 8, 20, "topk", 4), ring(4, 8, 20, "topk", 4, segment_window=3)
+    assert seg.bytes_per_slot() == plain.bytes_per_slot() + 3 * 8 * 2 + 2 + 4  # rows fp16, count int16, pos int32
+    rows = torch.arange(16, dtype=torch.float16).view(2, 8)
+    seg.push(DVITrainSample(torch.zeros(8), 3, torch.randn(20), 1, 1, False, seg_h=rows, seg_pos=7))
+    seg.push(DVITrainSample(torch.zeros(8), 4, torch.randn(20), 1, 1, False, seg_h=rows.repeat(2, 1)[:3], seg_pos=2))
+    b = seg.sample(2)
+    short = int((b.token == 3).nonzero())
+    assert b.seg_h.shape == (2, 3, 8) and b.seg_h.dtype == torch.float16
+    assert b.seg_len[short] == 2 and b.seg_pos[short] == 7 and not b.seg_h[short, 0].any()
+    assert torch.equal(b.seg_h[short, 1:], rows) and b.seg_len[1 - short] == 3 and b.seg_pos[1 - short] == 2
+    plain.push(DVITrainSample(torch.zeros(8), 3, torch.randn(20), 1, 1, False, seg_h=rows))  # no window: not kept
+    assert plain.sample(1).seg_h is None
+
+
+@pytest.mark.parametrize("seg_h", [None, torch.zeros(4, 8), torch.zeros(0, 8), torch.zeros(2, 7)])
+def test_segment_of_the_wrong_shape_is_refused(seg_h):
+    buf = ring(4, 8, 20, "topk", 4, segment_window=3)
+    with pytest.raises(ValueError, match=r"seg_h must have shape \[1..3, 8\]"):
+        buf.push(DVITrainSample(torch.zeros(8), 3, torch.randn(20), 1, 1, False, seg_h=seg_h))
+    assert buf.size == 0

@@ -112,3 +112,24 @@ def test_lora_shape_comes_from_the_checkpoint_unless_given(tmp_path):
     assert (given.dvi_lora_r, given.dvi_lora_alpha) == (16, 2.0)
     fresh = cli.parse_args("kangaroo", base)
     assert (fresh.dvi_lora_r, fresh.dvi_lora_alpha) == (8, 8.0)
+
+
+def test_adapter_mode_train_and_its_window(capsys):
+    a = parse(["--adapter-mode", "train", "--dvi-online", "true"])
+    assert (a.adapter_mode, a.adapter_path, a.dvi_adapter_window) == ("train", None, 16)
+    a = parse(["--adapter-mode", "train", "--dvi-online", "true", "--adapter-path", "d", "--dvi-adapter-window", "8"])
+    assert (a.adapter_mode, a.adapter_path, a.dvi_adapter_window) == ("train", "d", 8)
+    fails(capsys, ["--adapter-mode", "train"], "--adapter-mode train trains the adapter online: pass --dvi-online true")
+    fails(capsys, ["--adapter-mode", "train", "--dvi-online", "true", "--dvi-adapter-window", "0"],
+          "--dvi-adapter-window must be >= 1")
+
+
+def test_a_checkpoint_with_a_trained_adapter_selects_train_mode_and_its_window(tmp_path):
+    from tests.dvi.test_adapter_training import train_and_save
+
+    train_and_save(tmp_path, window=5)
+    ck = str(tmp_path / "ckpt" / "final.pt")
+    deployed = parse(["--load-lora", ck])
+    assert (deployed.adapter_mode, deployed.dvi_adapter_window) == ("train", 5)
+    given = parse(["--load-lora", ck, "--adapter-mode", "none", "--dvi-adapter-window", "3"])
+    assert (given.adapter_mode, given.dvi_adapter_window) == ("none", 3)  # the load then names the fix

@@ -124,3 +124,22 @@ def test_kangaroo_driver_drafters_match_baseline(tiny_model_dir, qfile, tmp_path
     assert [k["token_ids"] for k in kang] == [b["token_ids"] for b in base]
     if "goodput" in extra:
         assert (tmp_path / "cost.json").is_file()  # measured at startup, written where --cost-curve points
+
+
+def test_kangaroo_driver_trains_an_adapter_and_deploys_it_both_ways(tiny_model_dir, qfile, tmp_path, capsys):
+    """--adapter-mode train online, then the checkpoint (its adapter comes along) and the adapter folder deployed:
+    every output is the baseline's."""
+    base = [b["token_ids"] for b in run(inference_baseline, tiny_model_dir, qfile, tmp_path / "b.jsonl")]
+    common = ("--exitlayer", "2", "--steps", "3", "--drafter", "self", "--draft-policy", "threshold",
+              "--metrics-out", str(tmp_path / "m"), "--save-lora-path", str(tmp_path / "ck"))
+    trained = run(inference_kangaroo, tiny_model_dir, qfile, tmp_path / "t.jsonl", *common, "--adapter-mode", "train",
+                  "--dvi-adapter-window", "4", "--dvi-online", "true", "--dvi-batch-size", "2", "--dvi-update-every",
+                  "1", "--dvi-topk", "8", "--dvi-trainer", "inline", "--max-online-train-ms", "100000")
+    assert '"train_steps": 0' not in capsys.readouterr().out
+    assert (tmp_path / "ck" / "adapter" / "adapter.safetensors").is_file()
+    deployed = run(inference_kangaroo, tiny_model_dir, qfile, tmp_path / "d.jsonl", *common, "--dvi-online", "false",
+                   "--load-lora", str(tmp_path / "ck" / "final.pt"))
+    folder = run(inference_kangaroo, tiny_model_dir, qfile, tmp_path / "f.jsonl", *common,
+                 "--adapter-path", str(tmp_path / "ck" / "adapter"))
+    for answers in (trained, deployed, folder):
+        assert [k["token_ids"] for k in answers] == base
