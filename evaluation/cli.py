@@ -50,6 +50,14 @@ def fail(msg: str) -> None:
     raise SystemExit(2)
 
 
+def category_list(v: str) -> list[str]:
+    """A comma-separated list of question categories (at least one)."""
+    names = list(dict.fromkeys(c.strip() for c in str(v).split(",") if c.strip()))
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated category names, got {v!r}")
+    return names
+
+
 # ----------------------------------------------------------------------------------------------- flag groups
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
@@ -118,8 +126,14 @@ def add_driver_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bench-name", default="spec_bench", help="benchmark folder name (default spec_bench)")
     g.add_argument("--question-file", default=None,
                    help="question jsonl (default: data/BENCH/question.jsonl, then ../shared/data/BENCH/question.jsonl)")
-    g.add_argument("--question-begin", type=int, default=None, help="index of the first question (inclusive)")
-    g.add_argument("--question-end", type=int, default=None, help="index of the last question (exclusive)")
+    g.add_argument("--question-begin", type=int, default=None,
+                   help="index of the first question (inclusive), among those --categories/--exclude-categories keep")
+    g.add_argument("--question-end", type=int, default=None,
+                   help="index of the last question (exclusive), among those --categories/--exclude-categories keep")
+    g.add_argument("--categories", type=category_list, default=None, metavar="A,B",
+                   help="only questions of these categories (comma-separated; applied before the index range)")
+    g.add_argument("--exclude-categories", type=category_list, default=None, metavar="A,B",
+                   help="no question of these categories (comma-separated; applied before the index range)")
     g.add_argument("--answer-file", default=None,
                    help="answer jsonl (default: runs/answers/BENCH/MODEL-METHOD.jsonl); existing answers are kept "
                         "and their questions skipped unless --overwrite")
@@ -286,6 +300,9 @@ def _validate_question_range(args) -> None:
             fail(f"--{name.replace('_', '-')} must be >= 0")
     if args.question_begin is not None and args.question_end is not None and args.question_end <= args.question_begin:
         fail("--question-end must be greater than --question-begin")
+    if (args.categories or args.exclude_categories) and getattr(args, "prompts_jsonl", None):
+        fail("--categories/--exclude-categories select questions of --question-file; the --prompts-jsonl stream has "
+             "no categories: leave them out or drop --prompts-jsonl")
 
 
 def _validate_prompts(args) -> None:
