@@ -40,6 +40,8 @@ class TrainerConfig:
     tau: float = 1.5                 # KD temperature
     ablation: str = "full"           # a key of dvi.presets.PRESETS
     entropy_weight: float = 0.0
+    kd_top1: float = 0.0             # weight of top-1 distillation (CE on the verifier's token) inside the KD term
+    pg_form: str = "reinforce"       # "reinforce" (the work plan's) or "expected" (losses.expected_acceptance)
     batch_size: int = 64
     update_every: int = 8            # one step every N blocks
     kind: str = "thread"             # "thread": own thread on a shadow copy; "inline": inside the decode loop

@@ -103,6 +103,28 @@ def policy_gradient(draft_logits: torch.Tensor, tokens: torch.Tensor, reward: to
     return -(adv * _token_logp(draft_logits[mask], tokens[mask])).sum() / mask.sum()
 
 
+def kd_top1(draft_logits: torch.Tensor, verifier_tokens: torch.Tensor) -> torch.Tensor:
+    """Top-1 distillation (KD at tau -> 0): mean over rows of -log q(v), v the verifier's greedy token there.
+    It trains exactly what acceptance tests (the drafter's argmax against the verifier's) on every row with verifier
+    logits, judged or KD-only. 0 (graph kept) for an empty batch."""
+    if not draft_logits.shape[0]:
+        return draft_logits.float().sum() * 0
+    return -_token_logp(draft_logits, verifier_tokens).mean()
+
+
+def expected_acceptance(draft_logits: torch.Tensor, verifier_tokens: torch.Tensor, reward: torch.Tensor,
+                        is_first_reject: torch.Tensor, kd_only: torch.Tensor | None = None) -> torch.Tensor:
+    """The policy gradient with the verifier's counterfactual reward: a greedy verifier accepts a drafted token y
+    at a judged position iff y == v, so the reward of EVERY token is known there and the expected reward of the
+    drafting policy is q(v). Loss = -mean q(v) over the PG-masked rows; its gradient q(v) grad log q(v) is the
+    exact policy gradient (no sampling, no baseline, no variance). Unlike REINFORCE on the drafter's own argmax,
+    a rejection moves mass to the verifier's token, not to the drafter's other guesses."""
+    mask = pg_mask(reward, is_first_reject, kd_only)
+    if not bool(mask.any()):
+        return draft_logits.float().sum() * 0
+    return -_token_logp(draft_logits[mask], verifier_tokens[mask]).exp().mean()
+
+
 def entropy(draft_logits: torch.Tensor) -> torch.Tensor:
     """Mean entropy (nats) of softmax(draft_logits)."""
     logq = F.log_softmax(draft_logits.float(), dim=-1)

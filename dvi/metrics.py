@@ -33,8 +33,8 @@ import numpy as np
 
 from common.errors import UserError
 
-TRAIN_COLS = ("step", "loss", "kd", "rkl", "ce", "pg", "entropy", "w_kl", "w_ce", "w_pg", "reward_mean", "baseline",
-              "ms", "over_budget")
+TRAIN_COLS = ("step", "loss", "kd", "rkl", "kd_top1", "ce", "pg", "entropy", "w_kl", "w_ce", "w_pg", "reward_mean",
+              "baseline", "ms", "over_budget")
 PLOT_LOSSES = ("loss", "kd", "ce", "pg")
 FILES = ("acceptance.csv", "speed.csv", "trainer.csv", "prefill.csv", "dvi_progress.png")
 

@@ -1,6 +1,10 @@
 """Online DVI trainer: one optimizer step on the drafter head's LoRA tensors (and a trained adapter's) per call.
 
-    total = w_kl (kd KD_fwd + rkl KL_rev) + w_ce CE + w_pg PG - w_ent H
+    total = w_kl (kd KD_fwd + rkl KL_rev + kd kd_top1 KD_top1) + w_ce CE + w_pg PG - w_ent H
+
+KD_top1 (``cfg.kd_top1`` > 0) is the top-1 distillation term: CE on the verifier's greedy token at every row.
+PG is REINFORCE on the drafted token (``cfg.pg_form="reinforce"``, the work plan's) or the exact expected-acceptance
+gradient with the verifier's counterfactual reward (``"expected"``, ``losses.expected_acceptance``).
 
 With a trained adapter (``drafter.trained_adapter``) the batch carries segments and the head's input is
 ``adapter(segment)[last row]`` (``dvi/segment_features.py``), recomputed under the current weights; without one it
@@ -20,7 +24,8 @@ from dvi.segment_features import segment_features
 from dvi.types import Batch, DVIConfigError
 from kangaroo.drafter_head import trainable_params
 
-TERMS = ("kd", "rkl", "ce", "pg", "entropy")
+TERMS = ("kd", "rkl", "kd_top1", "ce", "pg", "entropy")
+PG_FORMS = ("reinforce", "expected")
 
 
 class OnlineTrainer:
@@ -46,6 +51,10 @@ class OnlineTrainer:
         """``preset`` overrides ``cfg.ablation`` with loss factors of one's own (experiments, tests)."""
         if cfg.tau <= 0:
             raise DVIConfigError(f"KD temperature tau must be > 0, got {cfg.tau}")
+        if cfg.pg_form not in PG_FORMS:
+            raise DVIConfigError(f"--dvi-pg-form must be one of {', '.join(PG_FORMS)}, got {cfg.pg_form!r}")
+        if cfg.kd_top1 < 0:
+            raise DVIConfigError(f"--dvi-kd-top1 must be >= 0, got {cfg.kd_top1}")
         head = drafter.drafter_head
         if head is None:
             raise ValueError("the drafter has no trainable head: attach the drafter head before training")
@@ -73,7 +82,8 @@ class OnlineTrainer:
         w, p, s = self.schedule.weights(), self.preset, self.schedule
         w_ce = s.ce_max if p.cold_start else w["ce"]
         w_pg = s.pgmax if p.cold_start else w["pg"]
-        return {"kd": w["kl"] * p.kd, "rkl": w["kl"] * p.rkl, "ce": w_ce * p.ce, "pg": w_pg * p.pg,
+        return {"kd": w["kl"] * p.kd, "rkl": w["kl"] * p.rkl, "kd_top1": w["kl"] * p.kd * self.cfg.kd_top1,
+                "ce": w_ce * p.ce, "pg": w_pg * p.pg,
                 "kl": w["kl"] if (p.kd or p.rkl) else 0.0, "ent": float(self.entropy_weight)}
 
     def step(self, batch: Batch, global_step: int) -> dict:
@@ -89,10 +99,11 @@ class OnlineTrainer:
             kd_only = batch.kd_only.to(dev)
             baseline = self.ema_baseline
             terms = dict.fromkeys(TERMS, logits.new_zeros(()))
+            vt = verifier_tokens(batch).to(dev)
             terms.update(self._kd_terms(logits, batch, w))
-            terms.update(self._token_terms(logits, batch.token.to(dev), reward, first_rej, kd_only, baseline, w))
-            total = (w["kd"] * terms["kd"] + w["rkl"] * terms["rkl"] + w["ce"] * terms["ce"]
-                     + w["pg"] * terms["pg"] - w["ent"] * terms["entropy"])
+            terms.update(self._token_terms(logits, batch.token.to(dev), vt, reward, first_rej, kd_only, baseline, w))
+            total = (w["kd"] * terms["kd"] + w["rkl"] * terms["rkl"] + w["kd_top1"] * terms["kd_top1"]
+                     + w["ce"] * terms["ce"] + w["pg"] * terms["pg"] - w["ent"] * terms["entropy"])
             self._update(total)
         stats = self._stats(total, terms, w, reward, first_rej, kd_only, baseline)
         ms = (time.perf_counter() - t0) * 1000.0
@@ -135,22 +146,42 @@ class OnlineTrainer:
             out["rkl"] = rev(a, b, self.tau)
         return out
 
-    def _token_terms(self, logits, tokens, reward, first_rej, kd_only, baseline: float, w: dict) -> dict:
-        """CE, PG (judged rows only, not KD-only ones; only where the target is inside a pruned sub-vocabulary)
-        and the entropy bonus."""
-        lg, tk, rw, fr, ko = logits, tokens, reward, first_rej, kd_only
-        if self.sub_of is not None:
-            cols = self.sub_of.to(logits.device)[tokens]
-            inside = cols >= 0
-            lg, tk, rw, fr, ko = logits[inside], cols[inside], reward[inside], first_rej[inside], kd_only[inside]
+    def _token_terms(self, logits, tokens, vt, reward, first_rej, kd_only, baseline: float, w: dict) -> dict:
+        """Top-1 distillation (every row), CE and PG (judged rows only, not KD-only ones) on the drafted token
+        ``tokens`` or the verifier's ``vt``, and the entropy bonus. With a pruned sub-vocabulary each token term
+        keeps the rows whose target is inside it."""
         out = {}
+        if w["kd_top1"]:
+            lg, v = self._inside(logits, vt)
+            out["kd_top1"] = L.kd_top1(lg, v)
+        if w["ent"]:
+            out["entropy"] = L.entropy(logits)
+        if not (w["ce"] or w["pg"]):
+            return out
+        keep = torch.ones_like(tokens, dtype=torch.bool)
+        if self.sub_of is not None:  # rows whose drafted token is a column (the verifier's too, for "expected")
+            keep = self.sub_of.to(logits.device)[tokens] >= 0
+            if self.cfg.pg_form == "expected":
+                keep &= self.sub_of.to(logits.device)[vt] >= 0
+        lg, rw, fr, ko = logits[keep], reward[keep], first_rej[keep], kd_only[keep]
+        tk, v = self._cols(tokens[keep]), self._cols(vt[keep])
         if w["ce"]:
             out["ce"] = L.ce_accepted(lg, tk, rw, ko)
         if w["pg"]:
-            out["pg"] = L.policy_gradient(lg, tk, rw, fr, baseline, ko)
-        if w["ent"]:
-            out["entropy"] = L.entropy(logits)
+            out["pg"] = (L.expected_acceptance(lg, v, rw, fr, ko) if self.cfg.pg_form == "expected"
+                         else L.policy_gradient(lg, tk, rw, fr, baseline, ko))
         return out
+
+    def _cols(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Full-vocabulary ids -> the drafter's columns (the ids themselves without a pruned sub-vocabulary)."""
+        return tokens if self.sub_of is None else self.sub_of.to(tokens.device)[tokens]
+
+    def _inside(self, logits: torch.Tensor, tokens: torch.Tensor):
+        """(logits, columns) of the rows whose token is one of the drafter's columns."""
+        if self.sub_of is None:
+            return logits, tokens
+        cols = self._cols(tokens)
+        return logits[cols >= 0], cols[cols >= 0]
 
     def _update(self, total: torch.Tensor) -> None:
         if not total.requires_grad:
@@ -183,3 +214,9 @@ class OnlineTrainer:
         self.optimizer.load_state_dict(s["optimizer"])
         self.schedule.load_state_dict(s["schedule"])
         self.ema_baseline = float(s["ema_baseline"])
+
+
+def verifier_tokens(batch: Batch) -> torch.Tensor:
+    """[n] the verifier's greedy token at each row: the first stored top-K index (``torch.topk`` sorts), or the
+    argmax of the full logits."""
+    return batch.z_idx[:, 0] if batch.z_phi is None else batch.z_phi.argmax(dim=1)

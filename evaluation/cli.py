@@ -7,12 +7,12 @@ and the fix, exit code 2.
 
 Defaults follow the work plan's quick reference:
   Kangaroo  --exitlayer 2 --threshold 0.6 --steps 6
-  LoRA      r=8, alpha=8
   Buffer    --dvi-store topk --dvi-topk 1024 --dvi-logits-dtype float16
-            --dvi-buffer-size 2048 --dvi-batch-size 64 --dvi-update-every 8
-  Schedule  --dvi-tau 1.5 --dvi-warmup-steps 1000 --dvi-pg-lambda-max 0.2
-            --dvi-kl-lambda0 1.0 --dvi-kl-lambdamin 0.1
+            --dvi-buffer-size 2048 --dvi-batch-size 64
   Time cap  --max-online-train-ms 5
+except the training settings (LoRA shape, lr, tau, schedule, cadence, loss terms, dense supervision): those come
+from ``--dvi-settings`` (``dvi/settings.py``: ``tuned`` for the bundled small model by default, ``workplan`` for the
+work plan's 7B values); a flag given explicitly wins.
 """
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ import sys
 from pathlib import Path
 
 from common.errors import UserError
+from dvi.online_trainer import PG_FORMS
 from dvi.presets import PRESETS
+from dvi.settings import DEFAULT as DEFAULT_SETTINGS, SETTINGS, settings as dvi_settings
 
 REPO = Path(__file__).resolve().parent.parent
 ABLATIONS = tuple(PRESETS)  # the loss presets are defined once, in dvi/presets.py
@@ -48,6 +50,14 @@ def fail(msg: str) -> None:
     """Print one error line and exit 2."""
     print(f"error: {msg}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def category_list(v: str) -> list[str]:
+    """A comma-separated list of question categories (at least one)."""
+    names = list(dict.fromkeys(c.strip() for c in str(v).split(",") if c.strip()))
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated category names, got {v!r}")
+    return names
 
 
 # ----------------------------------------------------------------------------------------------- flag groups
@@ -120,8 +130,14 @@ def add_driver_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bench-name", default="spec_bench", help="benchmark folder name (default spec_bench)")
     g.add_argument("--question-file", default=None,
                    help="question jsonl (default: data/BENCH/question.jsonl, then ../shared/data/BENCH/question.jsonl)")
-    g.add_argument("--question-begin", type=int, default=None, help="index of the first question (inclusive)")
-    g.add_argument("--question-end", type=int, default=None, help="index of the last question (exclusive)")
+    g.add_argument("--question-begin", type=int, default=None,
+                   help="index of the first question (inclusive), among those --categories/--exclude-categories keep")
+    g.add_argument("--question-end", type=int, default=None,
+                   help="index of the last question (exclusive), among those --categories/--exclude-categories keep")
+    g.add_argument("--categories", type=category_list, default=None, metavar="A,B",
+                   help="only questions of these categories (comma-separated; applied before the index range)")
+    g.add_argument("--exclude-categories", type=category_list, default=None, metavar="A,B",
+                   help="no question of these categories (comma-separated; applied before the index range)")
     g.add_argument("--answer-file", default=None,
                    help="answer jsonl (default: runs/answers/BENCH/MODEL-METHOD.jsonl); existing answers are kept "
                         "and their questions skipped unless --overwrite")
@@ -140,29 +156,37 @@ def add_dvi_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dvi-online", type=str2bool, default=False, metavar="{true,false}",
                    help="train the LoRA drafter head while decoding (the output stays the verifier's greedy output)")
     g.add_argument("--dvi-batch-size", type=int, default=64)
-    g.add_argument("--dvi-update-every", type=int, default=8, help="one trainer step every N blocks")
+    g.add_argument("--dvi-settings", default=DEFAULT_SETTINGS, choices=tuple(SETTINGS),
+                   help="named values of the training flags left out: tuned (measured on the bundled SmolLM2-135M) "
+                        "or workplan (the work plan's 7B values); see dvi/settings.py")
+    g.add_argument("--dvi-update-every", type=int, default=None, help="one trainer step every N blocks")
     g.add_argument("--dvi-buffer-size", type=int, default=2048, help="ring-buffer capacity in samples")
     g.add_argument("--dvi-store", default="topk", choices=("full", "topk"))
     g.add_argument("--dvi-topk", type=int, default=1024)
     g.add_argument("--dvi-logits-dtype", default="float16", choices=("float16", "float32"))
-    g.add_argument("--dvi-tau", type=float, default=1.5, help="KD temperature")
-    g.add_argument("--dvi-warmup-steps", type=int, default=1000, help="KD-only warm-up, in blocks")
-    g.add_argument("--dvi-pg-lambda-max", type=float, default=0.2)
-    g.add_argument("--dvi-kl-lambda0", type=float, default=1.0)
-    g.add_argument("--dvi-kl-lambdamin", type=float, default=0.1)
+    g.add_argument("--dvi-tau", type=float, default=None, help="KD temperature")
+    g.add_argument("--dvi-warmup-steps", type=int, default=None, help="KD-only warm-up, in blocks")
+    g.add_argument("--dvi-pg-lambda-max", type=float, default=None)
+    g.add_argument("--dvi-kl-lambda0", type=float, default=None)
+    g.add_argument("--dvi-kl-lambdamin", type=float, default=None)
+    g.add_argument("--dvi-kd-top1", type=float, default=None,
+                   help="weight of top-1 distillation (CE on the verifier's token at every row) in the KD term")
+    g.add_argument("--dvi-pg-form", default=None, choices=PG_FORMS,
+                   help="policy gradient: reinforce (the work plan's, on the drafted token) or expected (the exact "
+                        "gradient of the acceptance probability, with the verifier's token)")
     g.add_argument("--dvi-entropy-weight", type=float, default=0.0)
-    g.add_argument("--dvi-lr", type=float, default=1e-3, help="AdamW learning rate of the LoRA tensors")
+    g.add_argument("--dvi-lr", type=float, default=None, help="AdamW learning rate of the LoRA tensors")
     g.add_argument("--dvi-lora-r", type=int, default=None,
-                   help="LoRA rank (default: the --load-lora checkpoint's, else 8)")
+                   help="LoRA rank (default: the --load-lora checkpoint's, else --dvi-settings')")
     g.add_argument("--dvi-lora-alpha", type=float, default=None,
-                   help="LoRA scale alpha (default: the --load-lora checkpoint's, else 8.0)")
-    g.add_argument("--dvi-ablation", default="full", choices=ABLATIONS, help="loss preset (work plan step 11)")
+                   help="LoRA scale alpha (default: the --load-lora checkpoint's, else --dvi-settings')")
+    g.add_argument("--dvi-ablation", default=None, choices=ABLATIONS, help="loss preset (work plan step 11)")
     g.add_argument("--dvi-debug-hk", action="store_true", help="print hk count and bytes per block")
     g.add_argument("--dvi-adapter-window", type=int, default=None,
                    help="with --adapter-mode train: positions the adapter's attention sees (itself included), at draft "
                         "time and in training; each buffer slot keeps that many layer-k rows (default: the "
                         "--load-lora checkpoint's, else 16)")
-    g.add_argument("--dvi-dense", type=str2bool, default=False, metavar="{true,false}",
+    g.add_argument("--dvi-dense", type=str2bool, default=None, metavar="{true,false}",
                    help="dense supervision: KD-only tuples from every committed position of a verify pass and from "
                         "--dvi-prefill-positions prompt positions (CE and PG still train on drafted positions only)")
     g.add_argument("--dvi-prefill-positions", type=int, default=32,
@@ -305,6 +329,9 @@ def _validate_question_range(args) -> None:
             fail(f"--{name.replace('_', '-')} must be >= 0")
     if args.question_begin is not None and args.question_end is not None and args.question_end <= args.question_begin:
         fail("--question-end must be greater than --question-begin")
+    if (args.categories or args.exclude_categories) and getattr(args, "prompts_jsonl", None):
+        fail("--categories/--exclude-categories select questions of --question-file; the --prompts-jsonl stream has "
+             "no categories: leave them out or drop --prompts-jsonl")
 
 
 def _validate_prompts(args) -> None:
@@ -406,6 +433,7 @@ def parse_args(kind: str = "kangaroo", argv=None, description: str | None = None
     if kind == "kangaroo":
         resolve_adapter_mode(args)
         resolve_lora_shape(args)
+        resolve_dvi_settings(args)
     validate_static(args)
     resolve_question_file(args)
     resolve_device_dtype(args)
@@ -427,12 +455,19 @@ def load_lora_meta(args) -> dict:
 
 def resolve_lora_shape(args) -> None:
     """``--dvi-lora-r`` / ``--dvi-lora-alpha`` left out: those of the ``--load-lora`` checkpoint (deploying or resuming a
-    drafter needs no flag), else 8 and 8.0."""
+    drafter needs no flag), else those of ``--dvi-settings``."""
     meta = load_lora_meta(args) if args.dvi_lora_r is None or args.dvi_lora_alpha is None else {}
-    if args.dvi_lora_r is None:
-        args.dvi_lora_r = int(meta.get("lora_r", 8))
-    if args.dvi_lora_alpha is None:
-        args.dvi_lora_alpha = float(meta.get("lora_alpha", 8.0))
+    if args.dvi_lora_r is None and "lora_r" in meta:
+        args.dvi_lora_r = int(meta["lora_r"])
+    if args.dvi_lora_alpha is None and "lora_alpha" in meta:
+        args.dvi_lora_alpha = float(meta["lora_alpha"])
+
+
+def resolve_dvi_settings(args) -> None:
+    """Every training flag left out (None) takes the value of the named ``--dvi-settings``."""
+    for dest, value in dvi_settings(args.dvi_settings).items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, value)
 
 
 # ----------------------------------------------------------------------------------------------- typed configs
@@ -455,7 +490,8 @@ def dvi_config(args):
         buffer=BufferConfig(capacity=args.dvi_buffer_size, store=args.dvi_store, topk=args.dvi_topk,
                             logits_dtype=args.dvi_logits_dtype, seed=args.seed),
         trainer=TrainerConfig(lr=args.dvi_lr, tau=args.dvi_tau, ablation=args.dvi_ablation,
-                              entropy_weight=args.dvi_entropy_weight, batch_size=args.dvi_batch_size,
+                              entropy_weight=args.dvi_entropy_weight, kd_top1=args.dvi_kd_top1,
+                              pg_form=args.dvi_pg_form, batch_size=args.dvi_batch_size,
                               update_every=args.dvi_update_every, kind=args.dvi_trainer,
                               max_ms=args.max_online_train_ms),
         schedule=ScheduleConfig(warmup=args.dvi_warmup_steps, kl0=args.dvi_kl_lambda0, klmin=args.dvi_kl_lambdamin,

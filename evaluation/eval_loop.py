@@ -97,11 +97,13 @@ def run_questions(args, method: str, decode: Callable[[torch.Tensor], DecodeResu
     if getattr(args, "prompts_jsonl", None):
         questions, total, bench = sharegpt_questions(args.prompts_jsonl, args.max_prompts), args.max_prompts, "sharegpt"
     else:
-        questions = load_questions(args.question_file, args.question_begin, args.question_end)
+        questions = load_questions(args.question_file, args.question_begin, args.question_end,
+                                   getattr(args, "categories", None), getattr(args, "exclude_categories", None))
         total, bench = len(questions), args.bench_name
         if not questions:
             raise UserError(f"no question selected from {args.question_file} (--question-begin/--question-end "
-                            "past its end, or an empty file): check the file and the range")
+                            "past its end, --categories/--exclude-categories leaving none, or an empty file): "
+                            "check the file, the range and the categories")
     answer_file = args.answer_file or default_answer_file(bench, args.model_id, method)
     args.answer_file = answer_file
     store = answer_store(answer_file)

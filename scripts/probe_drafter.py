@@ -31,24 +31,43 @@ from kangaroo.model_loading import load_causal_lm, load_tokenizer
 
 
 @torch.no_grad()
-def collect(model, tok, answers: list[dict], prompts: dict, topk: int):
-    hks, idx, val, top1 = [], [], [], []
+def collect(model, tok, answers: list[dict], prompts: dict, topk: int) -> list[tuple]:
+    """Per answer, in file order: (hk [n, d] fp16, verifier top-K indices [n, K], their logits fp16, verifier argmax)."""
+    out = []
     for rec in answers:
         q = prompts[rec["question_id"]]
         ids = chat_prompt_ids(tok, [{"role": "user", "content": q["turns"][0]}], model.model_id, device=model.device)
         gen = rec["token_ids"][0]
         seq = torch.cat([ids, torch.tensor([gen], device=model.device)], dim=1)
         caches = model.new_caches(seq.shape[1])
-        out = model.forward_shallow(seq, caches.shallow)
-        logits = model.verifier_logits(model.forward_deep(out.h, caches.deep))[0]
+        sh = model.forward_shallow(seq, caches.shallow)
+        logits = model.verifier_logits(model.forward_deep(sh.h, caches.deep))[0]
         n0 = ids.shape[1] - 1  # position whose output is the first answer token
         span = slice(n0, n0 + len(gen))
-        hks.append(out.hk[0, span].half())
         v, i = logits[span].float().topk(topk, dim=-1)
-        idx.append(i)
-        val.append(v.half())
-        top1.append(i[:, 0])
-    return torch.cat(hks), torch.cat(idx), torch.cat(val), torch.cat(top1)
+        out.append((sh.hk[0, span].half(), i, v.half(), i[:, 0]))
+    return out
+
+
+def load_answer_data(args, answers_path: str, max_answers: int | None = None, topk: int = 1024):
+    """The model (``args``: model, device, dtype, exit layer) and ``collect`` over the answers of ``answers_path``."""
+    resolve_model_id(args)
+    resolve_device_dtype(args)
+    tok = load_tokenizer(args.model_id)
+    model = KangarooModel(model_id=args.model_id, exit_layer=args.exitlayer,
+                          base_model=load_causal_lm(args.model_id, device=args.device, dtype=args.dtype))
+    answers = [json.loads(line) for line in open(answers_path) if line.strip()][:max_answers]
+    wanted = {a["question_id"] for a in answers}
+    prompts = {}
+    for q in sharegpt_questions(args.prompts_jsonl, None):
+        if q["question_id"] in wanted:
+            prompts[q["question_id"]] = q
+        if len(prompts) == len(wanted):
+            break
+    t0 = time.time()
+    data = collect(model, tok, answers, prompts, topk)
+    print(f"[data] {sum(len(x[0]) for x in data)} positions from {len(answers)} answers ({time.time() - t0:.0f}s)")
+    return model, data
 
 
 def agreement(model, hk, target) -> float:
@@ -74,27 +93,14 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--out", default="runs/probe")
     args = ap.parse_args(argv)
-    resolve_model_id(args)
-    resolve_device_dtype(args)
     torch.manual_seed(0)
-    tok = load_tokenizer(args.model_id)
-    model = KangarooModel(model_id=args.model_id, exit_layer=args.exitlayer,
-                          base_model=load_causal_lm(args.model_id, device=args.device, dtype=args.dtype))
-    answers = [json.loads(line) for line in open(args.answers) if line.strip()]
-    wanted = {a["question_id"] for a in answers}
-    prompts = {}
-    for q in sharegpt_questions(args.prompts_jsonl, None):
-        if q["question_id"] in wanted:
-            prompts[q["question_id"]] = q
-        if len(prompts) == len(wanted):
-            break
-    t0 = time.time()
-    hk, idx, val, top1 = collect(model, tok, answers, prompts, args.topk)
+    model, data = load_answer_data(args, args.answers, topk=args.topk)
+    hk, idx, val, top1 = (torch.cat(x) for x in zip(*data))
     n = hk.shape[0]
     perm = torch.randperm(n)
     n_eval = max(1, n // 5)
     ev, tr = perm[:n_eval], perm[n_eval:]
-    print(f"[probe] {n} positions from {len(answers)} answers ({time.time() - t0:.0f}s); eval on {n_eval}")
+    print(f"[probe] eval on {n_eval} of {n} positions")
     results = []
     for lr, r, preset in itertools.product([float(x) for x in args.lrs.split(",")],
                                           [int(x) for x in args.ranks.split(",")], args.presets.split(",")):

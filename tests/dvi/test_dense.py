@@ -94,7 +94,7 @@ def test_committed_and_prefill_tuples_carry_the_verifiers_next_token_logits(tmp_
 
 
 def test_dense_off_pushes_only_judged_tuples_and_scores_no_prompt(tmp_path):
-    lm, km, learner, _ = make(tmp_path, "--dvi-online", "true", "--dvi-prefill-positions", "8")
+    lm, km, learner, _ = make(tmp_path, "--dvi-online", "true", "--dvi-dense", "false", "--dvi-prefill-positions", "8")
     assert learner.prefill_positions == 0  # dense off: the budget is not used
     ids = repetitive_prompt()
     blocks, prefills = [], []

@@ -138,3 +138,35 @@ def test_entropy():
     peaked = torch.full((1, 50), -30.0)
     peaked[0, 3] = 30.0
     assert L.entropy(peaked).item() < 1e-6
+
+
+def test_kd_top1_is_ce_on_the_verifier_token():
+    logits, v = torch.randn(4, 9), torch.tensor([0, 3, 8, 3])
+    torch.testing.assert_close(L.kd_top1(logits, v), F.cross_entropy(logits, v))
+    empty = torch.zeros(0, 9, requires_grad=True)
+    assert L.kd_top1(empty, torch.zeros(0, dtype=torch.long)).item() == 0.0
+
+
+def test_expected_acceptance_value_and_mask():
+    logits = torch.randn(4, 7)
+    v = torch.tensor([1, 2, 3, 4])
+    reward = torch.tensor([1.0, 0.0, 0.0, 1.0])
+    first = torch.tensor([False, True, False, False])
+    kd_only = torch.tensor([False, False, False, True])
+    q = F.softmax(logits, -1)
+    expected = -(q[0, 1] + q[1, 2]) / 2  # row 2: reward 0, not the first reject; row 3: KD-only
+    torch.testing.assert_close(L.expected_acceptance(logits, v, reward, first, kd_only), expected)
+
+
+def test_a_rejection_moves_mass_to_the_verifier_token_not_to_the_drafters_other_guesses():
+    """Why REINFORCE on the drafter's own argmax sharpens it: a rejected draft y gets -adv * grad log q(y), which
+    raises every other logit in proportion to its probability (the runner-up most). The expected-acceptance form
+    raises only the verifier's token v and lowers all the others."""
+    logits = torch.tensor([[3.0, 2.0, 0.0, -1.0, -1.0]], requires_grad=True)  # drafted y = 0, verifier v = 3
+    L.policy_gradient(logits, torch.tensor([0]), torch.tensor([0.0]), torch.tensor([True]), 0.5).backward()
+    g = logits.grad[0]
+    assert g[0] > 0 and (g[1:] < 0).all() and g[1] < g[3]  # descent: y down, all others up, the runner-up most
+    logits.grad = None
+    L.expected_acceptance(logits, torch.tensor([3]), torch.tensor([0.0]), torch.tensor([True])).backward()
+    g = logits.grad[0]
+    assert g[3] < 0 and (g[[0, 1, 2, 4]] > 0).all()  # descent: only v up

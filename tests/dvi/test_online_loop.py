@@ -139,7 +139,7 @@ def test_learns_only_from_self_drafted_positions_and_judged_declined_candidates(
     from kangaroo.drafters import NGramDrafter, SelfDrafter
     from tests.kangaroo.test_drafters import Never, repetitive_prompt
 
-    lm, km, learner, _ = make(tmp_path, "--dvi-online", "true", "--dvi-trainer", "inline")
+    lm, km, learner, _ = make(tmp_path, "--dvi-online", "true", "--dvi-trainer", "inline", "--dvi-dense", "false")
     ids = repetitive_prompt()
     kangaroo_generate(km, ids, 30, set(), drafter=NGramDrafter(4), on_block=learner.on_block)
     assert learner.global_step > 0 and learner.buffer.size == 0  # n-gram blocks: nothing to learn from

@@ -6,7 +6,7 @@ from dvi import losses as L
 from dvi.config import TrainerConfig
 from dvi.types import DVITrainSample
 from tests.dvi.helpers import ring
-from dvi.online_trainer import OnlineTrainer
+from dvi.online_trainer import OnlineTrainer, verifier_tokens
 from dvi.presets import PRESETS, LossPreset, get_preset
 from dvi.schedule import PiecewiseSchedule
 
@@ -51,7 +51,8 @@ def _trainer(model, store="full", preset="full", warmup=1000, max_ms=None, **kw)
     sched = PiecewiseSchedule(warmup=warmup, kl0=1.0, klmin=0.25, pgmax=0.5, ramp=10, ce_max=0.8)
     named = isinstance(preset, str)
     cfg = TrainerConfig(lr=kw.pop("lr", 5e-2), tau=1.0, ablation=preset if named else "full", max_ms=max_ms,
-                        entropy_weight=kw.pop("entropy_weight", 0.0))
+                        entropy_weight=kw.pop("entropy_weight", 0.0), kd_top1=kw.pop("kd_top1", 0.0),
+                        pg_form=kw.pop("pg_form", "reinforce"))
     return OnlineTrainer(model, cfg, sched, V, preset=None if named else preset, **kw)
 
 
@@ -112,7 +113,7 @@ def test_stats_report_schedule_weights():
     assert (s2["w_kl"], s2["w_ce"], s2["w_pg"]) == pytest.approx((0.25, 0.8, 0.5))
     assert s2["loss"] == pytest.approx(0.25 * (s2["kd"] + s2["rkl"]) + 0.8 * s2["ce"] + 0.5 * s2["pg"], rel=1e-4)
     assert s2["n_ce"] == 8 and s2["n_pg"] == 12  # 8 accepted + 4 first rejects
-    expected_keys = {"loss", "kd", "rkl", "ce", "pg", "entropy", "w_kl", "w_ce", "w_pg", "w_ent", "reward_mean",
+    expected_keys = {"loss", "kd", "rkl", "kd_top1", "ce", "pg", "entropy", "w_kl", "w_ce", "w_pg", "w_ent", "reward_mean",
                      "baseline", "ms", "over_budget", "n_ce", "n_pg", "n_kd_only"}
     assert set(s2) == expected_keys
 
@@ -145,6 +146,37 @@ def test_zero_weight_terms_are_not_computed(monkeypatch):
     assert s["kd"] > 0 and s["ce"] == s["pg"] == s["entropy"] == s["rkl"] == 0.0
     with pytest.raises(AssertionError, match="weight is 0"):
         tr.step(_batch("full"), 2000)
+
+
+@pytest.mark.parametrize("store", ["full", "topk"])
+def test_kd_top1_trains_on_the_verifiers_token_at_every_row(store):
+    m = Stub()
+    batch = _batch(store)
+    batch.kd_only[: B // 2] = True  # KD-only rows count too
+    vt = batch.z_phi.argmax(1) if store == "full" else batch.z_idx[:, 0]
+    assert torch.equal(vt, verifier_tokens(batch)) and not torch.equal(vt, batch.token)
+    expected = L.kd_top1(m.drafter_head(batch.hk.float()), vt).item()
+    tr = _trainer(m, preset="kd_only", kd_top1=0.5)
+    s = tr.step(batch, 0)
+    assert s["kd_top1"] == pytest.approx(expected, rel=1e-5)
+    assert s["loss"] == pytest.approx(s["kd"] + s["rkl"] + 0.5 * s["kd_top1"], rel=1e-5)
+    agree = [(m.drafter_head(batch.hk.float()).argmax(1) == vt).float().mean().item()]
+    for step in range(60):
+        tr.step(batch, step)
+    agree.append((m.drafter_head(batch.hk.float()).argmax(1) == vt).float().mean().item())
+    assert agree[1] > agree[0] and agree[1] >= 0.9, agree
+
+
+def test_pg_form_expected_uses_the_verifiers_token():
+    m = Stub()
+    batch = _batch("full")
+    s = _trainer(m, preset=LossPreset(kd=0.0, rkl=0.0, ce=0.0, pg=1.0, cold_start=True), pg_form="expected").step(
+        batch, 0)
+    logits = Stub().drafter_head(batch.hk.float())  # the same init (seeded), before the step
+    expected = L.expected_acceptance(logits, verifier_tokens(batch), batch.reward, batch.is_first_reject)
+    assert s["pg"] == pytest.approx(expected.item(), rel=1e-5) and s["pg"] < 0
+    with pytest.raises(ValueError, match="pg-form"):
+        _trainer(Stub(), pg_form="sampled")
 
 
 def test_ema_baseline_moves_toward_mean_reward():

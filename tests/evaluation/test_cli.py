@@ -23,11 +23,34 @@ def test_defaults_follow_quick_reference():
     a = parse([])
     assert (a.exitlayer, a.threshold, a.steps) == (2, 0.6, 6)
     assert (a.dvi_store, a.dvi_topk, a.dvi_logits_dtype) == ("topk", 1024, "float16")
-    assert (a.dvi_buffer_size, a.dvi_batch_size, a.dvi_update_every) == (2048, 64, 8)
-    assert (a.dvi_tau, a.dvi_warmup_steps, a.dvi_pg_lambda_max) == (1.5, 1000, 0.2)
-    assert (a.dvi_kl_lambda0, a.dvi_kl_lambdamin, a.max_online_train_ms) == (1.0, 0.1, 5)
-    assert (a.dvi_lora_r, a.dvi_lora_alpha, a.dvi_online) == (8, 8.0, False)
+    assert (a.dvi_buffer_size, a.dvi_batch_size, a.max_online_train_ms, a.dvi_online) == (2048, 64, 5, False)
     assert a.adapter_mode == "none" and a.adapter_path is None and a.dtype == "float32"
+
+
+def test_workplan_settings_are_one_flag_away():
+    a = parse(["--dvi-settings", "workplan"])
+    assert (a.dvi_update_every, a.dvi_tau, a.dvi_warmup_steps, a.dvi_pg_lambda_max) == (8, 1.5, 1000, 0.2)
+    assert (a.dvi_kl_lambda0, a.dvi_kl_lambdamin, a.dvi_lr) == (1.0, 0.1, 1e-3)
+    assert (a.dvi_lora_r, a.dvi_lora_alpha, a.dvi_ablation, a.dvi_kd_top1, a.dvi_pg_form, a.dvi_dense) == (
+        8, 8.0, "full", 0.0, "reinforce", False)
+
+
+def test_training_flags_default_to_the_tuned_settings_and_explicit_flags_win():
+    from dvi.settings import SETTINGS
+
+    a = parse([])
+    assert a.dvi_settings == "tuned"
+    assert {k: getattr(a, k) for k in SETTINGS["tuned"]} == SETTINGS["tuned"]
+    assert SETTINGS["tuned"] != SETTINGS["workplan"]
+    b = parse(["--dvi-settings", "workplan", "--dvi-lr", "0.02", "--dvi-dense", "true"])
+    assert (b.dvi_lr, b.dvi_dense, b.dvi_tau) == (0.02, True, 1.5)
+
+
+def test_settings_reach_the_typed_config():
+    from evaluation.cli import dvi_config
+
+    cfg = dvi_config(parse(["--dvi-kd-top1", "0.5", "--dvi-pg-form", "reinforce"]))
+    assert (cfg.trainer.kd_top1, cfg.trainer.pg_form, cfg.lora.r) == (0.5, "reinforce", 64)
 
 
 @pytest.mark.parametrize("argv,mode,path", [
@@ -111,7 +134,7 @@ def test_lora_shape_comes_from_the_checkpoint_unless_given(tmp_path):
     given = cli.parse_args("kangaroo", base + ["--load-lora", str(path), "--dvi-lora-r", "16"])
     assert (given.dvi_lora_r, given.dvi_lora_alpha) == (16, 2.0)
     fresh = cli.parse_args("kangaroo", base)
-    assert (fresh.dvi_lora_r, fresh.dvi_lora_alpha) == (8, 8.0)
+    assert (fresh.dvi_lora_r, fresh.dvi_lora_alpha) == (64, 64.0)  # the tuned settings' (dvi/settings.py)
 
 
 def test_adapter_mode_train_and_its_window(capsys):

@@ -1,6 +1,5 @@
 """scripts.benchmark_methods and scripts.run_ablations: end to end on the tiny model folder, and their pure
 table/plot builders on hand-made records."""
-import csv
 import json
 
 import pytest
@@ -10,6 +9,7 @@ from scripts import bench_baseline
 from scripts import benchmark_methods as bm
 from scripts.benchmark import cli as bcli, methods as bmeth, report as brep, store as bstore
 from scripts import run_ablations as ra
+from tests.scripts.metrics_fakes import fake_metrics
 
 V = 49152  # the tiny folder keeps the real tokenizer's vocabulary
 
@@ -189,26 +189,9 @@ def test_bench_baseline_is_the_benchmark_on_a_question_range_every_turn(tiny_mod
 
 
 # ----------------------------------------------------------------------------------------------- ablations
-ACC = ["step", "acc@1", "acc@2", "block_acc", "drafted", "accepted", "committed"]
-SPEED = ["step", "wall_ms", "speedup", "drafter_ms", "verifier_ms", "trainer_ms", "committed"]
-
-
-def write_csv(path, header, rows):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-
-
 def fake_preset(out, name, blocks):
     """blocks: (drafted, accepted, wall_ms); acc@k and committed follow as the metrics logger writes them."""
-    acc, speed = [], []
-    for i, (d, a, ms) in enumerate(blocks, 1):
-        acc.append([i, int(a >= 1), "" if d < 2 else int(a >= 2), a / d, d, a, a + 1])
-        speed.append([i, ms, "", ms / 2, ms / 2, 0, a + 1])
-    write_csv(out / name / "metrics" / "acceptance.csv", ACC, acc)
-    write_csv(out / name / "metrics" / "speed.csv", SPEED, speed)
+    fake_metrics(out / name, [(d, a, None, ms) for d, a, ms in blocks])
 
 
 def test_ablation_report_only_on_hand_made_csvs(tmp_path):
