@@ -16,3 +16,17 @@ def deploy_drafter(model, path) -> dict:
     attach_drafter_head(model, r=int(meta.get("lora_r", 8)), alpha=float(meta.get("lora_alpha", 8.0)))
     load_ckpt(path, model, None, None)
     return meta
+
+
+def deployed_model(model_id: str, exit_layer: int, base_model, path, drafter_vocab_setup=None):
+    """A ``KangarooModel`` built the way checkpoint ``path`` needs (with a trained adapter and its window when it
+    holds one) and its drafter deployed. ``drafter_vocab_setup(model)`` runs before the head is attached (pruning)."""
+    from kangaroo.kangaroo_model import KangarooModel
+
+    window = read_ckpt(path)["meta"].get("adapter_window")
+    model = KangarooModel(model_id=model_id, exit_layer=exit_layer, base_model=base_model,
+                          adapter_mode="none" if window is None else "train", adapter_window=window)
+    if drafter_vocab_setup is not None:
+        drafter_vocab_setup(model)
+    deploy_drafter(model, path)
+    return model

@@ -89,7 +89,7 @@ def make_methods(args, lm, models: dict, eos: set[int], pad_id: int | None, call
 
 
 def build_models(args, lm, tokenizer=None) -> dict:
-    from dvi.deploy import deploy_drafter
+    from dvi.deploy import deployed_model
     from evaluation.cli import drafter_config
     from kangaroo.drafter_config import apply_drafter_vocab
     from kangaroo.kangaroo_model import KangarooModel
@@ -98,10 +98,10 @@ def build_models(args, lm, tokenizer=None) -> dict:
     if {"kangaroo", "ngram"} & set(args.methods):
         models["kangaroo"] = KangarooModel(model_id=args.model_id, exit_layer=args.exitlayer, base_model=lm)
     if set(LORA_METHODS) & set(args.methods):
-        km = KangarooModel(model_id=args.model_id, exit_layer=args.exitlayer, base_model=lm)
-        apply_drafter_vocab(drafter_config(args), km, tokenizer)  # a full-vocabulary LoRA loads sliced to the kept rows
-        deploy_drafter(km, args.load_lora)  # deploy: LoRA tensors only, no trainer
-        models["dvi"] = km
+        # deploy: the LoRA tensors (and a trained adapter), no trainer; a full-vocabulary LoRA loads sliced to the
+        # kept rows of a pruned drafter vocabulary
+        models["dvi"] = deployed_model(args.model_id, args.exitlayer, lm, args.load_lora,
+                                       lambda km: apply_drafter_vocab(drafter_config(args), km, tokenizer))
     return models
 
 def decode_question(q: dict, order: list[str], methods: dict, tokenizer, args, judge_fn=None) -> dict:
