@@ -10,7 +10,8 @@
       io         IOConfig        resume/deploy checkpoint, checkpoint cadence and folder, metrics
 
 The library (buffer, trainer, learner) takes these objects; nothing under ``dvi/`` reads command-line flags.
-Defaults equal the flags' defaults.
+Defaults equal the flags' defaults: the training values are the ``tuned`` named settings (``dvi/settings.py``, which
+reads them from here), measured on the bundled SmolLM2-135M; ``--dvi-settings workplan`` holds the work plan's.
 """
 from __future__ import annotations
 
@@ -36,12 +37,12 @@ class BufferConfig:
 
 @dataclass(frozen=True)
 class TrainerConfig:
-    lr: float = 1e-3
-    tau: float = 1.5                 # KD temperature
+    lr: float = 3e-3
+    tau: float = 1.0                 # KD temperature
     ablation: str = "full"           # a key of dvi.presets.PRESETS
     entropy_weight: float = 0.0
-    kd_top1: float = 0.0             # weight of top-1 distillation (CE on the verifier's token) inside the KD term
-    pg_form: str = "reinforce"       # "reinforce" (the work plan's) or "expected" (losses.expected_acceptance)
+    kd_top1: float = 1.0             # weight of top-1 distillation (CE on the verifier's token) inside the KD term
+    pg_form: str = "expected"        # "expected" (losses.expected_acceptance) or "reinforce" (the work plan's)
     batch_size: int = 64
     update_every: int = 8            # one step every N blocks
     kind: str = "thread"             # "thread": own thread on a shadow copy; "inline": inside the decode loop
@@ -50,21 +51,21 @@ class TrainerConfig:
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    warmup: int = 1000
+    warmup: int = 500
     kl0: float = 1.0
-    klmin: float = 0.1
+    klmin: float = 1.0
     pgmax: float = 0.2
 
 
 @dataclass(frozen=True)
 class LoRAConfig:
-    r: int = 8
-    alpha: float = 8.0
+    r: int = 64
+    alpha: float = 64.0
 
 
 @dataclass(frozen=True)
 class DenseConfig:
-    enabled: bool = False            # KD-only tuples from every committed position of a verify pass
+    enabled: bool = True             # KD-only tuples from every committed position of a verify pass
     prefill_positions: int = 32      # with enabled: prompt positions scored by the verifier head (0: none)
 
 

@@ -152,24 +152,19 @@ class OnlineTrainer:
         keeps the rows whose target is inside it."""
         out = {}
         if w["kd_top1"]:
-            lg, v = self._inside(logits, vt)
+            lg, v, _ = self._inside(logits, vt)
             out["kd_top1"] = L.kd_top1(lg, v)
         if w["ent"]:
             out["entropy"] = L.entropy(logits)
-        if not (w["ce"] or w["pg"]):
-            return out
-        keep = torch.ones_like(tokens, dtype=torch.bool)
-        if self.sub_of is not None:  # rows whose drafted token is a column (the verifier's too, for "expected")
-            keep = self.sub_of.to(logits.device)[tokens] >= 0
-            if self.cfg.pg_form == "expected":
-                keep &= self.sub_of.to(logits.device)[vt] >= 0
-        lg, rw, fr, ko = logits[keep], reward[keep], first_rej[keep], kd_only[keep]
-        tk, v = self._cols(tokens[keep]), self._cols(vt[keep])
         if w["ce"]:
-            out["ce"] = L.ce_accepted(lg, tk, rw, ko)
-        if w["pg"]:
-            out["pg"] = (L.expected_acceptance(lg, v, rw, fr, ko) if self.cfg.pg_form == "expected"
-                         else L.policy_gradient(lg, tk, rw, fr, baseline, ko))
+            lg, tk, ix = self._inside(logits, tokens)
+            out["ce"] = L.ce_accepted(lg, tk, reward[ix], kd_only[ix])
+        if w["pg"] and self.cfg.pg_form == "expected":
+            lg, v, ix = self._inside(logits, vt)
+            out["pg"] = L.expected_acceptance(lg, v, reward[ix], first_rej[ix], kd_only[ix])
+        elif w["pg"]:
+            lg, tk, ix = self._inside(logits, tokens)
+            out["pg"] = L.policy_gradient(lg, tk, reward[ix], first_rej[ix], baseline, kd_only[ix])
         return out
 
     def _cols(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -177,11 +172,13 @@ class OnlineTrainer:
         return tokens if self.sub_of is None else self.sub_of.to(tokens.device)[tokens]
 
     def _inside(self, logits: torch.Tensor, tokens: torch.Tensor):
-        """(logits, columns) of the rows whose token is one of the drafter's columns."""
+        """(logits, columns, row mask) of the rows whose ``tokens`` entry is one of the drafter's columns (all rows
+        without a pruned sub-vocabulary)."""
         if self.sub_of is None:
-            return logits, tokens
+            return logits, tokens, torch.ones_like(tokens, dtype=torch.bool)
         cols = self._cols(tokens)
-        return logits[cols >= 0], cols[cols >= 0]
+        ix = cols >= 0
+        return logits[ix], cols[ix], ix
 
     def _update(self, total: torch.Tensor) -> None:
         if not total.requires_grad:
