@@ -145,11 +145,12 @@ def checkpoint_meta(model) -> dict:
     if head is None:
         raise CheckpointError("the model has no drafter head, so there is nothing to save or load: "
                               "attach one first (kangaroo.drafter_head.attach_drafter_head)")
+    drafter = head.metadata()
     return {"format": FORMAT, "version": VERSION, "model_id": str(model.model_id), "exit_layer": int(model.exit_layer),
             "hidden_size": int(cfg.hidden_size), "vocab_size": int(cfg.vocab_size),
-            "num_hidden_layers": int(cfg.num_hidden_layers), "lora_r": head.metadata()["lora_r"],
-            "lora_alpha": head.metadata()["lora_alpha"], "head_sample": head_sample(_verifier_head_weight(model)),
-            "drafter_vocab": _drafter_vocab(model), "drafter": head.metadata(),
+            "num_hidden_layers": int(cfg.num_hidden_layers), "lora_r": drafter["lora_r"],
+            "lora_alpha": drafter["lora_alpha"], "head_sample": head_sample(_verifier_head_weight(model)),
+            "drafter_vocab": _drafter_vocab(model), "drafter": drafter,
             "adapter_window": None if _trained_adapter(model) is None else int(_trained_adapter(model).window)}
 
 

@@ -13,13 +13,26 @@ from dvi.config import DVIConfig
 from dvi.types import DVIConfigError
 
 
+# training flag (argparse destination) -> (DVIConfig section, field): the one map between the two
+FLAG_FIELDS = {"dvi_lr": ("trainer", "lr"), "dvi_lora_r": ("lora", "r"), "dvi_lora_alpha": ("lora", "alpha"),
+               "dvi_tau": ("trainer", "tau"), "dvi_warmup_steps": ("schedule", "warmup"),
+               "dvi_kl_lambda0": ("schedule", "kl0"), "dvi_kl_lambdamin": ("schedule", "klmin"),
+               "dvi_pg_lambda_max": ("schedule", "pgmax"), "dvi_update_every": ("trainer", "update_every"),
+               "dvi_ablation": ("trainer", "ablation"), "dvi_kd_top1": ("trainer", "kd_top1"),
+               "dvi_pg_form": ("trainer", "pg_form"), "dvi_dense": ("dense", "enabled")}
+
+
 def flag_values(c: DVIConfig) -> dict:
     """The training flags' values (argparse destinations) of a ``DVIConfig``."""
-    t, s = c.trainer, c.schedule
-    return {"dvi_lr": t.lr, "dvi_lora_r": c.lora.r, "dvi_lora_alpha": c.lora.alpha, "dvi_tau": t.tau,
-            "dvi_warmup_steps": s.warmup, "dvi_kl_lambda0": s.kl0, "dvi_kl_lambdamin": s.klmin,
-            "dvi_pg_lambda_max": s.pgmax, "dvi_update_every": t.update_every, "dvi_ablation": t.ablation,
-            "dvi_kd_top1": t.kd_top1, "dvi_pg_form": t.pg_form, "dvi_dense": c.dense.enabled}
+    return {dest: getattr(getattr(c, section), name) for dest, (section, name) in FLAG_FIELDS.items()}
+
+
+def config_fields(args) -> dict:
+    """The training flags of parsed ``args`` as ``{section: {field: value}}`` for the ``DVIConfig`` sections."""
+    out: dict = {}
+    for dest, (section, name) in FLAG_FIELDS.items():
+        out.setdefault(section, {})[name] = getattr(args, dest)
+    return out
 
 
 SETTINGS = {

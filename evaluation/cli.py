@@ -484,20 +484,18 @@ def drafter_config(args):
 def dvi_config(args):
     """The ``--dvi-*`` flags (and the checkpoint/metrics ones) as a frozen ``DVIConfig``, built once."""
     from dvi.config import BufferConfig, DenseConfig, DVIConfig, IOConfig, LoRAConfig, ScheduleConfig, TrainerConfig
+    from dvi.settings import config_fields
 
+    named = config_fields(args)  # the training flags (those --dvi-settings fills)
     return DVIConfig(
         online=bool(args.dvi_online),
         buffer=BufferConfig(capacity=args.dvi_buffer_size, store=args.dvi_store, topk=args.dvi_topk,
                             logits_dtype=args.dvi_logits_dtype, seed=args.seed),
-        trainer=TrainerConfig(lr=args.dvi_lr, tau=args.dvi_tau, ablation=args.dvi_ablation,
-                              entropy_weight=args.dvi_entropy_weight, kd_top1=args.dvi_kd_top1,
-                              pg_form=args.dvi_pg_form, batch_size=args.dvi_batch_size,
-                              update_every=args.dvi_update_every, kind=args.dvi_trainer,
-                              max_ms=args.max_online_train_ms),
-        schedule=ScheduleConfig(warmup=args.dvi_warmup_steps, kl0=args.dvi_kl_lambda0, klmin=args.dvi_kl_lambdamin,
-                                pgmax=args.dvi_pg_lambda_max),
-        lora=LoRAConfig(r=args.dvi_lora_r, alpha=args.dvi_lora_alpha),
-        dense=DenseConfig(enabled=bool(args.dvi_dense), prefill_positions=args.dvi_prefill_positions),
+        trainer=TrainerConfig(**named["trainer"], entropy_weight=args.dvi_entropy_weight,
+                              batch_size=args.dvi_batch_size, kind=args.dvi_trainer, max_ms=args.max_online_train_ms),
+        schedule=ScheduleConfig(**named["schedule"]),
+        lora=LoRAConfig(**named["lora"]),
+        dense=DenseConfig(**named["dense"], prefill_positions=args.dvi_prefill_positions),
         io=IOConfig(load=args.load_lora, save_every=args.save_lora_every, save_dir=args.save_lora_path,
                     metrics_out=args.metrics_out, metrics_every=args.metrics_every, max_k=args.steps,
                     debug_hk=args.dvi_debug_hk))

@@ -156,3 +156,11 @@ def test_a_checkpoint_with_a_trained_adapter_selects_train_mode_and_its_window(t
     assert (deployed.adapter_mode, deployed.dvi_adapter_window) == ("train", 5)
     given = parse(["--load-lora", ck, "--adapter-mode", "none", "--dvi-adapter-window", "3"])
     assert (given.adapter_mode, given.dvi_adapter_window) == ("none", 3)  # the load then names the fix
+
+
+@pytest.mark.parametrize("name", ["tuned", "workplan"])
+def test_named_settings_round_trip_through_the_typed_config(name):
+    from dvi.settings import SETTINGS, flag_values
+    from evaluation.cli import dvi_config
+
+    assert flag_values(dvi_config(parse(["--dvi-settings", name]))) == SETTINGS[name]
