@@ -76,6 +76,11 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--engine", default="auto", choices=("auto", "plain"),
                    help="auto: decode steps and verify passes run the lean C++ CPU engine where it applies "
                         "(CPU, float32; kangaroo/cpu_engine.py); plain: PyTorch ops only")
+    g.add_argument("--weights", default="stored",
+                   choices=("stored", "float32", "bfloat16", "float16", "q8_0", "q4_0", "q4_1"),
+                   help="the bytes the CPU engine reads: stored = as the file holds them (a .gguf's blocks, a "
+                        "16-bit checkpoint's weights; same floats as float32), float32 = the float32 weights; the "
+                        "others convert (round/quantize) the model to that format (kangaroo/stored_weights.py)")
 
 
 def add_exitlayer_arg(g) -> None:
@@ -279,6 +284,9 @@ def resolve_device_dtype(args) -> None:
     from kangaroo import cpu_engine
 
     cpu_engine.set_enabled(getattr(args, "engine", "auto") == "auto")
+    from kangaroo.stored_weights import set_default_weights
+
+    set_default_weights(getattr(args, "weights", "stored"))
     if args.device == "cpu" and args.dtype == "float16":
         fail("--dtype float16 is not supported on cpu (slow and imprecise there): use float32 or bfloat16")
 

@@ -1,18 +1,21 @@
-"""The lean CPU engine (``kangaroo/csrc/cpu_engine.cpp``): the one place that says which route is CPU-only.
+"""The lean CPU engine (``kangaroo/csrc/``): the one place that says which route is CPU-only.
 
 It runs a Llama decoder stack, the final norm and the vocabulary head for a few rows at a time (a decode step,
-a drafted block to verify: up to ``MAX_ROWS``), float32, on an x86 CPU with AVX2. Everything else takes the
-plain path (``kangaroo/llama_forward.py``): CUDA (float16/bfloat16), other dtypes, prefill of long prompts,
-layers with biases or another activation, machines without a C++ compiler or AVX2.
+a drafted block to verify: up to ``MAX_ROWS``; several sequences in one call), float32 activations, on an x86
+CPU with AVX2 (AVX-512 where the CPU has it). The weights are read in the format they are stored in
+(``kangaroo/weight_formats.py``: float32, bfloat16, float16, GGUF Q8_0/Q4_0/Q4_1 blocks) and expanded in
+registers to the exact float32 values the plain path multiplies by. Everything else takes the plain path
+(``kangaroo/llama_forward.py``): CUDA, other activation dtypes, prefill of long prompts, layers with biases or
+another activation, machines without a C++ compiler or AVX2.
 
 Its kernels are batch-invariant: a row's result is the same bits whether it is computed alone or in a block of
-n rows, at any thread count. The project's greedy loop and the speculative verify pass both run here, so
-verifying a drafted block reproduces greedy decoding exactly, not only up to near-ties.
+n rows, with other sequences, at any thread count, on the AVX2 or the AVX-512 build. The project's greedy loop
+and the speculative verify pass both run here, so verifying a drafted block reproduces greedy decoding exactly.
 
-The extension is compiled once per machine on first use (``torch.utils.cpp_extension``, cached under
-``TORCH_EXTENSIONS_DIR``, one build per source text and checkout, ~1 min); the time is printed.
-``KANGAROO_ENGINE=plain`` (or ``set_enabled(False)``, the drivers' ``--engine plain``) selects the plain path
-everywhere.
+The extension is every ``kangaroo/csrc/*.cpp`` compiled into one module on first use (``torch.utils.
+cpp_extension``, cached under ``TORCH_EXTENSIONS_DIR``, one build per source text, flags, CPU and checkout); the
+time is printed. ``KANGAROO_ENGINE=plain`` (or ``set_enabled(False)``, the drivers' ``--engine plain``) selects
+the plain path everywhere; ``KANGAROO_ENGINE_ISA=avx2`` builds the AVX2 kernels on an AVX-512 CPU.
 """
 from __future__ import annotations
 
@@ -25,10 +28,13 @@ from pathlib import Path
 
 import torch
 
-MAX_ROWS = 16  # rows per call the engine takes; more (a prompt's prefill) go to the plain path
-_SOURCE = Path(__file__).resolve().parent / "csrc" / "cpu_engine.cpp"
+from kangaroo.weight_formats import StoredWeight, concat_rows
+
+MAX_ROWS = 16  # rows per sequence the engine takes; more (a prompt's prefill) go to the plain path
+CSRC = Path(__file__).resolve().parent / "csrc"
+FLAGS = ["-O3", "-march=native", "-mavx2", "-mfma", "-mf16c", "-ffp-contract=off", "-fopenmp"]
 _state = {"enabled": os.environ.get("KANGAROO_ENGINE", "auto") != "plain", "ext": None, "failed": False}
-_stacks: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_stacks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def set_enabled(enabled: bool) -> None:
@@ -38,6 +44,15 @@ def set_enabled(enabled: bool) -> None:
 
 def _notice(msg: str) -> None:
     print(f"[cpu-engine] {msg}", file=sys.stderr, flush=True)
+
+
+def build_flags() -> list[str]:
+    isa = os.environ.get("KANGAROO_ENGINE_ISA", "native")
+    if isa not in ("native", "avx2"):
+        from common.errors import UserError
+
+        raise UserError(f"KANGAROO_ENGINE_ISA={isa!r}: use native or avx2")
+    return FLAGS + (["-mno-avx512f"] if isa == "avx2" else [])
 
 
 def extension():
@@ -52,12 +67,13 @@ def extension():
     try:
         from torch.utils.cpp_extension import get_default_build_root, load
 
-        flags = ["-O3", "-march=native", "-mavx2", "-mfma", "-fopenmp"]
+        flags = build_flags()
         name = _build_name(flags)
         build_dir = Path(get_default_build_root()) / name
         build_dir.mkdir(parents=True, exist_ok=True)
-        ext = load(name=name, sources=[str(_SOURCE)], verbose=False, build_directory=str(build_dir),
-                   extra_cflags=flags, extra_ldflags=["-fopenmp"])
+        ext = load(name=name, sources=[str(p) for p in sorted(CSRC.glob("*.cpp"))], verbose=False,
+                   build_directory=str(build_dir), extra_cflags=flags, extra_ldflags=["-fopenmp"],
+                   extra_include_paths=[str(CSRC)])
     except Exception as e:  # no compiler, no ninja, a failed build: the plain path still runs
         _state["failed"] = True
         _notice(f"could not build the C++ kernels ({type(e).__name__}: {str(e).strip().splitlines()[-1][:160]}); "
@@ -65,22 +81,63 @@ def extension():
         return None
     seconds = time.perf_counter() - t0
     if seconds > 2.0:  # a build, not a load of the cached library
-        _notice(f"C++ kernels built in {seconds:.0f}s (cached for later runs)")
+        _notice(f"C++ kernels ({ext.isa}) built in {seconds:.0f}s (cached for later runs)")
     _state["ext"] = ext
     return ext
 
 
+def cpu_features() -> str:
+    """The CPU's vector features (what -march=native compiles for)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return " ".join(sorted(f for f in line.split() if f.startswith(("avx", "fma", "f16c", "sse", "bmi"))))
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() + " " + str(torch.backends.cpu.get_cpu_capability())
+
+
 def _build_name(flags: list[str]) -> str:
-    """One build per source text, flags and checkout: a second checkout (or an edited source) builds apart, and
-    never rewrites a library another running process has loaded."""
-    key = hashlib.sha1(_SOURCE.read_bytes() + str(_SOURCE).encode() + " ".join(flags).encode()).hexdigest()[:12]
-    return f"kangaroo_cpu_engine_{key}"
+    """One build per source text, flags, CPU and checkout: a second checkout (or an edited source) builds apart,
+    and never rewrites a library another running process has loaded."""
+    h = hashlib.sha1()
+    for p in sorted(CSRC.glob("*.cpp")) + sorted(CSRC.glob("*.h")):
+        h.update(p.name.encode() + p.read_bytes())
+    h.update(str(CSRC).encode() + " ".join(flags).encode() + cpu_features().encode())
+    return f"kangaroo_cpu_engine_{h.hexdigest()[:12]}"
 
 
 def applies(h: torch.Tensor) -> bool:
     """Whether the engine takes ``h`` [..., n, d]: enabled, CPU float32, at most ``MAX_ROWS`` rows."""
     return (_state["enabled"] and h.device.type == "cpu" and h.dtype == torch.float32
             and h.numel() // h.shape[-1] <= MAX_ROWS and extension() is not None)
+
+
+# ----------------------------------------------------------------------------------------------- weights
+def engine_weight(s: StoredWeight):
+    """The extension's ``Weight`` over the bytes of ``s``."""
+    return extension().Weight(s.data, s.code, s.rows, s.cols)
+
+
+def register_weight(t: torch.Tensor, s: StoredWeight) -> None:
+    """Read ``s`` (the same float values, stored compactly) wherever the engine multiplies by ``t``."""
+    t._engine_weight = engine_weight(s)
+
+
+def weight_for(t: torch.Tensor):
+    """The engine's ``Weight`` for the float32 matrix ``t`` (kept on ``t``): what ``register_weight`` gave, else
+    ``t``'s own values (as they are at the first call: the project's weights are frozen)."""
+    w = getattr(t, "_engine_weight", None)
+    if w is None:
+        w = t._engine_weight = engine_weight(StoredWeight("float32", t.detach().contiguous(), *t.shape))
+    return w
+
+
+def stored_of(linear) -> StoredWeight | None:
+    """The stored form attached to an ``nn.Linear`` (``model_loading`` attaches it), or None."""
+    return getattr(linear, "stored_weight", None)
 
 
 def _supported(layer, config) -> bool:
@@ -90,31 +147,40 @@ def _supported(layer, config) -> bool:
             and all(m.weight.dtype == torch.float32 for m in linears))
 
 
-def _fuse(layer) -> list[torch.Tensor]:
-    """The layer's weights as the engine reads them: q/k/v stacked, gate/up stacked. The modules' own weights
-    become views into the stacked tensors, so no weight is held twice."""
+def _fused_stored(mods) -> StoredWeight | None:
+    parts = [stored_of(m) for m in mods]
+    if any(p is None for p in parts) or len({p.fmt for p in parts}) != 1:
+        return None  # not stored, or stored in several formats: the float32 values
+    return concat_rows(parts)
+
+
+def _fuse(layer) -> tuple[list[torch.Tensor], list]:
+    """The layer's weights as the engine reads them: its two norms, and q/k/v stacked, o, gate/up stacked, down
+    (each in its stored format where every part has one, else float32). The modules' own float32 weights become
+    views into the stacked tensors, so no float weight is held twice."""
     cached = getattr(layer, "_engine_weights", None)  # a layer shared by two stacks is fused once
     if cached is not None:
         return cached
     attn, mlp = layer.self_attn, layer.mlp
-    out = []
-    for mods in ((attn.q_proj, attn.k_proj, attn.v_proj), (mlp.gate_proj, mlp.up_proj)):
-        fused = torch.cat([m.weight.detach() for m in mods]).contiguous()
-        row = 0
-        for m in mods:
-            rows = m.weight.shape[0]
-            m.weight = torch.nn.Parameter(fused[row:row + rows], requires_grad=False)
-            row += rows
-        out.append(fused)
-    qkv, gate_up = out
-    layer._engine_weights = [layer.input_layernorm.weight.detach().contiguous(), qkv,
-                             attn.o_proj.weight.detach().contiguous(),
-                             layer.post_attention_layernorm.weight.detach().contiguous(), gate_up,
-                             mlp.down_proj.weight.detach().contiguous()]
+    mats = []
+    for mods in ((attn.q_proj, attn.k_proj, attn.v_proj), (attn.o_proj,), (mlp.gate_proj, mlp.up_proj),
+                 (mlp.down_proj,)):
+        stored = _fused_stored(mods)
+        fused = torch.cat([m.weight.detach() for m in mods]).contiguous() if len(mods) > 1 else mods[0].weight.detach()
+        if len(mods) > 1:
+            row = 0
+            for m in mods:
+                rows = m.weight.shape[0]
+                m.weight = torch.nn.Parameter(fused[row:row + rows], requires_grad=False)
+                row += rows
+        mats.append(engine_weight(stored) if stored is not None else weight_for(fused))
+    norms = [layer.input_layernorm.weight.detach().contiguous(),
+             layer.post_attention_layernorm.weight.detach().contiguous()]
+    layer._engine_weights = (norms, mats)
     return layer._engine_weights
 
 
-def stack_for(layers) -> "object | None":
+def stack_for(layers) -> object | None:
     """The engine's prepared copy of ``layers`` (an ``nn.ModuleList`` of Llama decoder layers), built once per
     list and kept while the list lives; None where a layer is not supported."""
     if layers in _stacks:
@@ -124,15 +190,16 @@ def stack_for(layers) -> "object | None":
     if ext is not None and len(layers) and all(_supported(l, l.self_attn.config) for l in layers):
         a = layers[0].self_attn
         cfg = a.config
-        weights = [w for layer in layers for w in _fuse(layer)]
-        stack = ext.Stack(weights, cfg.num_attention_heads, cfg.num_key_value_heads, a.head_dim,
+        fused = [_fuse(layer) for layer in layers]
+        stack = ext.Stack([n for norms, _ in fused for n in norms], [m for _, mats in fused for m in mats],
+                          cfg.num_attention_heads, cfg.num_key_value_heads, a.head_dim,
                           float(layers[0].input_layernorm.variance_epsilon), float(a.scaling))
     _stacks[layers] = stack
     return stack
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    return extension().linear(x, weight)
+    return extension().linear(x, weight_for(weight))
 
 
 def rmsnorm(x: torch.Tensor, norm) -> torch.Tensor:

@@ -98,6 +98,31 @@ def run_layers(layers, h: torch.Tensor, cache: KVCache, rotary_emb) -> torch.Ten
     return h
 
 
+def run_layers_batch(layers, hs: list[torch.Tensor], caches: list[KVCache], rotary_emb) -> list[torch.Tensor]:
+    """``run_layers`` for several sequences at once: ``hs[i]`` [1, n_i, d] appended after the cached prefix of
+    ``caches[i]``. On the engine the rows of every sequence go through one call (each weight read once for all
+    of them), and each output is bit for bit ``run_layers`` of that sequence alone; elsewhere (and for a
+    sequence the engine does not take, e.g. a long prefill) a loop of ``run_layers``."""
+    if len(hs) != len(caches):
+        raise ValueError(f"run_layers_batch: {len(hs)} hidden states for {len(caches)} caches")
+    take = [i for i, h in enumerate(hs) if h.shape[0] == 1 and cpu_engine.applies(h)]
+    stack = cpu_engine.stack_for(layers) if len(take) > 1 else None
+    out = [None] * len(hs)
+    if stack is not None:
+        rot = [rotary_for(rotary_emb, hs[i], caches[i].length) for i in take]
+        for i in take:
+            caches[i].check_room(hs[i].shape[1])
+        res = stack.forward_batch([hs[i][0] for i in take], [caches[i].k for i in take], [caches[i].v for i in take],
+                                  [caches[i].length for i in take], [c[0] for c, _ in rot], [s[0] for _, s in rot])
+        for i, h in zip(take, res):
+            caches[i].advance(hs[i].shape[1])
+            out[i] = h[None]
+    for i, h in enumerate(hs):
+        if out[i] is None:
+            out[i] = run_layers(layers, h, caches[i], rotary_emb)
+    return out
+
+
 def new_cache(config, num_layers: int, max_len: int, dtype, device, row_width: int = 0) -> KVCache:
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     return KVCache(num_layers, config.num_key_value_heads, head_dim, max_len, dtype=dtype, device=device,

@@ -8,6 +8,7 @@ Accepted forms:
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -28,28 +29,39 @@ class ModelSource:
     name: str                      # what the user passed (kept for answer files and checkpoints)
     path: str
     gguf_file: Optional[str] = None
+    blocks_gguf: Optional[str] = None  # the .gguf whose blocks the weights are (``--weights stored`` reads them)
+
+    @property
+    def checkpoint_dtype(self) -> Optional[str]:
+        """The dtype a local Hugging Face folder's config.json declares (None: unknown or a .gguf)."""
+        cfg = Path(self.path) / "config.json"
+        if self.gguf_file or not cfg.is_file():
+            return None
+        d = json.loads(cfg.read_text())
+        return d.get("dtype") or d.get("torch_dtype")
 
 
 def resolve_model_source(model_id: str) -> ModelSource:
     if model_id in ALIASES:
         folder, gguf = ALIASES[model_id]
-        if (ASSETS / folder / "config.json").exists():
-            return ModelSource(model_id, str(ASSETS / folder))
+        if (ASSETS / folder / "config.json").exists():  # the float32 folder dequantized from the .gguf
+            blocks = str(ASSETS / gguf) if (ASSETS / gguf).exists() else None
+            return ModelSource(model_id, str(ASSETS / folder), blocks_gguf=blocks)
         if (ASSETS / gguf).exists():
-            return ModelSource(model_id, str(ASSETS), gguf)
+            return ModelSource(model_id, str(ASSETS), gguf, str(ASSETS / gguf))
         raise UserError(f"the bundled model {model_id!r} is not in {ASSETS}: run `python -m scripts.fetch_assets` "
                         "(or `bash scripts/setup.sh`) first")
     p = Path(model_id).expanduser()
     if p.suffix == ".gguf":
         if not p.is_file():
             raise UserError(f"--model-id {model_id}: no such .gguf file; check the path")
-        return ModelSource(model_id, str(p.parent), p.name)
+        return ModelSource(model_id, str(p.parent), p.name, str(p))
     if p.is_dir():
         if (p / "config.json").exists():
             return ModelSource(model_id, str(p))
         ggufs = sorted(p.glob("*.gguf"))
         if len(ggufs) == 1:
-            return ModelSource(model_id, str(p), ggufs[0].name)
+            return ModelSource(model_id, str(p), ggufs[0].name, str(ggufs[0]))
         raise UserError(f"--model-id {model_id}: the folder has no config.json and not exactly one .gguf file; "
                         "pass a Hugging Face model folder or the .gguf file itself")
     if model_id.startswith((".", "/", "~")) or model_id.count("/") > 1:
@@ -82,8 +94,11 @@ def load_tokenizer(model_id: str):
     return _from_pretrained(AutoTokenizer, resolve_model_source(model_id), "tokenizer")
 
 
-def load_causal_lm(model_id: str, device: str = "cpu", dtype: str | torch.dtype = "float32"):
-    """The base model, frozen (requires_grad False everywhere), in eval mode on ``device``."""
+def load_causal_lm(model_id: str, device: str = "cpu", dtype: str | torch.dtype = "float32",
+                   weights: Optional[str] = None):
+    """The base model, frozen (requires_grad False everywhere), in eval mode on ``device``. ``weights``
+    (``kangaroo/stored_weights.py``; default: the ``--weights`` of this run, else ``stored``) says which bytes the
+    lean CPU engine reads for its matrices."""
     from transformers import AutoModelForCausalLM
 
     torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
@@ -94,4 +109,7 @@ def load_causal_lm(model_id: str, device: str = "cpu", dtype: str | torch.dtype 
                         "decoder; Kangaroo-DVI supports Llama-architecture models")
     model.to(device=device, dtype=torch_dtype).eval()  # a no-op where device_map already placed it
     model.requires_grad_(False)
+    from kangaroo.stored_weights import apply_weights, default_weights
+
+    apply_weights(model, weights or default_weights(), src.blocks_gguf, src.checkpoint_dtype)
     return model

@@ -66,11 +66,12 @@ def test_layers_are_fused_once_and_stay_views(engine_on):
     layer = lm.model.layers[0]
     stack = cpu_engine.stack_for(lm.model.layers)
     assert stack is not None and stack.num_layers == 4 and cpu_engine.stack_for(lm.model.layers) is stack
-    qkv = layer._engine_weights[1]
-    assert layer.self_attn.q_proj.weight.data_ptr() == qkv.data_ptr()  # the module reads the fused storage
-    assert layer.self_attn.k_proj.weight.data_ptr() == qkv[32:].data_ptr()
+    qkv = layer._engine_weights[1][0]
+    assert qkv.fmt == 0 and (qkv.rows, qkv.cols) == (64, 32)
+    assert layer.self_attn.q_proj.weight.data_ptr() == qkv.data.data_ptr()  # the module reads the fused storage
+    assert layer.self_attn.k_proj.weight.data_ptr() == qkv.data[32:].data_ptr()
     cpu_engine.stack_for(torch.nn.ModuleList(lm.model.layers[2:]))  # a second stack over the same layers
-    assert layer._engine_weights[1] is qkv
+    assert layer._engine_weights[1][0] is qkv
 
 
 @pytest.mark.parametrize("exit_layer,steps", [(1, 1), (2, 2), (2, 3), (3, 4), (2, 5), (1, 6)])

@@ -1,0 +1,182 @@
+// Weight formats the engine reads as stored and expands in registers to float32, the exact values that
+// dequantization gives (gguf-py's, which transformers uses to load a .gguf):
+//
+//   F32    4 bytes a weight
+//   BF16   2 bytes; float = bits << 16                                       (exact)
+//   F16    2 bytes; IEEE half -> float (F16C)                                 (exact)
+//   Q8_0   blocks of 32: f16 d, int8 q[32];            w = d * q
+//   Q4_0   blocks of 32: f16 d, uint8 qs[16];          w = d * (q - 8)
+//   Q4_1   blocks of 32: f16 d, f16 m, uint8 qs[16];   w = (d * q) + m       (two roundings: the product first)
+//          (Q4: q of weights 0..15 = low nibbles of qs[0..15], of weights 16..31 = their high nibbles)
+//
+// d has 11 significant bits and |q| <= 128, so d * q is exact in float32: the product's rounding is a no-op.
+// Only the sign of a zero depends on the order (d * (q - 8) at q = 8 is -0 for d < 0; d*q - 8d would be +0),
+// so each format is expanded in gguf-py's order.
+//
+// ``Expand<F>::group`` turns one group of stored bytes of ``kRowsPerVec`` rows (a Q block: 32 weights, 4 chunks
+// of 8; a float format: one chunk of 8) into ``Vec``s, chunk c of row r in half r of out[c];
+// ``Expand<F>::value`` is the same weight as a scalar (tails, tests).
+#pragma once
+#include "simd.h"
+
+namespace kangaroo {
+
+enum class Format : int { F32 = 0, BF16 = 1, F16 = 2, Q8_0 = 3, Q4_0 = 4, Q4_1 = 5 };
+
+// Bytes a row of ``cols`` weights takes (0: not a whole number of blocks).
+inline int64_t row_bytes(Format f, int64_t cols) {
+  switch (f) {
+    case Format::F32: return 4 * cols;
+    case Format::BF16:
+    case Format::F16: return 2 * cols;
+    case Format::Q8_0: return cols % 32 ? 0 : cols / 32 * 34;
+    case Format::Q4_0: return cols % 32 ? 0 : cols / 32 * 18;
+    case Format::Q4_1: return cols % 32 ? 0 : cols / 32 * 20;
+  }
+  return 0;
+}
+
+// A weight matrix [rows, cols] as stored, row-major (rows of blocks for the Q formats).
+struct Mat {
+  Format fmt;
+  const uint8_t* data;
+  int64_t rows, cols, stride;  // stride: bytes per row
+  const uint8_t* row(int64_t j) const { return data + j * stride; }
+};
+
+template <Format F>
+struct Expand;
+
+template <>
+struct Expand<Format::F32> {
+  static constexpr int kChunks = 1;
+  static constexpr int64_t kGroupBytes = 32;
+  static float value(const uint8_t* row, int64_t k) {
+    float f;
+    std::memcpy(&f, row + 4 * k, 4);
+    return f;
+  }
+  static void group(const uint8_t* const* r, Vec* out) {
+#ifdef KANGAROO_AVX512
+    out[0] = vjoin(_mm256_loadu_ps(reinterpret_cast<const float*>(r[0])),
+                   _mm256_loadu_ps(reinterpret_cast<const float*>(r[1])));
+#else
+    out[0] = _mm256_loadu_ps(reinterpret_cast<const float*>(r[0]));
+#endif
+  }
+};
+
+template <>
+struct Expand<Format::BF16> {
+  static constexpr int kChunks = 1;
+  static constexpr int64_t kGroupBytes = 16;
+  static float value(const uint8_t* row, int64_t k) { return bf16_to_f32(row + 2 * k); }
+  static void group(const uint8_t* const* r, Vec* out) {
+    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[0]));
+#ifdef KANGAROO_AVX512
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[1]));
+    const __m256i ab = _mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1);
+    out[0] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(ab), 16));
+#else
+    out[0] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(a), 16));
+#endif
+  }
+};
+
+template <>
+struct Expand<Format::F16> {
+  static constexpr int kChunks = 1;
+  static constexpr int64_t kGroupBytes = 16;
+  static float value(const uint8_t* row, int64_t k) { return f16_to_f32(row + 2 * k); }
+  static void group(const uint8_t* const* r, Vec* out) {
+    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[0]));
+#ifdef KANGAROO_AVX512
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[1]));
+    out[0] = _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1));
+#else
+    out[0] = _mm256_cvtph_ps(a);
+#endif
+  }
+};
+
+// int -> float of 8 quants per row (8 bytes of row r in bytes 8r..8r+7 of q), signed or unsigned
+#ifdef KANGAROO_AVX512
+inline Vec u8_to_vec(__m128i q) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q)); }
+inline Vec i8_to_vec(__m128i q) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)); }
+// the low 8 bytes of a (row 0) and of b (row 1) side by side; the high 8 bytes likewise
+inline __m128i lo8(__m128i a, __m128i b) { return _mm_unpacklo_epi64(a, b); }
+inline __m128i hi8(__m128i a, __m128i b) { return _mm_unpackhi_epi64(a, b); }
+#else
+inline Vec u8_to_vec(__m128i q) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q)); }
+inline Vec i8_to_vec(__m128i q) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)); }
+inline __m128i lo8(__m128i a, __m128i) { return a; }
+inline __m128i hi8(__m128i a, __m128i) { return _mm_srli_si128(a, 8); }
+#endif
+
+inline __m128i load16(const uint8_t* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
+
+// Per-row f16 scalars at byte offset ``off`` of each row's block, as floats (one per row).
+inline void scalars(const uint8_t* const* r, int64_t off, float* s) {
+  for (int i = 0; i < kRowsPerVec; ++i) s[i] = f16_to_f32(r[i] + off);
+}
+
+template <>
+struct Expand<Format::Q8_0> {
+  static constexpr int kChunks = 4;
+  static constexpr int64_t kGroupBytes = 34;
+  static float value(const uint8_t* row, int64_t k) {
+    const uint8_t* b = row + k / 32 * kGroupBytes;
+    return f16_to_f32(b) * float(int8_t(b[2 + k % 32]));
+  }
+  static void group(const uint8_t* const* r, Vec* out) {
+    float d[kRowsPerVec];
+    scalars(r, 0, d);
+    const Vec dv = vsplat(d);
+    const uint8_t* r1 = r[kRowsPerVec - 1];
+    for (int h = 0; h < 2; ++h) {  // weights 0..15, then 16..31
+      const __m128i a = load16(r[0] + 2 + 16 * h), b = load16(r1 + 2 + 16 * h);
+      out[2 * h] = vmul(dv, i8_to_vec(lo8(a, b)));
+      out[2 * h + 1] = vmul(dv, i8_to_vec(hi8(a, b)));
+    }
+  }
+};
+
+// Q4_0: w = d * (q - 8) (q - 8 as an integer: q = 8 gives d * 0, whose sign is d's); Q4_1: w = d * q + m.
+template <Format F>
+struct ExpandQ4 {
+  static constexpr int kChunks = 4;
+  static constexpr int64_t kHeader = F == Format::Q4_1 ? 4 : 2;
+  static constexpr int64_t kGroupBytes = kHeader + 16;
+  static float value(const uint8_t* row, int64_t k) {
+    const uint8_t* b = row + k / 32 * kGroupBytes;
+    const int i = int(k % 32);
+    const int q = i < 16 ? (b[kHeader + i] & 15) : (b[kHeader + i - 16] >> 4);
+    const float d = f16_to_f32(b);
+    if (F == Format::Q4_0) return d * float(q - 8);
+    const float dq = d * float(q);
+    return dq + f16_to_f32(b + 2);
+  }
+  static void group(const uint8_t* const* r, Vec* out) {
+    float d[kRowsPerVec];
+    scalars(r, 0, d);
+    const Vec dv = vsplat(d);
+    const __m128i a = load16(r[0] + kHeader), b = load16(r[kRowsPerVec - 1] + kHeader);
+    const __m128i lo = lo8(a, b), hi = hi8(a, b), nib = _mm_set1_epi8(15);
+    const __m128i q[4] = {_mm_and_si128(lo, nib), _mm_and_si128(hi, nib), _mm_and_si128(_mm_srli_epi16(lo, 4), nib),
+                          _mm_and_si128(_mm_srli_epi16(hi, 4), nib)};
+    if (F == Format::Q4_0) {
+      for (int c = 0; c < 4; ++c) out[c] = vmul(dv, i8_to_vec(_mm_sub_epi8(q[c], _mm_set1_epi8(8))));
+      return;
+    }
+    float m[kRowsPerVec];
+    scalars(r, 2, m);
+    const Vec mv = vsplat(m);
+    for (int c = 0; c < 4; ++c) out[c] = vadd(vmul(dv, u8_to_vec(q[c])), mv);
+  }
+};
+template <>
+struct Expand<Format::Q4_0> : ExpandQ4<Format::Q4_0> {};
+template <>
+struct Expand<Format::Q4_1> : ExpandQ4<Format::Q4_1> {};
+
+}  // namespace kangaroo
