@@ -115,9 +115,21 @@ inline __m128i hi8(__m128i a, __m128i) { return _mm_srli_si128(a, 8); }
 
 inline __m128i load16(const uint8_t* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
 
-// Per-row f16 scalars at byte offset ``off`` of each row's block, as floats (one per row).
-inline void scalars(const uint8_t* const* r, int64_t off, float* s) {
-  for (int i = 0; i < kRowsPerVec; ++i) s[i] = f16_to_f32(r[i] + off);
+// The f16 scalars at the start of each row's block as floats: lanes 2r, 2r+1 = the first two halves of row r
+// (Q4_1: d, m), or lane r = the first half of row r (``two`` false: d).
+template <bool two>
+inline __m128 block_scalars(const uint8_t* const* r) {
+  int32_t a, b = 0;
+  if (two) {
+    std::memcpy(&a, r[0], 4);
+    std::memcpy(&b, r[kRowsPerVec - 1], 4);
+  } else {
+    uint16_t a0, b0;
+    std::memcpy(&a0, r[0], 2);
+    std::memcpy(&b0, r[kRowsPerVec - 1], 2);
+    a = int32_t(uint32_t(a0) | uint32_t(b0) << 16);
+  }
+  return _mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128(a), b, 1));
 }
 
 template <>
@@ -129,9 +141,7 @@ struct Expand<Format::Q8_0> {
     return f16_to_f32(b) * float(int8_t(b[2 + k % 32]));
   }
   static void group(const uint8_t* const* r, Vec* out) {
-    float d[kRowsPerVec];
-    scalars(r, 0, d);
-    const Vec dv = vsplat(d);
+    const Vec dv = vspread(block_scalars<false>(r), 0, 1);
     const uint8_t* r1 = r[kRowsPerVec - 1];
     for (int h = 0; h < 2; ++h) {  // weights 0..15, then 16..31
       const __m128i a = load16(r[0] + 2 + 16 * h), b = load16(r1 + 2 + 16 * h);
@@ -157,9 +167,8 @@ struct ExpandQ4 {
     return dq + f16_to_f32(b + 2);
   }
   static void group(const uint8_t* const* r, Vec* out) {
-    float d[kRowsPerVec];
-    scalars(r, 0, d);
-    const Vec dv = vsplat(d);
+    const __m128 s = block_scalars<F == Format::Q4_1>(r);
+    const Vec dv = F == Format::Q4_1 ? vspread(s, 0, 2) : vspread(s, 0, 1);
     const __m128i a = load16(r[0] + kHeader), b = load16(r[kRowsPerVec - 1] + kHeader);
     const __m128i lo = lo8(a, b), hi = hi8(a, b), nib = _mm_set1_epi8(15);
     const __m128i q[4] = {_mm_and_si128(lo, nib), _mm_and_si128(hi, nib), _mm_and_si128(_mm_srli_epi16(lo, 4), nib),
@@ -168,10 +177,10 @@ struct ExpandQ4 {
       for (int c = 0; c < 4; ++c) out[c] = vmul(dv, i8_to_vec(_mm_sub_epi8(q[c], _mm_set1_epi8(8))));
       return;
     }
-    float m[kRowsPerVec];
-    scalars(r, 2, m);
-    const Vec mv = vsplat(m);
-    for (int c = 0; c < 4; ++c) out[c] = vadd(vmul(dv, u8_to_vec(q[c])), mv);
+    // (d * q) + m as one fma: d * q is exact, so the fused result is the two-step one, bit for bit (zeros too:
+    // an exact -0 product plus m rounds as the rounded -0 plus m does)
+    const Vec mv = vspread(s, 1, 3);
+    for (int c = 0; c < 4; ++c) out[c] = vfma(dv, u8_to_vec(q[c]), mv);
   }
 };
 template <>

@@ -23,7 +23,9 @@ constexpr int kMaxNX = 4;
 constexpr int nv_for(int nx) { return nx == 1 ? 4 : nx == 2 ? 2 : 1; }
 constexpr int64_t kTileRows = 8;
 #endif
-constexpr int64_t kPrefetchAhead = 4 * kTileRows;  // rows: the weights this far ahead are prefetched
+// The weights this many bytes ahead are prefetched into L2 while a tile works (measured on Zen 4: into L1, or
+// much further ahead, the lines are evicted before use and a decode step streams at 2/3 of the rate).
+constexpr int64_t kPrefetchBytes = 16384;
 
 // Rows j0 .. j0 + NV*R - 1 of w dotted with NX input rows; rows from ``jend`` on are not stored (past the
 // last row of w the last row is read again). ``pf``: the first of NV*R rows to prefetch meanwhile (-1: none).
@@ -43,7 +45,7 @@ void tile(const float* x, int64_t ldx, const Mat& w, int64_t j0, int64_t jend, f
   const int64_t groups = w.cols / (8 * C);
   for (int64_t g = 0; g < groups; ++g) {
     if (pf_row && g % kPfEvery == 0)
-      for (int t = 0; t < pf_rows; ++t) _mm_prefetch(reinterpret_cast<const char*>(pf_row + t * w.stride + g * GB), _MM_HINT_T0);
+      for (int t = 0; t < pf_rows; ++t) _mm_prefetch(reinterpret_cast<const char*>(pf_row + t * w.stride + g * GB), _MM_HINT_T1);
     for (int v = 0; v < NV; ++v) {
       const uint8_t* rp[R];
       for (int r = 0; r < R; ++r) rp[r] = rows[v][r] + g * GB;
@@ -82,7 +84,8 @@ void matmul_as(const float* x, int64_t n, int64_t ldx, const Mat& w, float* y, i
       for (int64_t i0 = 0; i0 < n; i0 += kMaxNX) {
         const int nx = int(std::min<int64_t>(kMaxNX, n - i0));
         for (int64_t j = t * kTileRows; j < jend; j += nv_for(nx) * R) {
-          const int64_t pf = i0 == 0 && j + kPrefetchAhead < w.rows ? j + kPrefetchAhead : -1;
+          const int64_t ahead = std::max<int64_t>(nv_for(nx) * R, (kPrefetchBytes / w.stride + R) / R * R);
+          const int64_t pf = i0 == 0 && j + ahead < w.rows ? j + ahead : -1;
           kTiles[nx - 1](x + i0 * ldx, ldx, w, j, jend, y + i0 * ldy, ldy, pf);
         }
       }

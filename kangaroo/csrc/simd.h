@@ -54,8 +54,11 @@ inline Vec vadd(Vec a, Vec b) { return _mm512_add_ps(a, b); }
 // the input's 8 values at x, in both halves
 inline Vec xload(const float* x) { return _mm512_broadcast_f32x8(_mm256_loadu_ps(x)); }
 inline Vec vjoin(__m256 lo, __m256 hi) { return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1); }
-// one scalar per row: a in lanes 0-7, b in lanes 8-15
-inline Vec vsplat(const float* s) { return vjoin(_mm256_set1_ps(s[0]), _mm256_set1_ps(s[1])); }
+// lane a of f in lanes 0-7 and lane b in lanes 8-15
+inline Vec vspread(__m128 f, int a, int b) {
+  return _mm512_permutexvar_ps(_mm512_set_epi32(b, b, b, b, b, b, b, b, a, a, a, a, a, a, a, a),
+                               _mm512_castps128_ps512(f));
+}
 inline float vsum(Vec v, int half) {
   return hsum8(half ? _mm512_extractf32x8_ps(v, 1) : _mm512_castps512_ps256(v));
 }
@@ -68,7 +71,7 @@ inline Vec vfma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
 inline Vec vmul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
 inline Vec vadd(Vec a, Vec b) { return _mm256_add_ps(a, b); }
 inline Vec xload(const float* x) { return _mm256_loadu_ps(x); }
-inline Vec vsplat(const float* s) { return _mm256_set1_ps(s[0]); }
+inline Vec vspread(__m128 f, int a, int) { return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(f), _mm256_set1_epi32(a)); }
 inline float vsum(Vec v, int) { return hsum8(v); }
 inline void vstore(float* out, Vec v) { _mm256_storeu_ps(out, v); }
 #endif

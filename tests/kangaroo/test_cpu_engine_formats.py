@@ -131,3 +131,42 @@ def test_greedy_and_speculative_equal_hf_generate_on_the_dequantized_model(fmt):
     assert greedy_decode(lm, ids, 24, set()).tokens == hf
     km = KangarooModel(model_id="tiny", base_model=lm, exit_layer=2)
     assert kangaroo_generate(km, ids, 24, set(), steps=4, threshold=0.0).tokens == hf
+
+
+AVX2_SCRIPT = """
+import sys, torch
+from kangaroo import cpu_engine
+from kangaroo.weight_formats import FORMATS, StoredWeight
+from tests.kangaroo.test_cpu_engine_formats import _hidden_and_logits, quantized_tiny
+assert cpu_engine.extension().isa == "avx2"
+d = torch.load(sys.argv[1])
+out = {"linear": [cpu_engine.extension().linear(d["x"], cpu_engine.engine_weight(StoredWeight(*s))) for s in d["w"]],
+       "logits": [_hidden_and_logits(quantized_tiny(f), [d["ids"][:, :13], d["ids"][:, 13:]])[1] for f in FORMATS]}
+torch.save(out, sys.argv[2])
+"""
+
+
+def test_the_avx2_build_computes_the_same_bits(tmp_path):
+    """``KANGAROO_ENGINE_ISA=avx2`` builds the AVX2 kernels (one row per 8-lane vector) on this CPU: every output
+    equals the native build's (two rows per zmm where the CPU has AVX-512)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if cpu_engine.extension().isa != "avx512":
+        pytest.skip("the native build is the AVX2 one on this CPU")
+    g = torch.Generator().manual_seed(7)
+    ws = [quantize(torch.randn(37, 96, generator=g), f) for f in FORMATS]
+    x = torch.randn(cpu_engine.MAX_ROWS, 96, generator=g)
+    ids = torch.randint(0, 97, (1, 20), generator=g)
+    torch.save({"x": x, "w": [(s.fmt, s.data, s.rows, s.cols) for s in ws], "ids": ids}, tmp_path / "in.pt")
+    env = {**os.environ, "KANGAROO_ENGINE_ISA": "avx2", "OMP_NUM_THREADS": "1"}
+    repo = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", AVX2_SCRIPT, str(tmp_path / "in.pt"), str(tmp_path / "out.pt")],
+                   cwd=repo, env=env, check=True, timeout=900)
+    out = torch.load(tmp_path / "out.pt")
+    for s, y in zip(ws, out["linear"]):
+        assert same(cpu_engine.extension().linear(x, cpu_engine.engine_weight(s)), y), s.fmt
+    for f, logits in zip(FORMATS, out["logits"]):
+        assert same(_hidden_and_logits(quantized_tiny(f), [ids[:, :13], ids[:, 13:]])[1], logits), f
