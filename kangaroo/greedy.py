@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from kangaroo.llama_forward import final_norm, new_cache, project, run_layers
+from kangaroo.llama_forward import argmax_rows, final_norm, new_cache, project, run_layers
 
 
 @dataclass
@@ -55,7 +55,7 @@ def greedy_decode(lm, input_ids: torch.Tensor, max_new_tokens: int, eos_ids: set
     out: list[int] = []
     while True:
         h = run_layers(body.layers, body.embed_tokens(x), cache, body.rotary_emb)
-        tok = int(project(final_norm(body.norm, h[:, -1]), lm.lm_head.weight).argmax(-1))
+        tok = argmax_rows(project(final_norm(body.norm, h[:, -1]), lm.lm_head.weight))[0]
         out.append(tok)
         out, stop = clip_at_stop(out, eos_ids, max_new_tokens)
         if stop:

@@ -45,10 +45,22 @@ def window_mask(start: int, n: int, window: int, device) -> tuple[int, torch.Ten
     return key_from, (k_pos <= q_pos) & (k_pos > q_pos - window)
 
 
+STATIC_ROPE = ("default", "linear", "llama3", "yarn")  # cos/sin of a position depend on that position only
+
+
 def rotary_for(rotary_emb, h: torch.Tensor, start: int):
-    """cos/sin for positions ``[start, start + n)`` of ``h`` [B, n, d]."""
-    pos = torch.arange(start, start + h.shape[1], device=h.device)[None]
-    return rotary_emb(h, pos)
+    """cos/sin for positions ``[start, start + n)`` of ``h`` [B, n, d]: rows of a table the model's rotary module
+    computed once (each value is its own elementwise product, cos and sin, so a row of the table is what a call
+    for that position alone gives, bit for bit); a RoPE type that depends on the sequence length is called."""
+    end = start + h.shape[1]
+    if getattr(rotary_emb, "rope_type", None) not in STATIC_ROPE:
+        return rotary_emb(h, torch.arange(start, end, device=h.device)[None])
+    table = rotary_emb.__dict__.get("_kangaroo_table")
+    if table is None or table[0].shape[1] < end or table[0].dtype != h.dtype or table[0].device != h.device:
+        size = max(1024, 2 * end)
+        table = rotary_emb(h, torch.arange(size, device=h.device)[None])
+        rotary_emb.__dict__["_kangaroo_table"] = table
+    return table[0][:, start:end], table[1][:, start:end]
 
 
 def heads(proj, x: torch.Tensor, head_dim: int) -> torch.Tensor:
@@ -144,3 +156,23 @@ def project(h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     if h.device.type != "cpu" or rows == 1:
         return F.linear(h, weight)
     return (weight @ h.reshape(rows, -1).T).T.reshape(*h.shape[:-1], weight.shape[0])
+
+
+def _engine_rows(logits: torch.Tensor) -> bool:
+    return cpu_engine.applies(logits) if logits.dim() > 1 else cpu_engine.applies(logits[None])
+
+
+def argmax_rows(logits: torch.Tensor) -> list[int]:
+    """``logits.argmax(-1)`` as a flat list (the engine's vectorised scan where it takes the rows: same indices)."""
+    if _engine_rows(logits):
+        return cpu_engine.extension().top1(logits, False)[0]
+    return logits.argmax(-1).reshape(-1).tolist()
+
+
+def top1(logits: torch.Tensor) -> tuple[list[int], list[float]]:
+    """Per row: the argmax and its softmax probability (``torch.softmax(logits, -1).max(-1)``; on the engine the
+    probability's last bits may differ, its sum being added in another order: it only steers drafting)."""
+    if _engine_rows(logits):
+        return cpu_engine.extension().top1(logits, True)
+    conf, idx = torch.softmax(logits, dim=-1).max(dim=-1)
+    return idx.reshape(-1).tolist(), conf.reshape(-1).tolist()

@@ -30,6 +30,7 @@ from kangaroo.draft_policy import ThresholdStop
 from kangaroo.drafters import SelfDrafter
 from kangaroo.greedy import DecodeResult, clip_at_stop
 from kangaroo.kangaroo_model import KangarooCaches, KangarooModel
+from kangaroo.llama_forward import argmax_rows
 from kangaroo.self_draft import self_draft
 from kangaroo.timing import now
 
@@ -57,7 +58,7 @@ def verify(model: KangarooModel, d: Draft, caches: KangarooCaches) -> Verificati
         h_rest, hk = out.h, out.hk[0]
         h = h_rest if h is None or h.shape[1] == 0 else torch.cat([h, h_rest], dim=1)
     logits = model.verifier_logits(model.forward_deep(h, caches.deep))[0]
-    tokens = logits.argmax(dim=-1).tolist()
+    tokens = argmax_rows(logits)
     return Verification(logits, tokens, ms=(now(model.device) - t0) * 1e3, hk=hk, hk_from=d.covered)
 
 

@@ -51,3 +51,18 @@ def test_cache_bounds():
     k_all, _ = c.write(1, k, k)
     assert k_all.shape == (1, 1, 4, 4)
     assert c.nbytes() == 2 * 2 * 1 * 1 * 5 * 4 * 4
+
+
+def test_rotary_table_rows_equal_calls_for_those_positions():
+    """``rotary_for`` reads a table the rotary module computed once: every slice equals the module's own call."""
+    from kangaroo.llama_forward import rotary_for
+    from tests.conftest import make_tiny_llama
+
+    for kw in ({}, {"rope_theta": 100000.0, "hidden_size": 64}):
+        lm = make_tiny_llama(dtype=torch.float32, **kw)
+        rot = lm.model.rotary_emb
+        h = torch.zeros(1, 7, lm.config.hidden_size)
+        for start, n in ((0, 7), (5, 1), (1000, 3), (2500, 7), (3, 2)):
+            got = rotary_for(rot, h[:, :n], start)
+            ref = rot(h[:, :n], torch.arange(start, start + n)[None])
+            assert all(torch.equal(a.view(torch.int32), b.view(torch.int32)) for a, b in zip(got, ref))
