@@ -135,8 +135,15 @@ def weight_for(t: torch.Tensor):
     return w
 
 
+def attach_stored(linear, s: StoredWeight) -> None:
+    """The engine reads ``s`` (the same floats as ``linear.weight``, stored compactly) for ``linear``: in a stack,
+    and wherever it multiplies by ``linear.weight``."""
+    linear.stored_weight = s
+    register_weight(linear.weight, s)
+
+
 def stored_of(linear) -> StoredWeight | None:
-    """The stored form attached to an ``nn.Linear`` (``model_loading`` attaches it), or None."""
+    """The stored form attached to an ``nn.Linear`` (``attach_stored``), or None."""
     return getattr(linear, "stored_weight", None)
 
 

@@ -109,6 +109,9 @@ class DrafterHead(nn.Module):
             proj.base.weight.copy_(w)
         proj.base.requires_grad_(False)
         proj.reset_lora_parameters()
+        stored = cpu_engine.stored_of(head)  # the same floats, as the verifier's head is stored (e.g. Q8_0 blocks)
+        if stored is not None:
+            cpu_engine.attach_stored(proj.base, stored if rows is None else stored.select_rows(rows.cpu()))
         return out
 
 

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from common.errors import UserError
+from kangaroo import cpu_engine
 from kangaroo.blocks import HiddenContext
 from kangaroo.llama_forward import causal_mask, final_norm, new_cache, project, rotary_for, run_layers, window_mask
 from kangaroo.kv_cache import KVCache
@@ -185,3 +186,6 @@ class KangarooModel(nn.Module):
             raise ValueError(f"drafter vocabulary must be distinct ids in 0..{V - 1}")
         self.drafter_vocab = ids
         self._pruned_head_weight = self.head_model.weight.detach()[ids].clone()
+        stored = cpu_engine.stored_of(self.head_model)  # the engine reads those rows as the head is stored
+        if stored is not None:
+            cpu_engine.register_weight(self._pruned_head_weight, stored.select_rows(ids.cpu()))

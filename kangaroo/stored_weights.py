@@ -49,12 +49,6 @@ def matrices(lm) -> dict[str, torch.nn.Linear]:
     return out
 
 
-def attach(module: torch.nn.Linear, stored: StoredWeight) -> None:
-    """The engine reads ``stored`` for ``module`` (its stack, and ``project`` over its weight)."""
-    module.stored_weight = stored
-    cpu_engine.register_weight(module.weight, stored)
-
-
 def exact(stored: StoredWeight, weight: torch.Tensor) -> bool:
     """Whether the engine's float32 expansion of ``stored`` is ``weight``, bit for bit."""
     if tuple(weight.shape) != (stored.rows, stored.cols) or weight.dtype != torch.float32:
@@ -69,7 +63,7 @@ def attach_exact(lm, stored: dict[str, StoredWeight], source: str) -> int:
     for name, s in stored.items():
         if name in mods:
             if exact(s, mods[name].weight):
-                attach(mods[name], s)
+                cpu_engine.attach_stored(mods[name], s)
                 kept += 1
             else:
                 differ.append(name)
@@ -102,7 +96,7 @@ def convert(lm, fmt: str) -> int:
             left.append(name)
             continue
         m.weight.copy_(dequantize(s))
-        attach(m, s)
+        cpu_engine.attach_stored(m, s)
         done += 1
     if left:
         _notice(f"--weights {fmt}: {len(left)} matrices (e.g. {left[0]}) do not fit its blocks of 32; they stay "

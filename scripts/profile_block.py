@@ -10,12 +10,16 @@ Times (median of --repeats, each after a warm-up), all at a context of --context
   head       the drafter head on one hk: the verifier's head (identity Kangaroo) and the LoRA head (DVI)
   deep(n)    layers k.. on n tokens + the verifier head on n rows: the verify pass of a block of n-1 drafts
   train      one DVI trainer step (--dvi-batch-size tuples, top-K KD + CE + PG, the full preset past warm-up)
-  stream_limit  the model's weight bytes one token reads (decoder layers + head) / the rate one core streams
-             weights, measured in the same run as a 1-row F.linear over a --stream-mb matrix: the floor of ``ar``
+  stream_limit  the bytes one token reads in the format the engine reads (decoder layers + head) / the rate one
+             core streams them with the engine's read loop over a --stream-mb buffer: the floor of ``ar``
+  fma_floor(n)  n x the weights a token row multiplies by / the float32 FMA rate of one core: the floor of
+             deep(n) + shallow, whatever the weight format (scripts/engine_limits.py)
 
-Each part is timed for every engine of --engines (auto: the lean C++ CPU engine, plain: PyTorch ops) at every
-thread count of --threads; the top-level ``costs`` are the first engine at the first thread count, the others
-are under ``variants`` ("ENGINE/THREADSt"); the trainer step is timed once, in the first variant.
+Each part is timed for every weight format of --weights-list (stored: as the file holds them, float32, or a
+conversion: bfloat16, float16, q8_0, q4_0, q4_1), engine of --engines (auto: the lean C++ CPU engine, plain:
+PyTorch ops; plain only with the first format: it multiplies by the float32 values) and thread count of
+--threads; the top-level ``costs`` are the first variant, the others are under ``variants``
+("FORMAT/ENGINE/THREADSt"); the trainer step is timed once, in the first variant.
 
 Cost model of a block that drafts m tokens and commits c of them (c = accepted + 1):
 
@@ -36,6 +40,7 @@ from pathlib import Path
 import torch
 
 from kangaroo import cpu_engine
+from scripts import engine_limits as limits
 from evaluation.cli import OneLineParser, add_model_args, add_speculation_args, resolve_device_dtype, resolve_model_id
 
 
@@ -52,6 +57,9 @@ def build_parser() -> OneLineParser:
     p.add_argument("--dvi-update-every", type=int, default=8)
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts to time")
     p.add_argument("--engines", default="auto,plain", help="comma-separated engines to time: auto, plain")
+    p.add_argument("--weights-list", default="stored",
+                   help="comma-separated --weights formats to time (stored, float32, bfloat16, float16, q8_0, q4_0, "
+                        "q4_1): one model each, converted where the format is not the file's")
     p.add_argument("--stream-mb", type=int, default=512, help="size of the matrix that measures the stream rate")
     p.add_argument("--out", default="runs/profile")
     return p
@@ -76,25 +84,6 @@ def median_ms(fn, repeats: int, device) -> float:
 
     fn()
     return statistics.median(elapsed_ms(fn, device) for _ in range(repeats))
-
-
-def weight_bytes(lm) -> int:
-    """Bytes of weights one decode token reads: every decoder layer, the final norm and the head (the
-    embedding gives one row; a tied head is counted once, as the head)."""
-    params = list(lm.model.layers.parameters()) + list(lm.model.norm.parameters()) + [lm.lm_head.weight]
-    return sum(p.numel() * p.element_size() for p in params)
-
-
-@torch.no_grad()
-def stream_rate(mb: int, repeats: int, device, dtype) -> float:
-    """Bytes per second a 1-row ``F.linear`` reads of an ``mb`` MiB weight matrix on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    w = torch.randn(max(1, mb * 2 ** 20 // (4 * 1024)), 1024, device=device).to(dtype)
-    x = torch.randn(1, 1024, device=device).to(dtype)
-    ms = median_ms(lambda: torch.nn.functional.linear(x, w), repeats, device)
-    torch.set_num_threads(threads)
-    return w.numel() * w.element_size() / (ms / 1e3)
 
 
 @torch.no_grad()
@@ -165,16 +154,19 @@ def targets_markdown(costs: dict) -> list[str]:
 
 
 def variants_markdown(variants: dict) -> list[str]:
-    """One row per engine/thread variant: the costs that decide a block, side by side."""
+    """One row per format/engine/thread variant: the costs that decide a block, side by side, and the floors."""
     names = list(variants)
     n_max = max(variants[names[0]]["deep_ms"])
     lines = ["| variant | ar | shallow | head | " + " | ".join(f"deep({n})" for n in range(1, n_max + 1)) +
-             f" | deep(2)/ar | deep({n_max})/ar |", "|---" * (n_max + 6) + "|"]
+             f" | deep(2)/ar | deep({n_max})/ar | stream limit | FMA floor 1 / {n_max} rows |",
+             "|---" * (n_max + 8) + "|"]
     for name in names:
         c = variants[name]
+        floor = c["fma_floor_ms"]
         lines.append(f"| {name} | {c['ar_ms']:.1f} | {c['shallow_ms']:.1f} | {c['head_identity_ms']:.1f} | " +
                      " | ".join(f"{c['deep_ms'][n]:.1f}" for n in range(1, n_max + 1)) +
-                     f" | {c['deep_ms'][2] / c['ar_ms']:.2f} | {c['deep_ms'][n_max] / c['ar_ms']:.2f} |")
+                     f" | {c['deep_ms'][2] / c['ar_ms']:.2f} | {c['deep_ms'][n_max] / c['ar_ms']:.2f} | "
+                     f"{c['stream_limit_ms']:.1f} | {floor[1]:.1f} / {floor[n_max]:.1f} |")
     return lines
 
 
@@ -200,37 +192,58 @@ def report_markdown(costs: dict, meta: dict, steps: int, update_every: int) -> s
     return "\n".join(lines) + "\n"
 
 
+def lora_shape(args) -> tuple[int, float]:
+    """The DVI head's rank and alpha: --load-lora's, else --dvi-lora-r (default 64)."""
+    if not args.load_lora:
+        return args.dvi_lora_r or 64, float(args.dvi_lora_r or 64)
+    from dvi.checkpoint import read_ckpt
+
+    meta = read_ckpt(args.load_lora)["meta"]
+    return int(meta["lora_r"]), float(meta["lora_alpha"])
+
+
+def measure_formats(args, r: int, alpha: float, rate: float, fmas: float) -> tuple[dict, dict]:
+    """Every variant's costs (with its stream limit and FMA floors), and bytes/weights per token per format."""
+    from kangaroo.kangaroo_model import KangarooModel
+    from kangaroo.model_loading import load_causal_lm
+
+    variants, per_format = {}, {}
+    for i, fmt in enumerate(args.weights_list.split(",")):
+        lm = load_causal_lm(args.model_id, device=args.device, dtype=args.dtype, weights=fmt)
+        km = KangarooModel(model_id=args.model_id, exit_layer=args.exitlayer, base_model=lm)
+        nbytes, weights = limits.bytes_per_token(lm), limits.weights_per_token(lm)
+        per_format[fmt] = {"MB per token": round(nbytes / 1e6, 1), "read as": limits.stored_formats(lm)}
+        floors = {n: n * weights / fmas * 1e3 for n in range(1, args.steps + 2)}
+        for engine in args.engines.split(",") if i == 0 else ["auto"]:
+            for threads in (int(t) for t in args.threads.split(",")):
+                cpu_engine.set_enabled(engine == "auto")
+                torch.set_num_threads(threads)
+                costs = measure(km, args, r, alpha, train=not variants)
+                variants[f"{fmt}/{engine}/{threads}t"] = {**costs, "stream_limit_ms": nbytes / rate * 1e3,
+                                                          "fma_floor_ms": floors}
+        del km, lm
+    return variants, per_format
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     resolve_model_id(args)
     resolve_device_dtype(args)  # also applies --num-threads
-    from kangaroo.kangaroo_model import KangarooModel
-    from kangaroo.model_loading import load_causal_lm
-
-    r, alpha = args.dvi_lora_r or 64, float(args.dvi_lora_r or 64)
-    if args.load_lora:
-        from dvi.checkpoint import read_ckpt
-
-        meta = read_ckpt(args.load_lora)["meta"]
-        r, alpha = int(meta["lora_r"]), float(meta["lora_alpha"])
-    lm = load_causal_lm(args.model_id, device=args.device, dtype=args.dtype)
-    km = KangarooModel(model_id=args.model_id, exit_layer=args.exitlayer, base_model=lm)
-    rate = stream_rate(args.stream_mb, args.repeats, km.device, km.dtype)
-    limit_ms = weight_bytes(lm) / rate * 1e3
-    variants = {}
-    for engine in args.engines.split(","):
-        for threads in (int(t) for t in args.threads.split(",")):
-            cpu_engine.set_enabled(engine == "auto")
-            torch.set_num_threads(threads)
-            costs = measure(km, args, r, alpha, train=not variants)
-            variants[f"{engine}/{threads}t"] = {**costs, "stream_limit_ms": limit_ms}
+    r, alpha = lora_shape(args)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rate, fmas = limits.stream_rate(args.stream_mb, args.repeats), limits.fma_rate(args.repeats)
+    torch.set_num_threads(threads)
+    variants, per_format = measure_formats(args, r, alpha, rate, fmas)
     costs = {**variants[next(iter(variants))]}
     costs["variants"] = variants
     meta = {"model": args.model_id, "device": args.device, "dtype": args.dtype, "threads": args.threads,
-            "engines": args.engines, "exit layer": args.exitlayer, "context": args.context, "repeats": args.repeats,
-            "lora r": r, "trainer batch": args.dvi_batch_size, "top-K": args.dvi_topk,
-            "update every": args.dvi_update_every, "weight MB per token": round(weight_bytes(lm) / 1e6, 1),
-            "stream GB/s (1 thread)": round(rate / 1e9, 2),
+            "engines": args.engines, "weights": args.weights_list, "exit layer": args.exitlayer,
+            "context": args.context, "repeats": args.repeats, "lora r": r, "trainer batch": args.dvi_batch_size,
+            "top-K": args.dvi_topk, "update every": args.dvi_update_every,
+            "stream GB/s (1 thread, engine read loop)": round(rate / 1e9, 2),
+            "float32 FMA G/s (1 thread)": round(fmas / 1e9, 2),
+            **{f"{fmt}: MB per token, read as": f"{v['MB per token']} ({v['read as']})" for fmt, v in per_format.items()},
             "command": shlex.join(["python", "-m", "scripts.profile_block", *(sys.argv[1:] if argv is None else argv)])}
     md = report_markdown(costs, meta, args.steps, args.dvi_update_every)
     md += "\nAll variants (ms; head = the identity drafter head):\n\n" + "\n".join(variants_markdown(variants)) + "\n"

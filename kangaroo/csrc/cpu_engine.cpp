@@ -46,11 +46,6 @@ torch::Tensor dequantize(const Weight& w, std::optional<torch::Tensor> ids) {
   return out.view([&] { auto s = idx.sizes().vec(); s.push_back(w.cols()); return s; }());
 }
 
-double stream(torch::Tensor bytes) {
-  TORCH_CHECK(bytes.is_contiguous() && bytes.device().is_cpu(), "stream: a contiguous CPU tensor");
-  return stream_read(static_cast<const uint8_t*>(bytes.data_ptr()), int64_t(bytes.nbytes()));
-}
-
 }  // namespace
 }  // namespace kangaroo
 
@@ -69,7 +64,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("linear", &kangaroo::linear, "x [..., K] @ w^T for a weight in any format, batch-invariant");
   m.def("dequantize", &kangaroo::dequantize, "the weight's float32 values (all rows, or the rows ids)",
         pybind11::arg("w"), pybind11::arg("ids") = pybind11::none());
-  m.def("stream_read", &kangaroo::stream, "read every byte of a tensor as the matmul streams weights");
 #ifdef KANGAROO_AVX512
   m.attr("isa") = "avx512";
 #else

@@ -150,15 +150,4 @@ void matmul(const float* x, int64_t n, int64_t ldx, const Mat& w, float* y, int6
 
 void expand_rows(const Mat& w, float* out) { by_format<ExpandFn>(w.fmt, w, out); }
 
-float stream_read(const uint8_t* data, int64_t bytes) {
-  const int64_t lines = bytes / 64;
-  __m256i acc = _mm256_setzero_si256();
-  for (int64_t l = 0; l < lines; ++l) {
-    _mm_prefetch(reinterpret_cast<const char*>(data + (l + 16) * 64), _MM_HINT_T0);
-    acc = _mm256_xor_si256(acc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + l * 64)));
-    acc = _mm256_xor_si256(acc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + l * 64 + 32)));
-  }
-  return float(_mm256_extract_epi32(acc, 0) & 0xff);
-}
-
 }  // namespace kangaroo

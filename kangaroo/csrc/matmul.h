@@ -12,8 +12,4 @@ void matmul(const float* x, int64_t n, int64_t ldx, const Mat& w, float* y, int6
 // The float32 values of w's rows (what matmul multiplies by), into out [w.rows, w.cols].
 void expand_rows(const Mat& w, float* out);
 
-// Streams ``bytes`` of ``data`` as the matmul's weight loop does (loads plus prefetch, nothing computed); returns
-// a value that depends on every line read, so it cannot be optimised away.
-float stream_read(const uint8_t* data, int64_t bytes);
-
 }  // namespace kangaroo

@@ -170,3 +170,26 @@ def test_the_avx2_build_computes_the_same_bits(tmp_path):
         assert same(cpu_engine.extension().linear(x, cpu_engine.engine_weight(s)), y), s.fmt
     for f, logits in zip(FORMATS, out["logits"]):
         assert same(_hidden_and_logits(quantized_tiny(f), [ids[:, :13], ids[:, 13:]])[1], logits), f
+
+
+def test_drafter_heads_read_the_verifier_heads_stored_rows():
+    """The LoRA head's frozen base and a pruned identity head are copies of the verifier's head rows: the engine
+    reads them as the head is stored and gets the float32 copies' values."""
+    from kangaroo.drafter_head import DrafterHead
+
+    lm = quantized_tiny("q8_0", seed=2)
+    km = KangarooModel(model_id="tiny", base_model=lm, exit_layer=2)
+    rows = torch.tensor([5, 0, 96, 40])
+    hk = torch.randn(3, 64, generator=torch.Generator().manual_seed(0))
+    ext = cpu_engine.extension()
+    for r in (None, rows):
+        head = DrafterHead.from_verifier_head(km.head_model, r=4, alpha=4.0, rows=r)
+        torch.nn.init.normal_(head.proj.B)
+        assert cpu_engine.stored_of(head.proj.base).fmt == "q8_0"
+        assert cpu_engine.weight_for(head.proj.base.weight).fmt == FORMATS.index("q8_0")
+        w = head.proj.base.weight.detach()
+        want = ext.linear(hk, cpu_engine.engine_weight(StoredWeight("float32", w.clone(), *w.shape)))
+        assert same(head(hk), want + ((hk @ head.proj.A.T) @ head.proj.B.T) * head.proj.scaling)
+    km.set_drafter_vocab(rows)
+    assert same(km.drafter_logits_from_hk(hk), ext.linear(hk, cpu_engine.engine_weight(
+        StoredWeight("float32", lm.lm_head.weight.detach()[rows].clone(), 4, 64))))

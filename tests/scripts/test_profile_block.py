@@ -19,15 +19,6 @@ def test_block_cost_adds_the_parts():
     assert block_ms(COSTS, 1, "lora", online=True, update_every=8) == pytest.approx(2 + 1 + 12 + 10)
 
 
-def test_weight_bytes_counts_layers_norm_and_head_once():
-    from scripts.profile_block import weight_bytes
-    from tests.conftest import make_tiny_llama
-
-    lm = make_tiny_llama(dtype=torch.float32)  # tied head: the embedding is the head
-    layers = sum(p.numel() for p in lm.model.layers.parameters())
-    assert weight_bytes(lm) == 4 * (layers + 32 + 97 * 32)
-
-
 def test_break_even_is_block_cost_over_one_plain_step():
     assert break_even(COSTS, 1, "identity") == pytest.approx((2 * 1.0 + 0.5 + 12.0) / 10.0)
     assert break_even(COSTS, 2, "lora", online=True, update_every=4) > break_even(COSTS, 2, "lora")
@@ -41,12 +32,16 @@ def test_profiler_writes_costs_for_every_verify_width(tmp_path):
     out = tmp_path / "prof"
     assert main(["--model-id", str(model_dir), "--context", "8", "--repeats", "1", "--steps", "3",
                  "--dvi-topk", "16", "--dvi-batch-size", "8", "--stream-mb", "4", "--threads", "1,2",
-                 "--out", str(out)]) == 0
+                 "--weights-list", "stored,q8_0", "--out", str(out)]) == 0
     costs = json.loads((out / "block_costs.json").read_text())["costs"]
     assert sorted(int(n) for n in costs["deep_ms"]) == [1, 2, 3, 4]
     assert all(costs[k] > 0 for k in ("ar_ms", "shallow_ms", "head_identity_ms", "head_lora_ms", "train_ms",
                                       "stream_limit_ms"))
-    assert sorted(costs["variants"]) == ["auto/1t", "auto/2t", "plain/1t", "plain/2t"]
+    assert sorted(costs["variants"]) == ["q8_0/auto/1t", "q8_0/auto/2t", "stored/auto/1t", "stored/auto/2t",
+                                         "stored/plain/1t", "stored/plain/2t"]
+    q8, f32 = costs["variants"]["q8_0/auto/1t"], costs["variants"]["stored/auto/1t"]
+    assert q8["stream_limit_ms"] < f32["stream_limit_ms"] / 3  # 34 bytes a block of 32 weights against 128
+    assert q8["fma_floor_ms"] == f32["fma_floor_ms"] and f32["fma_floor_ms"]["4"] > f32["fma_floor_ms"]["1"]
     assert all(sorted(int(n) for n in v["deep_ms"]) == [1, 2, 3, 4] for v in costs["variants"].values())
     md = (out / "block_costs.md").read_text()
-    assert "| 3 |" in md and "deep(2) / ar" in md and "| plain/2t |" in md
+    assert "| 3 |" in md and "deep(2) / ar" in md and "| stored/plain/2t |" in md and "q8_0 x" in md

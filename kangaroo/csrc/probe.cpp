@@ -1,0 +1,58 @@
+// What one core can do, measured by the engine's own kind of code (for scripts/profile_block.py): the rate it
+// streams bytes from memory (loads with the matmul's prefetch, nothing computed) and the rate it runs the FMAs
+// a dot product chains (independent accumulators, so throughput, not latency, bounds it).
+#include <array>
+#include <chrono>
+
+#include "module.h"
+#include "simd.h"
+
+namespace kangaroo {
+namespace {
+
+// Reads every 64-byte line of ``bytes`` (prefetched 16 KB ahead into L2, as matmul.cpp does); returns the
+// seconds it took.
+double stream_read(torch::Tensor bytes) {
+  TORCH_CHECK(bytes.is_contiguous() && bytes.device().is_cpu(), "stream_read: a contiguous CPU tensor");
+  const auto* p = static_cast<const uint8_t*>(bytes.data_ptr());
+  const int64_t lines = int64_t(bytes.nbytes()) / 64;
+  const auto t0 = std::chrono::steady_clock::now();
+  __m256i acc = _mm256_setzero_si256();
+  for (int64_t l = 0; l < lines; ++l) {
+    if (l + 256 < lines) _mm_prefetch(reinterpret_cast<const char*>(p + (l + 256) * 64), _MM_HINT_T1);
+    acc = _mm256_xor_si256(acc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + l * 64)));
+    acc = _mm256_xor_si256(acc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + l * 64 + 32)));
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  volatile int sink = _mm256_extract_epi32(acc, 0);
+  (void)sink;
+  return s;
+}
+
+// Runs ``n`` rounds of 12 independent Vec FMA chains; returns float32 FMAs (lanes) per second.
+double fma_rate(int64_t n) {
+  Vec a[12];
+  const Vec m = xload(std::array<float, 8>{0.999f, 0.999f, 0.999f, 0.999f, 0.999f, 0.999f, 0.999f, 0.999f}.data());
+  for (int i = 0; i < 12; ++i) a[i] = vzero();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t r = 0; r < n; ++r)
+    for (int i = 0; i < 12; ++i) {
+      a[i] = vfma(a[i], m, m);
+      asm("" : "+v"(a[i]));
+    }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  float out[8 * kRowsPerVec];
+  vstore(out, a[0]);
+  volatile float sink = out[0];
+  (void)sink;
+  return double(n) * 12 * 8 * kRowsPerVec / s;
+}
+
+void bind(pybind11::module_& m) {
+  m.def("stream_read", &stream_read, "seconds to stream every byte of a tensor (the engine's weight reads)");
+  m.def("fma_rate", &fma_rate, "float32 FMAs per second one thread chains (the engine's vector width)");
+}
+Bind bind_once(bind);
+
+}  // namespace
+}  // namespace kangaroo
