@@ -26,10 +26,18 @@ from typing import Optional
 import torch
 from torch import nn
 
-from common.errors import UserError
+from common.errors import ConfigError, UserError
 from kangaroo.blocks import HiddenContext
 from kangaroo.llama_forward import causal_mask, final_norm, new_cache, project, rotary_for, run_layers, window_mask
 from kangaroo.kv_cache import KVCache
+
+
+def check_exit_layer(exit_layer: int, config) -> None:
+    """The drafter is layers [0, k) and the verifier [k, L): both need at least one layer."""
+    n = config.num_hidden_layers
+    if not 1 <= exit_layer <= n - 1:
+        raise ConfigError(f"--exitlayer {exit_layer} is outside 1..{n - 1} for this {n}-layer model: pick a layer in "
+                          "that range (default 2)")
 
 
 @dataclass
@@ -58,9 +66,7 @@ class KangarooModel(nn.Module):
 
             base_model = load_causal_lm(model_id, device=device, dtype=dtype)
         base_cfg = base_model.config
-        n_layers = base_cfg.num_hidden_layers
-        if not 1 <= exit_layer <= n_layers - 1:
-            raise UserError(f"--exitlayer {exit_layer} is outside 1..{n_layers - 1} for this {n_layers}-layer model")
+        check_exit_layer(exit_layer, base_cfg)
         base_model.requires_grad_(False)
         self.model_id = model_id
         self.exit_layer = exit_layer

@@ -24,7 +24,8 @@ from dvi.online_trainer import OnlineTrainer
 from dvi.types import Batch
 from evaluation.eval_loop import sharegpt_questions
 from evaluation.questions import chat_prompt_ids
-from evaluation.cli import OneLineParser, add_exitlayer_arg, add_model_args, resolve_device_dtype, resolve_model_id
+from evaluation.cli import (OneLineParser, add_exitlayer_arg, add_model_args, apply_runtime, resolve_device_dtype,
+                            resolve_model_id)
 from kangaroo.drafter_head import attach_drafter_head
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.model_loading import load_causal_lm, load_tokenizer
@@ -53,6 +54,7 @@ def load_answer_data(args, answers_path: str, max_answers: int | None = None, to
     """The model (``args``: model, device, dtype, exit layer) and ``collect`` over the answers of ``answers_path``."""
     resolve_model_id(args)
     resolve_device_dtype(args)
+    apply_runtime(args)
     tok = load_tokenizer(args.model_id)
     model = KangarooModel(model_id=args.model_id, exit_layer=args.exitlayer,
                           base_model=load_causal_lm(args.model_id, device=args.device, dtype=args.dtype))

@@ -36,7 +36,8 @@ from pathlib import Path
 import torch
 
 from kangaroo import cpu_engine
-from evaluation.cli import OneLineParser, add_model_args, add_speculation_args, resolve_device_dtype, resolve_model_id
+from evaluation.cli import (OneLineParser, add_model_args, add_speculation_args, apply_runtime, resolve_device_dtype,
+                            resolve_model_id)
 
 
 def build_parser() -> OneLineParser:
@@ -203,7 +204,8 @@ def report_markdown(costs: dict, meta: dict, steps: int, update_every: int) -> s
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     resolve_model_id(args)
-    resolve_device_dtype(args)  # also applies --num-threads
+    resolve_device_dtype(args)
+    apply_runtime(args)
     from kangaroo.kangaroo_model import KangarooModel
     from kangaroo.model_loading import load_causal_lm
 

@@ -19,7 +19,8 @@ from types import SimpleNamespace
 
 import torch
 
-from evaluation.cli import OneLineParser, add_model_args, add_speculation_args, fail, resolve_device_dtype
+from evaluation.cli import (OneLineParser, add_model_args, add_speculation_args, apply_runtime, fail,
+                            resolve_device_dtype)
 
 SHAPES = {
     "7b": dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
@@ -80,6 +81,7 @@ def projection_markdown(costs: dict, steps: int, committed: list[float]) -> str:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     resolve_device_dtype(args)
+    apply_runtime(args)
     try:
         committed = [float(x) for x in args.committed.split(",") if x.strip()]
     except ValueError:
