@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.atomic import atomic_write
 from common.errors import UserError
 
 TRAIN_COLS = ("step", "loss", "kd", "rkl", "kd_top1", "ce", "pg", "entropy", "w_kl", "w_ce", "w_pg", "reward_mean",
@@ -236,8 +237,8 @@ class MetricsLogger:
             bot.text(0.5, 0.5, "no trainer steps (offline run)", ha="center", va="center", transform=bot.transAxes)
         bot.set_ylabel("trainer loss terms")
         bot.set_xlabel("global step (verify/commit blocks)")
-        png.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(png, dpi=100)
+        with atomic_write(png, "wb") as f:
+            fig.savefig(f, dpi=100, format="png")
         return png
 
     def close(self) -> None:

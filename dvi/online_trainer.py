@@ -22,7 +22,7 @@ from dvi.presets import LossPreset, get_preset
 from dvi.schedule import PiecewiseSchedule
 from dvi.segment_features import segment_features
 from dvi.types import Batch
-from kangaroo.drafter_head import trainable_params
+from kangaroo.drafter_head import TrainableDrafter, trainable_params
 
 TERMS = ("kd", "rkl", "kd_top1", "ce", "pg", "entropy")
 
@@ -31,9 +31,9 @@ class OnlineTrainer:
     """Trains the drafter head's trainable tensors (the LoRA A/B), and the trained adapter's when the drafter has
     one, with one optimizer; the verifier and base weights never change.
 
-    ``drafter`` is duck-typed: ``drafter_head`` (a ``DrafterHead``: ``head(hk [B, d]) -> [B, N] float32``,
-    ``trainable_params()``, ``weight_device``/``weight_dtype``) and ``drafter_vocab`` (None, or the [N] ids of a
-    pruned head); with a trained adapter also ``trained_adapter`` and ``rotary_emb`` (the model's). KD/KL are
+    ``drafter`` is a ``TrainableDrafter`` (``kangaroo/drafter_head.py``): its ``drafter_head`` (``head(hk [B, d]) ->
+    [B, N] float32``), ``drafter_vocab`` (None, or the [N] ids of a pruned head), ``trained_adapter`` (None, or the
+    adapter trained with the head) and ``rotary_emb`` (the model's, for the adapter). KD/KL are
     exact over V for a batch of store full (``batch.z_phi``) and renormalised over the stored top-K
     (``batch.z_idx``, ``batch.z_val``) for top-K. Terms whose effective weight is exactly 0 are not
     computed (reported as 0.0). Reported ``w_*`` are the effective weights (schedule x preset); ``baseline`` is the
@@ -44,7 +44,7 @@ class OnlineTrainer:
     part-way, which could leave the optimizer half-updated; the driver decides what to do (it warns).
     """
 
-    def __init__(self, drafter, cfg: TrainerConfig, schedule: PiecewiseSchedule | ScheduleConfig, vocab_size: int,
+    def __init__(self, drafter: TrainableDrafter, cfg: TrainerConfig, schedule: PiecewiseSchedule | ScheduleConfig, vocab_size: int,
                  *, preset: LossPreset | None = None, ema_decay: float = 0.99, weight_decay: float = 0.0,
                  grad_clip: float | None = 1.0):
         """``preset`` overrides ``cfg.ablation`` with loss factors of one's own (experiments, tests)."""
@@ -56,14 +56,13 @@ class OnlineTrainer:
         self.schedule = schedule if isinstance(schedule, PiecewiseSchedule) else PiecewiseSchedule.from_config(schedule)
         self.preset = preset or get_preset(cfg.ablation)
         self.entropy_weight, self.ema_decay, self.grad_clip = cfg.entropy_weight, ema_decay, grad_clip
-        self.adapter = getattr(drafter, "trained_adapter", None)
-        self.rotary_emb = getattr(drafter, "rotary_emb", None)
+        self.adapter, self.rotary_emb = drafter.trained_adapter, drafter.rotary_emb
         self.params = trainable_params(drafter)
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=weight_decay)
         self.ema_baseline = 0.0
         # pruned drafter vocabulary (FR-Spec): the drafter's logits have N columns, for the ids drafter_vocab;
         # sub_of maps a full-vocabulary id to its column (-1 outside). Losses live in that N-token space.
-        vocab = getattr(drafter, "drafter_vocab", None)
+        vocab = drafter.drafter_vocab
         self.drafter_vocab, self.sub_of = vocab, None
         if vocab is not None:
             self.sub_of = torch.full((vocab_size,), -1, dtype=torch.long, device=vocab.device)

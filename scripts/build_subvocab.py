@@ -17,6 +17,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from common.atomic import atomic_write_text
 from kangaroo.subvocab import DEFAULT_SKIP, count_tokens, coverage, save_counts, top_ids
 
 SIZES = (2048, 4096, 8192, 16384, 24576, 32768)
@@ -71,8 +72,8 @@ def main(argv=None) -> int:
     for r in rows:
         lines.append(f"| {r['N']} | {r['head_share']:.3f} | " + " | ".join(f"{r[f]:.4f}" for f in greedy) + " |")
     out = Path(a.out)
-    (out / "coverage.md").write_text("\n".join(lines) + "\n")
-    (out / "coverage.json").write_text(json.dumps({"command": cmd, "meta": meta, "rows": rows}, indent=1))
+    atomic_write_text(out / "coverage.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / "coverage.json", json.dumps({"command": cmd, "meta": meta, "rows": rows}, indent=1))
     print("\n".join(lines))
     return 0
 

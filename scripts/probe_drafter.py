@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from common.atomic import atomic_write_text
 from dvi.config import ScheduleConfig, TrainerConfig
 from dvi.online_trainer import OnlineTrainer
 from dvi.types import Batch
@@ -127,7 +128,7 @@ def main(argv=None) -> int:
               + " ".join(f"{s}:{a:.3f}" for s, a in curve) + f" | kd {stats['kd']:.3g} | {ms:.0f} ms/step", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "probe.json").write_text(json.dumps({"args": vars(args), "positions": n, "results": results}, indent=1))
+    atomic_write_text(out / "probe.json", json.dumps({"args": vars(args), "positions": n, "results": results}, indent=1))
     return 0
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from common.atomic import atomic_write_text
 from kangaroo import cpu_engine
 from evaluation.cli import (OneLineParser, add_model_args, add_speculation_args, apply_runtime, resolve_device_dtype,
                             resolve_model_id)
@@ -244,8 +245,8 @@ def write_report(out: str, md: str, meta: dict, costs: dict) -> None:
     """OUT/block_costs.md and OUT/block_costs.json, and the markdown on stdout."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "block_costs.md").write_text(md)
-    (out / "block_costs.json").write_text(json.dumps({"meta": meta, "costs": costs}, indent=2))
+    atomic_write_text(out / "block_costs.md", md)
+    atomic_write_text(out / "block_costs.json", json.dumps({"meta": meta, "costs": costs}, indent=2))
     print(md)
 
 

@@ -23,6 +23,9 @@ def _one_thread():
 
 
 class Stub(nn.Module):
+    """A ``TrainableDrafter``: a LoRA head, no adapter, the full vocabulary."""
+    trained_adapter = rotary_emb = drafter_vocab = None
+
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
