@@ -70,25 +70,40 @@ def check_fields(obj) -> None:
     """Check every field of the config ``obj`` against its type, choices and rule; the first bad one raises."""
     for f in fields(obj):
         value, meta = getattr(obj, f.name), f.metadata
-        if is_dataclass(value) or (value is None and meta.get("nullable")):
-            continue
         name = meta.get("flag") or f"{type(obj).__name__}.{f.name}"
-        _check_type(name, value, f.default)
+        if _nested(f):
+            if not isinstance(value, f.default_factory):
+                raise ConfigError(f"{name} must be a {f.default_factory.__name__}, got {type(value).__name__}")
+            continue
+        if value is None and meta.get("nullable"):
+            continue
+        _check_type(name, value, _kind(f))
         if "choices" in meta and value not in meta["choices"]:
             raise ConfigError(f"{name} {value!r} is not a choice: pick one of {', '.join(meta['choices'])}")
         if "rule" in meta and not meta["rule"].ok(value):
             raise ConfigError(meta["rule"].message(name, value))
 
 
-def _check_type(name: str, value, default) -> None:
-    kind = type(default)
-    if kind is bool and not isinstance(value, bool):
+def _nested(f) -> bool:
+    return f.default_factory is not MISSING and is_dataclass(f.default_factory)
+
+
+def _kind(f) -> str:
+    """The field's base type by name ("bool", "int", "float", "str"; "float" for ``float | None``), whether its
+    annotation is a string (``from __future__ import annotations``) or a type."""
+    t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    return t.split("|")[0].strip()
+
+
+NUMBER = {"int": (int,), "float": (int, float)}
+
+
+def _check_type(name: str, value, kind: str) -> None:
+    if kind == "bool" and not isinstance(value, bool):
         raise ConfigError(f"{name} {value!r} must be true or false")
-    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ConfigError(f"{name} {value!r} must be a whole number")
-    if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        raise ConfigError(f"{name} {value!r} must be a number")
-    if kind is str and not isinstance(value, str):
+    if kind in NUMBER and (isinstance(value, bool) or not isinstance(value, NUMBER[kind])):
+        raise ConfigError(f"{name} {value!r} must be a {'whole number' if kind == 'int' else 'number'}")
+    if kind == "str" and not isinstance(value, str):
         raise ConfigError(f"{name} {value!r} must be a string")
 
 
@@ -97,7 +112,7 @@ def walk_fields(cls, path: tuple = ()) -> Iterator[tuple[tuple, Any]]:
     """(path, field) of every setting of ``cls``, nested configs (fields whose default factory is a dataclass)
     walked in place: the path of ``DVIConfig.trainer.lr`` is ("trainer", "lr")."""
     for f in fields(cls):
-        if f.default_factory is not MISSING and is_dataclass(f.default_factory):
+        if _nested(f):
             yield from walk_fields(f.default_factory, path + (f.name,))
         else:
             yield path + (f.name,), f
@@ -117,10 +132,10 @@ def add_flags(group, cls, only=None, skip=()) -> None:
         if "action" in meta:
             kw["action"] = meta["action"]
             kw.pop("default")
-        elif type(default) is bool:
+        elif _kind(f) == "bool":
             kw.update(type=str2bool, metavar="{true,false}")
         else:
-            kw["type"] = meta.get("type") or (str if default is None else type(default))
+            kw["type"] = meta.get("type") or {"int": int, "float": float}.get(_kind(f), str)
             if "choices" in meta:
                 kw["metavar"] = "{" + ",".join(meta["choices"]) + "}"
         group.add_argument(meta["flag"], **kw)
@@ -132,7 +147,7 @@ def from_args(cls, args):
     kwargs = {}
     for f in fields(cls):
         meta = f.metadata
-        if f.default_factory is not MISSING and is_dataclass(f.default_factory):
+        if _nested(f):
             kwargs[f.name] = from_args(f.default_factory, args)
             continue
         dest = dest_of(meta["flag"]) if "flag" in meta else meta.get("source")

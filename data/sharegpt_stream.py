@@ -37,7 +37,8 @@ def iter_sharegpt_jsonl(path, max_src_len=2048, max_tgt_len=256, stats=None):
     If `stats` is given it is reset to zero and updated live (keys in STAT_KEYS).
     """
     if max_src_len < 1 or max_tgt_len < 1:
-        raise ValueError(f"max_src_len/max_tgt_len must be >= 1 (got {max_src_len}/{max_tgt_len}); pass positive character limits")
+        raise ValueError(f"max_src_len/max_tgt_len must be >= 1 (got {max_src_len}/{max_tgt_len}); "
+                         "pass positive character limits")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"ShareGPT jsonl not found: {path}; {FIX_HINT}")
     st = stats if stats is not None else {}
@@ -144,7 +145,8 @@ def _clip(s, n=300):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m data.sharegpt_stream", description=__doc__.split("\n\n")[0].strip())
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--convert", nargs=2, metavar=("IN.json", "OUT.jsonl"), help="stream a ShareGPT JSON array into jsonl")
+    g.add_argument("--convert", nargs=2, metavar=("IN.json", "OUT.jsonl"),
+                   help="stream a ShareGPT JSON array into jsonl")
     g.add_argument("--peek", nargs=2, metavar=("N", "PATH.jsonl"), help="print the first N (prompt, target) pairs")
     p.add_argument("--max-src-len", type=int, default=2048, help="prompt limit in characters (keeps the tail)")
     p.add_argument("--max-tgt-len", type=int, default=256, help="target limit in characters (keeps the head)")
@@ -154,7 +156,8 @@ def main(argv=None):
         if args.convert:
             src, dst = args.convert
             s = convert_sharegpt_json(src, dst, chunk_size=args.chunk_size)
-            print(f"wrote {s['records']:,} records to {dst}" + (" (input truncated, see warning)" if s["truncated"] else ""))
+            cut = " (input truncated, see warning)" if s["truncated"] else ""
+            print(f"wrote {s['records']:,} records to {dst}{cut}")
             return 0
         n, path = args.peek
         if not n.isdigit():

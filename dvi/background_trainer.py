@@ -11,7 +11,8 @@ The decode thread adopts new weights only at block boundaries (``apply_published
 staging lock is free at that moment (otherwise at the next boundary), so it never waits for a trainer step.
 The shadow head shares the frozen base weight with the live head (read-only) and owns its A/B; a trained adapter is
 copied whole (all its tensors train); the optimizer holds the shadow's tensors. The tensors go between shadow,
-staging copy and live model as ``kangaroo.drafter_head.trainable_params`` lists them. ``stats()`` hands over the trainer steps finished since the last call.
+staging copy and live model as ``kangaroo.drafter_head.trainable_params`` lists them. ``stats()`` hands over the
+trainer steps finished since the last call.
 """
 from __future__ import annotations
 

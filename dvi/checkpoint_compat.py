@@ -84,7 +84,8 @@ def adapter_mismatch(path: Path, ck: dict, adapter) -> str | None:
                 "drafter (another --save-lora-path)")
     if now is None:
         return (f"checkpoint {path} holds a trained adapter (window {saved}) but this run drafts without it: pass "
-                f"--adapter-mode train --dvi-adapter-window {saved} (or leave out --adapter-mode) to resume or deploy it")
+                f"--adapter-mode train --dvi-adapter-window {saved} (or leave out --adapter-mode) to resume or "
+                "deploy it")
     if saved != now:
         return (f"checkpoint {path} holds an adapter trained with --dvi-adapter-window {saved}, this run has {now}: "
                 f"pass --dvi-adapter-window {saved}")

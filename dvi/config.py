@@ -75,7 +75,7 @@ class TrainerConfig:
     kind: str = setting("thread", flag="--dvi-trainer", choices=("thread", "inline"),
                         help="thread: the trainer runs on its own thread on a copy of the LoRA tensors and publishes "
                              "them at block boundaries (decoding never waits); inline: steps inside the decode loop")
-    max_ms: float | None = setting(5.0, flag="--max-online-train-ms", type=int, nullable=True, rule=at_least(0),
+    max_ms: float | None = setting(5, flag="--max-online-train-ms", type=int, nullable=True, rule=at_least(0),
                                    help="trainer time the decode loop may spend per block (inline trainer: enforced "
                                         "as a token bucket, steps that do not fit are skipped; a step is never "
                                         "interrupted); None (Python only): no cap")

@@ -173,8 +173,8 @@ class MetricsLogger:
                 "top1_agree": _mean([float(b[5]) for b in blocks if b[5] is not None]), "speedup": speedup}
 
     def rolling(self, window: int = 50) -> dict:
-        """Stats of the last ``window`` blocks: blocks, step, acc@1, mean_accepted, block_acc, top1_agree, speedup (None if
-        there is no evidence)."""
+        """Stats of the last ``window`` blocks: blocks, step, acc@1, mean_accepted, block_acc, top1_agree, speedup
+        (None if there is no evidence)."""
         return self._stats(self.blocks[-window:])
 
     def first_last(self, window: int = 50) -> dict:
@@ -184,7 +184,8 @@ class MetricsLogger:
         """The last ``every`` blocks (those since the previous printed line) and the trainer steps since then."""
         r, f = self.rolling(self.every), _show
         line = (f"[dvi] step {r['step']} | last {r['blocks']} blocks: acc@1 {f(r['acc@1'])} mean accepted "
-                f"{f(r['mean_accepted'])} block_acc {f(r['block_acc'])} top1_agree {f(r['top1_agree'])} speedup {f(r['speedup'])}"
+                f"{f(r['mean_accepted'])} block_acc {f(r['block_acc'])} top1_agree {f(r['top1_agree'])} "
+                f"speedup {f(r['speedup'])}"
                 + ("x" if r["speedup"] is not None else ""))
         rows = self.train[self._train_mark:]
         if rows:

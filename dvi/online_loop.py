@@ -39,7 +39,7 @@ def calibrate_ar_ms(model, n: int = 12) -> float:
     x = torch.tensor([[1, 2, 3, 4]], device=model.device)
     model.forward_deep(model.forward_shallow(x, caches.shallow).h, caches.deep)
     times = []
-    for i in range(n):
+    for _ in range(n):
         t0 = now(model.device)
         h = model.forward_shallow(x[:, :1], caches.shallow).h
         model.verifier_logits(model.forward_deep(h, caches.deep)).argmax(-1).tolist()

@@ -44,9 +44,9 @@ class OnlineTrainer:
     part-way, which could leave the optimizer half-updated; the driver decides what to do (it warns).
     """
 
-    def __init__(self, drafter: TrainableDrafter, cfg: TrainerConfig, schedule: PiecewiseSchedule | ScheduleConfig, vocab_size: int,
-                 *, preset: LossPreset | None = None, ema_decay: float = 0.99, weight_decay: float = 0.0,
-                 grad_clip: float | None = 1.0):
+    def __init__(self, drafter: TrainableDrafter, cfg: TrainerConfig, schedule: PiecewiseSchedule | ScheduleConfig,
+                 vocab_size: int, *, preset: LossPreset | None = None, ema_decay: float = 0.99,
+                 weight_decay: float = 0.0, grad_clip: float | None = 1.0):
         """``preset`` overrides ``cfg.ablation`` with loss factors of one's own (experiments, tests)."""
         head = drafter.drafter_head
         if head is None:

@@ -73,8 +73,8 @@ def resolve_adapter_mode(args) -> None:
 
 
 def resolve_lora_shape(args) -> None:
-    """``--dvi-lora-r`` / ``--dvi-lora-alpha`` left out: those of the ``--load-lora`` checkpoint (deploying or resuming a
-    drafter needs no flag), else those of ``--dvi-settings``."""
+    """``--dvi-lora-r`` / ``--dvi-lora-alpha`` left out: those of the ``--load-lora`` checkpoint (deploying or resuming
+    a drafter needs no flag), else those of ``--dvi-settings``."""
     meta = load_lora_meta(args) if args.dvi_lora_r is None or args.dvi_lora_alpha is None else {}
     if args.dvi_lora_r is None and "lora_r" in meta:
         args.dvi_lora_r = int(meta["lora_r"])

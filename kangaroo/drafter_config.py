@@ -1,7 +1,7 @@
 """DrafterConfig -> drafter: resolve the ``auto`` choices, prune the drafter head, get the verify-cost curve.
 
 ``DrafterConfig`` (frozen) checks itself and carries its flags (``common/config_fields.py``): the CLI generates the
-flags from it and builds it once (``evaluation/cli_configs.py``); the Python API takes it as is. Nothing here reads
+flags from it and builds it once (``evaluation/cli_checks.py``); the Python API takes it as is. Nothing here reads
 flags.
 
     auto drafter      hybrid (n-gram match first, self-drafter otherwise)
@@ -117,7 +117,7 @@ def cost_curve(cfg: DrafterConfig, model, print_fn=print):
         try:
             return CostCurve.from_json(path)
         except (ValueError, KeyError) as e:
-            raise UserError(f"--cost-curve {path} is not a cost curve ({e}): delete it to measure afresh")
+            raise UserError(f"--cost-curve {path} is not a cost curve ({e}): delete it to measure afresh") from e
     cost = measure_cost_curve(model, cfg.steps + 1)
     print_fn("[drafter] verify cost (ms) for n=1..{}: deep {} shallow {} head {:.2f}".format(
         cfg.steps + 1, [round(x, 2) for x in cost.deep_ms], [round(x, 2) for x in cost.shallow_ms], cost.head_ms))

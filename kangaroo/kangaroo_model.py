@@ -179,7 +179,8 @@ class KangarooModel(nn.Module):
 
     def set_drafter_vocab(self, ids) -> None:
         """Prune the drafter's head to the tokens ``ids`` (FR-Spec); None restores the full vocabulary. The
-        verifier keeps the full vocabulary, so the output is unchanged. Call before ``drafter_head.attach_drafter_head``."""
+        verifier keeps the full vocabulary, so the output is unchanged. Call before
+        ``drafter_head.attach_drafter_head``."""
         if self.drafter_head is not None:
             raise RuntimeError("set the drafter vocabulary before attaching the LoRA drafter head")
         if ids is None:
@@ -187,7 +188,8 @@ class KangarooModel(nn.Module):
             return
         ids = torch.as_tensor(ids, dtype=torch.long, device=self.device)
         V = self.head_model.weight.shape[0]
-        if ids.dim() != 1 or not len(ids) or int(ids.min()) < 0 or int(ids.max()) >= V or len(set(ids.tolist())) != len(ids):
+        distinct = len(set(ids.tolist())) == len(ids)
+        if ids.dim() != 1 or not len(ids) or int(ids.min()) < 0 or int(ids.max()) >= V or not distinct:
             raise ValueError(f"drafter vocabulary must be distinct ids in 0..{V - 1}")
         self.drafter_vocab = ids
         self._pruned_head_weight = self.head_model.weight.detach()[ids].clone()

@@ -64,10 +64,11 @@ def main(argv=None) -> int:
         rows.append({"N": len(ids), "head_share": len(ids) / cfg.vocab_size,
                      **{f: coverage(t, ids) for f, t in greedy.items()}})
     cmd = shlex.join(["python", "-m", "scripts.build_subvocab", *argv])
-    lines = [f"# Pruned drafter vocabulary: coverage of greedy tokens", "", f"`{cmd}`", "",
+    lines = ["# Pruned drafter vocabulary: coverage of greedy tokens", "", f"`{cmd}`", "",
              f"Counts: {meta['tokens']:,} tokens of ShareGPT \"gpt\" turns (lines {a.skip_lines}+ of {a.sharegpt}), "
              f"the model's tokenizer; EOS ids {eos} always kept. Written to `{path}`.", "",
-             "| N | N / V (head cost share) | " + " | ".join(f"{f} ({sum(map(len, t))} greedy tokens)" for f, t in greedy.items()) + " |",
+             "| N | N / V (head cost share) | "
+             + " | ".join(f"{f} ({sum(map(len, t))} greedy tokens)" for f, t in greedy.items()) + " |",
              "|---:|---:|" + "---:|" * len(greedy)]
     for r in rows:
         lines.append(f"| {r['N']} | {r['head_share']:.3f} | " + " | ".join(f"{r[f]:.4f}" for f in greedy) + " |")

@@ -34,7 +34,8 @@ from kangaroo.model_loading import load_causal_lm, load_tokenizer
 
 @torch.no_grad()
 def collect(model, tok, answers: list[dict], prompts: dict, topk: int) -> list[tuple]:
-    """Per answer, in file order: (hk [n, d] fp16, verifier top-K indices [n, K], their logits fp16, verifier argmax)."""
+    """Per answer, in file order: (hk [n, d] fp16, verifier top-K indices [n, K], their logits fp16, verifier
+    argmax)."""
     out = []
     for rec in answers:
         q = prompts[rec["question_id"]]
@@ -128,7 +129,8 @@ def main(argv=None) -> int:
               + " ".join(f"{s}:{a:.3f}" for s, a in curve) + f" | kd {stats['kd']:.3g} | {ms:.0f} ms/step", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "probe.json", json.dumps({"args": vars(args), "positions": n, "results": results}, indent=1))
+    record = {"args": vars(args), "positions": n, "results": results}
+    atomic_write_text(out / "probe.json", json.dumps(record, indent=1))
     return 0
 
 

@@ -63,7 +63,7 @@ def random_llama(shape: str, device: str, dtype: torch.dtype):
 
 
 def projection_markdown(costs: dict, steps: int, committed: list[float]) -> str:
-    from scripts.profile_block import block_ms
+    from scripts.profile.cost_model import block_ms
 
     lines = ["", "Projected speedup over plain greedy decoding (c x ar / block(m)) at the mean committed tokens per "
              "block c measured elsewhere:", "",
@@ -90,7 +90,9 @@ def main(argv=None) -> int:
         fail("--committed values must be >= 1 (a block commits at least one token); --context, --repeats >= 1")
     from kangaroo.kangaroo_model import KangarooModel
     from kangaroo.model_loading import DTYPES
-    from scripts.profile_block import measure, report_markdown, write_report
+    from scripts.profile.cost_model import report_markdown
+    from scripts.profile.measure import measure
+    from scripts.profile_block import write_report
 
     lm = random_llama(args.shape, args.device, DTYPES[args.dtype])
     if not 1 <= args.exitlayer < lm.config.num_hidden_layers:

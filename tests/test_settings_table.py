@@ -8,7 +8,7 @@ from dvi.config import BufferConfig, DenseConfig, DVIConfig, IOConfig, LoRAConfi
 from evaluation import cli
 from kangaroo.drafter_config import DrafterConfig
 from kangaroo_dvi import KangarooDVI
-from tests.conftest import make_tiny_llama, tiny_config
+from tests.helpers import make_tiny_llama, tiny_config
 
 # flag and value -> the same value given to the typed config in Python (argparse gives floats for float flags)
 BAD = [
@@ -96,3 +96,16 @@ def test_good_values_pass_both_ways():
                                        "--dvi-lr", "0.02", "--threshold", "1", "--ngram-min", "3"])
     assert cli.dvi_config(args).trainer.lr == 0.02 and cli.drafter_config(args).ngram_min == 3
     assert DVIConfig(trainer=TrainerConfig(lr=0.02, max_ms=None)).trainer.max_ms is None
+
+
+@pytest.mark.parametrize("build,text", [
+    (lambda: TrainerConfig(lr="0.1"), "--dvi-lr '0.1' must be a number"),
+    (lambda: TrainerConfig(batch_size=2.5), "--dvi-batch-size 2.5 must be a whole number"),
+    (lambda: DVIConfig(online="yes"), "--dvi-online 'yes' must be true or false"),
+    (lambda: DVIConfig(buffer=None), "DVIConfig.buffer must be a BufferConfig, got NoneType"),
+    (lambda: DrafterConfig(drafter=None), "--drafter None must be a string"),
+])
+def test_python_values_of_the_wrong_type_are_named(build, text):
+    with pytest.raises(ConfigError) as e:
+        build()
+    assert str(e.value) == text

@@ -2,7 +2,7 @@
 import pytest
 
 from evaluation import cli as cli_utils
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 QFILE = ["--question-file", __file__]  # any existing file passes the path check
 
@@ -113,7 +113,8 @@ def test_checks_against_config(capsys):
     for argv, match in [(["--exitlayer", "4"], "outside 1..3"), (["--dvi-topk", "98"], "larger than the vocabulary"),
                         (["--max-new-tokens", "512"], "no room for a prompt in this model's 512 positions")]:
         with pytest.raises(SystemExit):
-            cli_utils.validate_against_config(parse(argv + ["--max-new-tokens", "64"][:2 * ("--max-new-tokens" not in argv)]), cfg)
+            tokens = [] if "--max-new-tokens" in argv else ["--max-new-tokens", "64"]
+            cli_utils.validate_against_config(parse(argv + tokens), cfg)
         assert match in capsys.readouterr().err
 
 

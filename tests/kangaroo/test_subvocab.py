@@ -17,7 +17,7 @@ from kangaroo.greedy import greedy_decode
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.speculative import kangaroo_generate
 from kangaroo.subvocab import count_tokens, coverage, load_counts, save_counts, top_ids
-from tests.conftest import make_tiny_llama
+from tests.helpers import make_tiny_llama
 
 KEEP = list(range(3, 97, 2)) + [2]  # 48 of 97 tokens
 
