@@ -14,6 +14,7 @@ source (no flag of its own: the value of another flag's destination, e.g. ``seed
 from __future__ import annotations
 
 import argparse
+import numbers
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any, Callable, Iterator
 
@@ -95,7 +96,7 @@ def _kind(f) -> str:
     return t.split("|")[0].strip()
 
 
-NUMBER = {"int": (int,), "float": (int, float)}
+NUMBER = {"int": numbers.Integral, "float": numbers.Real}  # numpy scalars included
 
 
 def _check_type(name: str, value, kind: str) -> None:
