@@ -1,6 +1,8 @@
 """DrafterConfig -> drafter: resolve the ``auto`` choices, prune the drafter head, get the verify-cost curve.
 
-``DrafterConfig`` (frozen) is built once from the flags by ``evaluation/cli.py``; nothing here reads flags.
+``DrafterConfig`` (frozen) checks itself and carries its flags (``common/config_fields.py``): the CLI generates the
+flags from it and builds it once (``evaluation/cli_checks.py``); the Python API takes it as is. Nothing here reads
+flags.
 
     auto drafter      hybrid (n-gram match first, self-drafter otherwise)
     auto policy       goodput when deploying; threshold with --dvi-online true, so that every block drafts and
@@ -15,24 +17,59 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from common.errors import UserError
+from common.config_fields import above, at_least, check_fields, setting, within
+from common.errors import ConfigError, UserError
 from kangaroo.draft_policy import make_policy
 from kangaroo.drafters import make_drafter
+from kangaroo.kangaroo_model import check_exit_layer
 
 
 @dataclass(frozen=True)
 class DrafterConfig:
-    model_id: str = ""
-    drafter: str = "auto"            # auto | self | ngram | hybrid
-    draft_policy: str = "auto"       # auto | threshold | goodput
-    threshold: float = 0.6
-    steps: int = 6
-    ngram_min: int = 1
-    ngram_max: int = 3
-    cost_curve: str = ""             # JSON verify-cost curve to read, or to write the measured one to
-    goodput_prior: float = 4.0
-    drafter_vocab: int = 0           # pruned drafter head: N most frequent tokens; 0: full vocabulary
-    drafter_vocab_file: str = ""
+    model_id: str = setting("", source="model_id")
+    exit_layer: int = setting(2, flag="--exitlayer", rule=at_least(1), help="k: the first k layers form the drafter")
+    drafter: str = setting("auto", flag="--drafter", choices=("auto", "self", "ngram", "hybrid"),
+                           help="self: shallow layers + drafter head; ngram: prompt lookup; hybrid: n-gram match "
+                                "first, self otherwise; auto: hybrid")
+    draft_policy: str = setting("auto", flag="--draft-policy", choices=("auto", "threshold", "goodput"),
+                                help="threshold: Kangaroo's --threshold rule (>= 1 token per block); goodput: draft a "
+                                     "token only if expected committed tokens per ms rises (measured verify-cost "
+                                     "curve); auto: goodput, but threshold with --dvi-online true")
+    threshold: float = setting(0.6, flag="--threshold", rule=within(0, 1, "a probability"),
+                               help="stop drafting a block when the drafter's top-1 probability falls under this")
+    steps: int = setting(6, flag="--steps", rule=at_least(1, "tokens drafted per block at most"),
+                         help="at most this many drafted tokens per block")
+    ngram_min: int = setting(1, flag="--ngram-min", rule=at_least(1),
+                             help="shortest n-gram the n-gram drafter matches")
+    ngram_max: int = setting(3, flag="--ngram-max", help="longest n-gram the n-gram drafter matches (tried first)")
+    cost_curve: str = setting("", flag="--cost-curve",
+                              help="goodput: JSON verify-cost curve to read; if the file does not exist the run "
+                                   "measures the curve at startup and writes it there (default: measure, do not save)")
+    goodput_prior: float = setting(4.0, flag="--goodput-prior", rule=above(0),
+                                   help="goodput: weight (in observations) of the drafter's raw confidence as the "
+                                        "acceptance prior")
+    drafter_vocab: int = setting(0, flag="--drafter-vocab", rule=at_least(0, "0: the full vocabulary"),
+                                 help="pruned drafter head (FR-Spec): draft only the N most frequent tokens; 0: full "
+                                      "vocabulary")
+    drafter_vocab_file: str = setting("", flag="--drafter-vocab-file",
+                                      help="token counts (python -m scripts.build_subvocab) for --drafter-vocab; "
+                                           "default runs/subvocab/<model>.counts.npz, counted from "
+                                           "assets/sharegpt.jsonl when missing")
+
+    def __post_init__(self):
+        check_fields(self)
+        if self.ngram_max < self.ngram_min:
+            raise ConfigError(f"need 1 <= --ngram-min <= --ngram-max (got {self.ngram_min} and {self.ngram_max})")
+
+    def check_model(self, config) -> None:
+        """The checks that need the model's config (``common.config_fields.check_against_model``)."""
+        check_exit_layer(self.exit_layer, config)
+        if self.drafter_vocab > config.vocab_size:
+            raise ConfigError(f"--drafter-vocab {self.drafter_vocab} is larger than the vocabulary "
+                              f"({config.vocab_size}): lower it, or 0 for the full vocabulary")
+
+
+SPECULATION_FLAGS = ("--exitlayer", "--threshold", "--steps")  # the Kangaroo block, shared by drivers and scripts
 
 
 def resolve_auto(cfg: DrafterConfig, online: bool = False) -> DrafterConfig:
@@ -80,7 +117,7 @@ def cost_curve(cfg: DrafterConfig, model, print_fn=print):
         try:
             return CostCurve.from_json(path)
         except (ValueError, KeyError) as e:
-            raise UserError(f"--cost-curve {path} is not a cost curve ({e}): delete it to measure afresh")
+            raise UserError(f"--cost-curve {path} is not a cost curve ({e}): delete it to measure afresh") from e
     cost = measure_cost_curve(model, cfg.steps + 1)
     print_fn("[drafter] verify cost (ms) for n=1..{}: deep {} shallow {} head {:.2f}".format(
         cfg.steps + 1, [round(x, 2) for x in cost.deep_ms], [round(x, 2) for x in cost.shallow_ms], cost.head_ms))

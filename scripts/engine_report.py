@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from evaluation.cli import OneLineParser, add_model_args, resolve_device_dtype, resolve_model_id
+from evaluation.cli import OneLineParser, add_model_args, apply_runtime, resolve_device_dtype, resolve_model_id
 
 REPO = Path(__file__).resolve().parent.parent
 LLAMA_FORMATS = {"stored": None, "float32": "F32", "bfloat16": "BF16", "q8_0": "Q8_0"}  # ours -> llama-quantize type
@@ -103,6 +103,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     resolve_model_id(args)
     resolve_device_dtype(args)
+    apply_runtime(args)
     from kangaroo.model_loading import resolve_model_source
     from scripts import profile_block, profile_overhead
 

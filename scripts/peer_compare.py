@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+REPO = Path(__file__).resolve().parent.parent
 PEER_METHODS = ("greedy", "greedy_float32", "dvi", "dvi_identity", "llama_plain", "llama_lookup")
 LLAMA = {"llama_plain": 0}  # method -> --spec-draft-n-max (llama_lookup: --lookup-draft)
 
@@ -46,7 +47,7 @@ def peer_args(argv: list[str]):
 
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--peer-methods", default=",".join(PEER_METHODS))
-    p.add_argument("--llamacpp-bin", default=str(Path(__file__).resolve().parent.parent / ".llamacpp" / "build" / "bin"))
+    p.add_argument("--llamacpp-bin", default=str(REPO / ".llamacpp" / "build" / "bin"))
     p.add_argument("--gguf", default=None, help="the .gguf llama.cpp reads (default: the one --model-id's blocks are)")
     p.add_argument("--lookup-draft", type=int, default=8, help="llama_lookup: at most this many drafted tokens")
     ours, rest = p.parse_known_args(argv)
@@ -57,6 +58,9 @@ def peer_args(argv: list[str]):
     if not ours.methods or any(m not in PEER_METHODS for m in ours.methods):
         fail(f"--peer-methods: pick from {','.join(PEER_METHODS)}")
     args = parse_args(rest + ["--methods", "baseline,dvi" if "dvi" in ours.methods else "baseline"])
+    from evaluation.cli import apply_runtime
+
+    apply_runtime(args)
     if any(m.startswith("llama") for m in ours.methods) and not (Path(ours.llamacpp_bin) / "llama-lookup").is_file():
         fail(f"no llama-lookup in {ours.llamacpp_bin}: run `bash scripts/build_llamacpp.sh` first")
     return ours, args
@@ -143,7 +147,8 @@ def decode_one(q: dict, order: list[str], fns: dict, ours, args, tokenizer, gguf
     messages = [{"role": "user", "content": q["turns"][0]}]
     ids = chat_prompt_ids(tokenizer, messages, args.model_id, device=args.device)
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    rec = {"question_id": q["question_id"], "category": q.get("category"), "prompt_tokens": ids.shape[1], "order": order}
+    rec = {"question_id": q["question_id"], "category": q.get("category"), "prompt_tokens": ids.shape[1],
+           "order": order}
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
         f.write(prompt)
     if any(m.startswith("llama") for m in order):
@@ -231,7 +236,8 @@ def main(argv=None) -> int:
     ref = "greedy_float32" if "greedy_float32" in ours.methods else ours.methods[0]
     summary = summarize(records, ours.methods, ref)
     meta = {"model": args.model_id, "gguf": gguf, "weights": args.weights, "threads": torch.get_num_threads(),
-            "questions": len(records), "max new tokens": args.max_new_tokens, "dvi": args.load_lora,
+            "questions": len(records), "max new tokens": args.max_new_tokens,
+            "dvi": args.load_lora if "dvi" in ours.methods else "not run",
             "llama prompt tokens equal ours": sum(r.get("llama_prompt_tokens_equal", True) for r in records),
             "date": time.strftime("%Y-%m-%d %H:%M"),
             "command": shlex.join(["python", "-m", "scripts.peer_compare", *argv])}

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from evaluation.cli import (OneLineParser, add_model_args, add_speculation_args, resolve_device_dtype, resolve_model_id,
-                            resolve_question_file)
+from evaluation.cli import (OneLineParser, add_model_args, add_speculation_args, apply_runtime, resolve_device_dtype,
+                            resolve_model_id, resolve_question_file)
 
 
 def build_parser() -> OneLineParser:
@@ -100,7 +100,8 @@ def decode_all(decode, prompts, clock: Clock) -> dict:
     per = {k: round(v[0] / blocks * 1e3, 3) for k, v in clock.phases.items()}
     python = total - engine
     return {"blocks": blocks, "tokens": tokens, "ms_per_block": round(total / blocks * 1e3, 3),
-            "engine_ms_per_block": round(engine / blocks * 1e3, 3), "python_ms_per_block": round(python / blocks * 1e3, 3),
+            "engine_ms_per_block": round(engine / blocks * 1e3, 3),
+            "python_ms_per_block": round(python / blocks * 1e3, 3),
             "python_share": round(python / total, 3), "python_by_phase_ms": per}
 
 
@@ -109,6 +110,7 @@ def main(argv=None) -> int:
     resolve_model_id(args)
     resolve_device_dtype(args)
     resolve_question_file(args)
+    apply_runtime(args)
     from evaluation.questions import chat_prompt_ids, load_questions
     from kangaroo.draft_policy import make_policy
     from kangaroo.drafters import make_drafter

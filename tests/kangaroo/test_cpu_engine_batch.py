@@ -5,7 +5,7 @@ import torch
 
 from kangaroo import cpu_engine
 from kangaroo.llama_forward import new_cache, run_layers, run_layers_batch
-from tests.conftest import make_tiny_llama
+from tests.helpers import make_tiny_llama
 
 pytestmark = pytest.mark.skipif(cpu_engine.extension() is None, reason="no C++ compiler / AVX2 on this machine")
 

@@ -12,7 +12,7 @@ from kangaroo.llama_forward import final_norm, new_cache, project, run_layers
 from kangaroo.speculative import kangaroo_generate
 from kangaroo.stored_weights import convert, matrices
 from kangaroo.weight_formats import FORMATS, StoredWeight, dequantize, quantize
-from tests.conftest import make_tiny_llama
+from tests.helpers import make_tiny_llama
 
 pytestmark = pytest.mark.skipif(cpu_engine.extension() is None, reason="no C++ compiler / AVX2 on this machine")
 STORED = FORMATS[1:]

@@ -56,7 +56,7 @@ def test_cache_bounds():
 def test_rotary_table_rows_equal_calls_for_those_positions():
     """``rotary_for`` reads a table the rotary module computed once: every slice equals the module's own call."""
     from kangaroo.llama_forward import rotary_for
-    from tests.conftest import make_tiny_llama
+    from tests.helpers import make_tiny_llama
 
     for kw in ({}, {"rope_theta": 100000.0, "hidden_size": 64}):
         lm = make_tiny_llama(dtype=torch.float32, **kw)

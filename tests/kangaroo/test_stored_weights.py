@@ -10,7 +10,7 @@ from kangaroo.gguf_blocks import module_name, unpermute_rows
 from kangaroo.greedy import greedy_decode
 from kangaroo.stored_weights import apply_weights, attach_exact, convert, matrices
 from kangaroo.weight_formats import quantize
-from tests.conftest import make_tiny_llama
+from tests.helpers import make_tiny_llama
 
 pytestmark = pytest.mark.skipif(cpu_engine.extension() is None, reason="no C++ compiler / AVX2 on this machine")
 

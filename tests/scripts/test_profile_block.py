@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from scripts.profile_block import block_ms, break_even, main
+from scripts.profile.cost_model import block_ms, break_even
+from scripts.profile_block import main
 
 COSTS = {"ar_ms": 10.0, "shallow_ms": 1.0, "head_identity_ms": 0.5, "head_lora_ms": 1.0,
          "deep_ms": {1: 9.0, 2: 12.0, 3: 14.0}, "train_ms": 80.0}
@@ -25,14 +26,15 @@ def test_break_even_is_block_cost_over_one_plain_step():
 
 
 def test_profiler_writes_costs_for_every_verify_width(tmp_path):
-    from tests.conftest import make_tiny_llama
+    from tests.helpers import make_tiny_llama
 
     model_dir = tmp_path / "tiny"
     make_tiny_llama(dtype=torch.float32).save_pretrained(model_dir)
     out = tmp_path / "prof"
     assert main(["--model-id", str(model_dir), "--context", "8", "--repeats", "1", "--steps", "3",
                  "--dvi-topk", "16", "--dvi-batch-size", "8", "--stream-mb", "4", "--threads", "1,2",
-                 "--weights-list", "stored,q8_0", "--out", str(out)]) == 0
+                 "--weights-list", "stored,q8_0",
+                 "--out", str(out)]) == 0
     costs = json.loads((out / "block_costs.json").read_text())["costs"]
     assert sorted(int(n) for n in costs["deep_ms"]) == [1, 2, 3, 4]
     assert all(costs[k] > 0 for k in ("ar_ms", "shallow_ms", "head_identity_ms", "head_lora_ms", "train_ms",

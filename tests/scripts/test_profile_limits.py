@@ -5,8 +5,8 @@ import torch
 
 from kangaroo import cpu_engine
 from kangaroo.stored_weights import convert
-from scripts import engine_limits as limits
-from tests.conftest import make_tiny_llama
+from scripts.profile import limits
+from tests.helpers import make_tiny_llama
 
 pytestmark = pytest.mark.skipif(cpu_engine.extension() is None, reason="no C++ compiler / AVX2 on this machine")
 
