@@ -66,38 +66,31 @@ struct Expand<Format::F32> {
   }
 };
 
-template <>
-struct Expand<Format::BF16> {
+// bfloat16 (the float's high 16 bits) and float16 (F16C): 8 halves of each row, one exact conversion
+template <Format F>
+struct ExpandHalf {
   static constexpr int kChunks = 1;
   static constexpr int64_t kGroupBytes = 16;
-  static float value(const uint8_t* row, int64_t k) { return bf16_to_f32(row + 2 * k); }
+  static float value(const uint8_t* row, int64_t k) {
+    return F == Format::BF16 ? bf16_to_f32(row + 2 * k) : f16_to_f32(row + 2 * k);
+  }
   static void group(const uint8_t* const* r, Vec* out) {
     const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[0]));
 #ifdef KANGAROO_AVX512
     const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[1]));
     const __m256i ab = _mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1);
-    out[0] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(ab), 16));
+    out[0] = F == Format::BF16 ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(ab), 16))
+                               : _mm512_cvtph_ps(ab);
 #else
-    out[0] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(a), 16));
+    out[0] = F == Format::BF16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(a), 16))
+                               : _mm256_cvtph_ps(a);
 #endif
   }
 };
-
 template <>
-struct Expand<Format::F16> {
-  static constexpr int kChunks = 1;
-  static constexpr int64_t kGroupBytes = 16;
-  static float value(const uint8_t* row, int64_t k) { return f16_to_f32(row + 2 * k); }
-  static void group(const uint8_t* const* r, Vec* out) {
-    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[0]));
-#ifdef KANGAROO_AVX512
-    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[1]));
-    out[0] = _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1));
-#else
-    out[0] = _mm256_cvtph_ps(a);
-#endif
-  }
-};
+struct Expand<Format::BF16> : ExpandHalf<Format::BF16> {};
+template <>
+struct Expand<Format::F16> : ExpandHalf<Format::F16> {};
 
 // int -> float of 8 quants per row (8 bytes of row r in bytes 8r..8r+7 of q), signed or unsigned
 #ifdef KANGAROO_AVX512

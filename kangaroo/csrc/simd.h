@@ -50,7 +50,6 @@ using Vec = __m512;
 inline Vec vzero() { return _mm512_setzero_ps(); }
 inline Vec vfma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
 inline Vec vmul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
-inline Vec vadd(Vec a, Vec b) { return _mm512_add_ps(a, b); }
 // the input's 8 values at x, in both halves
 inline Vec xload(const float* x) { return _mm512_broadcast_f32x8(_mm256_loadu_ps(x)); }
 inline Vec vjoin(__m256 lo, __m256 hi) { return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1); }
@@ -69,7 +68,6 @@ using Vec = __m256;
 inline Vec vzero() { return _mm256_setzero_ps(); }
 inline Vec vfma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
 inline Vec vmul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
-inline Vec vadd(Vec a, Vec b) { return _mm256_add_ps(a, b); }
 inline Vec xload(const float* x) { return _mm256_loadu_ps(x); }
 inline Vec vspread(__m128 f, int a, int) { return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(f), _mm256_set1_epi32(a)); }
 inline float vsum(Vec v, int) { return hsum8(v); }
