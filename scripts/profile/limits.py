@@ -1,6 +1,6 @@
 """What bounds a decode step on this core, measured with the engine's own kernels (``kangaroo/csrc/probe.cpp``):
 
-    stream rate   bytes per second one thread streams with the engine's weight-read loop (not a BLAS call)
+    stream rate   bytes per second one thread reads from memory with the engine's streaming read (not a BLAS call)
     FMA rate      float32 FMAs per second one thread chains at the engine's vector width
     bytes/token   the bytes a decode step reads: every decoder matrix and the head in the format the engine reads
                   them (``--weights``), plus the norms
