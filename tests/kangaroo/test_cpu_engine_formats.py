@@ -146,6 +146,7 @@ torch.save(out, sys.argv[2])
 """
 
 
+@pytest.mark.slow  # builds the extension a second time (cached after the first run)
 def test_the_avx2_build_computes_the_same_bits(tmp_path):
     """``KANGAROO_ENGINE_ISA=avx2`` builds the AVX2 kernels (one row per 8-lane vector) on this CPU: every output
     equals the native build's (two rows per zmm where the CPU has AVX-512)."""
