@@ -50,3 +50,40 @@ def test_batch_rejects_mismatched_lists_and_overflow():
     caches[1].length = 63
     with pytest.raises(RuntimeError, match="overflow"):
         run_layers_batch(body.layers, [h, h], caches, body.rotary_emb)
+
+
+def test_shapes_are_checked_with_an_error_not_a_crash():
+    lm = make_tiny_llama(seed=2, dtype=torch.float32)
+    ext, layer = cpu_engine.extension(), lm.model.layers[0]
+    norms = [layer.input_layernorm.weight, layer.post_attention_layernorm.weight]
+    w = cpu_engine.weight_for(layer.mlp.down_proj.weight)  # [32, 64]: not a q/k/v matrix
+    with pytest.raises(RuntimeError, match="weight shapes"):
+        ext.Stack(norms, [w, w, w, w], 4, 2, 8, 1e-6, 8 ** -0.5)
+    stack = cpu_engine.stack_for(lm.model.layers)
+    h, cos = torch.zeros(2, 32), torch.zeros(2, 8)
+    bad = torch.zeros(4, 1, 2, 16, 4)  # head_dim 4, not 8
+    with pytest.raises(RuntimeError, match="bad cache"):
+        stack.forward(h, bad, bad, 0, cos, cos)
+    good = torch.zeros(4, 1, 2, 16, 8)
+    with pytest.raises(RuntimeError, match="cos/sin"):
+        stack.forward(h, good, good, 0, cos[:1], cos[:1])
+    with pytest.raises(RuntimeError, match="h must be"):
+        stack.forward(torch.zeros(2, 31), good, good, 0, cos, cos)
+    with pytest.raises(RuntimeError, match="top1"):
+        ext.top1(torch.zeros(2, 5, dtype=torch.float64), True)
+
+
+def test_top1_gives_torchs_argmax_and_softmax_maximum():
+    from kangaroo.llama_forward import argmax_rows, top1
+
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(6, 49157, generator=g) * 4
+    logits[1, [7, 3000, 49156]] = 50.0                    # a tie: the first index wins, as in torch
+    logits[2] = float("-inf")
+    logits[3, 11] = float("nan")                          # torch.argmax takes the first NaN
+    logits[4, 49156] = 99.0                               # the maximum in the scalar tail
+    assert argmax_rows(logits) == logits.argmax(-1).tolist() == top1(logits)[0]
+    ok = [0, 1, 4, 5]
+    torch.testing.assert_close(torch.tensor(top1(logits)[1], dtype=torch.float64)[ok],
+                               torch.softmax(logits, -1).max(-1)[0][ok].double(),
+                               rtol=1e-5, atol=0)
