@@ -52,6 +52,19 @@ def fail(msg: str) -> None:
     raise SystemExit(2)
 
 
+def drafter_spec(v: str) -> str:
+    """--drafter: auto, one drafter, an alias or a chain, as ``kangaroo.drafters.chain_names`` reads it."""
+    from kangaroo.drafters import chain_names
+
+    if v == "auto":
+        return v
+    try:
+        names = chain_names(v)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return ",".join(names) if "," in v else v  # a chain without stray spaces; a name or an alias as given
+
+
 def category_list(v: str) -> list[str]:
     """A comma-separated list of question categories (at least one)."""
     names = list(dict.fromkeys(c.strip() for c in str(v).split(",") if c.strip()))
@@ -92,15 +105,18 @@ def add_speculation_args(g) -> None:
 
 def add_drafter_args(g) -> None:
     """Who drafts and when to stop (kangaroo/drafters.py, kangaroo/draft_policy.py, kangaroo/drafter_config.py)."""
-    g.add_argument("--drafter", default="auto", choices=("auto", "self", "ngram", "hybrid"),
-                   help="self: shallow layers + drafter head; ngram: prompt lookup; hybrid: n-gram match first, "
-                        "self otherwise; auto: hybrid")
+    g.add_argument("--drafter", default="auto", type=drafter_spec,
+                   help="self: shallow layers + drafter head; ngram: prompt lookup; memory: lookup over earlier "
+                        "outputs of the run; a chain such as ngram,memory,self: the first that drafts wins the block "
+                        "(self last); hybrid: ngram,self; auto: ngram,memory,self")
     g.add_argument("--draft-policy", default="auto", choices=("auto", "threshold", "goodput"),
                    help="threshold: Kangaroo's --threshold rule (>= 1 token per block); goodput: draft a token only "
                         "if expected committed tokens per ms rises (measured verify-cost curve); auto: goodput, "
                         "but threshold with --dvi-online true")
     g.add_argument("--ngram-min", type=int, default=1, help="shortest n-gram the n-gram drafter matches")
     g.add_argument("--ngram-max", type=int, default=3, help="longest n-gram the n-gram drafter matches (tried first)")
+    g.add_argument("--memory-tokens", type=int, default=65536,
+                   help="memory drafter: tokens of earlier outputs kept (the oldest outputs are evicted first)")
     g.add_argument("--cost-curve", default="",
                    help="goodput: JSON verify-cost curve to read; if the file does not exist the run measures the "
                         "curve at startup and writes it there (default: measure, do not save)")
@@ -403,6 +419,8 @@ def validate_drafter_args(args) -> None:
         return
     if not 1 <= args.ngram_min <= args.ngram_max:
         fail("need 1 <= --ngram-min <= --ngram-max")
+    if args.memory_tokens < 1:
+        fail("--memory-tokens must be >= 1")
     if args.drafter_vocab < 0:
         fail("--drafter-vocab must be >= 0 (0: the full vocabulary)")
     if args.goodput_prior <= 0:
@@ -477,7 +495,8 @@ def drafter_config(args):
 
     return DrafterConfig(model_id=str(args.model_id), drafter=args.drafter, draft_policy=args.draft_policy,
                          threshold=args.threshold, steps=args.steps, ngram_min=args.ngram_min,
-                         ngram_max=args.ngram_max, cost_curve=args.cost_curve, goodput_prior=args.goodput_prior,
+                         ngram_max=args.ngram_max, memory_tokens=args.memory_tokens, cost_curve=args.cost_curve,
+                         goodput_prior=args.goodput_prior,
                          drafter_vocab=args.drafter_vocab, drafter_vocab_file=args.drafter_vocab_file)
 
 

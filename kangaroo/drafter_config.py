@@ -2,7 +2,8 @@
 
 ``DrafterConfig`` (frozen) is built once from the flags by ``evaluation/cli.py``; nothing here reads flags.
 
-    auto drafter      hybrid (n-gram match first, self-drafter otherwise)
+    auto drafter      AUTO_DRAFTER: the chain ngram,memory,self (prompt lookup, then the memory of earlier outputs,
+                      then the self-drafter)
     auto policy       goodput when deploying; threshold with --dvi-online true, so that every block drafts and
                       the online trainer gets tuples from the first block on (the goodput policy's declined
                       candidates feed it too, but far fewer)
@@ -17,27 +18,39 @@ from pathlib import Path
 
 from common.errors import UserError
 from kangaroo.draft_policy import make_policy
-from kangaroo.drafters import make_drafter
+from kangaroo.drafters import SuffixMemory, chain_names, make_drafter
+
+AUTO_DRAFTER = "ngram,memory,self"
 
 
 @dataclass(frozen=True)
 class DrafterConfig:
     model_id: str = ""
-    drafter: str = "auto"            # auto | self | ngram | hybrid
+    drafter: str = "auto"            # auto | self | ngram | memory | hybrid | a chain such as ngram,memory,self
     draft_policy: str = "auto"       # auto | threshold | goodput
     threshold: float = 0.6
     steps: int = 6
     ngram_min: int = 1
     ngram_max: int = 3
+    memory_tokens: int = 65536       # memory drafter: earlier outputs kept (tokens; the oldest are evicted)
     cost_curve: str = ""             # JSON verify-cost curve to read, or to write the measured one to
     goodput_prior: float = 4.0
     drafter_vocab: int = 0           # pruned drafter head: N most frequent tokens; 0: full vocabulary
     drafter_vocab_file: str = ""
 
+    def __post_init__(self):
+        if self.drafter != "auto":
+            try:
+                chain_names(self.drafter)
+            except ValueError as e:
+                raise UserError(f"--drafter: {e}") from None
+        if self.memory_tokens < 1:
+            raise UserError(f"--memory-tokens must be >= 1 (got {self.memory_tokens}): the memory drafter's bound")
+
 
 def resolve_auto(cfg: DrafterConfig, online: bool = False) -> DrafterConfig:
-    """``auto`` drafter: hybrid; ``auto`` policy: threshold while training online, else goodput."""
-    return replace(cfg, drafter="hybrid" if cfg.drafter == "auto" else cfg.drafter,
+    """``auto`` drafter: ``AUTO_DRAFTER``; ``auto`` policy: threshold while training online, else goodput."""
+    return replace(cfg, drafter=AUTO_DRAFTER if cfg.drafter == "auto" else cfg.drafter,
                    draft_policy=("threshold" if online else "goodput") if cfg.draft_policy == "auto"
                    else cfg.draft_policy)
 
@@ -89,12 +102,20 @@ def cost_curve(cfg: DrafterConfig, model, print_fn=print):
     return cost
 
 
-def build_drafter(cfg: DrafterConfig, model, print_fn=print, cost=None, online: bool = False):
-    """The drafter ``cfg`` names (``auto`` resolved; ``online``: the run trains the drafter); a goodput policy
-    measures (or reads) the verify-cost curve unless ``cost`` is given."""
+def new_memory(cfg: DrafterConfig) -> SuffixMemory | None:
+    """The memory drafter's store (None when ``cfg``'s chain has no memory drafter): share it between the drafters
+    of one run (a server: one store, one drafter per concurrent sequence)."""
+    return SuffixMemory(cfg.memory_tokens) if "memory" in chain_names(resolve_auto(cfg).drafter) else None
+
+
+def build_drafter(cfg: DrafterConfig, model, print_fn=print, cost=None, online: bool = False,
+                  memory: SuffixMemory | None = None):
+    """The drafter chain ``cfg`` names (``auto`` resolved; ``online``: the run trains the drafter); a goodput policy
+    measures (or reads) the verify-cost curve unless ``cost`` is given. ``memory``: a shared store for the memory
+    drafter (default: ``new_memory(cfg)``)."""
     cfg = resolve_auto(cfg, online)
     if cfg.draft_policy == "goodput" and cost is None:
         cost = cost_curve(cfg, model, print_fn)
     return make_drafter(cfg.drafter, cfg.steps,
                         lambda: make_policy(cfg.draft_policy, cfg.threshold, cost, cfg.goodput_prior),
-                        cfg.ngram_min, cfg.ngram_max)
+                        cfg.ngram_min, cfg.ngram_max, memory if memory is not None else new_memory(cfg))
