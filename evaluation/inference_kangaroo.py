@@ -65,7 +65,7 @@ def plain_metrics(model, args):
     def on_block(blk):
         d, v = blk.draft, blk.verification
         log.log_block(next(step), blk.drafted, blk.accepted, len(blk.committed), d.ms + v.ms, d.ms, v.ms, 0.0,
-                    top1_agree=blk.top1_agree)
+                      top1_agree=blk.top1_agree, source=blk.source, asked_ms=blk.asked_ms)
 
     return log, on_block
 
