@@ -108,8 +108,11 @@ def plot_speedup(summary: dict, png) -> Path:
 
 
 def write_report(out: Path, records: list[dict], methods: list[str], meta: dict) -> dict:
+    from scripts.benchmark.sources import sources_markdown, sources_summary
+
     summary = summarize(records, methods)
-    (out / "table.md").write_text(table_markdown(summary, meta))
+    summary["sources"] = sources_summary(records, methods)
+    (out / "table.md").write_text(table_markdown(summary, meta) + sources_markdown(summary["sources"]))
     (out / "summary.json").write_text(json.dumps({"meta": meta, **summary}, indent=2))
     plot_speedup(summary, out / "speedup.png")
     return summary
