@@ -108,7 +108,7 @@ def add_drafter_args(g) -> None:
     g.add_argument("--drafter", default="auto", type=drafter_spec,
                    help="self: shallow layers + drafter head; ngram: prompt lookup; memory: lookup over earlier "
                         "outputs of the run; a chain such as ngram,memory,self: the first that drafts wins the block "
-                        "(self last); hybrid: ngram,self; auto: ngram,memory,self")
+                        "(self last); hybrid: ngram,self; auto: ngram,memory,self, but hybrid with --dvi-online true")
     g.add_argument("--draft-policy", default="auto", choices=("auto", "threshold", "goodput"),
                    help="threshold: Kangaroo's --threshold rule (>= 1 token per block); goodput: draft a token only "
                         "if expected committed tokens per ms rises (measured verify-cost curve); auto: goodput, "
@@ -117,6 +117,9 @@ def add_drafter_args(g) -> None:
     g.add_argument("--ngram-max", type=int, default=3, help="longest n-gram the n-gram drafter matches (tried first)")
     g.add_argument("--memory-tokens", type=int, default=65536,
                    help="memory drafter: tokens of earlier outputs kept (the oldest outputs are evicted first)")
+    g.add_argument("--memory-seed", default="",
+                   help="memory drafter: an answer file of an earlier run (jsonl with token_ids, as the drivers "
+                        "write them) whose outputs start the memory; default: it starts empty")
     g.add_argument("--cost-curve", default="",
                    help="goodput: JSON verify-cost curve to read; if the file does not exist the run measures the "
                         "curve at startup and writes it there (default: measure, do not save)")
@@ -495,8 +498,8 @@ def drafter_config(args):
 
     return DrafterConfig(model_id=str(args.model_id), drafter=args.drafter, draft_policy=args.draft_policy,
                          threshold=args.threshold, steps=args.steps, ngram_min=args.ngram_min,
-                         ngram_max=args.ngram_max, memory_tokens=args.memory_tokens, cost_curve=args.cost_curve,
-                         goodput_prior=args.goodput_prior,
+                         ngram_max=args.ngram_max, memory_tokens=args.memory_tokens, memory_seed=args.memory_seed,
+                         cost_curve=args.cost_curve, goodput_prior=args.goodput_prior,
                          drafter_vocab=args.drafter_vocab, drafter_vocab_file=args.drafter_vocab_file)
 
 

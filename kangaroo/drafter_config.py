@@ -2,8 +2,10 @@
 
 ``DrafterConfig`` (frozen) is built once from the flags by ``evaluation/cli.py``; nothing here reads flags.
 
-    auto drafter      AUTO_DRAFTER: the chain ngram,memory,self (prompt lookup, then the memory of earlier outputs,
-                      then the self-drafter)
+    auto drafter      deploying: AUTO_DRAFTER, the chain ngram,memory,self (prompt lookup, then the memory of
+                      earlier outputs, then the self-drafter); with --dvi-online true: ONLINE_DRAFTER, the chain
+                      ngram,self (hybrid), so that the memory, which matches almost always once it holds some
+                      traffic, does not take the blocks the self-drafter's training tuples come from
     auto policy       goodput when deploying; threshold with --dvi-online true, so that every block drafts and
                       the online trainer gets tuples from the first block on (the goodput policy's declined
                       candidates feed it too, but far fewer)
@@ -13,6 +15,7 @@ Call ``apply_drafter_vocab`` before ``drafter_head.attach_drafter_head`` (the Lo
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from kangaroo.draft_policy import make_policy
 from kangaroo.drafters import SuffixMemory, chain_names, make_drafter
 
 AUTO_DRAFTER = "ngram,memory,self"
+ONLINE_DRAFTER = "ngram,self"
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class DrafterConfig:
     ngram_min: int = 1
     ngram_max: int = 3
     memory_tokens: int = 65536       # memory drafter: earlier outputs kept (tokens; the oldest are evicted)
+    memory_seed: str = ""            # memory drafter: an answer file (jsonl with token_ids) whose outputs start it
     cost_curve: str = ""             # JSON verify-cost curve to read, or to write the measured one to
     goodput_prior: float = 4.0
     drafter_vocab: int = 0           # pruned drafter head: N most frequent tokens; 0: full vocabulary
@@ -49,8 +54,10 @@ class DrafterConfig:
 
 
 def resolve_auto(cfg: DrafterConfig, online: bool = False) -> DrafterConfig:
-    """``auto`` drafter: ``AUTO_DRAFTER``; ``auto`` policy: threshold while training online, else goodput."""
-    return replace(cfg, drafter=AUTO_DRAFTER if cfg.drafter == "auto" else cfg.drafter,
+    """``auto`` drafter: ``ONLINE_DRAFTER`` while training online, else ``AUTO_DRAFTER``; ``auto`` policy:
+    threshold while training online, else goodput."""
+    auto = ONLINE_DRAFTER if online else AUTO_DRAFTER
+    return replace(cfg, drafter=auto if cfg.drafter == "auto" else cfg.drafter,
                    draft_policy=("threshold" if online else "goodput") if cfg.draft_policy == "auto"
                    else cfg.draft_policy)
 
@@ -102,10 +109,33 @@ def cost_curve(cfg: DrafterConfig, model, print_fn=print):
     return cost
 
 
-def new_memory(cfg: DrafterConfig) -> SuffixMemory | None:
-    """The memory drafter's store (None when ``cfg``'s chain has no memory drafter): share it between the drafters
-    of one run (a server: one store, one drafter per concurrent sequence)."""
-    return SuffixMemory(cfg.memory_tokens) if "memory" in chain_names(resolve_auto(cfg).drafter) else None
+def read_outputs(path: Path) -> list[list[int]]:
+    """The token ids of every turn of an answer file (jsonl lines with ``token_ids``, as the drivers write them)."""
+    if not path.is_file():
+        raise UserError(f"--memory-seed {path} does not exist: pass an answer file of an earlier run")
+    outputs = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            outputs += [[int(t) for t in turn] for turn in json.loads(line)["token_ids"]]
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"--memory-seed {path}, line {n}: not an answer with token_ids ({e!r}): pass an answer "
+                            "file written by evaluation.inference_kangaroo or evaluation.inference_baseline") from None
+    return outputs
+
+
+def new_memory(cfg: DrafterConfig, online: bool = False) -> SuffixMemory | None:
+    """The memory drafter's store (None when ``cfg``'s chain has no memory drafter), holding the outputs of
+    ``cfg.memory_seed`` if given: share it between the drafters of one run (a server: one store, one drafter per
+    concurrent sequence)."""
+    if "memory" not in chain_names(resolve_auto(cfg, online).drafter):
+        return None
+    memory = SuffixMemory(cfg.memory_tokens)
+    if cfg.memory_seed:
+        for output in read_outputs(Path(cfg.memory_seed)):
+            memory.add(output)
+    return memory
 
 
 def build_drafter(cfg: DrafterConfig, model, print_fn=print, cost=None, online: bool = False,

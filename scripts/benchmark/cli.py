@@ -164,7 +164,8 @@ def run_meta(args, lm, n_questions: int) -> dict:
             "dvi drafter": args.load_lora if set(LORA_METHODS) & set(args.methods) else "not run",
             "drafting": f"dvi: {args.drafter} drafter, {args.draft_policy} policy; dvi_self / ngram / memory "
                         f"({MEMORY_CHAIN}): {args.draft_policy} policy; n-grams {args.ngram_min}..{args.ngram_max}; "
-                        f"memory {args.memory_tokens} tokens; drafter vocabulary {args.drafter_vocab or 'full'}",
+                        f"memory {args.memory_tokens} tokens, seeded from {args.memory_seed or 'nothing'}; drafter "
+                        f"vocabulary {args.drafter_vocab or 'full'}",
             "prompt_lookup": "prompt_lookup_num_tokens=6",
             "early_exit_assist": f"assistant_early_exit={args.exitlayer}, HF draft defaults: {hf_assist_defaults(lm)}",
             "versions": f"torch {torch.__version__}, transformers {transformers.__version__}",

@@ -19,7 +19,7 @@ def sources_summary(records: list[dict], methods: list[str]) -> dict[str, list[d
 def sources_markdown(by_method: dict[str, list[dict]]) -> str:
     if not by_method:
         return ""
-    lines = ["## Where speed comes from: draft sources (all questions)", "",
+    lines = ["", "## Where speed comes from: draft sources (all questions)", "",
              "Per method, per draft source: the verifier passes over its drafts (blocks; `none`: no drafter kept a "
              "token, a plain greedy step) and their share, committed tokens per pass, accepted / drafted tokens, "
              "how often the drafter was asked (a chain asks its drafters in order until one drafts) and the ms per "

@@ -16,6 +16,7 @@ def test_drafter_values():
     assert chain_names("self") == ["self"] and chain_names("hybrid") == ["ngram", "self"]
     assert chain_names(" ngram, memory ,self") == ["ngram", "memory", "self"] == chain_names(AUTO_DRAFTER)
     assert resolve_auto(DrafterConfig()).drafter == AUTO_DRAFTER
+    assert resolve_auto(DrafterConfig(), online=True).drafter == "ngram,self"  # the self-drafter keeps its blocks
     for bad, why in (("bogus", "unknown drafter bogus"), ("", "unknown drafter"), ("ngram,ngram", "twice"),
                      ("self,ngram", "must come last"), ("ngram,bogus,self", "unknown drafter bogus")):
         with pytest.raises(ValueError, match=why):
@@ -101,3 +102,23 @@ def test_only_the_self_drafter_has_trainable_params_and_a_memory_is_shared(tiny_
     assert isinstance(mem_one, MemoryDrafter) and mem_one.memory is mem_two.memory is memory
     assert mem_one.policy is not mem_two.policy   # per sequence: each calibrates on its own
     assert build_drafter(cfg, km).drafters[0].memory is not memory
+
+
+def test_memory_seed_starts_the_memory_and_bad_seeds_get_one_line(tmp_path):
+    from common.errors import UserError
+
+    seed = tmp_path / "answers.jsonl"
+    seed.write_text('{"question_id": 1, "token_ids": [[5, 6, 7, 8], [9, 10]]}\n\n{"question_id": 2, "token_ids": [[1]]}\n')
+    memory = new_memory(DrafterConfig(drafter="ngram,memory", memory_seed=str(seed)))
+    assert memory.added == 2 and memory.lookup([5, 6], 3).tokens == [7, 8]  # [1] alone holds no continuation
+    for text, why in (('{"question_id": 1}\n', "line 1: not an answer with token_ids"),
+                      ('{"token_ids": [[1, 2]]}\n{"token_ids": [[1, "x"]]', "line 2: not an answer")):
+        seed.write_text(text)
+        with pytest.raises(UserError, match=why):
+            new_memory(DrafterConfig(drafter="memory", memory_seed=str(seed)))
+    with pytest.raises(UserError, match="does not exist"):
+        new_memory(DrafterConfig(drafter="memory", memory_seed=str(tmp_path / "nope.jsonl")))
+    with pytest.raises(UserError, match="--drafter: .*must come last"):
+        DrafterConfig(drafter="self,memory")
+    with pytest.raises(UserError, match="--memory-tokens"):
+        DrafterConfig(memory_tokens=0)

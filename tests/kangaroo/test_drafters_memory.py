@@ -61,9 +61,14 @@ def test_memory_is_bounded_and_evicts_the_oldest_first():
     for i in range(60):
         seqs.append([rng.randrange(50) for _ in range(rng.randrange(3, 40))])
         mem.add(seqs[-1])
-        assert len(mem) <= 200 and mem.entries <= 3 * len(mem)  # never past the bound, index included
-    kept = seqs[mem.evicted:]
-    assert mem.evicted > 20 and mem.added == 60 and len(mem) == sum(len(s) for s in kept)
+        kept = seqs[mem.evicted:]
+        fp = mem.footprint()
+        assert len(mem) == fp["tokens"] == sum(len(s) for s in kept) <= 200  # never past the bound
+        assert fp["slots"] == len(mem) + len(kept)                          # each with its separator
+        # the index holds exactly the kept sequences' n-grams (2..4 tokens), nothing of the evicted ones
+        assert fp["keys"] == len({tuple(s[e - n:e]) for s in kept for e in range(2, len(s))
+                                  for n in range(2, min(4, e) + 1)}) <= 3 * len(mem)
+    assert mem.evicted > 20 and mem.added == 60 and fp["sequences"] == len(kept)
     for _ in range(200):  # exactly the newest outputs remain: lookups equal brute force over them
         hist = [rng.randrange(50) for _ in range(3)] + list(rng.choice(seqs)[:2])
         c = mem.lookup(hist, 5)
