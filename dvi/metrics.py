@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 from common.errors import UserError
-from kangaroo.drafters.counters import SOURCE_COLS, DrafterCounters, source_rows, tally
+from kangaroo.drafters.counters import SOURCE_COLS, DrafterCounters, source_rows, summary, tally
 
 TRAIN_COLS = ("step", "loss", "kd", "rkl", "kd_top1", "ce", "pg", "entropy", "w_kl", "w_ce", "w_pg", "reward_mean",
               "baseline", "ms", "over_budget")
@@ -83,14 +83,13 @@ def _mean(xs):
 
 
 def sources_line(blocks: list[tuple]) -> str:
-    """`` | sources: ngram 31% x2.40, none 69% x1.00``: each draft source's share of ``blocks`` and its tokens per
+    """`` | sources: self 50% x2.00, ngram 50% x6.00``: each draft source's share of ``blocks`` and its tokens per
     verifier pass ('' when the blocks carry no source)."""
-    by: dict[str, list[int]] = {}
+    counters: dict[str, DrafterCounters] = {}
     for b in blocks:
         if b[6] is not None:
-            by.setdefault(b[6], []).append(b[3])
-    parts = [f"{s} {len(c) / len(blocks):.0%} x{sum(c) / len(c):.2f}" for s, c in sorted(by.items())]
-    return " | sources: " + ", ".join(parts) if parts else ""
+            counters.setdefault(b[6], DrafterCounters()).settle(b[1], b[2], b[3], 0.0)
+    return " | sources: " + summary(counters) if counters else ""
 
 
 def _archive(out_dir: Path) -> Path | None:

@@ -91,7 +91,7 @@ def test_summary_every_n_blocks_with_trainer(tmp_path, no_plot):
     lg.log_train(1, {"loss": 9.0, "kd": 9.0, "ms": 99.0})
     logger_blocks(lg, BLOCKS[1:2])
     assert lines == ["[dvi] step 2 | last 2 blocks: acc@1 1.00 mean accepted 4.00 block_acc 0.67 top1_agree 1.00 speedup 1.60x"
-                     " | sources: ngram 50% x6.00, self 50% x2.00 | trainer loss 9.00 kd 9 (99.0 ms/step, 1 steps)"]
+                     " | sources: self 50% x2.00, ngram 50% x6.00 | trainer loss 9.00 kd 9 (99.0 ms/step, 1 steps)"]
     lg.log_train(3, {"loss": 1.0, "kd": 0.5, "ms": 10.0})
     lg.log_train(4, {"loss": 2.0, "kd": 0.7, "ms": 14.0})
     for step, d, a, c, wall, top1, _ in BLOCKS[2:]:
