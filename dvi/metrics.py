@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 from common.errors import UserError
-from kangaroo.drafters.counters import SOURCE_COLS, DrafterCounters, source_rows, summary, tally
+from kangaroo.drafters.counters import SOURCE_COLS, DrafterCounters, source_rows, source_summary, tally
 
 TRAIN_COLS = ("step", "loss", "kd", "rkl", "kd_top1", "ce", "pg", "entropy", "w_kl", "w_ce", "w_pg", "reward_mean",
               "baseline", "ms", "over_budget")
@@ -89,7 +89,7 @@ def sources_line(blocks: list[tuple]) -> str:
     for b in blocks:
         if b[6] is not None:
             counters.setdefault(b[6], DrafterCounters()).settle(b[1], b[2], b[3], 0.0)
-    return " | sources: " + summary(counters) if counters else ""
+    return " | sources: " + source_summary(counters) if counters else ""
 
 
 def _archive(out_dir: Path) -> Path | None:

@@ -104,7 +104,7 @@ def add_speculation_args(g) -> None:
 
 
 def add_drafter_args(g) -> None:
-    """Who drafts and when to stop (kangaroo/drafters.py, kangaroo/draft_policy.py, kangaroo/drafter_config.py)."""
+    """Who drafts and when to stop (kangaroo/drafters/, kangaroo/draft_policy.py, kangaroo/drafter_config.py)."""
     g.add_argument("--drafter", default="auto", type=drafter_spec,
                    help="self: shallow layers + drafter head; ngram: prompt lookup; memory: lookup over earlier "
                         "outputs of the run; a chain such as ngram,memory,self: the first that drafts wins the block "

@@ -24,7 +24,7 @@ from evaluation.eval_loop import run_questions
 from kangaroo.cache_pool import ReusableCaches
 from evaluation.cli import drafter_config, dvi_config, parse_args, run_main, validate_against_config
 from kangaroo.drafter_config import apply_drafter_vocab, build_drafter
-from kangaroo.drafters.counters import summary
+from kangaroo.drafters.counters import source_summary
 from kangaroo.greedy import eos_ids_of
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.model_loading import load_causal_lm, load_tokenizer
@@ -109,7 +109,8 @@ def main(argv=None) -> int:
         run_questions(args, method, decode, tokenizer, warmup=lambda ids: decode(ids, use_hook=False),
                       max_positions=model.config.max_position_embeddings)
         finished = True
-        print(f"[drafter] verifier passes by draft source (share, tokens per pass): {summary(drafter.by_source)}")
+        print(f"[drafter] verifier passes by draft source (share, tokens per pass): "
+              f"{source_summary(drafter.by_source)}")
     finally:
         if learner is not None:  # also on Ctrl-C: the state so far is saved, marked unfinished, for a resume
             summary = learner.finish(finished)

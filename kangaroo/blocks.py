@@ -1,6 +1,6 @@
 """What one speculative block is made of: the ``Draft`` a drafter proposes, the verifier's ``Verification`` of it,
 and the ``Block`` that records both and what was accepted and committed (``kangaroo/speculative.py`` makes
-them, ``kangaroo/drafters.py`` drafts them, DVI learns from them)."""
+them, ``kangaroo/drafters/`` draft them, DVI learns from them)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -16,8 +16,8 @@ With a trained adapter the block also carries the layer-k residuals its DVI trai
 
 Who drafts is behind one seam (``kangaroo/drafters/``): the self-drafter above, model-free lookups (prompt
 lookup, the memory of earlier outputs), or a chain of them. A draft may come without layer-k hidden states (a
-lookup's draft has none) or with them for a prefix only; ``verify`` runs the shallow layers on the inputs not yet covered, so the shallow cache
-always holds exactly the verified positions. A block may draft zero tokens: it is then one plain greedy step.
+lookup's draft has none) or with them for a prefix only; ``verify`` runs the shallow layers on the inputs not yet
+covered, so the shallow cache always holds exactly the verified positions. A block may draft zero tokens: it is then one plain greedy step.
 """
 from __future__ import annotations
 

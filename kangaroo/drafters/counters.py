@@ -16,7 +16,8 @@ from typing import Iterable
 
 from kangaroo.blocks import NONE
 
-__all__ = ["NONE", "SOURCE_COLS", "DrafterCounters", "merged", "since", "snapshot", "source_rows", "summary", "tally"]
+__all__ = ["NONE", "SOURCE_COLS", "DrafterCounters", "merged", "since", "snapshot", "source_rows", "source_summary",
+           "tally"]
 
 # source_rows' columns: the counters, and the block share, tokens per verifier pass and time share they give
 SOURCE_COLS = ("source", "blocks", "block_share", "committed_per_pass", "drafted", "accepted", "committed", "calls",
@@ -93,7 +94,7 @@ def source_rows(counters: dict[str, DrafterCounters]) -> list[dict]:
             for name, c in counters.items() if c.calls or c.blocks]
 
 
-def summary(counters: dict[str, DrafterCounters]) -> str:
+def source_summary(counters: dict[str, DrafterCounters]) -> str:
     """``ngram 31% x2.40, none 69% x1.00``: each source's share of the blocks and its tokens per verifier pass."""
     return ", ".join(f"{r['source']} {r['block_share']:.0%} x{r['committed_per_pass']:.2f}"
                      for r in source_rows(counters) if r["blocks"])

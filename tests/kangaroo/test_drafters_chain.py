@@ -108,7 +108,8 @@ def test_memory_seed_starts_the_memory_and_bad_seeds_get_one_line(tmp_path):
     from common.errors import UserError
 
     seed = tmp_path / "answers.jsonl"
-    seed.write_text('{"question_id": 1, "token_ids": [[5, 6, 7, 8], [9, 10]]}\n\n{"question_id": 2, "token_ids": [[1]]}\n')
+    seed.write_text('{"question_id": 1, "token_ids": [[5, 6, 7, 8], [9, 10]]}\n\n'
+                    '{"question_id": 2, "token_ids": [[1]]}\n')
     memory = new_memory(DrafterConfig(drafter="ngram,memory", memory_seed=str(seed)))
     assert memory.added == 2 and memory.lookup([5, 6], 3).tokens == [7, 8]  # [1] alone holds no continuation
     for text, why in (('{"question_id": 1}\n', "line 1: not an answer with token_ids"),
