@@ -43,7 +43,8 @@ class DrafterChain(Drafter):
         self.name = ",".join(d.name for d in drafters)
         self.steps = max(d.steps for d in drafters)
         self.runs_model = drafters[-1].runs_model
-        self.policy = None   # no counters of its own either: its drafters' and the greedy steps', by source
+        self.policy = None   # each drafter has its own
+        # no counters of its own either: its drafters' (the same objects) and the greedy steps', by source
         self.by_source = {d.name: d.counters for d in drafters} | {NONE: DrafterCounters()}
         self._declined: list[tuple[Drafter, int, float]] = []   # this block's declined first candidates
 

@@ -4,7 +4,8 @@
     calls       times the drafter was asked to draft (a chain asks its drafters in order until one proposes)
     draft_ms    the time of those calls, proposals that came to nothing included
     blocks      verifier passes over a draft it made (at least one drafted token: it won the block)
-    drafted, accepted, committed, verify_ms      over those blocks
+    drafted, accepted, committed, verify_ms      over those blocks (committed as verified: the last block of a
+                                                 sequence may commit more than max_new_tokens leaves room for)
 
 A block that drafted nothing is a plain greedy step; its source is ``NONE``. committed / blocks is the tokens
 per verifier pass of that source (Spec-Bench's accepted length).
