@@ -1,7 +1,7 @@
 """The memory drafter: drafts what followed the end of the history in the outputs of earlier requests of the run
 (``SuffixMemory``, shared), and adds each finished output to that memory. The memory is shared; this drafter
-is the per-sequence side (its policy, its counters, the sequence it was begun on), so a server keeps one memory
-and one drafter per concurrent sequence."""
+is the per-sequence side (its policy and counters; the history comes with each call), so a server keeps one
+memory and one drafter, or chain, per concurrent sequence."""
 from __future__ import annotations
 
 from kangaroo.draft_policy import DraftPolicy
