@@ -85,7 +85,7 @@ class Bookkeeping:
         self.blocks_ms_total += wall
         self.metrics.log_block(step, blk.drafted, blk.accepted, len(blk.committed), wall, d.ms, v.ms, tick.train_ms,
                                decode_ms=wall - tick.train_ms, bg_trainer_ms=tick.bg_ms, lora_version=version,
-                               top1_agree=blk.top1_agree)
+                               top1_agree=blk.top1_agree, source=blk.source, asked_ms=blk.asked_ms)
 
     def summary(self) -> dict:
         return {"train_steps": self.train_steps, "over_budget_steps": self.over_budget,

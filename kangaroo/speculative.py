@@ -14,10 +14,11 @@ Every committed token is the verifier's greedy choice, so the output equals gree
 With a trained adapter the block also carries the layer-k residuals its DVI training segments are cut from
 (``Block.context``, copied from the shallow cache's rows after the crop: committed positions only).
 
-Who drafts is behind one seam (``kangaroo/drafters.py``): the self-drafter above, a model-free n-gram drafter
-(prompt lookup), or a hybrid. A draft may come without layer-k hidden states (an n-gram draft has none) or with
-them for a prefix only; ``verify`` runs the shallow layers on the inputs not yet covered, so the shallow cache
-always holds exactly the verified positions. A block may draft zero tokens: it is then one plain greedy step.
+Who drafts is behind one seam (``kangaroo/drafters/``): the self-drafter above, model-free lookups (prompt
+lookup, the memory of earlier outputs), or a chain of them. A draft may come without layer-k hidden states (a
+lookup's draft has none) or with them for a prefix only; ``verify`` runs the shallow layers on the inputs not yet
+covered, so the shallow cache always holds exactly the verified positions. A block may draft zero tokens: it is
+then one plain greedy step.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import torch
 
 from kangaroo.blocks import Block, Draft, PrefillTargets, Verification
 from kangaroo.draft_policy import ThresholdStop
-from kangaroo.drafters import SelfDrafter
+from kangaroo.drafters import Drafter, SelfDrafter
 from kangaroo.greedy import DecodeResult, clip_at_stop
 from kangaroo.kangaroo_model import KangarooCaches, KangarooModel
 from kangaroo.self_draft import self_draft
@@ -75,7 +76,7 @@ def speculative_step(model: KangarooModel, last_token: int, caches: KangarooCach
     return _verify_accept(model, draft(model, last_token, caches, steps, threshold), caches, start)
 
 
-def drafter_step(model: KangarooModel, drafter, history: list[int], caches: KangarooCaches) -> Block:
+def drafter_step(model: KangarooModel, drafter: Drafter, history: list[int], caches: KangarooCaches) -> Block:
     """One block: ``drafter.draft`` (``history[-1]`` is x, not yet in any cache) -> verify -> accept -> crop."""
     start = caches.shallow.length
     return _verify_accept(model, drafter.draft(model, caches, history), caches, start)
@@ -124,12 +125,13 @@ def prefill(model: KangarooModel, input_ids: torch.Tensor, caches: KangarooCache
 
 def kangaroo_generate(model: KangarooModel, input_ids: torch.Tensor, max_new_tokens: int, eos_ids: set[int],
                       steps: int = 6, threshold: float = 0.6,
-                      on_block: Optional[Callable[[Block], None]] = None, drafter=None,
+                      on_block: Optional[Callable[[Block], None]] = None, drafter: Optional[Drafter] = None,
                       cache_pool=None, on_prefill: Optional[Callable[[PrefillTargets], None]] = None,
                       prefill_positions: int = 0) -> DecodeResult:
     """Greedy decoding of ``input_ids`` [1, n]; ``on_block`` sees every block (DVI learns from it).
-    ``drafter`` (``kangaroo/drafters.py``) defaults to the self-drafter under the threshold rule (``steps``,
-    ``threshold``); when given, its own settings apply. ``cache_pool`` (a ``kangaroo.cache_pool.ReusableCaches``)
+    ``drafter`` (``kangaroo/drafters/``) defaults to the self-drafter under the threshold rule (``steps``,
+    ``threshold``); when given, its own settings apply, and it sees ``begin(prompt)``, every block
+    (``observe``) and ``end(output)``. ``cache_pool`` (a ``kangaroo.cache_pool.ReusableCaches``)
     lends caches kept across calls; else new ones. ``on_prefill`` gets the verifier's logits at up to
     ``prefill_positions`` prompt positions (``prefill``), for dense DVI supervision."""
     if drafter is None:
@@ -151,5 +153,6 @@ def kangaroo_generate(model: KangarooModel, input_ids: torch.Tensor, max_new_tok
         res.tokens, stop = clip_at_stop(res.tokens + blk.committed, eos_ids, max_new_tokens)
         res.accept_lengths.append(len(res.tokens) - n_before)
         if stop:
+            drafter.end(res.tokens)
             return res
         history.extend(res.tokens[n_before:])

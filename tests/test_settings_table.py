@@ -40,6 +40,10 @@ BAD = [
     (["--dvi-batch-size", "4096"], lambda: DVIConfig(trainer=TrainerConfig(batch_size=4096))),
     (["--exitlayer", "0"], lambda: DrafterConfig(exit_layer=0)),
     (["--drafter", "medusa"], lambda: DrafterConfig(drafter="medusa")),
+    (["--drafter", "self,ngram"], lambda: DrafterConfig(drafter="self,ngram")),  # self must come last
+    (["--drafter", "ngram,ngram"], lambda: DrafterConfig(drafter="ngram,ngram")),
+    (["--memory-tokens", "0"], lambda: DrafterConfig(memory_tokens=0)),
+    (["--memory-seed", "/no/such.jsonl"], lambda: DrafterConfig(memory_seed="/no/such.jsonl")),
     (["--draft-policy", "eager"], lambda: DrafterConfig(draft_policy="eager")),
     (["--threshold", "1.5"], lambda: DrafterConfig(threshold=1.5)),
     (["--threshold", "-0.1"], lambda: DrafterConfig(threshold=-0.1)),

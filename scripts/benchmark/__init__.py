@@ -5,4 +5,5 @@ is an alias of it):
   methods  the decoding methods (ours and Hugging Face's), the forward-call counter, one question decoded by all
   store    OUT/raw.jsonl (a common.jsonl_store.JsonlStore) and OUT/config.json (a resumed run keeps its settings)
   report   pure: records -> summary -> table.md, summary.json, speedup.png
+  sources  pure: records -> per method, per draft source: passes, tokens per pass, time (the end of table.md)
 """

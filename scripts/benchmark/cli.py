@@ -9,11 +9,13 @@ question (so drift of a shared machine hits all alike), and its token ids are co
   early_exit_assist  lm.generate(assistant_early_exit=EXITLAYER, do_sample=False): HF self-speculation, HF defaults
                      for the draft (num_assistant_tokens, assistant_confidence_threshold; see the table header)
   kangaroo           kangaroo_generate with the identity drafter (the verifier's head on layer k), --threshold rule
-  dvi                the default deployed configuration: --drafter (auto: hybrid), --draft-policy (auto: goodput on
-                     the verify-cost curve measured at startup), --drafter-vocab, the LoRA head of --load-lora
-                     (deploy: no training)
-  dvi_self           the same without the n-gram drafter: the self-drafter (LoRA head) under --draft-policy
+  dvi                the default deployed configuration: --drafter (auto: the chain ngram,memory,self),
+                     --draft-policy (auto: goodput on the verify-cost curve measured at startup), --drafter-vocab,
+                     the LoRA head of --load-lora (deploy: no training)
+  dvi_self           the same without the lookups: the self-drafter (LoRA head) under --draft-policy
   ngram              the n-gram drafter alone (prompt lookup over prompt + output) under --draft-policy
+  memory             the chain ngram,memory: prompt lookup, then the memory drafter over the outputs of the earlier
+                     questions of the run (--memory-tokens), under --draft-policy; no model-side drafter
   dvi_threshold      the LoRA self-drafter under Kangaroo's fixed --threshold rule (the old `dvi` method)
 
     python -m scripts.benchmark_methods --model-id smollm2-135m --question-file Q --per-category 10 \\
@@ -23,7 +25,8 @@ Questions: the first --per-category questions of each category, in file order (o
 --question-begin..--question-end, all by default); the first turn only, or with
 --all-turns every turn, each prompt holding the baseline's own earlier answers. Output: OUT/raw.jsonl (one line
 per question, appended as soon as it is done; a rerun skips those questions, --overwrite starts afresh; the
-settings are kept in OUT/config.json and a rerun with other settings is refused), OUT/table.md,
+settings are kept in OUT/config.json and a rerun with other settings is refused), OUT/table.md (ending in the
+per-source table: each of our methods' verifier passes, tokens per pass and time by draft source),
 OUT/summary.json and OUT/speedup.png. Exit code 1 if some method's output differs from the baseline's on some
 question (all methods are lossless, so that is a bug; the table is still written). In float16/bfloat16 a
 difference whose first differing token is a near-tie of the verifier (top-2 logit gap within
@@ -45,8 +48,8 @@ import torch
 from evaluation.cli import (OneLineParser, add_drafter_args, add_model_args, add_speculation_args, apply_runtime,
                             drafter_config, fail, resolve_device_dtype, resolve_model_id, resolve_question_file,
                             run_main, validate_against_config, validate_configs)
-from scripts.benchmark.methods import (LORA_METHODS, METHODS, TargetCalls, build_models, decode_question, make_methods,
-                                       rotated)
+from scripts.benchmark.methods import (LORA_METHODS, MEMORY_CHAIN, METHODS, TargetCalls, build_models, decode_question,
+                                       make_methods, rotated)
 from scripts.benchmark.report import fmt, match_cell, write_report
 from scripts.benchmark.store import CHECKED, check_config, raw_store
 
@@ -93,7 +96,7 @@ def parse_args(argv=None):
     validate_configs(args)  # --exitlayer, --threshold, --steps and the drafting flags: DrafterConfig checks them
     from kangaroo.drafter_config import resolve_auto
 
-    resolved = resolve_auto(drafter_config(args))  # deploy: auto = hybrid drafter, goodput policy
+    resolved = resolve_auto(drafter_config(args))  # deploy: auto = the ngram,memory,self chain, goodput policy
     args.drafter, args.draft_policy = resolved.drafter, resolved.draft_policy
     resolve_question_file(args)
     resolve_device_dtype(args)
@@ -156,9 +159,10 @@ def run_meta(args, lm, n_questions: int) -> dict:
             "turns": "all" if args.all_turns else "first", "max new tokens": args.max_new_tokens,
             "kangaroo": f"exit layer {args.exitlayer}, threshold {args.threshold}, steps {args.steps}",
             "dvi drafter": args.load_lora if set(LORA_METHODS) & set(args.methods) else "not run",
-            "drafting": f"dvi: {args.drafter} drafter, {args.draft_policy} policy; dvi_self / ngram: "
-                        f"{args.draft_policy} policy; n-grams {args.ngram_min}..{args.ngram_max}; drafter vocabulary "
-                        f"{args.drafter_vocab or 'full'}",
+            "drafting": f"dvi: {args.drafter} drafter, {args.draft_policy} policy; dvi_self / ngram / memory "
+                        f"({MEMORY_CHAIN}): {args.draft_policy} policy; n-grams {args.ngram_min}..{args.ngram_max}; "
+                        f"memory {args.memory_tokens} tokens, seeded from {args.memory_seed or 'nothing'}; drafter "
+                        f"vocabulary {args.drafter_vocab or 'full'}",
             "prompt_lookup": "prompt_lookup_num_tokens=6",
             "early_exit_assist": f"assistant_early_exit={args.exitlayer}, HF draft defaults: {hf_assist_defaults(lm)}",
             "versions": f"torch {torch.__version__}, transformers {transformers.__version__}",

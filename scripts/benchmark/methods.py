@@ -1,5 +1,8 @@
 """The decoding methods the benchmark compares, each ``decode(ids) -> (new token ids, verifier passes, drafter
-calls or None)``, and one question decoded by all of them (timed by ``kangaroo.timing.timed``)."""
+calls or None)``, and one question decoded by all of them (timed by ``kangaroo.timing.timed``). Our methods'
+``decode.drafter`` is the drafter chain the method keeps for the whole run (its calibration and the memory
+drafter's memory carry over questions, as when serving); each turn's record holds what its drafters did, by
+source (``kangaroo.drafters.counters``)."""
 from __future__ import annotations
 
 import sys
@@ -9,7 +12,8 @@ import torch
 from kangaroo.timing import timed
 
 METHODS = ("baseline", "hf_generate", "prompt_lookup", "early_exit_assist", "kangaroo", "dvi", "dvi_self", "ngram",
-           "dvi_threshold")
+           "memory", "dvi_threshold")
+MEMORY_CHAIN = "ngram,memory"   # the memory method: prompt lookup, then the outputs of the earlier questions
 LORA_METHODS = ("dvi", "dvi_self", "dvi_threshold")
 HF_KWARGS = {"hf_generate": {}, "prompt_lookup": {"prompt_lookup_num_tokens": 6}}
 
@@ -53,20 +57,19 @@ def make_methods(args, lm, models: dict, eos: set[int], pad_id: int | None, call
         def decode(ids):
             r = kangaroo_generate(model, ids, n, eos, steps=args.steps, threshold=args.threshold, drafter=drafter)
             return r.tokens, r.steps, None
+        decode.drafter = drafter
         return decode
 
+    from dataclasses import replace
+
     from evaluation.cli import drafter_config
-    from kangaroo.drafter_config import cost_curve
-    from kangaroo.draft_policy import make_policy
-    from kangaroo.drafters import make_drafter
+    from kangaroo.drafter_config import build_drafter
 
     def drafter(kind, policy, model):
-        """One drafter per method for the whole run: its calibration carries over questions, as when serving."""
+        """One drafter chain per method for the whole run."""
         if model is None:
             return None
-        cost = cost_curve(drafter_config(args), model) if policy == "goodput" else None
-        return make_drafter(kind, args.steps, lambda: make_policy(policy, args.threshold, cost, args.goodput_prior),
-                            args.ngram_min, args.ngram_max)
+        return build_drafter(replace(drafter_config(args), drafter=kind, draft_policy=policy), model)
 
     lora_model, plain = models.get("dvi"), models.get("kangaroo")
 
@@ -85,6 +88,7 @@ def make_methods(args, lm, models: dict, eos: set[int], pad_id: int | None, call
                 "dvi": lambda: ours(lora_model, drafter(args.drafter, args.draft_policy, lora_model)),
                 "dvi_self": lambda: ours(lora_model, drafter("self", args.draft_policy, lora_model)),
                 "ngram": lambda: ours(plain, drafter("ngram", args.draft_policy, plain)),
+                "memory": lambda: ours(plain, drafter(MEMORY_CHAIN, args.draft_policy, plain)),
                 "dvi_threshold": lambda: ours(lora_model, drafter("self", "threshold", lora_model))}
     return {m: builders[m]() for m in args.methods}
 
@@ -96,7 +100,7 @@ def build_models(args, lm, tokenizer=None) -> dict:
     from kangaroo.kangaroo_model import KangarooModel
 
     models = {}
-    if {"kangaroo", "ngram"} & set(args.methods):
+    if {"kangaroo", "ngram", "memory"} & set(args.methods):
         models["kangaroo"] = KangarooModel(model_id=args.model_id, exit_layer=args.exitlayer, base_model=lm)
     if set(LORA_METHODS) & set(args.methods):
         # deploy: the LoRA tensors (and a trained adapter), no trainer; a full-vocabulary LoRA loads sliced to the
@@ -110,14 +114,18 @@ def decode_question(q: dict, order: list[str], methods: dict, tokenizer, args, j
     ``judge_fn(ids, reference, output) -> kangaroo.lossless.Verdict`` rules on a difference (float16: a flip at a
     near-tie within the stated tolerance counts as a match, and is recorded with its gap)."""
     from evaluation.questions import chat_prompt_ids
+    from kangaroo.drafters.counters import since, snapshot
 
-    per = {m: {"new_tokens": [], "wall_s": [], "passes": [], "drafter_calls": [], "match": []} for m in order}
+    per = {m: {"new_tokens": [], "wall_s": [], "passes": [], "drafter_calls": [], "match": [], "sources": []}
+           for m in order}
     base_ids, messages = [], []
     for t, turn in enumerate(q["turns"] if args.all_turns else q["turns"][:1]):
         messages.append({"role": "user", "content": turn})
         ids = chat_prompt_ids(tokenizer, messages, args.model_id, device=args.device)
         outs = {}
         for m in order:
+            chain = getattr(methods[m], "drafter", None)
+            before = snapshot(chain.by_source) if chain is not None else None
             (tokens, passes, drafter), wall = timed(lambda: methods[m](ids), args.device)
             outs[m] = tokens
             r = per[m]
@@ -125,6 +133,7 @@ def decode_question(q: dict, order: list[str], methods: dict, tokenizer, args, j
             r["wall_s"].append(wall)
             r["passes"].append(passes)
             r["drafter_calls"].append(drafter)
+            r["sources"].append(since(chain.by_source, before) if chain is not None else None)
         for m in order:
             same = outs[m] == outs["baseline"]
             if not same and judge_fn is not None:

@@ -110,8 +110,11 @@ def plot_speedup(summary: dict, png) -> Path:
 
 
 def write_report(out: Path, records: list[dict], methods: list[str], meta: dict) -> dict:
+    from scripts.benchmark.sources import sources_markdown, sources_summary
+
     summary = summarize(records, methods)
-    atomic_write_text(out / "table.md", table_markdown(summary, meta))
+    summary["sources"] = sources_summary(records, methods)
+    atomic_write_text(out / "table.md", table_markdown(summary, meta) + sources_markdown(summary["sources"]))
     atomic_write_text(out / "summary.json", json.dumps({"meta": meta, **summary}, indent=2))
     plot_speedup(summary, out / "speedup.png")
     return summary

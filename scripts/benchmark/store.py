@@ -12,7 +12,7 @@ from evaluation.cli import fail
 # settings that change what a question's record holds: a resumed run must keep them
 CHECKED = ("model_id", "question_file", "all_turns", "max_new_tokens", "exitlayer", "threshold", "steps",
            "load_lora", "methods", "device", "dtype", "threads", "drafter", "draft_policy", "drafter_vocab",
-           "ngram_min", "ngram_max")
+           "ngram_min", "ngram_max", "memory_tokens", "memory_seed")
 
 
 def raw_store(out) -> JsonlStore:

@@ -75,10 +75,17 @@ def test_benchmark_end_to_end_lossless_and_resumable(tiny_model_dir, qfile, lora
         assert ms["baseline"]["passes"] == [n] and ms["hf_generate"]["passes"] == [n]  # one target call per token
         assert all(1 <= ms[m]["passes"][0] <= n for m in bmeth.METHODS)
         assert ms["early_exit_assist"]["drafter_calls"][0] >= 1 and ms["kangaroo"]["drafter_calls"] == [None]
+        for m in ("dvi", "dvi_self", "ngram", "memory", "dvi_threshold"):  # every pass has one source
+            src = ms[m]["sources"][0]
+            assert sum(v["blocks"] for v in src.values()) == ms[m]["passes"][0]
+            assert ms[m]["new_tokens"][0] <= sum(v["committed"] for v in src.values()) <= n + 6
+        assert set(ms["memory"]["sources"][0]) == {"ngram", "memory", "none"} and ms["kangaroo"]["sources"] == [None]
+        assert set(ms["dvi"]["sources"][0]) == {"ngram", "memory", "self", "none"}  # the auto chain
     table = (out / "table.md").read_text()
     for name in (*bmeth.METHODS, "## writing", "## qa", "## overall", "threads: 1", "--per-category 1"):
         assert name in table
     assert "| NO" not in table and table.count("| yes |") == 3 * len(bmeth.METHODS)
+    assert "## Where speed comes from" in table and "| memory | memory |" in table and "| dvi | self |" in table
     summary = json.loads((out / "summary.json").read_text())
     assert summary["lossless"] and summary["groups"] == ["writing", "qa", "overall"]
     assert (out / "speedup.png").stat().st_size > 0
@@ -131,6 +138,32 @@ def test_benchmark_trains_a_missing_lora_and_decodes_all_turns(tiny_model_dir, q
 def record(qid, cat, **methods):
     return {"question_id": qid, "category": cat, "methods": {
         m: {"new_tokens": [t], "wall_s": [w], "passes": [p], "match": [ok]} for m, (t, w, p, ok) in methods.items()}}
+
+
+def test_per_source_table_from_records():
+    """Each method's sources summed over its turns; shares of blocks and time, tokens per pass, ms per ask."""
+    from scripts.benchmark.sources import sources_markdown, sources_summary
+
+    def src(calls, draft_ms, blocks, drafted, accepted, committed, verify_ms):
+        return {"calls": calls, "draft_ms": draft_ms, "blocks": blocks, "drafted": drafted, "accepted": accepted,
+                "committed": committed, "verify_ms": verify_ms}
+    turn1 = {"ngram": src(10, 1.0, 4, 12, 8, 12, 40.0), "memory": src(6, 3.0, 2, 6, 2, 4, 20.0),
+             "none": src(0, 0.0, 4, 0, 0, 4, 36.0)}
+    turn2 = {"ngram": src(2, 1.0, 0, 0, 0, 0, 0.0), "memory": src(2, 1.0, 0, 0, 0, 0, 0.0),
+             "none": src(0, 0.0, 2, 0, 0, 2, 18.0)}
+    recs = [{"question_id": 1, "category": "A", "methods": {"memory": {"sources": [turn1, turn2]},
+                                                             "hf_generate": {"new_tokens": [3]}}},
+            {"question_id": 2, "category": "A", "methods": {"memory": {"sources": [None]}}}]
+    by = sources_summary(recs, ["hf_generate", "memory"])
+    assert list(by) == ["memory"]
+    rows = {r["source"]: r for r in by["memory"]}
+    assert (rows["ngram"]["calls"], rows["ngram"]["blocks"], rows["none"]["blocks"]) == (12, 4, 6)
+    assert rows["ngram"]["block_share"] == pytest.approx(4 / 12) and rows["none"]["committed_per_pass"] == 1.0
+    assert rows["memory"]["time_share"] == pytest.approx(24.0 / 120.0)
+    md = sources_markdown(by)
+    assert "| memory | ngram | 4 | 33.3% | 3.00 | 0.67 | 12 | 0.17 | 10.0 | 35.0% |" in md
+    assert "| memory | none | 6 | 50.0% | 1.00 | n/a | 0 | n/a | 9.0 | 45.0% |" in md
+    assert sources_markdown({}) == ""
 
 
 def test_benchmark_summary_table_and_plot_from_records(tmp_path):
@@ -277,18 +310,19 @@ def test_ablations_real_tiny_run_and_resume(tiny_model_dir, prompts, tmp_path, c
 
 
 def test_benchmark_drafting_parts_are_lossless(tiny_model_dir, qfile, lora, tmp_path):
-    """dvi (hybrid + goodput + pruned LoRA head from a full-vocabulary checkpoint) and its parts."""
+    """dvi (the ngram,memory,self chain + goodput + pruned LoRA head from a full-vocabulary checkpoint) and its
+    parts."""
     import numpy as np
 
     from kangaroo.subvocab import save_counts
 
     save_counts(tmp_path / "c.npz", np.arange(V)[::-1].copy(), {})
     out = tmp_path / "parts"
-    parts = "dvi,dvi_self,ngram,dvi_threshold"
+    parts = "dvi,dvi_self,ngram,memory,dvi_threshold"
     assert bm.main(bench_argv(tiny_model_dir, qfile, out, "--per-category", "1", "--load-lora", str(lora),
                               "--methods", parts, "--drafter-vocab", "300", "--drafter-vocab-file",
                               str(tmp_path / "c.npz"))) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["lossless"] and summary["methods"] == ["baseline", *parts.split(",")]
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["drafter"] == "hybrid" and cfg["draft_policy"] == "goodput" and cfg["drafter_vocab"] == 300
+    assert cfg["drafter"] == "ngram,memory,self" and cfg["draft_policy"] == "goodput" and cfg["drafter_vocab"] == 300
