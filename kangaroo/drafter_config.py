@@ -151,6 +151,8 @@ def cost_curve(cfg: DrafterConfig, model, print_fn=print):
 
 def read_outputs(path: Path) -> list[list[int]]:
     """The token ids of every turn of an answer file (jsonl lines with ``token_ids``, as the drivers write them)."""
+    if not path.is_file():  # a DrafterConfig has checked it; scripts/replay_lookup.py passes its own flag
+        raise UserError(f"--memory-seed {path} does not exist: pass an answer file of an earlier run")
     outputs = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
