@@ -1,6 +1,7 @@
 """The decode thread: continuous batching at block granularity.
 
-    HTTP handlers (asyncio) --submit--> admission queue (bounded: full -> QueueFull -> 503 + Retry-After)
+    HTTP handlers (asyncio) --submit--> admission queue (at most max_batch + queue_size requests in the server,
+                                        decoding or waiting: past it QueueFull -> 503 + Retry-After)
     decode thread, each turn:
       admit    while a slot is free: take a waiting request, give it a drafter and caches, prefill its prompt
       step     one block of every request in flight together (``speculative.drafter_step_batch``: each drafts
@@ -40,7 +41,8 @@ class Scheduler:
         self.model, self.new_drafter, self.learner, self.metrics, self.print = (model, new_drafter, learner, metrics,
                                                                                 print_fn)
         self.max_batch, self.queue_size = max_batch, queue_size
-        self.waiting: queue.Queue[Sequence] = queue.Queue(maxsize=queue_size)
+        self.waiting: queue.Queue[Sequence] = queue.Queue()
+        self.room = threading.BoundedSemaphore(max_batch + queue_size)  # one unit per request in the server
         self.active: list[Sequence] = []
         self.pools = [ReusableCaches(model.new_caches) for _ in range(max_batch)]
         self.free = list(range(max_batch))[::-1]
@@ -56,11 +58,10 @@ class Scheduler:
     def submit(self, seq: Sequence) -> None:
         if not self.accepting:
             raise QueueFull(f"{SHUTDOWN}: retry on another instance or after the restart", self.retry_after())
-        try:
-            self.waiting.put_nowait(seq)
-        except queue.Full:
+        if not self.room.acquire(blocking=False):
             raise QueueFull(f"the server is at capacity ({self.max_batch} requests in flight and {self.queue_size} "
-                            "waiting): retry after the Retry-After seconds", self.retry_after()) from None
+                            "waiting): retry after the Retry-After seconds", self.retry_after())
+        self.waiting.put_nowait(seq)
 
     def state(self) -> tuple[int, int]:
         """(requests waiting, requests in flight)."""
@@ -83,9 +84,10 @@ class Scheduler:
         left = list(self.active)
         while not self.waiting.empty():
             left.append(self.waiting.get_nowait())
-        for seq in left:
-            seq.fail(f"{SHUTDOWN}; this request did not finish within the drain timeout", 503)
         self.active = []
+        for seq in left:
+            self._leave(seq)
+            seq.fail(f"{SHUTDOWN}; this request did not finish within the drain timeout", 503)
         return len(left)
 
     # ------------------------------------------------------------------------------ decode thread
@@ -97,8 +99,8 @@ class Scheduler:
                     self._step()
             except Exception as e:  # a bug: the requests of this step fail, the server keeps serving
                 traceback.print_exc()
-                for seq in list(self.active):
-                    self._release(seq)
+                for seq in self.active:
+                    self._leave(seq)
                     seq.fail(f"internal error while decoding ({type(e).__name__}: {e})")
                 self.active = []
 
@@ -109,13 +111,14 @@ class Scheduler:
             except queue.Empty:
                 return
             if seq.cancelled:
+                self._leave(seq)
                 self.metrics.cancelled.inc()
                 continue
             try:
                 self._start(seq)
             except Exception as e:  # a bug: this request fails, the others go on
                 traceback.print_exc()
-                self._release(seq)
+                self._leave(seq)
                 seq.fail(f"internal error while reading the prompt ({type(e).__name__}: {e})")
 
     def _start(self, seq: Sequence) -> None:
@@ -133,7 +136,7 @@ class Scheduler:
     def _step(self) -> None:
         for seq in [s for s in self.active if s.cancelled]:
             self.active.remove(seq)
-            self._release(seq)
+            self._leave(seq)
             self.metrics.cancelled.inc()
         live = list(self.active)
         if not live:
@@ -164,12 +167,14 @@ class Scheduler:
 
     def _finish(self, seq: Sequence) -> None:
         self.active.remove(seq)
-        self._release(seq)
+        self._leave(seq)
         seq.done()
         self.metrics.on_finished(seq)
         self.request_s = 0.9 * self.request_s + 0.1 * (time.perf_counter() - seq.arrived)
 
-    def _release(self, seq: Sequence) -> None:
+    def _leave(self, seq: Sequence) -> None:
+        """The request is out of the server: its slot (if it had one) and its room go to the next."""
         if seq.slot is not None:
             self.free.append(seq.slot)
         seq.slot, seq.caches = None, None
+        self.room.release()

@@ -108,12 +108,12 @@ def test_every_block_of_every_request_reaches_the_one_learner(tmp_path):
 
 def test_full_queue_refuses_with_retry_after_and_cancel_frees_the_slot():
     km = tiny()
-    sched, _ = scheduler(km, max_batch=1, queue_size=2)
+    sched, _ = scheduler(km, max_batch=1, queue_size=1)
     long_seq, long_ev = request(prompts([5])[0], 400)
     waiting, waiting_ev = request(prompts([6], seed=3)[0], 5)
     sched.submit(long_seq)
     sched.submit(waiting)
-    with pytest.raises(QueueFull) as e:  # nothing decodes yet: two in the queue is the bound
+    with pytest.raises(QueueFull) as e:  # one decoding + one waiting is the bound, decoding started or not
         sched.submit(request(prompts([4])[0], 5)[0])
     assert e.value.retry_after >= 1
     sched.start()
