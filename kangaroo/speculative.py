@@ -107,7 +107,8 @@ def drafter_step_batch(model: KangarooModel, drafters: list, histories: list[lis
     block equals ``drafter_step`` on that sequence alone."""
     starts = [c.shallow.length for c in caches]
     drafts = [dr.draft(model, c, h) for dr, c, h in zip(drafters, caches, histories, strict=True)]
-    return [_commit(model, d, v, c, s) for d, v, c, s in zip(drafts, verify_batch(model, drafts, caches), caches, starts)]
+    verdicts = verify_batch(model, drafts, caches)
+    return [_commit(model, d, v, c, s) for d, v, c, s in zip(drafts, verdicts, caches, starts)]
 
 
 def _verify_accept(model: KangarooModel, d: Draft, caches: KangarooCaches, start: int) -> Block:

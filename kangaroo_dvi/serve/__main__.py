@@ -43,8 +43,8 @@ def main(argv=None) -> int:
     sock = bind(cfg.host, cfg.port)
     service = load_service(args, cfg, argv)
     host, port = sock.getsockname()[:2]
-    print(f"[serve] {cfg.served_model_name} loaded, serving at http://{host}:{port}/v1 (max batch {cfg.max_batch}, queue "
-          f"{cfg.queue_size}, state {cfg.state_dir}); drafter {json.dumps(service.factory.metadata())}", flush=True)
+    print(f"[serve] {cfg.served_model_name} loaded, serving at http://{host}:{port}/v1 (max batch {cfg.max_batch}, "
+          f"queue {cfg.queue_size}, state {cfg.state_dir}); drafter {json.dumps(service.factory.metadata())}", flush=True)
     server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="info", lifespan="on",
                                            timeout_graceful_shutdown=cfg.drain_timeout))
     # uvicorn handles SIGTERM/SIGINT itself (drain, lifespan shutdown) and re-raises the signal afterwards; a no-op

@@ -19,8 +19,16 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from kangaroo_dvi.serve.request_state import Event
 from kangaroo_dvi.serve.responses import DONE, Shape, sse
-from kangaroo_dvi.serve.schemas import (ChatRequest, CompletionRequest, RequestError, chat_messages, check_model,
-                                        completion_prompt, parse_body, requested_max_tokens)
+from kangaroo_dvi.serve.schemas import (
+    ChatRequest,
+    CompletionRequest,
+    RequestError,
+    chat_messages,
+    check_model,
+    completion_prompt,
+    parse_body,
+    requested_max_tokens,
+)
 from kangaroo_dvi.serve.service import ServeService
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics")

@@ -74,7 +74,12 @@ def serve_config(args) -> ServeConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from evaluation.cli import OneLineParser, add_dvi_args, add_kangaroo_args, add_model_args
+    from evaluation.cli import (
+        OneLineParser,
+        add_dvi_args,
+        add_kangaroo_args,
+        add_model_args,
+    )
 
     p = OneLineParser(description="Kangaroo-DVI as an OpenAI-compatible server whose drafter learns from its traffic",
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)

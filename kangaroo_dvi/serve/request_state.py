@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 import torch
 
@@ -25,8 +25,8 @@ class Event:
     kind: str                        # "delta" | "done" | "error"
     text: str = ""
     token_ids: list[int] = field(default_factory=list)
-    finish_reason: Optional[str] = None   # done: "stop" (EOS or a stop string) or "length" (max_tokens)
-    usage: Optional[dict] = None          # done: prompt_tokens, completion_tokens, total_tokens
+    finish_reason: str | None = None   # done: "stop" (EOS or a stop string) or "length" (max_tokens)
+    usage: dict | None = None          # done: prompt_tokens, completion_tokens, total_tokens
     status: int = 500                     # error: the HTTP status it stands for
 
 
@@ -39,14 +39,14 @@ class Sequence:
     eos: set[int] = field(default_factory=set)
     rid: int = field(default_factory=lambda: next(_ids))
     arrived: float = field(default_factory=time.perf_counter)
-    first_token_at: Optional[float] = None
+    first_token_at: float | None = None
     tokens: list[int] = field(default_factory=list)
     accept_lengths: list[int] = field(default_factory=list)
     history: list[int] = field(default_factory=list)
     drafter: object = None           # set when the request gets a slot
     caches: object = None
-    slot: Optional[int] = None
-    finish_reason: Optional[str] = None
+    slot: int | None = None
+    finish_reason: str | None = None
     cancelled: bool = False
 
     @property

@@ -97,7 +97,7 @@ class Scheduler:
                 self._admit()
                 if self.active:
                     self._step()
-            except Exception as e:  # a bug: the requests of this step fail, the server keeps serving
+            except Exception as e:  # noqa: BLE001 - a bug: the requests of this step fail, the server keeps serving
                 traceback.print_exc()
                 for seq in self.active:
                     self._leave(seq)
@@ -116,7 +116,7 @@ class Scheduler:
                 continue
             try:
                 self._start(seq)
-            except Exception as e:  # a bug: this request fails, the others go on
+            except Exception as e:  # noqa: BLE001 - a bug: this request fails, the others go on
                 traceback.print_exc()
                 self._leave(seq)
                 seq.fail(f"internal error while reading the prompt ({type(e).__name__}: {e})")
@@ -159,7 +159,7 @@ class Scheduler:
             return
         try:
             self.learner.on_block(blk)
-        except Exception as e:  # learning is a bonus: a failed trainer or checkpoint must not stop serving
+        except Exception as e:  # noqa: BLE001 - a failed trainer or checkpoint must not stop serving
             traceback.print_exc()
             self.print(f"[serve] the learner failed ({type(e).__name__}: {e}); serving goes on with the drafter as "
                        "it is, without learning")

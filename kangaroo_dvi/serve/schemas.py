@@ -9,7 +9,7 @@ greedy answer (``top_p``, ``seed``, ``user``, ...) are accepted and ignored; unk
 from __future__ import annotations
 
 import json
-from typing import Any, Optional, Union
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
@@ -19,8 +19,8 @@ MAX_STOP = 4
 class RequestError(Exception):
     """``status`` 4xx, ``message`` the problem and the fix, ``param`` the field, ``code`` OpenAI's error code."""
 
-    def __init__(self, status: int, message: str, param: Optional[str] = None, code: Optional[str] = None,
-                 headers: Optional[dict] = None):
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 headers: dict | None = None):
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers
 
@@ -29,29 +29,29 @@ class RequestError(Exception):
         return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
 
 
-def bad(message: str, param: Optional[str] = None, code: Optional[str] = None) -> RequestError:
+def bad(message: str, param: str | None = None, code: str | None = None) -> RequestError:
     return RequestError(400, message, param, code)
 
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: str
-    content: Union[str, list[dict[str, Any]], None] = None
+    content: str | list[dict[str, Any]] | None = None
 
 
 class Common(BaseModel):
     """Fields both endpoints share."""
     model_config = ConfigDict(extra="allow")
     model: str
-    max_tokens: Optional[int] = None
-    temperature: Optional[float] = None
-    n: Optional[int] = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    n: int | None = None
     stream: bool = False
-    stream_options: Optional[dict[str, Any]] = None
-    stop: Union[str, list[str], None] = None
-    frequency_penalty: Optional[float] = None
-    presence_penalty: Optional[float] = None
-    logit_bias: Optional[dict[str, float]] = None
+    stream_options: dict[str, Any] | None = None
+    stop: str | list[str] | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
     return_token_ids: bool = False   # extension: the generated token ids (``token_ids`` in each choice / chunk)
 
     @field_validator("stop")
@@ -69,21 +69,21 @@ class Common(BaseModel):
 
 class ChatRequest(Common):
     messages: list[Message]
-    max_completion_tokens: Optional[int] = None
-    logprobs: Optional[bool] = None
-    top_logprobs: Optional[int] = None
-    tools: Optional[list[Any]] = None
-    functions: Optional[list[Any]] = None
+    max_completion_tokens: int | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    tools: list[Any] | None = None
+    functions: list[Any] | None = None
     tool_choice: Any = None
-    response_format: Optional[dict[str, Any]] = None
+    response_format: dict[str, Any] | None = None
 
 
 class CompletionRequest(Common):
-    prompt: Union[str, list[str], list[int], list[list[int]]]
-    logprobs: Optional[int] = None
+    prompt: str | list[str] | list[int] | list[list[int]]
+    logprobs: int | None = None
     echo: bool = False
-    suffix: Optional[str] = None
-    best_of: Optional[int] = None
+    suffix: str | None = None
+    best_of: int | None = None
 
 
 # field -> (is it asking for something not served?, why / what to do)
@@ -163,7 +163,7 @@ def text_of(content, i: int) -> str:
     return "".join(parts)
 
 
-def completion_prompt(req: CompletionRequest) -> Union[str, list[int]]:
+def completion_prompt(req: CompletionRequest) -> str | list[int]:
     """One prompt, as text or token ids (a batch of several prompts is refused: send them as separate requests)."""
     p = req.prompt
     if isinstance(p, list) and p and isinstance(p[0], (str, list)):
@@ -173,7 +173,7 @@ def completion_prompt(req: CompletionRequest) -> Union[str, list[int]]:
     return p
 
 
-def requested_max_tokens(req: Common) -> Optional[int]:
+def requested_max_tokens(req: Common) -> int | None:
     v = req.max_tokens if req.max_tokens is not None else getattr(req, "max_completion_tokens", None)
     if v is not None and v < 1:
         raise bad(f"max_tokens {v} must be >= 1", "max_tokens")

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from functools import lru_cache
+from functools import cache
 
 import httpx
 
@@ -34,7 +34,7 @@ class Server:
         self.log_path = state_dir.parent / f"{state_dir.name}-{self.port}.log"
         cmd = [sys.executable, "-m", "kangaroo_dvi.serve", "--model-id", str(model_dir), "--host", "127.0.0.1",
                "--port", str(self.port), "--state-dir", str(state_dir), *TINY_FLAGS, *flags]
-        self.log = open(self.log_path, "w")
+        self.log = open(self.log_path, "w")  # noqa: SIM115 - open while the process runs; stop() closes it
         self.proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=self.log,
                                      stderr=subprocess.STDOUT)
         self.wait_healthy()
@@ -84,7 +84,7 @@ def client(server: Server):
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=60)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _reference(model_dir: str):
     from kangaroo.greedy import eos_ids_of
     from kangaroo.model_loading import load_causal_lm, load_tokenizer

@@ -62,7 +62,8 @@ DRAFTER = DrafterConfig(model_id="tiny", drafter="hybrid", draft_policy="thresho
 
 def scheduler(km, max_batch=4, queue_size=8, learner=None, cfg=DRAFTER):
     factory = DrafterFactory(cfg, km, online=learner is not None, print_fn=lambda *_: None)
-    return Scheduler(km, factory, max_batch, queue_size, learner, ServeMetrics(learner), print_fn=lambda *_: None), factory
+    sched = Scheduler(km, factory, max_batch, queue_size, learner, ServeMetrics(learner), print_fn=lambda *_: None)
+    return sched, factory
 
 
 @pytest.mark.parametrize("adapter_mode", ["none", "train"])

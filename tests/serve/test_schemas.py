@@ -4,8 +4,16 @@ import json
 
 import pytest
 
-from kangaroo_dvi.serve.schemas import (ChatRequest, CompletionRequest, RequestError, chat_messages, check_model,
-                                        completion_prompt, parse_body, requested_max_tokens)
+from kangaroo_dvi.serve.schemas import (
+    ChatRequest,
+    CompletionRequest,
+    RequestError,
+    chat_messages,
+    check_model,
+    completion_prompt,
+    parse_body,
+    requested_max_tokens,
+)
 
 MSG = [{"role": "user", "content": "hi"}]
 
