@@ -25,7 +25,14 @@ from pathlib import Path
 
 from common.errors import UserError
 from scripts.serve_load.client import burst, run_phase
-from scripts.serve_load.report import agreement, machine, phase_summary, targets, write_json, write_readme
+from scripts.serve_load.report import (
+    agreement,
+    machine,
+    phase_summary,
+    targets,
+    write_json,
+    write_readme,
+)
 from scripts.serve_load.server import ServerProcess
 
 

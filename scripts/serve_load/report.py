@@ -67,22 +67,22 @@ def write_readme(out: Path, summary: dict) -> Path:
              "Written by `scripts/serve_load` (loopback only, bounded count and duration). Command:", "",
              "```bash", summary["command"], "```", "",
              f"Machine: {summary['machine']}. Server: `{summary['server_command']}`.", "",
-             "| phase | clients | requests | ok | 503 | other 5xx | lost | equal to greedy | TTFT p50 / p95 ms | "
-             "per output token p50 / p95 ms | tokens/s | vs 1 client |",
+             ("| phase | clients | requests | ok | 503 | other 5xx | lost | equal to greedy | TTFT p50 / p95 ms | "
+              "per output token p50 / p95 ms | tokens/s | vs 1 client |"),
              "|---|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|"]
     lines += [_row(p, base) for p in phases]
     a = summary.get("agreement")
     if a:
         f, l = a["first_quarter"], a["last_quarter"]
-        lines += ["", f"Drafter over the served stream (the `learn` phase, {a['blocks']} blocks, server "
-                      f"`acceptance.csv`): top1_agree first quarter {f['top1_agree']} ({f['scored']} scored blocks), "
-                      f"last quarter **{l['top1_agree']}** ({l['scored']}); tokens per verifier pass "
-                      f"{f['mean_accepted']} -> {l['mean_accepted']}."]
+        lines += ["", (f"Drafter over the served stream (the `learn` phase, {a['blocks']} blocks, server "
+                       f"`acceptance.csv`): top1_agree first quarter {f['top1_agree']} ({f['scored']} scored "
+                       f"blocks), last quarter **{l['top1_agree']}** ({l['scored']}); tokens per verifier pass "
+                       f"{f['mean_accepted']} -> {l['mean_accepted']}.")]
     lines += ["", "Targets: " + "; ".join(summary["targets"]), "",
-              "Files: `summary.json` (these figures), `requests.jsonl` (one line per request, token ids included), "
-              "`server_log.txt`, `metrics.txt` (the server's /metrics at the end), `state/` (checkpoints git-ignored; "
-              "`state/metrics/` the learner's CSVs), `baseline_T*.jsonl` (the greedy reference: the baseline driver "
-              "on the same prompts)."]
+              ("Files: `summary.json` (these figures), `requests.jsonl` (one line per request, token ids included), "
+               "`server_log.txt`, `metrics.txt` (the server's /metrics at the end), `state/` (checkpoints "
+               "git-ignored; `state/metrics/` the learner's CSVs), `baseline_T*.jsonl` (the greedy reference: the "
+               "baseline driver on the same prompts).")]
     path = out / "README.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

@@ -3,7 +3,13 @@ a 5xx or a 503, the percentiles, the agreement quarters, and the targets line.""
 import csv
 
 from scripts.serve_load.client import percentile
-from scripts.serve_load.report import agreement, matches, phase_summary, targets, write_readme
+from scripts.serve_load.report import (
+    agreement,
+    matches,
+    phase_summary,
+    targets,
+    write_readme,
+)
 
 REFS = {0: [5, 6, 7, 2], 1: [8, 9, 10, 11]}
 
