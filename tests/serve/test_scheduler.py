@@ -162,3 +162,24 @@ def test_shutdown_lets_requests_in_flight_finish_then_fails_what_is_left():
     assert stuck.close(timeout=0) == 1
     err = ev.get(timeout=1)
     assert err.kind == "error" and err.status == 503
+
+
+def test_a_failing_learner_stops_learning_but_not_serving():
+    km = tiny()
+
+    class Broken:
+        prefill_positions = 0
+
+        def on_block(self, blk):
+            raise OSError("disk full")
+
+    lines = []
+    sched = Scheduler(km, DrafterFactory(DRAFTER, km, online=False), 2, 2, Broken(), ServeMetrics(),
+                      print_fn=lines.append)
+    ids = prompts([6])[0]
+    seq, ev = request(ids, 10)
+    sched.submit(seq)
+    sched.start()
+    assert result(ev)[0] == kangaroo_generate(km, ids, 10, EOS).tokens
+    sched.close(timeout=WAIT_S)
+    assert sched.learner is None and "learner failed (OSError: disk full)" in lines[0]
