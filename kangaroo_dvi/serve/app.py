@@ -17,18 +17,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from kangaroo_dvi.serve import schemas
 from kangaroo_dvi.serve.request_state import Event
 from kangaroo_dvi.serve.responses import DONE, Shape, sse
-from kangaroo_dvi.serve.schemas import (
-    ChatRequest,
-    CompletionRequest,
-    RequestError,
-    chat_messages,
-    check_model,
-    completion_prompt,
-    parse_body,
-    requested_max_tokens,
-)
+from kangaroo_dvi.serve.schemas import RequestError
 from kangaroo_dvi.serve.service import ServeService
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics")
@@ -71,22 +63,24 @@ def create_app(service: ServeService) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
-        req = parse_body(await request.body(), ChatRequest)
-        check_model(req, service.name)
-        return await generate(service, request, req, service.chat_ids(chat_messages(req)), "messages", chat=True)
+        return await generate(service, request, schemas.ChatRequest, "messages",
+                              lambda req: service.chat_ids(schemas.chat_messages(req)))
 
     @app.post("/v1/completions")
     async def completions(request: Request):
-        req = parse_body(await request.body(), CompletionRequest)
-        check_model(req, service.name)
-        return await generate(service, request, req, service.prompt_ids(completion_prompt(req)), "prompt", chat=False)
+        return await generate(service, request, schemas.CompletionRequest, "prompt",
+                              lambda req: service.prompt_ids(schemas.completion_prompt(req)))
 
     return app
 
 
-async def generate(service: ServeService, request: Request, req, ids, param: str, chat: bool):
-    max_tokens = service.budget(ids, requested_max_tokens(req), param)
-    shape = Shape(chat, service.name, req.return_token_ids)
+async def generate(service: ServeService, request: Request, kind: type, param: str, render):
+    """Body -> checks -> ``render(req)`` token ids -> the scheduler -> the response, streamed or whole."""
+    req = schemas.parse_body(await request.body(), kind)
+    schemas.check_model(req, service.name)
+    ids = render(req)
+    max_tokens = service.budget(ids, schemas.requested_max_tokens(req), param)
+    shape = Shape(kind is schemas.ChatRequest, service.name, req.return_token_ids)
     events: asyncio.Queue[Event] = asyncio.Queue()
     seq = service.submit(ids, max_tokens, req.stop, thread_safe_sink(events))
     if req.stream:
