@@ -63,4 +63,3 @@ def verifier_logits_batch(model: KangarooModel, h_finals: list[torch.Tensor]) ->
         for i, part in zip(group, logits.split([h_finals[i].shape[1] for i in group], dim=1)):
             out[i] = part
     return out
-

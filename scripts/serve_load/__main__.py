@@ -1,18 +1,22 @@
-"""The serving load run: start the server on loopback, replay ShareGPT prompts through concurrent streaming clients,
-check every answer against greedy decoding, write OUT/README.md and OUT/summary.json.
+"""The serving load run: serve ShareGPT prompts on loopback to concurrent streaming clients, check every answer
+against greedy decoding, write OUT/README.md and OUT/summary.json.
 
-    python -m scripts.serve_load --model-id smollm2-135m --prompts-jsonl assets/sharegpt.jsonl --out runs/serve
+    python -m scripts.serve_load --model-id smollm2-135m --prompts-jsonl assets/sharegpt.jsonl --out runs/serve \
+        --overwrite
 
-Phases, on one server that learns online from all of them (``--dvi-online true`` + ``--server-args``):
-  learn      the first --learn-prompts prompts by --learn-concurrency clients: the drafter's agreement over the
-             served stream (first vs last quarter of its blocks, from the server's acceptance.csv)
-  clients    --requests-per-level further prompts at each of --levels concurrent clients: latency to the first
-             token and per output token (p50/p95), total tokens/s, errors
-  overload   max batch + queue size + --overload-extra clients at once (short answers): 503s past the bound only
-Then SIGTERM (the drain and the final checkpoint) and the greedy reference: the baseline driver on the same prompts
-(OUT/baseline_T{max tokens}.jsonl, resumable, so a rerun does not decode them again). Bounded: each phase stops
-sending after --max-seconds. Exit 1 if an answer differs from greedy decoding or a request was lost or got a 5xx
-within the bound.
+Two servers, one after the other (flags: --max-batch, --queue-size, --num-threads, --server-args):
+  learn      ``--dvi-online true`` from a fresh state (OUT/state): the first --learn-prompts prompts by
+             --learn-concurrency clients; the drafter's agreement over the served stream (first vs last quarter of
+             its blocks, from OUT/state/metrics/acceptance.csv). SIGTERM: the drain, then final.pt.
+  clients    ``--dvi-online false --load-lora OUT/state/checkpoints/final.pt`` (that drafter deployed frozen, so every
+             level serves the same drafter; OUT/state_deployed): --requests-per-level further prompts at each of
+             --levels concurrent clients: latency to the first token and per output token (p50/p95), total
+             tokens/s, errors
+  overload   on the same server, max batch + queue size + --overload-extra clients at once (short answers): 503s
+             past the bound only
+Then the greedy reference: the baseline driver on the same prompts (OUT/baseline_T{max tokens}.jsonl, resumable, so
+a rerun does not decode them again). Bounded: each phase stops sending after --max-seconds. Exit 1 if an answer
+differs from greedy decoding, a request was lost, got a 5xx, or a 503 within the bound.
 """
 from __future__ import annotations
 
@@ -65,29 +69,45 @@ def prompts_of(path: str, n: int) -> list[str]:
     return out
 
 
-def serve_phases(args, server, prompts: list[str]) -> tuple[list, list, tuple[int, int]]:
-    """Run every phase; returns (phase summaries without the reference, all records, learn-phase block range)."""
-    model, url, mt = server.health()["model"], server.url, args.max_tokens
-    levels = [int(c) for c in args.levels.split(",") if c.strip()]
-    runs, records = [], []
-    step0 = server.health().get("global_step", 0)
-    learn = list(enumerate(prompts[:args.learn_prompts]))
-    runs.append(("learn", args.learn_concurrency, *run_phase(url, model, learn, args.learn_concurrency, mt,
-                                                             args.max_seconds)))
-    step1 = server.health().get("global_step", 0)
-    at = args.learn_prompts
-    for c in levels:
-        chunk = [(i, prompts[i]) for i in range(at, at + args.requests_per_level)]
+def run(name: str, concurrency: int, server, prompts: list[tuple[int, str]], args) -> tuple:
+    recs, wall = run_phase(server.url, server.health()["model"], prompts, concurrency, args.max_tokens,
+                           args.max_seconds)
+    return name, concurrency, recs, wall
+
+
+def learn_phase(args, server, prompts: list[str]) -> tuple[tuple, tuple[int, int]]:
+    """The learning server's phase, and the block range it covers."""
+    step0 = server.health()["global_step"]
+    phase = run("learn", args.learn_concurrency, server, list(enumerate(prompts[:args.learn_prompts])), args)
+    return phase, (step0, server.health()["global_step"])
+
+
+def client_phases(args, server, prompts: list[str]) -> list[tuple]:
+    """Each level of concurrent clients on its own prompts, then the burst past the queue bound."""
+    runs, at = [], args.learn_prompts
+    for c in levels_of(args):
+        runs.append(run("clients", c, server, [(i, prompts[i]) for i in range(at, at + args.requests_per_level)], args))
         at += args.requests_per_level
-        runs.append(("clients", c, *run_phase(url, model, chunk, c, mt, args.max_seconds)))
     if args.overload_extra:
         n = args.max_batch + args.queue_size + args.overload_extra
-        picks = [(i % len(prompts), prompts[i % len(prompts)]) for i in range(n)]
-        recs = burst(url, model, picks, min(16, mt))
+        recs = burst(server.url, server.health()["model"], [(i % len(prompts), prompts[i % len(prompts)])
+                                                            for i in range(n)], min(16, args.max_tokens))
         runs.append(("overload", n, recs, max((r.get("total_s") or 0) for r in recs)))
-    for name, c, recs, _ in runs:
-        records += [{"phase": name, "concurrency": c, **r} for r in recs]
-    return runs, records, (step0, step1)
+    return runs
+
+
+def levels_of(args) -> list[int]:
+    return [int(c) for c in args.levels.split(",") if c.strip()]
+
+
+def served(server, out: Path, name: str, phases) -> tuple:
+    """Run ``phases(server)``, keep the server's /metrics, then SIGTERM it; returns (phases' result, exit code)."""
+    try:
+        result = phases(server)
+        (out / f"metrics_{name}.txt").write_text(server.metrics_text(), encoding="utf-8")
+    finally:
+        rc = server.stop()
+    return result, rc
 
 
 def reference(args, n: int, out: Path) -> dict:
@@ -106,36 +126,38 @@ def reference(args, n: int, out: Path) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    out = Path(args.out)
-    state = out / "state"
-    if state.exists():
-        if not args.overwrite:
-            raise UserError(f"{state} holds an earlier run's server state: pass --overwrite to remove it and start "
-                            "afresh (the top1_agree figure needs a drafter that starts from scratch)")
-        shutil.rmtree(state)
+    out, state = Path(args.out), Path(args.out) / "state"
+    for d in (state, out / "state_deployed"):
+        if d.exists() and not args.overwrite:
+            raise UserError(f"{d} holds an earlier run's server state: pass --overwrite to remove it and start afresh "
+                            "(the top1_agree figure needs a drafter that starts from scratch)")
+        shutil.rmtree(d, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    n = args.learn_prompts + args.requests_per_level * len(args.levels.split(","))
+    n = args.learn_prompts + args.requests_per_level * len(levels_of(args))
     prompts = prompts_of(args.prompts_jsonl, n)
-    flags = ["--dvi-online", "true", "--num-threads", str(args.num_threads), "--max-batch", str(args.max_batch),
-             "--queue-size", str(args.queue_size), "--max-new-tokens", str(args.max_tokens),
-             *shlex.split(args.server_args)]
-    server = ServerProcess(args.model_id, state, out / "server_log.txt", flags)
-    try:
-        runs, records, (s0, s1) = serve_phases(args, server, prompts)
-        (out / "metrics.txt").write_text(server.metrics_text(), encoding="utf-8")
-    finally:
-        rc = server.stop()
+    flags = ["--num-threads", str(args.num_threads), "--max-batch", str(args.max_batch), "--queue-size",
+             str(args.queue_size), "--max-new-tokens", str(args.max_tokens), *shlex.split(args.server_args)]
+    learner = ServerProcess(args.model_id, state, out / "server_learn_log.txt", [*flags, "--dvi-online", "true"])
+    (learn, (s0, s1)), rc_learn = served(learner, out, "learn", lambda s: learn_phase(args, s, prompts))
+    final = state / "checkpoints" / "final.pt"
+    deployed = ServerProcess(args.model_id, out / "state_deployed", out / "server_log.txt",
+                             [*flags, "--dvi-online", "false", "--load-lora", str(final)])
+    clients, rc = served(deployed, out, "deployed", lambda s: client_phases(args, s, prompts))
     refs = reference(args, n, out)
+    runs = [learn, *clients]
     phases = [phase_summary(name, c, recs, wall, refs) for name, c, recs, wall in runs]
     summary = {"command": "python -m scripts.serve_load " + shlex.join(sys.argv[1:] if argv is None else argv),
-               "server_command": shlex.join(["python", "-m", "kangaroo_dvi.serve", *server.command[3:]]),
-               "model_id": args.model_id, "machine": machine(), "server_exit_code": rc, "phases": phases,
-               "agreement": agreement(state / "metrics" / "acceptance.csv", s0, s1), "targets": targets(phases)}
+               "server_commands": [shlex.join(["python", *s.command[1:]]) for s in (learner, deployed)],
+               "model_id": args.model_id, "machine": machine(), "server_exit_codes": [rc_learn, rc],
+               "phases": phases, "agreement": agreement(state / "metrics" / "acceptance.csv", s0, s1),
+               "targets": targets(phases)}
     write_json(out / "summary.json", summary)
+    records = [{"phase": name, "concurrency": c, **r} for name, c, recs, _ in runs for r in recs]
     (out / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     print(f"[serve_load] {write_readme(out, summary)}: " + "; ".join(summary["targets"]))
-    bad = any(p["equal_to_greedy"] != p["checked"] or p["server_5xx"] or p["lost"] for p in phases)
-    return 1 if bad or rc != 0 else 0
+    bad = any(p["equal_to_greedy"] != p["checked"] or p["server_5xx"] or p["lost"]
+              or (p["phase"] != "overload" and p["rejected_503"]) for p in phases)
+    return 1 if bad or rc or rc_learn else 0
 
 
 if __name__ == "__main__":

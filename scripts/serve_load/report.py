@@ -66,7 +66,8 @@ def write_readme(out: Path, summary: dict) -> Path:
     lines = [f"# Serving under load: {summary['model_id']}", "",
              "Written by `scripts/serve_load` (loopback only, bounded count and duration). Command:", "",
              "```bash", summary["command"], "```", "",
-             f"Machine: {summary['machine']}. Server: `{summary['server_command']}`.", "",
+             (f"Machine: {summary['machine']}. Servers: the `learn` phase `{summary['server_commands'][0]}`; the "
+              f"others, on the drafter it learned, deployed frozen: `{summary['server_commands'][1]}`."), "",
              ("| phase | clients | requests | ok | 503 | other 5xx | lost | equal to greedy | TTFT p50 / p95 ms | "
               "per output token p50 / p95 ms | tokens/s | vs 1 client |"),
              "|---|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|"]
@@ -80,9 +81,10 @@ def write_readme(out: Path, summary: dict) -> Path:
                        f"{f['mean_accepted']} -> {l['mean_accepted']}.")]
     lines += ["", "Targets: " + "; ".join(summary["targets"]), "",
               ("Files: `summary.json` (these figures), `requests.jsonl` (one line per request, token ids included), "
-               "`server_log.txt`, `metrics.txt` (the server's /metrics at the end), `state/` (checkpoints "
-               "git-ignored; `state/metrics/` the learner's CSVs), `baseline_T*.jsonl` (the greedy reference: the "
-               "baseline driver on the same prompts).")]
+               "`server_learn_log.txt` and `server_log.txt`, `metrics_learn.txt` and `metrics_deployed.txt` (each server's "
+               "/metrics at its end), `state/` (the learning server's: checkpoints git-ignored, `state/metrics/` the "
+               "learner's CSVs), `baseline_T*.jsonl` (the greedy reference: the baseline driver on the same "
+               "prompts).")]
     path = out / "README.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

@@ -53,6 +53,6 @@ def test_agreement_quarters_and_targets(tmp_path):
     lines = targets([one, four, over])
     assert lines[0].startswith("4 clients / 1 client tokens/s = 3.00x (met")
     assert "5/5 answers equal" in lines[1] and lines[2].startswith("0 lost") and "1 of 2 turned away" in lines[3]
-    readme = write_readme(tmp_path, {"model_id": "m", "command": "cmd", "server_command": "srv", "machine": "cpu",
+    readme = write_readme(tmp_path, {"model_id": "m", "command": "cmd", "server_commands": ["a", "b"], "machine": "cpu",
                                      "phases": [one, four, over], "agreement": a, "targets": lines}).read_text()
     assert "| clients | 4 |" in readme and "3.00x" in readme and "last quarter **1.0**" in readme
