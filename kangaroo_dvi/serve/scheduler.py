@@ -43,6 +43,8 @@ class Scheduler:
         self.max_batch, self.queue_size = max_batch, queue_size
         self.waiting: queue.Queue[Sequence] = queue.Queue()
         self.room = threading.BoundedSemaphore(max_batch + queue_size)  # one unit per request in the server
+        self.inside = 0               # requests in the server (waiting, being admitted or decoding)
+        self._count = threading.Lock()
         self.active: list[Sequence] = []
         self.pools = [ReusableCaches(model.new_caches) for _ in range(max_batch)]
         self.free = list(range(max_batch))[::-1]
@@ -61,6 +63,8 @@ class Scheduler:
         if not self.room.acquire(blocking=False):
             raise QueueFull(f"the server is at capacity ({self.max_batch} requests in flight and {self.queue_size} "
                             "waiting): retry after the Retry-After seconds", self.retry_after())
+        with self._count:
+            self.inside += 1
         self.waiting.put_nowait(seq)
 
     def state(self) -> tuple[int, int]:
@@ -76,7 +80,7 @@ class Scheduler:
         thread (after its current block) and fail what is left (503). Returns how many were left."""
         self.accepting = False
         deadline = time.monotonic() + timeout
-        while (self.active or not self.waiting.empty()) and self._thread.is_alive() and time.monotonic() < deadline:
+        while self.inside and self._thread.is_alive() and time.monotonic() < deadline:
             time.sleep(0.02)
         self._halt.set()
         if self._thread.is_alive():
@@ -177,4 +181,6 @@ class Scheduler:
         if seq.slot is not None:
             self.free.append(seq.slot)
         seq.slot, seq.caches = None, None
+        with self._count:
+            self.inside -= 1
         self.room.release()
