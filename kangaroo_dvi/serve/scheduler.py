@@ -38,8 +38,8 @@ class QueueFull(Exception):
 class Scheduler:
     def __init__(self, model, new_drafter, max_batch: int, queue_size: int, learner=None, metrics=None,
                  print_fn=print):
-        self.model, self.new_drafter, self.learner, self.metrics, self.print = (model, new_drafter, learner, metrics,
-                                                                                print_fn)
+        self.model, self.new_drafter, self.learner = model, new_drafter, learner
+        self.metrics, self.print = metrics, print_fn
         self.max_batch, self.queue_size = max_batch, queue_size
         self.waiting: queue.Queue[Sequence] = queue.Queue()
         self.room = threading.BoundedSemaphore(max_batch + queue_size)  # one unit per request in the server
