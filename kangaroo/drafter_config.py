@@ -23,7 +23,7 @@ from pathlib import Path
 
 from common.config_fields import Rule, above, at_least, check_fields, setting, within
 from common.errors import ConfigError, UserError
-from kangaroo.draft_policy import make_policy
+from kangaroo.draft_policy import Calibrator, GoodputPolicy, make_policy
 from kangaroo.drafters import SuffixMemory, chain_names, make_drafter
 from kangaroo.kangaroo_model import check_exit_layer
 
@@ -179,13 +179,16 @@ def new_memory(cfg: DrafterConfig, online: bool = False) -> SuffixMemory | None:
 
 
 def build_drafter(cfg: DrafterConfig, model, print_fn=print, cost=None, online: bool = False,
-                  memory: SuffixMemory | None = None):
+                  memory: SuffixMemory | None = None, calibrator: Calibrator | None = None):
     """The drafter chain ``cfg`` names (``auto`` resolved; ``online``: the run trains the drafter); a goodput policy
     measures (or reads) the verify-cost curve unless ``cost`` is given. ``memory``: a shared store for the memory
-    drafter (default: ``new_memory(cfg)``)."""
+    drafter (default: ``new_memory(cfg)``); ``calibrator``: one goodput calibration shared by every drafter built
+    with it (a server's requests; its counts are keyed by draft source), else one per drafter."""
     cfg = resolve_auto(cfg, online)
     if cfg.draft_policy == "goodput" and cost is None:
         cost = cost_curve(cfg, model, print_fn)
+    shared = calibrator is not None and cfg.draft_policy == "goodput"
     return make_drafter(cfg.drafter, cfg.steps,
-                        lambda: make_policy(cfg.draft_policy, cfg.threshold, cost, cfg.goodput_prior),
+                        lambda: GoodputPolicy(cost, calibrator) if shared
+                        else make_policy(cfg.draft_policy, cfg.threshold, cost, cfg.goodput_prior),
                         cfg.ngram_min, cfg.ngram_max, memory if memory is not None else new_memory(cfg))

@@ -26,6 +26,7 @@ from typing import Callable, Optional
 
 import torch
 
+from kangaroo.batched import forward_deep_batch, forward_shallow_batch, verifier_logits_batch
 from kangaroo.blocks import Block, Draft, PrefillTargets, Verification
 from kangaroo.draft_policy import ThresholdStop
 from kangaroo.drafters import Drafter, SelfDrafter
@@ -34,8 +35,8 @@ from kangaroo.kangaroo_model import KangarooCaches, KangarooModel
 from kangaroo.self_draft import self_draft
 from kangaroo.timing import now
 
-__all__ = ["Block", "Draft", "PrefillTargets", "Verification", "accept", "draft", "drafter_step", "kangaroo_generate",
-           "prefill", "self_draft", "speculative_step", "verify"]
+__all__ = ["Block", "Draft", "PrefillTargets", "Verification", "accept", "draft", "drafter_step", "drafter_step_batch",
+           "kangaroo_generate", "prefill", "self_draft", "speculative_step", "verify", "verify_batch"]
 
 
 def draft(model: KangarooModel, last_token: int, caches: KangarooCaches, steps: int, threshold: float) -> Draft:
@@ -43,23 +44,41 @@ def draft(model: KangarooModel, last_token: int, caches: KangarooCaches, steps: 
     return self_draft(model, last_token, caches, steps, ThresholdStop(threshold))
 
 
-@torch.no_grad()
 def verify(model: KangarooModel, d: Draft, caches: KangarooCaches) -> Verification:
     """Deep layers over x, d_1..d_m in one pass. Inputs the draft holds no layer-k hidden states for (an n-gram
     draft: all of them) first go through the shallow layers here, so both caches end at the same length."""
+    return verify_batch(model, [d], [caches])[0]
+
+
+@torch.no_grad()
+def verify_batch(model: KangarooModel, drafts: list[Draft], caches: list[KangarooCaches]) -> list[Verification]:
+    """``verify`` of several sequences' drafts, each over its own caches, their passes batched
+    (``kangaroo/batched.py``): each result equals ``verify`` on that draft alone. The pass's time is shared out
+    evenly (``Verification.ms``)."""
     t0 = now(model.device)
-    h, hk = d.h, None
-    n_in = len(d.tokens) + 1
-    if d.covered < n_in:
-        if d.last_token is None:
-            raise ValueError("a draft without layer-k hidden states for x must carry last_token")
-        rest = ([d.last_token] + d.tokens)[d.covered:]
-        out = model.forward_shallow(torch.tensor([rest], device=model.device), caches.shallow)
-        h_rest, hk = out.h, out.hk[0]
-        h = h_rest if h is None or h.shape[1] == 0 else torch.cat([h, h_rest], dim=1)
-    logits = model.verifier_logits(model.forward_deep(h, caches.deep))[0]
-    tokens = logits.argmax(dim=-1).tolist()
-    return Verification(logits, tokens, ms=(now(model.device) - t0) * 1e3, hk=hk, hk_from=d.covered)
+    todo = [i for i, d in enumerate(drafts) if d.covered < len(d.tokens) + 1]
+    outs = forward_shallow_batch(model, [_uncovered(drafts[i], model.device) for i in todo],
+                                 [caches[i].shallow for i in todo])
+    shallow = dict(zip(todo, outs))
+    hs = [_verifier_input(d, shallow.get(i)) for i, d in enumerate(drafts)]
+    logits = verifier_logits_batch(model, forward_deep_batch(model, hs, [c.deep for c in caches]))
+    ms = (now(model.device) - t0) * 1e3 / max(1, len(drafts))
+    return [Verification(z[0], z[0].argmax(dim=-1).tolist(), ms=ms, hk=shallow[i].hk[0] if i in shallow else None,
+                         hk_from=d.covered) for i, (d, z) in enumerate(zip(drafts, logits))]
+
+
+def _uncovered(d: Draft, device) -> torch.Tensor:
+    """[1, n] the inputs (x, d_1, ...) the draft holds no layer-k hidden states for."""
+    if d.last_token is None:
+        raise ValueError("a draft without layer-k hidden states for x must carry last_token")
+    return torch.tensor([([d.last_token] + d.tokens)[d.covered:]], device=device)
+
+
+def _verifier_input(d: Draft, rest) -> torch.Tensor:
+    """The layer-k hidden states of all the draft's inputs: its own, then those of the shallow pass ``rest``."""
+    if rest is None:
+        return d.h
+    return rest.h if d.h is None or d.h.shape[1] == 0 else torch.cat([d.h, rest.h], dim=1)
 
 
 def accept(d: Draft, v: Verification) -> tuple[int, list[int]]:
@@ -82,8 +101,23 @@ def drafter_step(model: KangarooModel, drafter: Drafter, history: list[int], cac
     return _verify_accept(model, drafter.draft(model, caches, history), caches, start)
 
 
+def drafter_step_batch(model: KangarooModel, drafters: list, histories: list[list[int]],
+                       caches: list[KangarooCaches]) -> list[Block]:
+    """One block of each of several sequences (a request each, with its own drafter, history and caches): every
+    drafter drafts alone, then one batched verify pass (``verify_batch``), then accept/crop per sequence. Each
+    block equals ``drafter_step`` on that sequence alone."""
+    starts = [c.shallow.length for c in caches]
+    drafts = [dr.draft(model, c, h) for dr, c, h in zip(drafters, caches, histories, strict=True)]
+    verdicts = verify_batch(model, drafts, caches)
+    return [_commit(model, d, v, c, s) for d, v, c, s in zip(drafts, verdicts, caches, starts)]
+
+
 def _verify_accept(model: KangarooModel, d: Draft, caches: KangarooCaches, start: int) -> Block:
-    v = verify(model, d, caches)
+    return _commit(model, d, verify(model, d, caches), caches, start)
+
+
+def _commit(model: KangarooModel, d: Draft, v: Verification, caches: KangarooCaches, start: int) -> Block:
+    """accept, then crop both caches to the committed length."""
     a, committed = accept(d, v)
     caches.crop(start + 1 + a)
     return Block(d, v, a, committed, context=model.segment_context(caches.shallow, start, start + 1 + a))
