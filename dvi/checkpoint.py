@@ -204,6 +204,12 @@ def save_ckpt(path, model, opt, sched, ema_b, *, global_step: int | None = None,
     except OSError as e:
         raise CheckpointError(f"cannot create the checkpoint folder {path.parent} ({e.strerror or e}): "
                               "pass a writable folder as --save-lora-path") from e
+    atomic_save(obj, path)
+
+
+def atomic_save(obj, path: Path) -> None:
+    """``torch.save`` to a temp file in the same folder, fsync, rename, fsync the folder: the name holds the old file
+    or the whole new one, never half of one."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
