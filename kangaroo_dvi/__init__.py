@@ -56,7 +56,9 @@ class KangarooDVI:
         if dvi is not None and lora and not dvi.io.load:  # learn online from the checkpoint (resume)
             dvi = replace(dvi, io=replace(dvi.io, load=str(lora)))
         dcfg = drafter or DrafterConfig(model_id=model_id)
-        prune = lambda km: apply_drafter_vocab(dcfg, km, tokenizer, print_fn)  # noqa: E731
+        def prune(km):
+            apply_drafter_vocab(dcfg, km, tokenizer, print_fn)
+
         learner = None
         if dvi is None and lora:  # deploy: built as the checkpoint needs (its trained adapter too)
             from dvi.deploy import deployed_model

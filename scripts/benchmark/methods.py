@@ -3,6 +3,7 @@ calls or None, tokens per verifier pass or None)``, and one question decoded by 
 ``kangaroo.timing.timed``)."""
 from __future__ import annotations
 
+import itertools
 import sys
 
 import torch
@@ -48,7 +49,7 @@ class TargetCalls:
         if not self.starts or self.starts[0] != 0 or None in self.starts:
             return None
         ends = [prompt_len] + [s + 1 for s in self.starts[1:]] + [prompt_len + new_tokens]
-        return [b - a for a, b in zip(ends, ends[1:])]
+        return [b - a for a, b in itertools.pairwise(ends)]
 
 
 def make_methods(args, lm, models: dict, eos: set[int], pad_id: int | None, calls: TargetCalls,
@@ -70,8 +71,8 @@ def make_methods(args, lm, models: dict, eos: set[int], pad_id: int | None, call
         return decode
 
     from evaluation.cli import drafter_config
-    from kangaroo.drafter_config import cost_curve
     from kangaroo.draft_policy import make_policy
+    from kangaroo.drafter_config import cost_curve
     from kangaroo.drafters import make_drafter
 
     def drafter(kind, policy, model):

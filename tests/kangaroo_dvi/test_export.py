@@ -12,8 +12,8 @@ from transformers import AutoModelForCausalLM
 from kangaroo.draft_policy import ThresholdStop
 from kangaroo.drafters import SelfDrafter
 from kangaroo.speculative import kangaroo_generate
-from kangaroo_dvi.export import export_peft, export_standalone, load_drafter
 from kangaroo_dvi.export import __main__ as cli
+from kangaroo_dvi.export import export_peft, export_standalone, load_drafter
 from tests.conftest import make_tiny_llama
 from tests.dvi.test_online_loop import prompts
 from tests.kangaroo_dvi.helpers import drafter_checkpoint
@@ -99,7 +99,7 @@ def test_assisted_generation_with_the_standalone_equals_greedy_and_drafts_the_sa
         assert torch.equal(lm.generate(ids, max_new_tokens=24, do_sample=False, assistant_model=sa), ref)
         blocks = []
         kangaroo_generate(dm, ids, 24, set(), drafter=SelfDrafter(4, ThresholdStop(0.0)),
-                          on_block=lambda b: blocks.append((b.draft.tokens, b.committed)))
+                          on_block=lambda b, out=blocks: out.append((b.draft.tokens, b.committed)))
         context = ids[0].tolist()
         for drafted, committed in blocks:  # the standalone's greedy continuation of each block's context
             got = sa.generate(torch.tensor([context]), max_new_tokens=len(drafted), do_sample=False)

@@ -6,10 +6,9 @@ import torch
 from transformers import StoppingCriteria
 from transformers.generation.streamers import BaseStreamer
 
-import kangaroo_dvi.hf as hf
 from common.errors import UserError
 from dvi.config import BufferConfig, DVIConfig, IOConfig, LoRAConfig, TrainerConfig
-from kangaroo_dvi import DrafterConfig
+from kangaroo_dvi import DrafterConfig, hf
 from tests.conftest import make_tiny_llama
 from tests.dvi.test_online_loop import prompts
 from tests.kangaroo_dvi.helpers import drafter_checkpoint

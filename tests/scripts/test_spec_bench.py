@@ -62,7 +62,7 @@ def test_raw_records_as_answer_records():
         "turns": ["one two", "three"], "recounted_tokens": [2, 1], "match": [True, True]}}}]
     (a,) = sb.from_raw(raw, "dvi", "m-dvi")
     c = a["choices"][0]
-    assert (a["question_id"], a["category"], a["model_id"]) == (7, "qa", "m-dvi") and list(a)[0] == "question_id"
+    assert (a["question_id"], a["category"], a["model_id"]) == (7, "qa", "m-dvi") and next(iter(a)) == "question_id"
     assert (c["turns"], c["new_tokens"], c["wall_time"], c["accept_lengths"], c["decoding_steps"]) == (
         ["one two", "three"], [3, 2], [0.5, 0.25], [2, 1, 2], [2, 1])
     assert sb.recount(a) == 3 and sb.from_raw(raw, "baseline") == []
