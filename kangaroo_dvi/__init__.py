@@ -56,6 +56,7 @@ class KangarooDVI:
         if dvi is not None and lora and not dvi.io.load:  # learn online from the checkpoint (resume)
             dvi = replace(dvi, io=replace(dvi.io, load=str(lora)))
         dcfg = drafter or DrafterConfig(model_id=model_id)
+
         def prune(km):
             apply_drafter_vocab(dcfg, km, tokenizer, print_fn)
 
