@@ -42,7 +42,7 @@ def generate(model, input_ids: torch.Tensor, logits_processor=None, stopping_cri
     """``custom_generate`` for ``GenerationMixin.generate``: Kangaroo-DVI decoding, equal to greedy decoding."""
     check_supported(model, input_ids, logits_processor, generation_config, model_kwargs)
     kd = kangaroo_for(model, exit_layer=exit_layer, lora=lora, drafter=drafter, dvi=dvi)
-    streamer = caller_streamer()
+    streamer = model_kwargs.pop("streamer", None) or caller_streamer()  # passed on by a later transformers, or not
     prompt_len = input_ids.shape[1]
     budget = generation_config.max_length - prompt_len
     rule = CriteriaStop(stopping_criteria, input_ids, budget)
