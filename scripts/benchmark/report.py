@@ -87,9 +87,10 @@ NOTES = ("Notes: mean accepted length = tokens per verifier pass (target-model f
          "(len(tokenizer(turn).input_ids) - 1 per turn: SmolLM2's tokenizer adds no BOS, so this drops one real "
          "token per turn and the EOS is not in the text); speedup = the method's speed / that baseline speed, so the "
          "baseline's own row is what speed.py gives it against itself. With repeats: mean ± sample std (ddof 1) "
-         "over the repeats, accepted lengths pooled. matches baseline: `NO (k of n)` = k of n questions have a turn "
-         "whose token ids differ from the baseline's (in some repeat); equal.py: Spec-Bench's check of the answer "
-         "texts in file order, in every repeat. The answer files: OUT/data/spec_bench/model_answer_temp0_run_R/.")
+         "over the repeats, accepted lengths pooled, new tokens summed over them. matches baseline: `NO (k of n)` = "
+         "k of n questions have a turn whose token ids differ from the baseline's (in some repeat); equal.py: "
+         "Spec-Bench's check of the answer texts in file order, in every repeat. The answer files: "
+         "OUT/data/spec_bench/model_answer_temp0_run_R/.")
 
 
 def table_markdown(summary: dict, meta: dict) -> str:
