@@ -9,7 +9,7 @@
                          exit_layer=2, lora="runs/main/checkpoints/final.pt")    # == model.generate(**inputs, ...)
 
 ``generate`` does its usual preparation (generation config, stopping criteria: ``max_new_tokens`` / ``max_length``,
-EOS, ``stop_strings``, your ``stopping_criteria``), then calls ``generate`` below with the prepared pieces and the
+EOS, your ``stopping_criteria``), then calls ``generate`` below with the prepared pieces and the
 extra keywords: ``exit_layer`` (2), ``lora`` (a drafter checkpoint to deploy; none: the identity drafter),
 ``drafter`` (a ``DrafterConfig``; default: the deployed settings, hybrid drafter + goodput policy) and ``dvi`` (a
 ``DVIConfig``; ``DVIConfig(online=True)`` learns online while generating, from ``lora`` if given; ``close(model)``
