@@ -35,8 +35,11 @@ from kangaroo.kangaroo_model import KangarooCaches, KangarooModel
 from kangaroo.self_draft import self_draft
 from kangaroo.timing import now
 
-__all__ = ["Block", "Draft", "PrefillTargets", "Verification", "accept", "draft", "drafter_step", "drafter_step_batch",
-           "kangaroo_generate", "prefill", "self_draft", "speculative_step", "verify", "verify_batch"]
+StopRule = Callable[[list[int]], "tuple[list[int], bool]"]  # new tokens so far -> (the ones kept, stop now)
+
+__all__ = ["Block", "Draft", "PrefillTargets", "StopRule", "Verification", "accept", "draft", "drafter_step",
+           "drafter_step_batch", "kangaroo_generate", "prefill", "self_draft", "speculative_step", "verify",
+           "verify_batch"]
 
 
 def draft(model: KangarooModel, last_token: int, caches: KangarooCaches, steps: int, threshold: float) -> Draft:
@@ -161,15 +164,19 @@ def kangaroo_generate(model: KangarooModel, input_ids: torch.Tensor, max_new_tok
                       steps: int = 6, threshold: float = 0.6,
                       on_block: Optional[Callable[[Block], None]] = None, drafter: Optional[Drafter] = None,
                       cache_pool=None, on_prefill: Optional[Callable[[PrefillTargets], None]] = None,
-                      prefill_positions: int = 0) -> DecodeResult:
+                      prefill_positions: int = 0, stop_rule: Optional[StopRule] = None,
+                      on_commit: Optional[Callable[[list[int]], None]] = None) -> DecodeResult:
     """Greedy decoding of ``input_ids`` [1, n]; ``on_block`` sees every block (DVI learns from it).
     ``drafter`` (``kangaroo/drafters/``) defaults to the self-drafter under the threshold rule (``steps``,
     ``threshold``); when given, its own settings apply, and it sees ``begin(prompt)``, every block
     (``observe``) and ``end(output)``. ``cache_pool`` (a ``kangaroo.cache_pool.ReusableCaches``)
     lends caches kept across calls; else new ones. ``on_prefill`` gets the verifier's logits at up to
-    ``prefill_positions`` prompt positions (``prefill``), for dense DVI supervision."""
+    ``prefill_positions`` prompt positions (``prefill``), for dense DVI supervision. ``stop_rule(tokens) -> (kept,
+    stop)`` replaces the EOS / ``max_new_tokens`` rule (``clip_at_stop``; it must stop by ``max_new_tokens``, the
+    caches hold no more); ``on_commit`` gets each block's kept tokens (a streamer)."""
     if drafter is None:
         drafter = SelfDrafter(steps=steps, policy=ThresholdStop(threshold))
+    clip = stop_rule or (lambda tokens: clip_at_stop(tokens, eos_ids, max_new_tokens))
     need = input_ids.shape[1] + max_new_tokens + drafter.steps + 1
     caches = cache_pool.get(need) if cache_pool is not None else model.new_caches(need)
     history = input_ids[0].tolist()
@@ -184,8 +191,10 @@ def kangaroo_generate(model: KangarooModel, input_ids: torch.Tensor, max_new_tok
         if on_block is not None:
             on_block(blk)
         n_before = len(res.tokens)
-        res.tokens, stop = clip_at_stop(res.tokens + blk.committed, eos_ids, max_new_tokens)
+        res.tokens, stop = clip(res.tokens + blk.committed)
         res.accept_lengths.append(len(res.tokens) - n_before)
+        if on_commit is not None and len(res.tokens) > n_before:
+            on_commit(res.tokens[n_before:])
         if stop:
             drafter.end(res.tokens)
             return res
