@@ -176,19 +176,23 @@ def run_meta(args, lm, n_questions: int) -> dict:
             "command": shlex.join(["python", "-m", "scripts.benchmark_methods", *args.argv])}
 
 
-def decode_runs(args, questions: list[dict], out: Path, methods: dict, tokenizer, judge_fn) -> list[list[dict]]:
+def decode_runs(args, questions: list[dict], out: Path, new_methods, tokenizer, judge_fn) -> list[list[dict]]:
     """The whole comparison ``--repeats`` times (repeat r's records in its own raw file; questions already there are
-    skipped); returns each repeat's records of ``questions``."""
+    skipped); returns each repeat's records of ``questions``. Each repeat decodes with fresh methods
+    (``new_methods()``): a drafter's calibration and the memory drafter's memory carry over the questions of one
+    repeat, as when serving, but never into the next repeat, which would find its own answers there."""
     from tqdm import tqdm
 
-    names, wanted, runs = list(methods), {q["question_id"] for q in questions}, []
+    names, wanted, runs = list(args.methods), {q["question_id"] for q in questions}, []
     for run in range(1, args.repeats + 1):
         raw = raw_store(out, run)
         done = raw.done_ids()
+        todo = [(i, q) for i, q in enumerate(questions) if q["question_id"] not in done]
+        methods = new_methods() if todo else {}
         desc = "benchmark" if args.repeats == 1 else f"benchmark {run}/{args.repeats}"
-        for i, q in enumerate(tqdm(questions, desc=desc, disable=args.no_progress, dynamic_ncols=True)):
-            if q["question_id"] not in done:  # the order rotates per question, and per repeat
-                raw.append(decode_question(q, rotated(names, i + run - 1), methods, tokenizer, args, judge_fn))
+        for i, q in tqdm(todo, desc=desc, disable=args.no_progress, dynamic_ncols=True):
+            # the order rotates per question, and per repeat
+            raw.append(decode_question(q, rotated(names, i + run - 1), methods, tokenizer, args, judge_fn))
         runs.append([r for r in raw.records() if r["question_id"] in wanted])
     return runs
 
@@ -215,13 +219,17 @@ def main(argv=None) -> int:
     validate_against_config(args, lm.config)
     eos = eos_ids_of(tokenizer, lm.config)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos, default=None)
-    methods = make_methods(args, lm, build_models(args, lm, tokenizer), eos, pad_id, TargetCalls(lm))
+    models, calls = build_models(args, lm, tokenizer), TargetCalls(lm)
     warm = chat_prompt_ids(tokenizer, [{"role": "user", "content": "Hi"}], args.model_id, device=args.device)[:, -8:]
-    for fn in methods.values():  # untimed: lazy initialisation is not charged to the first question
-        fn(warm)
 
-    names = list(methods)
-    runs = decode_runs(args, questions, out, methods, tokenizer, lambda ids, ref, o: judge(lm, ids, ref, o))
+    def new_methods() -> dict:
+        methods = make_methods(args, lm, models, eos, pad_id, calls)
+        for fn in methods.values():  # untimed: lazy initialisation is not charged to the first question
+            fn(warm)
+        return methods
+
+    names = list(args.methods)
+    runs = decode_runs(args, questions, out, new_methods, tokenizer, lambda ids, ref, o: judge(lm, ids, ref, o))
     summary = write_report(out, runs, names, run_meta(args, lm, len(runs[0])))
     write_answer_files(out, runs, names, args.model_id, args.dtype)
     overall = summary["by_group"]["overall"]

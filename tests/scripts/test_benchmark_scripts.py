@@ -152,6 +152,23 @@ def test_benchmark_repeats_give_mean_and_std(tiny_model_dir, qfile, tmp_path):
     assert (out / "data" / "spec_bench" / "model_answer_temp0_run_2").is_dir()
 
 
+def test_each_repeat_starts_with_fresh_drafters(tiny_model_dir, qfile, tmp_path):
+    """The memory drafter's memory (and a drafter's calibration) carry over the questions of one repeat, never into
+    the next, which would otherwise draft each answer from its own copy: under the threshold rule (no timing in any
+    decision) every repeat's blocks come from the same sources."""
+    out = tmp_path / "rep"
+    argv = bench_argv(tiny_model_dir, qfile, out, "--per-category", "2", "--methods", "memory", "--repeats", "2",
+                      "--draft-policy", "threshold")
+    assert bm.main(argv) == 0
+
+    def blocks(path):
+        return [{src: c["blocks"] for src, c in turn.items()} for line in path.read_text().splitlines()
+                for turn in json.loads(line)["methods"]["memory"]["sources"]]
+
+    first, second = blocks(out / "raw.jsonl"), blocks(out / "raw_run2.jsonl")
+    assert len(first) == 3 and first == second
+
+
 def test_benchmark_trains_a_missing_lora_and_decodes_all_turns(tiny_model_dir, qfile, prompts, tmp_path, capsys):
     out, ckpt = tmp_path / "bench", tmp_path / "trained" / "final.pt"
     with pytest.raises(SystemExit):
