@@ -24,6 +24,7 @@ from evaluation.cli import apply_runtime, drafter_config, dvi_config, parse_args
 from evaluation.eval_loop import run_questions
 from kangaroo.cache_pool import ReusableCaches
 from kangaroo.drafter_config import apply_drafter_vocab, build_drafter
+from kangaroo.drafters.counters import source_summary
 from kangaroo.greedy import eos_ids_of
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.model_loading import load_causal_lm, load_tokenizer
@@ -65,7 +66,7 @@ def plain_metrics(model, args):
     def on_block(blk):
         d, v = blk.draft, blk.verification
         log.log_block(next(step), blk.drafted, blk.accepted, len(blk.committed), d.ms + v.ms, d.ms, v.ms, 0.0,
-                    top1_agree=blk.top1_agree)
+                      top1_agree=blk.top1_agree, source=blk.source, asked_ms=blk.asked_ms)
 
     return log, on_block
 
@@ -109,6 +110,8 @@ def main(argv=None) -> int:
         run_questions(args, method, decode, tokenizer, warmup=lambda ids: decode(ids, use_hook=False),
                       max_positions=model.config.max_position_embeddings)
         finished = True
+        print(f"[drafter] verifier passes by draft source (share, tokens per pass): "
+              f"{source_summary(drafter.by_source)}")
     finally:
         if learner is not None:  # also on Ctrl-C: the state so far is saved, marked unfinished, for a resume
             summary = learner.finish(finished)
