@@ -18,10 +18,9 @@ class KVCache:
                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", batch: int = 1,
                  row_width: int = 0):
         shape = (num_layers, batch, num_kv_heads, max_len, head_dim)
-        # uninitialised: a position is written before anything reads it (nothing reads past ``length``)
-        self.k = torch.empty(shape, dtype=dtype, device=device)
-        self.v = torch.empty(shape, dtype=dtype, device=device)
-        self.rows = torch.empty(batch, max_len, row_width, dtype=dtype, device=device) if row_width else None
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.rows = torch.zeros(batch, max_len, row_width, dtype=dtype, device=device) if row_width else None
         self.max_len = max_len
         self.length = 0
 
