@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 
 MAX_ROWS = 16  # rows per call the engine takes; more (a prompt's prefill) go to the plain path
-_SOURCE = Path(__file__).resolve().parent / "csrc" / "cpu_engine.cpp"
+_CSRC = Path(__file__).resolve().parent / "csrc"
+_SOURCES = [_CSRC / "cpu_engine.cpp", _CSRC / "draft_head.cpp"]  # one extension (draft_head: the drafter head)
 _state = {"enabled": os.environ.get("KANGAROO_ENGINE", "auto") != "plain", "ext": None, "failed": False}
 _stacks: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
@@ -56,7 +57,7 @@ def extension():
         name = _build_name(flags)
         build_dir = Path(get_default_build_root()) / name
         build_dir.mkdir(parents=True, exist_ok=True)
-        ext = load(name=name, sources=[str(_SOURCE)], verbose=False, build_directory=str(build_dir),
+        ext = load(name=name, sources=[str(p) for p in _SOURCES], verbose=False, build_directory=str(build_dir),
                    extra_cflags=flags, extra_ldflags=["-fopenmp"])
     except Exception as e:  # no compiler, no ninja, a failed build: the plain path still runs
         _state["failed"] = True
@@ -73,7 +74,8 @@ def extension():
 def _build_name(flags: list[str]) -> str:
     """One build per source text, flags and checkout: a second checkout (or an edited source) builds apart, and
     never rewrites a library another running process has loaded."""
-    key = hashlib.sha1(_SOURCE.read_bytes() + str(_SOURCE).encode() + " ".join(flags).encode()).hexdigest()[:12]
+    text = b"".join(p.read_bytes() + str(p).encode() for p in _SOURCES)
+    key = hashlib.sha1(text + " ".join(flags).encode()).hexdigest()[:12]
     return f"kangaroo_cpu_engine_{key}"
 
 

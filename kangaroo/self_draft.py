@@ -6,6 +6,7 @@ import torch
 
 from kangaroo.blocks import Draft
 from kangaroo.kangaroo_model import KangarooCaches, KangarooModel
+from kangaroo.packed_head import propose
 from kangaroo.timing import now
 
 
@@ -20,15 +21,14 @@ def self_draft(model: KangarooModel, last_token: int, caches: KangarooCaches, st
     declined = (None, None, None)
     for _ in range(steps):
         hk = out.hk[:, -1]
-        probs = torch.softmax(model.drafter_logits_from_hk(hk), dim=-1)
-        conf, idx = probs.max(dim=-1)
-        keep, go_on = policy.decide(confs + [float(conf)], "self")
-        tok = model.drafter_token_id(idx)
+        best = propose(model, hk)
+        conf, tok = best.probs[0], model.drafter_token_id(best.columns[0])
+        keep, go_on = policy.decide(confs + [conf], "self")
         if not keep:
-            declined = (tok, float(conf), hk[0])
+            declined = (tok, conf, hk[0])
             break
         tokens.append(tok)
-        confs.append(float(conf))
+        confs.append(conf)
         hks.append(hk)
         out = model.forward_shallow(torch.tensor([[tok]], device=model.device), caches.shallow)
         hs.append(out.h)

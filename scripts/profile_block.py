@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 from kangaroo import cpu_engine
+from scripts.profile_draft import draft_costs, draft_markdown
 from evaluation.cli import OneLineParser, add_model_args, add_speculation_args, resolve_device_dtype, resolve_model_id
 
 
@@ -53,6 +54,10 @@ def build_parser() -> OneLineParser:
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts to time")
     p.add_argument("--engines", default="auto,plain", help="comma-separated engines to time: auto, plain")
     p.add_argument("--stream-mb", type=int, default=512, help="size of the matrix that measures the stream rate")
+    p.add_argument("--drafter-vocabs", default="0,16384,8192,4096",
+                   help="drafter vocabulary sizes to time one self-drafted token at (0: the full vocabulary)")
+    p.add_argument("--head-precisions", default="float32,bf16,int8",
+                   help="drafter head precisions to time one self-drafted token with (kangaroo/packed_head.py)")
     p.add_argument("--out", default="runs/profile")
     return p
 
@@ -98,6 +103,28 @@ def stream_rate(mb: int, repeats: int, device, dtype) -> float:
 
 
 @torch.no_grad()
+def context_caches(km, context: int, n_max: int):
+    """Caches holding a random ``context``-token prompt, the prompt, ``at_context(fn)`` (a call that leaves the
+    caches at that length) and ``ar``: one plain greedy step so wrapped."""
+    gen = torch.Generator().manual_seed(0)
+    prompt = torch.randint(3, km.config.vocab_size, (1, context), generator=gen).to(km.device)
+    caches = km.new_caches(context + n_max + 2)
+    km.forward_deep(km.forward_shallow(prompt, caches.shallow).h, caches.deep)
+    L = caches.shallow.length
+
+    def at_context(fn):  # every timed call starts from the same cache length and leaves it there
+        def run():
+            fn()
+            caches.crop(L)
+        return run
+
+    one = prompt[:, :1]
+    ar = at_context(lambda: km.verifier_logits(km.forward_deep(km.forward_shallow(one, caches.shallow).h,
+                                                               caches.deep)).argmax(-1).tolist())
+    return caches, prompt, at_context, ar
+
+
+@torch.no_grad()
 def measure(km, args, lora_r: int, lora_alpha: float, train: bool = True) -> dict:
     from dvi.config import ScheduleConfig, TrainerConfig
     from dvi.online_trainer import OnlineTrainer
@@ -106,20 +133,9 @@ def measure(km, args, lora_r: int, lora_alpha: float, train: bool = True) -> dic
 
     cfg, dev, n_max = km.config, km.device, args.steps + 1
     gen = torch.Generator().manual_seed(0)
-    prompt = torch.randint(3, cfg.vocab_size, (1, args.context), generator=gen).to(dev)
-    caches = km.new_caches(args.context + n_max + 2)
-    km.forward_deep(km.forward_shallow(prompt, caches.shallow).h, caches.deep)
+    caches, prompt, at_context, ar = context_caches(km, args.context, n_max)
     L = caches.shallow.length
     one = prompt[:, :1]
-
-    def at_context(fn):  # every timed call starts from the same cache length and leaves it there
-        def run():
-            fn()
-            caches.crop(L)
-        return run
-
-    ar = at_context(lambda: km.verifier_logits(km.forward_deep(km.forward_shallow(one, caches.shallow).h,
-                                                               caches.deep)).argmax(-1).tolist())
     shallow = at_context(lambda: km.forward_shallow(one, caches.shallow))
     hk = km.forward_shallow(one, caches.shallow).hk[:, -1]
     caches.crop(L)
@@ -152,6 +168,14 @@ def measure(km, args, lora_r: int, lora_alpha: float, train: bool = True) -> dic
     costs["train_ms"] = median_ms(lambda: trainer.step(batch, 10 ** 6), max(3, args.repeats // 3), dev)
     km.drafter_head = None  # measured: back to the identity drafter
     return costs
+
+
+def measure_draft(km, args, r: int, alpha: float) -> list[dict]:
+    """``scripts.profile_draft.draft_costs`` at this run's context, for every --drafter-vocabs x --head-precisions."""
+    caches, prompt, _, ar = context_caches(km, args.context, args.steps + 1)
+    vocabs = [int(v) for v in args.drafter_vocabs.split(",")]
+    return draft_costs(km, caches, prompt[:, :1], ar, vocabs, args.head_precisions.split(","), r, alpha,
+                       args.repeats)
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -226,6 +250,10 @@ def main(argv=None) -> int:
             variants[f"{engine}/{threads}t"] = {**costs, "stream_limit_ms": limit_ms}
     costs = {**variants[next(iter(variants))]}
     costs["variants"] = variants
+    first = next(iter(variants))
+    cpu_engine.set_enabled(first.startswith("auto"))
+    torch.set_num_threads(int(first.split("/")[1][:-1]))
+    costs["draft"] = measure_draft(km, args, r, alpha)
     meta = {"model": args.model_id, "device": args.device, "dtype": args.dtype, "threads": args.threads,
             "engines": args.engines, "exit layer": args.exitlayer, "context": args.context, "repeats": args.repeats,
             "lora r": r, "trainer batch": args.dvi_batch_size, "top-K": args.dvi_topk,
@@ -233,6 +261,7 @@ def main(argv=None) -> int:
             "stream GB/s (1 thread)": round(rate / 1e9, 2),
             "command": shlex.join(["python", "-m", "scripts.profile_block", *(sys.argv[1:] if argv is None else argv)])}
     md = report_markdown(costs, meta, args.steps, args.dvi_update_every)
+    md += "\n" + "\n".join(draft_markdown(costs["draft"], costs["ar_ms"], costs["shallow_ms"])) + "\n"
     md += "\nAll variants (ms; head = the identity drafter head):\n\n" + "\n".join(variants_markdown(variants)) + "\n"
     write_report(args.out, md, meta, costs)
     return 0

@@ -330,7 +330,10 @@ torch::Tensor rmsnorm(torch::Tensor x, torch::Tensor w, double eps) {
 
 }  // namespace
 
+void register_draft_head(pybind11::module_& m);  // kangaroo/csrc/draft_head.cpp
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  register_draft_head(m);
   m.def("linear", &linear, "x [..., K] @ w [N, K]^T, batch-invariant (float32)");
   m.def("rmsnorm", &rmsnorm, "row-wise RMSNorm (float32)");
   pybind11::class_<Stack>(m, "Stack")
