@@ -60,6 +60,16 @@ def category_list(v: str) -> list[str]:
     return names
 
 
+def vocab_size(v: str) -> int:
+    """``--drafter-vocab``: a token count, or auto (-1, ``kangaroo.drafter_config.AUTO_VOCAB``)."""
+    if str(v).strip().lower() == "auto":
+        return -1
+    try:
+        return int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a token count or auto, got {v!r}") from None
+
+
 # ----------------------------------------------------------------------------------------------- flag groups
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
@@ -106,8 +116,15 @@ def add_drafter_args(g) -> None:
                         "curve at startup and writes it there (default: measure, do not save)")
     g.add_argument("--goodput-prior", type=float, default=4.0,
                    help="goodput: weight (in observations) of the drafter's raw confidence as the acceptance prior")
-    g.add_argument("--drafter-vocab", type=int, default=0,
-                   help="pruned drafter head (FR-Spec): draft only the N most frequent tokens; 0: full vocabulary")
+    g.add_argument("--drafter-vocab", type=vocab_size, default="auto",
+                   help="pruned drafter head (FR-Spec): draft only the N most frequent tokens; 0: full vocabulary; "
+                        "auto: that of the --load-lora checkpoint, else 8192 where runs/subvocab has the model's counts")
+    g.add_argument("--probe-gate", type=str2bool, default=True, metavar="{true,false}",
+                   help="goodput: ask the self-drafter only when a model of what is already known (the verifier's "
+                        "probability of its last token, recent payoff) says a probe can pay; false: fixed backoff")
+    g.add_argument("--drafter-head-precision", default="auto", choices=("auto", "int8", "bf16", "float32"),
+                   help="the drafter head's weights on the CPU engine (the verifier stays float32, so outputs do not "
+                        "change): int8 (VNNI), bf16, float32; auto: int8 where the engine's kernel is built")
     g.add_argument("--drafter-vocab-file", default="",
                    help="token counts (python -m scripts.build_subvocab) for --drafter-vocab; default "
                         "runs/subvocab/<model>.counts.npz, counted from assets/sharegpt.jsonl when missing")
@@ -403,8 +420,8 @@ def validate_drafter_args(args) -> None:
         return
     if not 1 <= args.ngram_min <= args.ngram_max:
         fail("need 1 <= --ngram-min <= --ngram-max")
-    if args.drafter_vocab < 0:
-        fail("--drafter-vocab must be >= 0 (0: the full vocabulary)")
+    if args.drafter_vocab < -1:
+        fail("--drafter-vocab must be >= 0 (0: the full vocabulary) or auto")
     if args.goodput_prior <= 0:
         fail("--goodput-prior must be > 0")
 
@@ -475,10 +492,15 @@ def drafter_config(args):
     """The drafting flags as a frozen ``DrafterConfig`` (``auto`` left for ``build_drafter`` to resolve)."""
     from kangaroo.drafter_config import DrafterConfig
 
+    vocab = args.drafter_vocab
+    if vocab == -1:  # auto: a pruned checkpoint brings its own
+        saved = load_lora_meta(args).get("drafter_vocab") if getattr(args, "load_lora", "") else None
+        vocab = len(saved) if saved is not None else vocab
     return DrafterConfig(model_id=str(args.model_id), drafter=args.drafter, draft_policy=args.draft_policy,
                          threshold=args.threshold, steps=args.steps, ngram_min=args.ngram_min,
                          ngram_max=args.ngram_max, cost_curve=args.cost_curve, goodput_prior=args.goodput_prior,
-                         drafter_vocab=args.drafter_vocab, drafter_vocab_file=args.drafter_vocab_file)
+                         drafter_vocab=vocab, drafter_vocab_file=args.drafter_vocab_file,
+                         head_precision=args.drafter_head_precision, probe_gate=args.probe_gate)
 
 
 def dvi_config(args):

@@ -16,6 +16,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from common.errors import UserError
+
+AUTO_VOCAB = -1
+DEFAULT_VOCAB = 8192  # auto: the pruned drafter vocabulary when the model's token counts are in runs/subvocab
 from kangaroo.draft_policy import make_policy
 from kangaroo.drafters import make_drafter
 
@@ -31,8 +34,11 @@ class DrafterConfig:
     ngram_max: int = 3
     cost_curve: str = ""             # JSON verify-cost curve to read, or to write the measured one to
     goodput_prior: float = 4.0
-    drafter_vocab: int = 0           # pruned drafter head: N most frequent tokens; 0: full vocabulary
+    drafter_vocab: int = AUTO_VOCAB  # pruned drafter head: N most frequent tokens; 0: full; -1: auto (below)
     drafter_vocab_file: str = ""
+    head_precision: str = "auto"     # the drafter head's weights: auto | int8 | bf16 | float32 (packed_head.py)
+    probe_gate: bool = True          # goodput: decide self probes by kangaroo/probe_gate.py (else a fixed backoff)
+    calibration_decay: float = 0.995  # goodput: the calibrator forgets old verdicts (a drafter learning online)
 
 
 def resolve_auto(cfg: DrafterConfig, online: bool = False) -> DrafterConfig:
@@ -45,13 +51,13 @@ def resolve_auto(cfg: DrafterConfig, online: bool = False) -> DrafterConfig:
 def apply_drafter_vocab(cfg: DrafterConfig, model, tokenizer=None, print_fn=print):
     """Prune the drafter head to ``cfg.drafter_vocab`` N tokens (no-op for 0). Counts come from
     ``cfg.drafter_vocab_file``, or are counted once from assets/sharegpt.jsonl and written to the default path."""
-    n = cfg.drafter_vocab
-    if not n:
-        return None
     from kangaroo.greedy import eos_ids_of
     from kangaroo.subvocab import count_tokens, default_counts_path, load_counts, save_counts, top_ids
 
     path = Path(cfg.drafter_vocab_file) if cfg.drafter_vocab_file else default_counts_path(cfg.model_id)
+    n = auto_vocab(cfg, model, path)
+    if not n:
+        return None
     if path.is_file():
         counts, meta = load_counts(path)
     elif cfg.drafter_vocab_file:
@@ -70,6 +76,15 @@ def apply_drafter_vocab(cfg: DrafterConfig, model, tokenizer=None, print_fn=prin
     ids = top_ids(counts, n, always=eos_ids_of(tokenizer, model.config) if tokenizer is not None else ())
     model.set_drafter_vocab(ids)
     return ids
+
+
+def auto_vocab(cfg: DrafterConfig, model, counts_path: Path) -> int:
+    """``cfg.drafter_vocab``, with auto resolved: ``DEFAULT_VOCAB`` when this model's token counts exist (the
+    bundled model's are in runs/subvocab) and its vocabulary is at least twice that, else the full vocabulary."""
+    if cfg.drafter_vocab != AUTO_VOCAB:
+        return cfg.drafter_vocab
+    fits = model.config.vocab_size >= 2 * DEFAULT_VOCAB and counts_path.is_file()
+    return DEFAULT_VOCAB if fits else 0
 
 
 def cost_curve(cfg: DrafterConfig, model, print_fn=print):
@@ -92,9 +107,16 @@ def cost_curve(cfg: DrafterConfig, model, print_fn=print):
 def build_drafter(cfg: DrafterConfig, model, print_fn=print, cost=None, online: bool = False):
     """The drafter ``cfg`` names (``auto`` resolved; ``online``: the run trains the drafter); a goodput policy
     measures (or reads) the verify-cost curve unless ``cost`` is given."""
+    from kangaroo.packed_head import configure
+
     cfg = resolve_auto(cfg, online)
+    configure(model, cfg.head_precision, frozen=not online)  # before the cost curve times the head
     if cfg.draft_policy == "goodput" and cost is None:
         cost = cost_curve(cfg, model, print_fn)
-    return make_drafter(cfg.drafter, cfg.steps,
-                        lambda: make_policy(cfg.draft_policy, cfg.threshold, cost, cfg.goodput_prior),
-                        cfg.ngram_min, cfg.ngram_max)
+    return make_drafter(cfg.drafter, cfg.steps, policy_factory(cfg, cost), cfg.ngram_min, cfg.ngram_max)
+
+
+def policy_factory(cfg: DrafterConfig, cost):
+    """One new policy per call (each drafter calibrates apart), as ``cfg`` says."""
+    return lambda: make_policy(cfg.draft_policy, cfg.threshold, cost, cfg.goodput_prior, gate=cfg.probe_gate,
+                               decay=cfg.calibration_decay)

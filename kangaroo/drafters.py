@@ -63,6 +63,9 @@ class SelfDrafter(Drafter):
         return self_draft(model, history[-1], caches, self.steps, self.policy)
 
     def observe(self, block: Block) -> None:
+        note = getattr(self.policy, "note", None)  # every block: what a probe gate knows before the next probe
+        if note is not None:
+            note(block)
         if block.draft.source == "self":
             self.policy.observe(block)
 
@@ -73,6 +76,10 @@ class SelfDrafter(Drafter):
 
     def metadata(self) -> dict:
         return {**super().metadata(), "policy": self.policy.name}
+
+    def counters(self) -> dict:
+        """The policy's probe counters (a probe gate: probes, declined for free, explored, paid)."""
+        return getattr(self.policy, "counters", dict)()
 
 
 class NGramIndex:
@@ -180,6 +187,9 @@ class HybridDrafter(Drafter):
 
     def trainable_params(self, model) -> list:
         return self.selfd.trainable_params(model)
+
+    def counters(self) -> dict:
+        return self.selfd.counters()
 
     def metadata(self) -> dict:
         return {**super().metadata(), "ngram": self.ngram.metadata(), "self": self.selfd.metadata()}

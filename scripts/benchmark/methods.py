@@ -55,18 +55,21 @@ def make_methods(args, lm, models: dict, eos: set[int], pad_id: int | None, call
             return r.tokens, r.steps, None
         return decode
 
+    from dataclasses import replace
+
     from evaluation.cli import drafter_config
-    from kangaroo.drafter_config import cost_curve
-    from kangaroo.draft_policy import make_policy
+    from kangaroo.drafter_config import cost_curve, policy_factory
     from kangaroo.drafters import make_drafter
+    from kangaroo.packed_head import configure
 
     def drafter(kind, policy, model):
         """One drafter per method for the whole run: its calibration carries over questions, as when serving."""
         if model is None:
             return None
-        cost = cost_curve(drafter_config(args), model) if policy == "goodput" else None
-        return make_drafter(kind, args.steps, lambda: make_policy(policy, args.threshold, cost, args.goodput_prior),
-                            args.ngram_min, args.ngram_max)
+        cfg = replace(drafter_config(args), draft_policy=policy)
+        configure(model, cfg.head_precision, frozen=True)  # deployed: the LoRA merged into the packed head
+        cost = cost_curve(cfg, model) if policy == "goodput" else None
+        return make_drafter(kind, args.steps, policy_factory(cfg, cost), args.ngram_min, args.ngram_max)
 
     lora_model, plain = models.get("dvi"), models.get("kangaroo")
 
