@@ -46,6 +46,8 @@ class TrainerConfig:
     batch_size: int = 64
     update_every: int = 8            # one step every N blocks
     kind: str = "thread"             # "thread": own thread on a shadow copy; "inline": inside the decode loop
+    idle_steps: bool = True          # thread: step whenever the thread is idle and a new block came, not every
+                                     # update_every blocks (a free second core trains more often)
     max_ms: float | None = 5         # inline: trainer time per block (token bucket); None: no cap
 
 

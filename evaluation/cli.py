@@ -107,8 +107,7 @@ def add_drafter_args(g) -> None:
                         "self otherwise; auto: hybrid")
     g.add_argument("--draft-policy", default="auto", choices=("auto", "threshold", "goodput"),
                    help="threshold: Kangaroo's --threshold rule (>= 1 token per block); goodput: draft a token only "
-                        "if expected committed tokens per ms rises (measured verify-cost curve); auto: goodput, "
-                        "but threshold with --dvi-online true")
+                        "if expected committed tokens per ms rises (measured verify-cost curve); auto: goodput")
     g.add_argument("--ngram-min", type=int, default=1, help="shortest n-gram the n-gram drafter matches")
     g.add_argument("--ngram-max", type=int, default=3, help="longest n-gram the n-gram drafter matches (tried first)")
     g.add_argument("--cost-curve", default="",
@@ -132,6 +131,10 @@ def add_drafter_args(g) -> None:
 
 def add_kangaroo_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("kangaroo (self-speculative decoding)")
+    g.add_argument("--compare-greedy", action="store_true",
+                   help="after each decoded turn, decode it greedily too (timed alike, outside the run's time): "
+                        "the run's decode tokens/s against greedy on the same prompts, and every output checked "
+                        "against greedy; written to METRICS/vs_greedy.json")
     g.add_argument("--adapter-path", default="none",
                    help="Kangaroo adapter checkpoint folder, or 'none' for the identity adapter (no file access)")
     g.add_argument("--adapter-mode", default="auto", choices=("auto", "none", "load", "train"),
@@ -215,6 +218,9 @@ def add_dvi_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dvi-trainer", default="thread", choices=("thread", "inline"),
                    help="thread: the trainer runs on its own thread on a copy of the LoRA tensors and publishes "
                         "them at block boundaries (decoding never waits); inline: steps inside the decode loop")
+    g.add_argument("--dvi-trainer-idle", type=str2bool, default=True, metavar="{true,false}",
+                   help="thread trainer: step whenever the trainer thread is idle and a new block came (a free "
+                        "core trains more); false: one step every --dvi-update-every blocks")
     g.add_argument("--load-lora", default="", help="LoRA checkpoint to resume from or deploy")
     g.add_argument("--save-lora-every", type=int, default=0, help="save every N blocks (0: only at the end)")
     g.add_argument("--save-lora-path", default="runs/checkpoints", help="checkpoint folder; the last state is DIR/final.pt")
@@ -514,7 +520,8 @@ def dvi_config(args):
         buffer=BufferConfig(capacity=args.dvi_buffer_size, store=args.dvi_store, topk=args.dvi_topk,
                             logits_dtype=args.dvi_logits_dtype, seed=args.seed),
         trainer=TrainerConfig(**named["trainer"], entropy_weight=args.dvi_entropy_weight,
-                              batch_size=args.dvi_batch_size, kind=args.dvi_trainer, max_ms=args.max_online_train_ms),
+                              batch_size=args.dvi_batch_size, kind=args.dvi_trainer, max_ms=args.max_online_train_ms,
+                              idle_steps=args.dvi_trainer_idle),
         schedule=ScheduleConfig(**named["schedule"]),
         lora=LoRAConfig(**named["lora"]),
         dense=DenseConfig(**named["dense"], prefill_positions=args.dvi_prefill_positions),

@@ -3,9 +3,12 @@
 ``DrafterConfig`` (frozen) is built once from the flags by ``evaluation/cli.py``; nothing here reads flags.
 
     auto drafter      hybrid (n-gram match first, self-drafter otherwise)
-    auto policy       goodput when deploying; threshold with --dvi-online true, so that every block drafts and
-                      the online trainer gets tuples from the first block on (the goodput policy's declined
-                      candidates feed it too, but far fewer)
+    auto policy       goodput, deployed and online alike: with the packed head a probe costs ~1-3% of a step, so
+                      the gate probes nearly every block and the trainer gets the judged candidates (kept or
+                      declined) and the dense KD rows of every block; threshold made every block draft, costing
+                      the online run its speed
+    auto vocabulary   DEFAULT_VOCAB (FR-Spec) where the model's token counts are in runs/subvocab
+    head precision    auto: int8 on the engine (kangaroo/packed_head.py); the LoRA merged when deployed
 
 Call ``apply_drafter_vocab`` before ``drafter_head.attach_drafter_head`` (the LoRA lives on the pruned sub-head), and
 ``build_drafter`` after it (the cost curve's head time is that of the head in use).
@@ -42,10 +45,9 @@ class DrafterConfig:
 
 
 def resolve_auto(cfg: DrafterConfig, online: bool = False) -> DrafterConfig:
-    """``auto`` drafter: hybrid; ``auto`` policy: threshold while training online, else goodput."""
+    """``auto`` drafter: hybrid; ``auto`` policy: goodput (online too: ``online`` is kept for callers)."""
     return replace(cfg, drafter="hybrid" if cfg.drafter == "auto" else cfg.drafter,
-                   draft_policy=("threshold" if online else "goodput") if cfg.draft_policy == "auto"
-                   else cfg.draft_policy)
+                   draft_policy="goodput" if cfg.draft_policy == "auto" else cfg.draft_policy)
 
 
 def apply_drafter_vocab(cfg: DrafterConfig, model, tokenizer=None, print_fn=print):
