@@ -56,6 +56,9 @@ def build_parser() -> OneLineParser:
     p.add_argument("--stream-mb", type=int, default=512, help="size of the matrix that measures the stream rate")
     p.add_argument("--drafter-vocabs", default="0,16384,8192,4096",
                    help="drafter vocabulary sizes to time one self-drafted token at (0: the full vocabulary)")
+    p.add_argument("--draft-adapter", default="none", choices=("none", "train"),
+                   help="the drafter of the drafted-token rows: none (layer-k features) or a trained Kangaroo adapter "
+                        "(its layer runs per drafted token too)")
     p.add_argument("--head-precisions", default="float32,bf16,int8",
                    help="drafter head precisions to time one self-drafted token with (kangaroo/packed_head.py)")
     p.add_argument("--out", default="runs/profile")
@@ -253,11 +256,13 @@ def main(argv=None) -> int:
     first = next(iter(variants))
     cpu_engine.set_enabled(first.startswith("auto"))
     torch.set_num_threads(int(first.split("/")[1][:-1]))
-    costs["draft"] = measure_draft(km, args, r, alpha)
+    drafter_km = km if args.draft_adapter == "none" else KangarooModel(
+        model_id=args.model_id, exit_layer=args.exitlayer, base_model=lm, adapter_mode="train")
+    costs["draft"] = measure_draft(drafter_km, args, r, alpha)
     meta = {"model": args.model_id, "device": args.device, "dtype": args.dtype, "threads": args.threads,
             "engines": args.engines, "exit layer": args.exitlayer, "context": args.context, "repeats": args.repeats,
-            "lora r": r, "trainer batch": args.dvi_batch_size, "top-K": args.dvi_topk,
-            "update every": args.dvi_update_every, "weight MB per token": round(weight_bytes(lm) / 1e6, 1),
+            "lora r": r, "drafter adapter": args.draft_adapter, "trainer batch": args.dvi_batch_size,
+            "top-K": args.dvi_topk, "update every": args.dvi_update_every, "weight MB per token": round(weight_bytes(lm) / 1e6, 1),
             "stream GB/s (1 thread)": round(rate / 1e9, 2),
             "command": shlex.join(["python", "-m", "scripts.profile_block", *(sys.argv[1:] if argv is None else argv)])}
     md = report_markdown(costs, meta, args.steps, args.dvi_update_every)

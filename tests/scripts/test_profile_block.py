@@ -41,7 +41,7 @@ def test_profiler_writes_costs_for_every_verify_width(tmp_path):
     out = tmp_path / "prof"
     assert main(["--model-id", str(model_dir), "--context", "8", "--repeats", "1", "--steps", "3",
                  "--dvi-topk", "16", "--dvi-batch-size", "8", "--stream-mb", "4", "--threads", "1,2",
-                 "--drafter-vocabs", "0,16,4096",
+                 "--drafter-vocabs", "0,16,4096", "--draft-adapter", "train",
                  "--out", str(out)]) == 0
     costs = json.loads((out / "block_costs.json").read_text())["costs"]
     assert sorted(int(n) for n in costs["deep_ms"]) == [1, 2, 3, 4]
