@@ -68,137 +68,142 @@ inline void prefetch_rows(const void* base, int64_t row_bytes, int64_t at) {
     _mm_prefetch(static_cast<const char*>(base) + r * row_bytes + at, _MM_HINT_T0);
 }
 
-// ------------------------------------------------------------------------------------------ int8 dot products
-// out[r] = sum_k xq_k w[r]_k for R rows of w (R <= kTileRows), exact in int32.
-struct Int8Avx2 {
-  static constexpr int64_t kStep = 32;
+// ------------------------------------------------------------------------------------------ per-ISA helpers
+// What a tile needs of a (format, ISA): the type of a weight (W) and of its accumulator (Acc), how many values of
+// k one step takes, how to load a step of x, how to multiply-accumulate a step of one weight row, and how to sum
+// an accumulator into the raw dot of row j (int32 for int8, float for bf16).
+
+template <typename W_, typename Out_, int64_t Step>
+struct Types {
+  using W = W_;        // a weight
+  using Out = Out_;    // a row's raw dot (the accumulator type ``Acc`` is each ISA's own)
+  static constexpr int64_t kStep = Step;  // values of k a step takes
+};
+
+// int8, AVX2: |xq| (u8) times sign(w, xq) (s8) by vpmaddubsw (|pair sums| <= 2 * 127 * 127: no saturation).
+struct Int8Avx2 : Types<int8_t, int32_t, 32> {
+  using Acc = __m256i;
+  struct X { __m256i abs, sign; };
   const uint8_t* ax;   // |xq|
   const int8_t* sx;    // xq (its sign)
-  template <int R>
-  void dot(int64_t, const int8_t* w, int64_t Kp, int32_t* out, const int8_t* pf) const {
-    __m256i acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_si256();
-    const __m256i ones = _mm256_set1_epi16(1);
-    for (int64_t k = 0; k < Kp; k += kStep) {
-      if (pf && (k & 63) == 0) prefetch_rows(pf, Kp, k);
-      const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ax + k));
-      const __m256i s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sx + k));
-      for (int r = 0; r < R; ++r) {
-        const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + r * Kp + k));
-        const __m256i p16 = _mm256_maddubs_epi16(a, _mm256_sign_epi8(wv, s));
-        acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(p16, ones));
-      }
-    }
-    for (int r = 0; r < R; ++r) out[r] = hsum_epi32(acc[r]);
+  Acc zero() const { return _mm256_setzero_si256(); }
+  X load_x(int64_t k) const {
+    return {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ax + k)),
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sx + k))};
   }
+  Acc madd(Acc acc, const X& x, const W* w) const {
+    const __m256i p16 = _mm256_maddubs_epi16(x.abs, _mm256_sign_epi8(_mm256_loadu_si256(
+                                                          reinterpret_cast<const __m256i*>(w)), x.sign));
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+  }
+  Out sum(Acc acc, int64_t) const { return hsum_epi32(acc); }
 };
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
-struct Int8Vnni {
-  static constexpr int64_t kStep = 64;
-  const uint8_t* xu;       // xq + 128
-  const int32_t* rowsum;   // [N]
-  template <int R>
-  void dot(int64_t j0, const int8_t* w, int64_t Kp, int32_t* out, const int8_t* pf) const {
-    __m512i acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_si512();
-    for (int64_t k = 0; k < Kp; k += kStep) {
-      if (pf) prefetch_rows(pf, Kp, k);
-      const __m512i xv = _mm512_loadu_si512(xu + k);
-      for (int r = 0; r < R; ++r) acc[r] = _mm512_dpbusd_epi32(acc[r], xv, _mm512_loadu_si512(w + r * Kp + k));
-    }
-    for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_epi32(acc[r]) - 128 * rowsum[j0 + r];
-  }
+// int8, AVX512-VNNI: u8 = xq + 128 times w by vpdpbusd; the 128 * rowsum_j it adds is subtracted at the end.
+struct Int8Vnni : Types<int8_t, int32_t, 64> {
+  using Acc = __m512i;
+  const uint8_t* xu;
+  const int32_t* rowsum;  // [N]
+  Acc zero() const { return _mm512_setzero_si512(); }
+  __m512i load_x(int64_t k) const { return _mm512_loadu_si512(xu + k); }
+  Acc madd(Acc acc, __m512i x, const W* w) const { return _mm512_dpbusd_epi32(acc, x, _mm512_loadu_si512(w)); }
+  Out sum(Acc acc, int64_t j) const { return _mm512_reduce_add_epi32(acc) - 128 * rowsum[j]; }
 };
 #endif
 
-// ------------------------------------------------------------------------------------------ bf16 dot products
-// out[r] = sum_k xb_k w[r]_k in float32 for R rows of w (bf16 stored as uint16).
-struct Bf16Avx2 {
-  static constexpr int64_t kStep = 8;
-  const float* xf;  // bf16(x) widened to float32
-  template <int R>
-  void dot(int64_t, const uint16_t* w, int64_t Kp, float* out, const uint16_t* pf) const {
-    __m256 acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-    for (int64_t k = 0; k < Kp; k += kStep) {
-      if (pf && (k & 31) == 0) prefetch_rows(pf, Kp * 2, k * 2);
-      const __m256 xv = _mm256_loadu_ps(xf + k);
-      for (int r = 0; r < R; ++r) {
-        const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + r * Kp + k));
-        const __m256 wv = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-        acc[r] = _mm256_fmadd_ps(wv, xv, acc[r]);
-      }
-    }
-    for (int r = 0; r < R; ++r) out[r] = hsum_ps(acc[r]);
+// bf16, AVX2: the weights widened to float32 (a shift into the high half), FMA with bf16(x) widened likewise.
+struct Bf16Avx2 : Types<uint16_t, float, 8> {
+  using Acc = __m256;
+  const float* xf;
+  Acc zero() const { return _mm256_setzero_ps(); }
+  __m256 load_x(int64_t k) const { return _mm256_loadu_ps(xf + k); }
+  Acc madd(Acc acc, __m256 x, const W* w) const {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w));
+    return _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)), x, acc);
   }
+  Out sum(Acc acc, int64_t) const { return hsum_ps(acc); }
 };
 
 #if defined(__AVX512BF16__) && defined(__AVX512BW__)
-struct Bf16Avx512 {
-  static constexpr int64_t kStep = 32;
-  const uint16_t* xb;  // bf16(x)
-  template <int R>
-  void dot(int64_t, const uint16_t* w, int64_t Kp, float* out, const uint16_t* pf) const {
-    __m512 acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
-    for (int64_t k = 0; k < Kp; k += kStep) {
-      if (pf && (k & 31) == 0) prefetch_rows(pf, Kp * 2, k * 2);
-      const __m512bh xv = (__m512bh)_mm512_loadu_si512(xb + k);
-      for (int r = 0; r < R; ++r)
-        acc[r] = _mm512_dpbf16_ps(acc[r], xv, (__m512bh)_mm512_loadu_si512(w + r * Kp + k));
-    }
-    for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(acc[r]);
-  }
+// bf16, AVX512-BF16: vdpbf16ps, pairs of bf16 products accumulated in float32.
+struct Bf16Avx512 : Types<uint16_t, float, 32> {
+  using Acc = __m512;
+  const uint16_t* xb;
+  Acc zero() const { return _mm512_setzero_ps(); }
+  __m512bh load_x(int64_t k) const { return (__m512bh)_mm512_loadu_si512(xb + k); }
+  Acc madd(Acc acc, __m512bh x, const W* w) const { return _mm512_dpbf16_ps(acc, x, (__m512bh)_mm512_loadu_si512(w)); }
+  Out sum(Acc acc, int64_t) const { return _mm512_reduce_add_ps(acc); }
 };
 #endif
 
-float dot_f32(const float* a, const float* b, int64_t n) {
-  __m256 acc = _mm256_setzero_ps();
-  const int64_t n8 = n & ~int64_t(7);
-  for (int64_t t = 0; t < n8; t += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + t), _mm256_loadu_ps(b + t), acc);
-  float s = hsum_ps(acc);
-  for (int64_t t = n8; t < n; ++t) s += a[t] * b[t];
-  return s;
+// ------------------------------------------------------------------------------------------ the tile
+// out[r] = the raw dot of x with weight rows j0 .. j0 + R - 1 (R <= kTileRows independent accumulator chains),
+// prefetching the rows at ``pf`` (or none) one cache line per row as the loop crosses each line of k.
+template <int R, typename Ops>
+void tile(const Ops& ops, int64_t j0, const typename Ops::W* w, int64_t Kp, typename Ops::Out* out,
+          const typename Ops::W* pf) {
+  constexpr int64_t kLine = 64 / sizeof(typename Ops::W);
+  typename Ops::Acc acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = ops.zero();
+  for (int64_t k = 0; k < Kp; k += Ops::kStep) {
+    if (pf && k % kLine == 0) prefetch_rows(pf, Kp * sizeof(typename Ops::W), k * sizeof(typename Ops::W));
+    const auto x = ops.load_x(k);
+    for (int r = 0; r < R; ++r) acc[r] = ops.madd(acc[r], x, w + r * Kp + k);
+  }
+  for (int r = 0; r < R; ++r) out[r] = ops.sum(acc[r], j0 + r);
 }
 
-// What turns a tile's raw dots into logits: the dequantizing factor per row and the LoRA delta.
+// y[j] += s * M_j . v for the R rows j0 .. j0 + R - 1 of M [*, n] (float32, one 8-wide FMA chain a row): the LoRA
+// delta (M = B, v = A x) and A x itself (M = A, v = x).
+template <int R>
+void add_dots(const float* M, const float* v, int64_t n, float s, int64_t j0, float* y) {
+  __m256 acc[R];
+  for (int t = 0; t < R; ++t) acc[t] = _mm256_setzero_ps();
+  const int64_t n8 = n & ~int64_t(7);
+  for (int64_t q = 0; q < n8; q += 8) {
+    const __m256 vv = _mm256_loadu_ps(v + q);
+    for (int t = 0; t < R; ++t) acc[t] = _mm256_fmadd_ps(_mm256_loadu_ps(M + (j0 + t) * n + q), vv, acc[t]);
+  }
+  for (int t = 0; t < R; ++t) {
+    float dot = hsum_ps(acc[t]);
+    for (int64_t q = n8; q < n; ++q) dot += M[(j0 + t) * n + q] * v[q];
+    y[j0 + t] += s * dot;
+  }
+}
+
+// What turns a tile's raw dots into logits: the dequantizing factor per row, then the LoRA delta.
 struct Finish {
-  const float* scale;  // per-row factor (int8: sx * scale_j precomputed per call), or null (bf16)
+  const float* scale;  // per-row factor (int8: sx * scale_j, made per call), or null (bf16)
   const float* B;      // [N, r] or null
   const float* u;      // A x [r]
   int64_t r;
   float s;
 
-  template <typename T>
-  void operator()(const T* dots, int64_t j0, int R, float* y) const {
-    for (int t = 0; t < R; ++t) {
-      const int64_t j = j0 + t;
-      float v = scale ? float(dots[t]) * scale[j] : float(dots[t]);
-      if (B) v += s * dot_f32(B + j * r, u, r);
-      y[j] = v;
-    }
+  template <int R, typename T>
+  void apply(const T* dots, int64_t j0, float* y) const {
+    for (int t = 0; t < R; ++t) y[j0 + t] = scale ? float(dots[t]) * scale[j0 + t] : float(dots[t]);
+    if (B) add_dots<R>(B, u, r, s, j0, y);
   }
 };
 
-// y [N] for one input row: tiles of kTileRows weight rows, split over threads.
-template <typename Kernel, typename W, typename Acc>
-void logits_into(const Kernel& kern, const W* w, int64_t N, int64_t Kp, const Finish& fin, float* y) {
+// y [N] for one input row: tiles of kTileRows weight rows, split over threads; the last rows one at a time.
+template <typename Ops>
+void logits_into(const Ops& ops, const typename Ops::W* w, int64_t N, int64_t Kp, const Finish& fin, float* y) {
   const int64_t tiles = (N + kTileRows - 1) / kTileRows;
   at::parallel_for(0, tiles, 16, [&](int64_t t0, int64_t t1) {
-    Acc dots[kTileRows];
+    typename Ops::Out dots[kTileRows];
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t j0 = t * kTileRows;
-      const W* pf = (t + kAhead) < tiles && j0 + (kAhead + 1) * kTileRows <= N ? w + (j0 + kAhead * kTileRows) * Kp
-                                                                                 : nullptr;
+      const bool ahead = j0 + (kAhead + 1) * kTileRows <= N;
       if (j0 + kTileRows <= N) {
-        kern.template dot<kTileRows>(j0, w + j0 * Kp, Kp, dots, pf);
-        fin(dots, j0, kTileRows, y);
-      } else {
-        for (int64_t j = j0; j < N; ++j) {  // the last rows one at a time
-          kern.template dot<1>(j, w + j * Kp, Kp, dots, nullptr);
-          fin(dots, j, 1, y);
-        }
+        tile<kTileRows>(ops, j0, w + j0 * Kp, Kp, dots, ahead ? w + (j0 + kAhead * kTileRows) * Kp : nullptr);
+        fin.apply<kTileRows>(dots, j0, y);
+        continue;
+      }
+      for (int64_t j = j0; j < N; ++j) {
+        tile<1>(ops, j, w + j * Kp, Kp, dots, nullptr);
+        fin.apply<1>(dots, j, y);
       }
     }
   });
@@ -283,7 +288,11 @@ Lora lora_of(const c10::optional<torch::Tensor>& A, const c10::optional<torch::T
 }
 
 void lora_u(Lora& l, const c10::optional<torch::Tensor>& A, const float* x, int64_t d) {
-  for (int64_t q = 0; q < l.r; ++q) l.u[q] = dot_f32(A->data_ptr<float>() + q * d, x, d);
+  std::fill(l.u.begin(), l.u.end(), 0.f);
+  const float* a = A->data_ptr<float>();
+  int64_t q = 0;
+  for (; q + kTileRows <= l.r; q += kTileRows) add_dots<kTileRows>(a, x, d, 1.f, q, l.u.data());
+  for (; q < l.r; ++q) add_dots<1>(a, x, d, 1.f, q, l.u.data());
 }
 
 int64_t check_common(const torch::Tensor& x, const torch::Tensor& w, int64_t k, int64_t isa) {
@@ -334,11 +343,11 @@ std::vector<torch::Tensor> head_int8(torch::Tensor x, torch::Tensor wq, torch::T
     const int8_t* w = wq.data_ptr<int8_t>();
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
     if (isa == 0) {
-      logits_into<Int8Vnni, int8_t, int32_t>(Int8Vnni{xu.data(), rowsum.data_ptr<int32_t>()}, w, N, Kp, fin, yi);
+      logits_into(Int8Vnni{{}, xu.data(), rowsum.data_ptr<int32_t>()}, w, N, Kp, fin, yi);
       continue;
     }
 #endif
-    logits_into<Int8Avx2, int8_t, int32_t>(Int8Avx2{xa.data(), xq.data()}, w, N, Kp, fin, yi);
+    logits_into(Int8Avx2{{}, xa.data(), xq.data()}, w, N, Kp, fin, yi);
   }
   return finish_call(y, k);
 }
@@ -363,11 +372,11 @@ std::vector<torch::Tensor> head_bf16(torch::Tensor x, torch::Tensor wb, c10::opt
     float* yi = y.data_ptr<float>() + i * N;
 #if defined(__AVX512BF16__) && defined(__AVX512BW__)
     if (isa == 0) {
-      logits_into<Bf16Avx512, uint16_t, float>(Bf16Avx512{reinterpret_cast<const uint16_t*>(xbp)}, w, N, Kp, fin, yi);
+      logits_into(Bf16Avx512{{}, reinterpret_cast<const uint16_t*>(xbp)}, w, N, Kp, fin, yi);
       continue;
     }
 #endif
-    logits_into<Bf16Avx2, uint16_t, float>(Bf16Avx2{xf.data()}, w, N, Kp, fin, yi);
+    logits_into(Bf16Avx2{{}, xf.data()}, w, N, Kp, fin, yi);
   }
   return finish_call(y, k);
 }
