@@ -148,8 +148,8 @@ class GoodputPolicy:
         self.calibrator.observe(block)
         if block.draft.source == "self" and block.drafted:  # a kept first draft the verifier rejected is a
             self.declines = 0 if block.accepted else self.declines + 1  # wasted probe too
-        if self.gate is not None and block.draft.source == "self":
-            self.gate.learn(block.drafted >= 1 and block.accepted >= 1)
+        if self.gate is not None and block.top1_agree is not None:
+            self.gate.learn(block.top1_agree)
 
     def counters(self) -> dict:
         return {} if self.gate is None else self.gate.counters()

@@ -1,18 +1,21 @@
 """Whether a self probe can pay, decided before paying for it from what is already computed (SpecDec++-style).
 
 A self probe runs the drafter head on hk of the block's first token x (the shallow pass of x is paid anyway: verify
-needs it). It pays when its first draft is kept and accepted: a token committed for a head call and one shallow
-pass instead of a whole step. Before the probe, these are known for free:
+needs it). It can pay only when the drafter's top-1 agrees with the verifier's next token: then a kept first draft
+commits a token for a head call and one shallow pass instead of a whole step. Before the probe, these are known for
+free:
 
     p_v     the verifier's probability of the token it just committed (the committed row of the last verify pass;
             its softmax is taken only when the gate is asked, by the engine's fused max + log-sum-exp)
-    recent  the self-drafter's recent payoff: an EMA of "the probe's first draft was kept and accepted"
+    recent  the self-drafter's recent agreement: an EMA of "the probe's top-1 was the verifier's token"
 
 A logistic model over [1, logit p_v, logit recent], fit online by SGD on every probe's outcome (it starts as
-q = recent), gives q = P(a probe pays). The gate lets the probe run when q * (what a paying probe saves) > the head's
-cost, both from the run's measured cost curve; otherwise the block is a plain greedy step that paid nothing for the question (``declined_free``). So
-that a declined drafter can come back, every ``explore_every``-th block probes anyway. The goodput policy keeps
-the final say over the candidate a probe produces.
+q = recent), gives q = P(the probe's top-1 agrees). The gate lets the probe run when q * (what an accepted first
+draft saves) > the head's cost, both from the run's measured cost curve; otherwise the block is a plain greedy step
+that paid nothing for the question (``declined_free``). Every ``explore_every``-th block probes anyway, so a
+declined drafter that improves (online) is seen again. The goodput policy keeps the final say over the candidate a
+probe produces (it sends it only if its calibrated acceptance pays): the gate's label is the drafter's skill,
+known for every probe whether the candidate was sent or not, so a pessimistic calibrator cannot starve the gate.
 """
 from __future__ import annotations
 
@@ -41,12 +44,12 @@ def committed_prob(row: torch.Tensor) -> float:
 class ProbeGate:
     def __init__(self, cost, lr: float = 0.05, prior: float = 0.3, ema: float = 0.9, explore_every: int = 16):
         self.cost, self.lr, self.ema, self.explore_every = cost, lr, ema, explore_every
-        self.w = [0.0, 0.0, 1.0]  # start as q = recent payoff
+        self.w = [0.0, 0.0, 1.0]  # start as q = recent agreement
         self.recent = prior
         self._row = None          # the committed row of the last verify pass (its softmax taken lazily)
         self._pending = None      # features of the probe in flight
         self.since = 0            # blocks since the last probe
-        self.probes = self.declined_free = self.explored = self.paid = 0
+        self.probes = self.declined_free = self.explored = self.agreed = 0
 
     # ------------------------------------------------------------------------------ what is known for free
     def note(self, block) -> None:
@@ -62,7 +65,7 @@ class ProbeGate:
         return 1 / (1 + math.exp(-max(-30.0, min(30.0, z))))
 
     def threshold(self) -> float:
-        """The q at which a probe breaks even: the head's cost over what a kept and accepted first draft saves (a
+        """The q at which a probe breaks even: the head's cost over what an accepted first draft saves (a
         step, shallow + deep(1), less the shallow pass on the draft and verifying 2 tokens instead of 1)."""
         c = self.cost
         deep_extra = c.deep_ms[1] - c.deep_ms[0] if c.max_tokens > 1 else 0.0
@@ -81,17 +84,17 @@ class ProbeGate:
         self.declined_free += 1
         return False
 
-    def learn(self, paid: bool) -> None:
-        """The outcome of the probe in flight: its first draft was kept and accepted (or not)."""
+    def learn(self, agreed: bool) -> None:
+        """The outcome of the probe in flight: its top-1 was the verifier's token (or not)."""
         f, self._pending = self._pending, None
         if f is None:
             return
-        y = float(paid)
+        y = float(agreed)
         g = self.q(f) - y  # d(log loss)/dz
         self.w = [w - self.lr * g * x for w, x in zip(self.w, f)]
         self.recent = self.ema * self.recent + (1 - self.ema) * y
-        self.paid += int(paid)
+        self.agreed += int(agreed)
 
     def counters(self) -> dict:
         return {"probes": self.probes, "declined_free": self.declined_free, "explored": self.explored,
-                "paid": self.paid, "weights": [round(w, 3) for w in self.w]}
+                "agreed": self.agreed, "weights": [round(w, 3) for w in self.w]}

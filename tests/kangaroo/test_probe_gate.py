@@ -47,10 +47,10 @@ def test_probes_that_never_pay_are_declined_for_free_with_exploration():
         asked.append(gate.should_probe())
         if asked[-1]:
             gate.learn(False)
-    assert all(asked[:3])                                   # the prior (0.3 payoff) first pays for probes
+    assert all(asked[:3])                                   # the prior (0.3 agreement) first pays for probes
     assert sum(asked[-100:]) == 10                          # then only the exploration: every 10th block
     assert gate.declined_free == 300 - sum(asked) and gate.probes == sum(asked)
-    assert gate.explored > 0 and gate.paid == 0
+    assert gate.explored > 0 and gate.agreed == 0
 
 
 def test_paying_probes_run_every_block():
@@ -62,8 +62,8 @@ def test_paying_probes_run_every_block():
     assert gate.declined_free == 0 and gate.recent > 0.9
 
 
-def test_the_gate_learns_that_a_confident_verifier_predicts_payoff():
-    """Synthetic stream: a probe pays only after a token the verifier was sure of; the gate learns the weight and
+def test_the_gate_learns_that_a_confident_verifier_predicts_agreement():
+    """Synthetic stream: the drafter agrees only after a token the verifier was sure of; the gate learns the weight and
     then probes after confident tokens and declines after unsure ones."""
     gate = ProbeGate(DEAR, explore_every=1)  # explore every block: learn from all of them
     for i in range(3000):
