@@ -12,7 +12,8 @@ The decode thread adopts new weights only at block boundaries (``apply_published
 staging lock is free at that moment (otherwise at the next boundary), so it never waits for a trainer step.
 The shadow head shares the frozen base weight with the live head (read-only) and owns its A/B; a trained adapter is
 copied whole (all its tensors train); the optimizer holds the shadow's tensors. The tensors go between shadow,
-staging copy and live model as ``kangaroo.drafter_head.trainable_params`` lists them. ``stats()`` hands over the trainer steps finished since the last call.
+staging copy and live model as ``kangaroo.drafter_head.trainable_params`` lists them. ``stats()`` hands over the
+trainer steps finished since the last call.
 """
 from __future__ import annotations
 
@@ -22,19 +23,20 @@ import time
 
 import torch
 
-from kangaroo.drafter_head import trainable_params
+from kangaroo.drafter_head import TrainableDrafter, trainable_params
 
 
 class ShadowDrafter:
-    """What ``OnlineTrainer`` trains: the live model's drafter head with private LoRA tensors, and a private copy
-    of its trained adapter (if any; the rotary embedding is the model's, read-only)."""
+    """What ``OnlineTrainer`` trains (a ``TrainableDrafter``): the live model's drafter head with private LoRA
+    tensors, and a private copy of its trained adapter (if any; the rotary embedding and the vocabulary map are the
+    model's, read-only)."""
 
-    def __init__(self, model):
-        self.drafter_vocab = getattr(model, "drafter_vocab", None)
+    def __init__(self, model: TrainableDrafter):
+        self.drafter_vocab = model.drafter_vocab
         self.drafter_head = model.drafter_head.shadow()
-        live = getattr(model, "trained_adapter", None)
+        live = model.trained_adapter
         self.trained_adapter = None if live is None else copy.deepcopy(live)
-        self.rotary_emb = getattr(model, "rotary_emb", None)
+        self.rotary_emb = model.rotary_emb
 
     def drafter_logits_from_hk(self, hk):
         return self.drafter_head(hk)

@@ -18,19 +18,18 @@ import threading
 
 import torch
 
-from dvi.config import LOGITS_DTYPES, BufferConfig
-from dvi.types import Batch, DVIConfigError, DVITrainSample
-
-STORES = ("full", "topk")
+from dvi.config import BufferConfig
+from dvi.types import Batch, DVITrainSample
 
 
 class DVIRingBuffer:
     """``push(sample)`` one tuple, ``sample(n) -> Batch``; the storage layout below is this class's own."""
 
     def __init__(self, cfg: BufferConfig, d_model: int, vocab_size: int, device: str = "cpu", segment_window: int = 0):
-        check_buffer_config(cfg, d_model, vocab_size)
-        if segment_window < 0:
-            raise ValueError(f"segment_window must be >= 0, got {segment_window}")
+        if d_model < 1 or vocab_size < 1 or segment_window < 0:
+            raise ValueError(f"need d_model, vocab_size >= 1 and segment_window >= 0, got {d_model}, {vocab_size}, "
+                             f"{segment_window}")
+        cfg.check_vocab(vocab_size)  # the config checked its own values when it was made
         self.capacity, self.d_model, self.vocab_size, self.store = cfg.capacity, d_model, vocab_size, cfg.store
         self.topk = cfg.topk if cfg.store == "topk" else None
         self.device = torch.device(device)
@@ -136,16 +135,3 @@ class DVIRingBuffer:
                      z_idx=long(z_idx), z_val=take(self.z_val), kd_only=take(self.kd_only),
                      seg_h=take(self.seg_h), seg_len=long(seg_len), seg_pos=long(seg_pos))
 
-
-def check_buffer_config(cfg: BufferConfig, d_model: int, vocab_size: int) -> None:
-    if cfg.store not in STORES:
-        raise DVIConfigError(f"--dvi-store must be one of {STORES}, got {cfg.store!r}")
-    if cfg.capacity < 1:
-        raise DVIConfigError(f"--dvi-buffer-size must be >= 1, got {cfg.capacity}; pass a positive slot count")
-    if cfg.store == "topk" and not 1 <= cfg.topk <= vocab_size:
-        raise DVIConfigError(f"--dvi-topk must be in 1..{vocab_size} (the vocabulary size), got {cfg.topk}; "
-                             f"pick a smaller K or use --dvi-store full")
-    if d_model < 1 or vocab_size < 1:
-        raise DVIConfigError(f"d_model and vocab_size must be >= 1, got {d_model}, {vocab_size}")
-    if cfg.logits_dtype not in LOGITS_DTYPES:
-        raise DVIConfigError(f"--dvi-logits-dtype must be one of {', '.join(LOGITS_DTYPES)}, got {cfg.logits_dtype!r}")

@@ -1,4 +1,4 @@
-"""DVIConfig: every DVI setting of a run, typed and frozen, built once from the flags (``evaluation/cli.py``).
+"""DVIConfig: every DVI setting of a run, typed, frozen and checked once, each field carrying its flag.
 
     DVIConfig
       online     train while decoding (False: deploy, or collect tuples only)
@@ -9,82 +9,154 @@
       dense      DenseConfig     dense supervision: KD-only tuples from committed and prompt positions
       io         IOConfig        resume/deploy checkpoint, checkpoint cadence and folder, metrics
 
-The library (buffer, trainer, learner) takes these objects; nothing under ``dvi/`` reads command-line flags.
-Defaults equal the flags' defaults: the training values are the ``tuned`` named settings (``dvi/settings.py``, which
-reads them from here), measured on the bundled SmolLM2-135M; ``--dvi-settings workplan`` holds the work plan's.
+Each config checks itself in ``__post_init__`` (``common/config_fields.py``): a bad value raises ``ConfigError``
+naming its flag, whether it came from the command line (the ``--dvi-*`` flags are generated from these fields) or
+from Python; cross-field checks live in the config that owns both fields (batch <= buffer: ``DVIConfig``), checks
+against the model (top-K <= vocabulary) in ``check_model``. The library (buffer, trainer, learner) takes these
+objects; nothing under ``dvi/`` reads command-line flags. Defaults equal the flags' defaults: the ``named`` training
+values are the ``tuned`` named settings (``dvi/settings.py`` reads them from here), measured on the bundled
+SmolLM2-135M; ``--dvi-settings workplan`` holds the work plan's.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
+from common.config_fields import Rule, above, at_least, check_fields, setting
+from common.errors import ConfigError
+from dvi.presets import PRESETS
+
 LOGITS_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+PG_FORMS = ("reinforce", "expected")
+WEIGHT = "a loss weight; 0 turns the term off"
 
 
 @dataclass(frozen=True)
 class BufferConfig:
-    capacity: int = 2048
-    store: str = "topk"              # "full": all V logits per slot; "topk": the top-K (indices, values)
-    topk: int = 1024
-    logits_dtype: str = "float16"    # a key of LOGITS_DTYPES
-    seed: int = 0
+    capacity: int = setting(2048, flag="--dvi-buffer-size", rule=at_least(1), help="ring-buffer capacity in samples")
+    store: str = setting("topk", flag="--dvi-store", choices=("full", "topk"),
+                         help="full: all V verifier logits per slot; topk: the top-K (indices, values)")
+    topk: int = setting(1024, flag="--dvi-topk", rule=at_least(1), help="K of --dvi-store topk")
+    logits_dtype: str = setting("float16", flag="--dvi-logits-dtype", choices=tuple(LOGITS_DTYPES))
+    seed: int = setting(0, source="seed")
+
+    def __post_init__(self):
+        check_fields(self)
 
     @property
     def torch_logits_dtype(self) -> torch.dtype:
         return LOGITS_DTYPES[self.logits_dtype]
 
+    def check_vocab(self, vocab_size: int) -> None:
+        if self.store == "topk" and self.topk > vocab_size:
+            raise ConfigError(f"--dvi-topk {self.topk} is larger than the vocabulary ({vocab_size}): "
+                              "lower it or use --dvi-store full")
+
 
 @dataclass(frozen=True)
 class TrainerConfig:
-    lr: float = 3e-3
-    tau: float = 1.0                 # KD temperature
-    ablation: str = "full"           # a key of dvi.presets.PRESETS
-    entropy_weight: float = 0.0
-    kd_top1: float = 1.0             # weight of top-1 distillation (CE on the verifier's token) inside the KD term
-    pg_form: str = "expected"        # "expected" (losses.expected_acceptance) or "reinforce" (the work plan's)
-    batch_size: int = 64
-    update_every: int = 8            # one step every N blocks
-    kind: str = "thread"             # "thread": own thread on a shadow copy; "inline": inside the decode loop
-    idle_steps: bool = True          # thread: step whenever the thread is idle and a new block came, not every
-                                     # update_every blocks (a free second core trains more often)
-    max_ms: float | None = 5         # inline: trainer time per block (token bucket); None: no cap
+    lr: float = setting(3e-3, flag="--dvi-lr", named=True, rule=above(0, "the AdamW learning rate"),
+                        help="AdamW learning rate of the LoRA tensors")
+    tau: float = setting(1.0, flag="--dvi-tau", named=True, rule=above(0), help="KD temperature")
+    ablation: str = setting("full", flag="--dvi-ablation", named=True, choices=tuple(PRESETS),
+                            help="loss preset (work plan step 11; dvi/presets.py)")
+    entropy_weight: float = setting(0.0, flag="--dvi-entropy-weight", rule=at_least(0, WEIGHT))
+    kd_top1: float = setting(1.0, flag="--dvi-kd-top1", named=True, rule=at_least(0, WEIGHT),
+                             help="weight of top-1 distillation (CE on the verifier's token at every row) in the KD "
+                                  "term")
+    pg_form: str = setting("expected", flag="--dvi-pg-form", named=True, choices=PG_FORMS,
+                           help="policy gradient: reinforce (the work plan's, on the drafted token) or expected (the "
+                                "exact gradient of the acceptance probability, with the verifier's token)")
+    batch_size: int = setting(64, flag="--dvi-batch-size", rule=at_least(1))
+    update_every: int = setting(8, flag="--dvi-update-every", named=True, rule=at_least(1),
+                                help="one trainer step every N blocks")
+    kind: str = setting("thread", flag="--dvi-trainer", choices=("thread", "inline"),
+                        help="thread: the trainer runs on its own thread on a copy of the LoRA tensors and publishes "
+                             "them at block boundaries (decoding never waits); inline: steps inside the decode loop")
+    idle_steps: bool = setting(True, flag="--dvi-trainer-idle",
+                               help="thread trainer: step whenever the trainer thread is idle and a new block came (a "
+                                    "free core trains more); false: one step every --dvi-update-every blocks")
+    max_ms: float | None = setting(5, flag="--max-online-train-ms", type=int, nullable=True, rule=at_least(0),
+                                   help="trainer time the decode loop may spend per block (inline trainer: enforced "
+                                        "as a token bucket, steps that do not fit are skipped; a step is never "
+                                        "interrupted); None (Python only): no cap")
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    warmup: int = 500
-    kl0: float = 1.0
-    klmin: float = 1.0
-    pgmax: float = 0.2
+    warmup: int = setting(500, flag="--dvi-warmup-steps", named=True, rule=at_least(0),
+                          help="KD-only warm-up, in blocks")
+    kl0: float = setting(1.0, flag="--dvi-kl-lambda0", named=True, help="KL weight at the start")
+    klmin: float = setting(1.0, flag="--dvi-kl-lambdamin", named=True, help="KL weight after the ramp")
+    pgmax: float = setting(0.2, flag="--dvi-pg-lambda-max", named=True, rule=at_least(0, WEIGHT),
+                           help="PG weight after the ramp")
+
+    def __post_init__(self):
+        check_fields(self)
+        if not self.kl0 >= self.klmin >= 0:
+            raise ConfigError("need --dvi-kl-lambda0 >= --dvi-kl-lambdamin >= 0 (the KL weight decays from the first "
+                              f"to the second; got {self.kl0} and {self.klmin})")
 
 
 @dataclass(frozen=True)
 class LoRAConfig:
-    r: int = 64
-    alpha: float = 64.0
+    r: int = setting(64, flag="--dvi-lora-r", named=True, rule=at_least(1),
+                     help="LoRA rank (default: the --load-lora checkpoint's, else --dvi-settings')")
+    alpha: float = setting(64.0, flag="--dvi-lora-alpha", named=True, rule=above(0, "the LoRA scale; 0 trains nothing"),
+                           help="LoRA scale alpha (default: the --load-lora checkpoint's, else --dvi-settings')")
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 @dataclass(frozen=True)
 class DenseConfig:
-    enabled: bool = True             # KD-only tuples from every committed position of a verify pass
-    prefill_positions: int = 32      # with enabled: prompt positions scored by the verifier head (0: none)
+    enabled: bool = setting(True, flag="--dvi-dense", named=True,
+                            help="dense supervision: KD-only tuples from every committed position of a verify pass "
+                                 "and from --dvi-prefill-positions prompt positions (CE and PG still train on drafted "
+                                 "positions only)")
+    prefill_positions: int = setting(32, flag="--dvi-prefill-positions", rule=at_least(0),
+                                     help="with --dvi-dense true: prompt positions per prompt the verifier head scores "
+                                          "in the prefill for KD-only tuples (evenly spread; 0: none)")
+
+    def __post_init__(self):
+        check_fields(self)
+
+
+EXISTS = Rule("does not exist: pass a checkpoint .pt written by --save-lora-path", lambda p: not p or Path(p).is_file())
 
 
 @dataclass(frozen=True)
 class IOConfig:
-    load: str = ""                   # checkpoint to resume (online) or deploy
-    save_every: int = 0              # blocks; 0: only DIR/final.pt at the end
-    save_dir: str = "runs/checkpoints"
-    metrics_out: str | None = None   # folder (a .csv path names its folder); None: runs/metrics
-    metrics_every: int = 50          # print a summary line every N blocks
-    max_k: int = 6                   # acc@1..acc@K columns (the drafter's steps)
-    debug_hk: bool = False
+    load: str = setting("", flag="--load-lora", rule=EXISTS, help="LoRA checkpoint to resume from or deploy")
+    save_every: int = setting(0, flag="--save-lora-every", rule=at_least(0),
+                              help="save every N blocks (0: only at the end)")
+    save_dir: str = setting("runs/checkpoints", flag="--save-lora-path",
+                            help="checkpoint folder; the last state is DIR/final.pt")
+    metrics_out: str | None = setting(None, flag="--metrics-out", nullable=True,
+                                      help="folder for acceptance.csv, speed.csv, trainer.csv and the plot (a .csv "
+                                           "path means its folder); default runs/metrics for DVI runs, none for a "
+                                           "plain Kangaroo run")
+    metrics_every: int = setting(50, flag="--metrics-every", rule=at_least(1),
+                                 help="print a summary line every N blocks")
+    max_k: int = setting(6, source="steps", rule=at_least(1))  # acc@1..acc@K columns (the drafter's steps)
+    debug_hk: bool = setting(False, flag="--dvi-debug-hk", action="store_true",
+                             help="print hk count and bytes per block")
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 @dataclass(frozen=True)
 class DVIConfig:
-    online: bool = False
+    online: bool = setting(False, flag="--dvi-online",
+                           help="train the LoRA drafter head while decoding (the output stays the verifier's greedy "
+                                "output)")
     buffer: BufferConfig = field(default_factory=BufferConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -92,6 +164,16 @@ class DVIConfig:
     dense: DenseConfig = field(default_factory=DenseConfig)
     io: IOConfig = field(default_factory=IOConfig)
 
+    def __post_init__(self):
+        check_fields(self)
+        if self.trainer.batch_size > self.buffer.capacity:
+            raise ConfigError(f"--dvi-batch-size {self.trainer.batch_size} is larger than --dvi-buffer-size "
+                              f"{self.buffer.capacity}: lower the batch or raise the buffer")
+
     @property
     def threaded(self) -> bool:
         return self.online and self.trainer.kind == "thread"
+
+    def check_model(self, config) -> None:
+        """The checks that need the model's config (``common.config_fields.check_against_model``)."""
+        self.buffer.check_vocab(config.vocab_size)

@@ -7,13 +7,15 @@ into a pruned head as its kept rows."""
 from __future__ import annotations
 
 from dvi.checkpoint import load_ckpt, read_ckpt
+from dvi.config import LoRAConfig
 from kangaroo.drafter_head import attach_drafter_head
 
 
 def deploy_drafter(model, path) -> dict:
     """Attach and load the drafter head of checkpoint ``path`` into ``model``; returns the checkpoint's meta."""
     meta = read_ckpt(path)["meta"]
-    attach_drafter_head(model, r=int(meta.get("lora_r", 8)), alpha=float(meta.get("lora_alpha", 8.0)))
+    lora = LoRAConfig(r=int(meta.get("lora_r", 8)), alpha=float(meta.get("lora_alpha", 8.0)))
+    attach_drafter_head(model, r=lora.r, alpha=lora.alpha)
     load_ckpt(path, model, None, None)
     return meta
 

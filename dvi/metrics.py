@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.atomic import atomic_write
 from common.errors import UserError
 
 TRAIN_COLS = ("step", "loss", "kd", "rkl", "kd_top1", "ce", "pg", "entropy", "w_kl", "w_ce", "w_pg", "reward_mean",
@@ -172,8 +173,8 @@ class MetricsLogger:
                 "top1_agree": _mean([float(b[5]) for b in blocks if b[5] is not None]), "speedup": speedup}
 
     def rolling(self, window: int = 50) -> dict:
-        """Stats of the last ``window`` blocks: blocks, step, acc@1, mean_accepted, block_acc, top1_agree, speedup (None if
-        there is no evidence)."""
+        """Stats of the last ``window`` blocks: blocks, step, acc@1, mean_accepted, block_acc, top1_agree, speedup
+        (None if there is no evidence)."""
         return self._stats(self.blocks[-window:])
 
     def first_last(self, window: int = 50) -> dict:
@@ -183,7 +184,8 @@ class MetricsLogger:
         """The last ``every`` blocks (those since the previous printed line) and the trainer steps since then."""
         r, f = self.rolling(self.every), _show
         line = (f"[dvi] step {r['step']} | last {r['blocks']} blocks: acc@1 {f(r['acc@1'])} mean accepted "
-                f"{f(r['mean_accepted'])} block_acc {f(r['block_acc'])} top1_agree {f(r['top1_agree'])} speedup {f(r['speedup'])}"
+                f"{f(r['mean_accepted'])} block_acc {f(r['block_acc'])} top1_agree {f(r['top1_agree'])} "
+                f"speedup {f(r['speedup'])}"
                 + ("x" if r["speedup"] is not None else ""))
         rows = self.train[self._train_mark:]
         if rows:
@@ -236,8 +238,8 @@ class MetricsLogger:
             bot.text(0.5, 0.5, "no trainer steps (offline run)", ha="center", va="center", transform=bot.transAxes)
         bot.set_ylabel("trainer loss terms")
         bot.set_xlabel("global step (verify/commit blocks)")
-        png.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(png, dpi=100)
+        with atomic_write(png, "wb") as f:
+            fig.savefig(f, dpi=100, format="png")
         return png
 
     def close(self) -> None:

@@ -39,7 +39,7 @@ def calibrate_ar_ms(model, n: int = 12) -> float:
     x = torch.tensor([[1, 2, 3, 4]], device=model.device)
     model.forward_deep(model.forward_shallow(x, caches.shallow).h, caches.deep)
     times = []
-    for i in range(n):
+    for _ in range(n):
         t0 = now(model.device)
         h = model.forward_shallow(x[:, :1], caches.shallow).h
         model.verifier_logits(model.forward_deep(h, caches.deep)).argmax(-1).tolist()
@@ -102,7 +102,7 @@ class DVILearner:
     def __init__(self, model, cfg: DVIConfig, print_fn=print):
         self.model, self.cfg, self.print = model, cfg, print_fn
         self.online = cfg.online
-        adapter = getattr(model, "trained_adapter", None)
+        adapter = model.trained_adapter
         self.buffer = DVIRingBuffer(cfg.buffer, model.config.hidden_size, model.config.vocab_size,
                                     device=str(model.device), segment_window=0 if adapter is None else adapter.window)
         self.observer = BlockObserver(self.buffer, cfg.io.debug_hk, print_fn, dense=cfg.dense.enabled)
@@ -192,7 +192,7 @@ class DVILearner:
                "trainer": "thread" if threaded else "inline"}
         if self.online and self.run_blocks:  # no block seen (no prompt left): no checkpoint from no data
             out["final"] = str(self.save(checkpoint_path(self.cfg.io.save_dir), finished))
-            if getattr(self.model, "trained_adapter", None) is not None:  # deployable alone: --adapter-path DIR
+            if self.model.trained_adapter is not None:  # deployable alone: --adapter-path DIR
                 out["adapter"] = str(Path(self.cfg.io.save_dir) / "adapter")
                 save_adapter(self.model.trained_adapter, out["adapter"])
         fl = self.metrics.first_last(50)

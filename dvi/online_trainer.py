@@ -21,20 +21,19 @@ from dvi.config import ScheduleConfig, TrainerConfig
 from dvi.presets import LossPreset, get_preset
 from dvi.schedule import PiecewiseSchedule
 from dvi.segment_features import segment_features
-from dvi.types import Batch, DVIConfigError
-from kangaroo.drafter_head import trainable_params
+from dvi.types import Batch
+from kangaroo.drafter_head import TrainableDrafter, trainable_params
 
 TERMS = ("kd", "rkl", "kd_top1", "ce", "pg", "entropy")
-PG_FORMS = ("reinforce", "expected")
 
 
 class OnlineTrainer:
     """Trains the drafter head's trainable tensors (the LoRA A/B), and the trained adapter's when the drafter has
     one, with one optimizer; the verifier and base weights never change.
 
-    ``drafter`` is duck-typed: ``drafter_head`` (a ``DrafterHead``: ``head(hk [B, d]) -> [B, N] float32``,
-    ``trainable_params()``, ``weight_device``/``weight_dtype``) and ``drafter_vocab`` (None, or the [N] ids of a
-    pruned head); with a trained adapter also ``trained_adapter`` and ``rotary_emb`` (the model's). KD/KL are
+    ``drafter`` is a ``TrainableDrafter`` (``kangaroo/drafter_head.py``): its ``drafter_head`` (``head(hk [B, d]) ->
+    [B, N] float32``), ``drafter_vocab`` (None, or the [N] ids of a pruned head), ``trained_adapter`` (None, or the
+    adapter trained with the head) and ``rotary_emb`` (the model's, for the adapter). KD/KL are
     exact over V for a batch of store full (``batch.z_phi``) and renormalised over the stored top-K
     (``batch.z_idx``, ``batch.z_val``) for top-K. Terms whose effective weight is exactly 0 are not
     computed (reported as 0.0). Reported ``w_*`` are the effective weights (schedule x preset); ``baseline`` is the
@@ -45,16 +44,10 @@ class OnlineTrainer:
     part-way, which could leave the optimizer half-updated; the driver decides what to do (it warns).
     """
 
-    def __init__(self, drafter, cfg: TrainerConfig, schedule: PiecewiseSchedule | ScheduleConfig, vocab_size: int,
-                 *, preset: LossPreset | None = None, ema_decay: float = 0.99, weight_decay: float = 0.0,
-                 grad_clip: float | None = 1.0):
+    def __init__(self, drafter: TrainableDrafter, cfg: TrainerConfig, schedule: PiecewiseSchedule | ScheduleConfig,
+                 vocab_size: int, *, preset: LossPreset | None = None, ema_decay: float = 0.99,
+                 weight_decay: float = 0.0, grad_clip: float | None = 1.0):
         """``preset`` overrides ``cfg.ablation`` with loss factors of one's own (experiments, tests)."""
-        if cfg.tau <= 0:
-            raise DVIConfigError(f"KD temperature tau must be > 0, got {cfg.tau}")
-        if cfg.pg_form not in PG_FORMS:
-            raise DVIConfigError(f"--dvi-pg-form must be one of {', '.join(PG_FORMS)}, got {cfg.pg_form!r}")
-        if cfg.kd_top1 < 0:
-            raise DVIConfigError(f"--dvi-kd-top1 must be >= 0, got {cfg.kd_top1}")
         head = drafter.drafter_head
         if head is None:
             raise ValueError("the drafter has no trainable head: attach the drafter head before training")
@@ -63,14 +56,13 @@ class OnlineTrainer:
         self.schedule = schedule if isinstance(schedule, PiecewiseSchedule) else PiecewiseSchedule.from_config(schedule)
         self.preset = preset or get_preset(cfg.ablation)
         self.entropy_weight, self.ema_decay, self.grad_clip = cfg.entropy_weight, ema_decay, grad_clip
-        self.adapter = getattr(drafter, "trained_adapter", None)
-        self.rotary_emb = getattr(drafter, "rotary_emb", None)
+        self.adapter, self.rotary_emb = drafter.trained_adapter, drafter.rotary_emb
         self.params = trainable_params(drafter)
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=weight_decay)
         self.ema_baseline = 0.0
         # pruned drafter vocabulary (FR-Spec): the drafter's logits have N columns, for the ids drafter_vocab;
         # sub_of maps a full-vocabulary id to its column (-1 outside). Losses live in that N-token space.
-        vocab = getattr(drafter, "drafter_vocab", None)
+        vocab = drafter.drafter_vocab
         self.drafter_vocab, self.sub_of = vocab, None
         if vocab is not None:
             self.sub_of = torch.full((vocab_size,), -1, dtype=torch.long, device=vocab.device)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dvi.types import DVIConfigError
+from common.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -32,5 +32,5 @@ PRESETS = {
 
 def get_preset(name: str) -> LossPreset:
     if name not in PRESETS:
-        raise DVIConfigError(f"--dvi-ablation {name!r} is not a preset; choose one of {', '.join(PRESETS)}")
+        raise ConfigError(f"--dvi-ablation {name!r} is not a choice: pick one of {', '.join(PRESETS)}")
     return PRESETS[name]

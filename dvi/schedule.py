@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import warnings
 
-from dvi.types import DVIConfigError
-
 HPARAMS = ("warmup", "kl0", "klmin", "pgmax", "ramp", "ce_max")
 
 
 class PiecewiseSchedule:
     def __init__(self, warmup: int, kl0: float, klmin: float, pgmax: float, ramp: int | None = None,
                  ce_max: float = 1.0):
-        if warmup < 0:
-            raise DVIConfigError(f"schedule warm-up must be >= 0 steps, got {warmup}")
         self.warmup, self.kl0, self.klmin, self.pgmax, self.ce_max = int(warmup), kl0, klmin, pgmax, ce_max
         self.ramp = max(1, int(warmup if ramp is None else ramp))
         self.step = 0

@@ -4,35 +4,25 @@
               runs/replay and runs/main say which sweeps chose each value and what they gave
     workplan  the work plan's quick reference, tuned for Vicuna-7B on a GPU (one flag away: --dvi-settings workplan)
 
-A flag given on the command line always wins over the named settings; ``--dvi-lora-r`` / ``--dvi-lora-alpha`` left out
-take the ``--load-lora`` checkpoint's shape first (``evaluation.cli.resolve_lora_shape``).
+The training flags are the ``DVIConfig`` fields marked ``named`` (their flags default to None). A flag given on the
+command line always wins over the named settings; ``--dvi-lora-r`` / ``--dvi-lora-alpha`` left out take the
+``--load-lora`` checkpoint's shape first (``evaluation.cli_resolve.resolve_lora_shape``).
 """
 from __future__ import annotations
 
+from functools import reduce
+
+from common.config_fields import dest_of, walk_fields
+from common.errors import ConfigError
 from dvi.config import DVIConfig
-from dvi.types import DVIConfigError
 
-
-# training flag (argparse destination) -> (DVIConfig section, field): the one map between the two
-FLAG_FIELDS = {"dvi_lr": ("trainer", "lr"), "dvi_lora_r": ("lora", "r"), "dvi_lora_alpha": ("lora", "alpha"),
-               "dvi_tau": ("trainer", "tau"), "dvi_warmup_steps": ("schedule", "warmup"),
-               "dvi_kl_lambda0": ("schedule", "kl0"), "dvi_kl_lambdamin": ("schedule", "klmin"),
-               "dvi_pg_lambda_max": ("schedule", "pgmax"), "dvi_update_every": ("trainer", "update_every"),
-               "dvi_ablation": ("trainer", "ablation"), "dvi_kd_top1": ("trainer", "kd_top1"),
-               "dvi_pg_form": ("trainer", "pg_form"), "dvi_dense": ("dense", "enabled")}
+# training flag (argparse destination) -> path of its DVIConfig field, e.g. "dvi_lr" -> ("trainer", "lr")
+FLAG_FIELDS = {dest_of(f.metadata["flag"]): path for path, f in walk_fields(DVIConfig) if f.metadata.get("named")}
 
 
 def flag_values(c: DVIConfig) -> dict:
     """The training flags' values (argparse destinations) of a ``DVIConfig``."""
-    return {dest: getattr(getattr(c, section), name) for dest, (section, name) in FLAG_FIELDS.items()}
-
-
-def config_fields(args) -> dict:
-    """The training flags of parsed ``args`` as ``{section: {field: value}}`` for the ``DVIConfig`` sections."""
-    out: dict = {}
-    for dest, (section, name) in FLAG_FIELDS.items():
-        out.setdefault(section, {})[name] = getattr(args, dest)
-    return out
+    return {dest: reduce(getattr, path, c) for dest, path in FLAG_FIELDS.items()}
 
 
 SETTINGS = {
@@ -46,5 +36,5 @@ DEFAULT = "tuned"
 
 def settings(name: str) -> dict:
     if name not in SETTINGS:
-        raise DVIConfigError(f"--dvi-settings {name!r} is not a named setting; choose one of {', '.join(SETTINGS)}")
+        raise ConfigError(f"--dvi-settings {name!r} is not a choice: pick one of {', '.join(SETTINGS)}")
     return dict(SETTINGS[name])

@@ -1,17 +1,11 @@
-"""Shared DVI types: one training tuple (what the loop pushes), one batch (what the trainer reads), and the
-error raised for a bad DVI setting. The buffer's storage layout stays inside ``dvi/buffer.py``."""
+"""Shared DVI types: one training tuple (what the loop pushes) and one batch (what the trainer reads). The buffer's
+storage layout stays inside ``dvi/buffer.py``; a bad DVI setting raises ``common.errors.ConfigError``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
 import torch
-
-from common.errors import UserError
-
-
-class DVIConfigError(UserError, ValueError):
-    """A bad DVI flag value. A ``UserError`` (drivers print it as one line) and a ``ValueError``."""
 
 
 class DVITrainSample(NamedTuple):

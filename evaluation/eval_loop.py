@@ -45,8 +45,8 @@ class RunTotals:
         return self.new_tokens / self.steps if self.steps else 0.0
 
     def summary(self, method: str) -> str:
-        return (f"[{method}] {self.questions} questions ({self.skipped} already answered), {self.new_tokens} new tokens "
-                f"in {self.wall_time:.1f}s = {self.tokens_per_s:.2f} tok/s, mean accepted length "
+        return (f"[{method}] {self.questions} questions ({self.skipped} already answered), {self.new_tokens} new "
+                f"tokens in {self.wall_time:.1f}s = {self.tokens_per_s:.2f} tok/s, mean accepted length "
                 f"{self.mean_accepted:.3f} over {self.steps} verifier steps")
 
 
@@ -116,7 +116,8 @@ def run_questions(args, method: str, decode: Callable[[torch.Tensor], DecodeResu
     done = store.done_ids()
     totals = RunTotals()
     # one short untimed decode so the first question does not pay for lazy initialisation
-    (warmup or decode)(chat_prompt_ids(tokenizer, [{"role": "user", "content": "Hi"}], args.model_id, device=args.device)[:, -8:])
+    hi = chat_prompt_ids(tokenizer, [{"role": "user", "content": "Hi"}], args.model_id, device=args.device)
+    (warmup or decode)(hi[:, -8:])
     from tqdm import tqdm
 
     for q in tqdm(questions, total=total, desc=method, disable=args.no_progress, dynamic_ncols=True):

@@ -58,9 +58,9 @@ class GreedyReference:
         s = self.summary()
         if not s["turns"]:
             return "[greedy-reference] no turn decoded"
-        return (f"[greedy-reference] decode {s['decode_tokens_per_s']:.2f} tok/s vs greedy {s['greedy_tokens_per_s']:.2f}"
-                f" tok/s on the same {s['turns']} prompts = {s['speedup']:.3f}x; outputs equal to greedy: "
-                f"{s['equal_to_greedy']}/{s['turns']}")
+        return (f"[greedy-reference] decode {s['decode_tokens_per_s']:.2f} tok/s vs greedy "
+                f"{s['greedy_tokens_per_s']:.2f} tok/s on the same {s['turns']} prompts = {s['speedup']:.3f}x; "
+                f"outputs equal to greedy: {s['equal_to_greedy']}/{s['turns']}")
 
     def write(self, path) -> Path:
         path = Path(path)

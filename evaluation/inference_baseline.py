@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from evaluation.cli import apply_runtime, parse_args, run_main, validate_against_config
 from evaluation.eval_loop import run_questions
-from evaluation.cli import parse_args, run_main, validate_against_config
 from kangaroo.cache_pool import ReusableCaches, greedy_cache_factory
 from kangaroo.greedy import eos_ids_of, greedy_decode
 from kangaroo.model_loading import load_causal_lm, load_tokenizer
@@ -15,6 +15,7 @@ from kangaroo.model_loading import load_causal_lm, load_tokenizer
 
 def main(argv=None) -> int:
     args = parse_args("baseline", argv, description=__doc__.splitlines()[0])
+    apply_runtime(args)
     torch.manual_seed(args.seed)
     tokenizer = load_tokenizer(args.model_id)
     lm = load_causal_lm(args.model_id, device=args.device, dtype=args.dtype)

@@ -20,10 +20,10 @@ import json
 
 import torch
 
+from evaluation.cli import apply_runtime, drafter_config, dvi_config, parse_args, run_main, validate_against_config
 from evaluation.eval_loop import run_questions
 from evaluation.greedy_reference import GreedyReference
 from kangaroo.cache_pool import ReusableCaches
-from evaluation.cli import drafter_config, dvi_config, parse_args, run_main, validate_against_config
 from kangaroo.drafter_config import apply_drafter_vocab, build_drafter
 from kangaroo.greedy import eos_ids_of
 from kangaroo.kangaroo_model import KangarooModel
@@ -73,6 +73,7 @@ def plain_metrics(model, args):
 
 def main(argv=None) -> int:
     args = parse_args("kangaroo", argv, description=__doc__.splitlines()[0])
+    apply_runtime(args)
     prepare_checkpoints(args)
     torch.manual_seed(args.seed)
     tokenizer = load_tokenizer(args.model_id)

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from common.atomic import atomic_write_bytes, atomic_write_text
 from common.errors import UserError
 from kangaroo.llama_forward import attend, attention, heads, rope
 
@@ -66,13 +67,13 @@ def adapter_config_dict(base_config, window: int | None = None) -> dict:
 
 
 def save_adapter(adapter: KangarooAdapter, path: str | Path) -> None:
-    from safetensors.torch import save_file
+    """The adapter as a folder (``config.json``, ``adapter.safetensors``), each file written atomically."""
+    from safetensors.torch import save
 
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(json.dumps(adapter_config_dict(adapter.config, adapter.window), indent=2))
-    save_file({k: v.detach().contiguous().cpu() for k, v in adapter.state_dict().items()},
-              str(path / "adapter.safetensors"))
+    atomic_write_bytes(path / "adapter.safetensors",
+                       save({k: v.detach().contiguous().cpu() for k, v in adapter.state_dict().items()}))
+    atomic_write_text(path / "config.json", json.dumps(adapter_config_dict(adapter.config, adapter.window), indent=2))
 
 
 KANGAROO_WEIGHTS = ("pytorch_model.bin", "model.safetensors")

@@ -1,6 +1,8 @@
 """DrafterConfig -> drafter: resolve the ``auto`` choices, prune the drafter head, get the verify-cost curve.
 
-``DrafterConfig`` (frozen) is built once from the flags by ``evaluation/cli.py``; nothing here reads flags.
+``DrafterConfig`` (frozen) checks itself and carries its flags (``common/config_fields.py``): the CLI generates the
+flags from it and builds it once (``evaluation/cli_checks.py``); the Python API takes it as is. Nothing here reads
+flags.
 
     auto drafter      hybrid (n-gram match first, self-drafter otherwise)
     auto policy       goodput, deployed and online alike: with the packed head a probe costs ~1-3% of a step, so
@@ -15,33 +17,89 @@ Call ``apply_drafter_vocab`` before ``drafter_head.attach_drafter_head`` (the Lo
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from common.errors import UserError
+from common.config_fields import above, at_least, check_fields, setting, within
+from common.errors import ConfigError, UserError
+from kangaroo.draft_policy import make_policy
+from kangaroo.drafters import make_drafter
+from kangaroo.kangaroo_model import check_exit_layer
+from kangaroo.packed_head import PRECISIONS
 
 AUTO_VOCAB = -1
 DEFAULT_VOCAB = 8192  # auto: the pruned drafter vocabulary when the model's token counts are in runs/subvocab
-from kangaroo.draft_policy import make_policy
-from kangaroo.drafters import make_drafter
+
+
+def vocab_size(v: str) -> int:
+    """``--drafter-vocab``: a token count, or auto (``AUTO_VOCAB``)."""
+    if str(v).strip().lower() == "auto":
+        return AUTO_VOCAB
+    try:
+        return int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a token count or auto, got {v!r}") from None
 
 
 @dataclass(frozen=True)
 class DrafterConfig:
-    model_id: str = ""
-    drafter: str = "auto"            # auto | self | ngram | hybrid
-    draft_policy: str = "auto"       # auto | threshold | goodput
-    threshold: float = 0.6
-    steps: int = 6
-    ngram_min: int = 1
-    ngram_max: int = 3
-    cost_curve: str = ""             # JSON verify-cost curve to read, or to write the measured one to
-    goodput_prior: float = 4.0
-    drafter_vocab: int = AUTO_VOCAB  # pruned drafter head: N most frequent tokens; 0: full; -1: auto (below)
-    drafter_vocab_file: str = ""
-    head_precision: str = "auto"     # the drafter head's weights: auto | int8 | bf16 | float32 (packed_head.py)
-    probe_gate: bool = True          # goodput: decide self probes by kangaroo/probe_gate.py (else a fixed backoff)
-    calibration_decay: float = 0.995  # goodput: the calibrator forgets old verdicts (a drafter learning online)
+    model_id: str = setting("", source="model_id")
+    exit_layer: int = setting(2, flag="--exitlayer", rule=at_least(1), help="k: the first k layers form the drafter")
+    drafter: str = setting("auto", flag="--drafter", choices=("auto", "self", "ngram", "hybrid"),
+                           help="self: shallow layers + drafter head; ngram: prompt lookup; hybrid: n-gram match "
+                                "first, self otherwise; auto: hybrid")
+    draft_policy: str = setting("auto", flag="--draft-policy", choices=("auto", "threshold", "goodput"),
+                                help="threshold: Kangaroo's --threshold rule (>= 1 token per block); goodput: draft a "
+                                     "token only if expected committed tokens per ms rises (measured verify-cost "
+                                     "curve); auto: goodput")
+    threshold: float = setting(0.6, flag="--threshold", rule=within(0, 1, "a probability"),
+                               help="stop drafting a block when the drafter's top-1 probability falls under this")
+    steps: int = setting(6, flag="--steps", rule=at_least(1, "tokens drafted per block at most"),
+                         help="at most this many drafted tokens per block")
+    ngram_min: int = setting(1, flag="--ngram-min", rule=at_least(1),
+                             help="shortest n-gram the n-gram drafter matches")
+    ngram_max: int = setting(3, flag="--ngram-max", help="longest n-gram the n-gram drafter matches (tried first)")
+    cost_curve: str = setting("", flag="--cost-curve",
+                              help="goodput: JSON verify-cost curve to read; if the file does not exist the run "
+                                   "measures the curve at startup and writes it there (default: measure, do not save)")
+    goodput_prior: float = setting(4.0, flag="--goodput-prior", rule=above(0),
+                                   help="goodput: weight (in observations) of the drafter's raw confidence as the "
+                                        "acceptance prior")
+    drafter_vocab: int = setting(AUTO_VOCAB, flag="--drafter-vocab", type=vocab_size,
+                                 rule=at_least(AUTO_VOCAB, "0: the full vocabulary; -1 or auto: auto"),
+                                 help="pruned drafter head (FR-Spec): draft only the N most frequent tokens; 0: full "
+                                      "vocabulary; auto: that of the --load-lora checkpoint, else 8192 where "
+                                      "runs/subvocab has the model's token counts")
+    drafter_vocab_file: str = setting("", flag="--drafter-vocab-file",
+                                      help="token counts (python -m scripts.build_subvocab) for --drafter-vocab; "
+                                           "default runs/subvocab/<model>.counts.npz, counted from "
+                                           "assets/sharegpt.jsonl when missing")
+    head_precision: str = setting("auto", flag="--drafter-head-precision", choices=PRECISIONS,
+                                  help="the drafter head's weights on the CPU engine (the verifier stays float32, so "
+                                       "outputs do not change): int8 (VNNI), bf16, float32; auto: int8 where the "
+                                       "engine's kernel is built")
+    probe_gate: bool = setting(True, flag="--probe-gate",
+                               help="goodput: ask the self-drafter only when a model of what is already known (the "
+                                    "verifier's probability of its last token, recent agreement) says a probe can pay; "
+                                    "false: a fixed backoff")
+    calibration_decay: float = setting(0.995, rule=within(0, 1),
+                                       help="goodput: the calibrator forgets old verdicts (a drafter learning online)")
+
+    def __post_init__(self):
+        check_fields(self)
+        if self.ngram_max < self.ngram_min:
+            raise ConfigError(f"need 1 <= --ngram-min <= --ngram-max (got {self.ngram_min} and {self.ngram_max})")
+
+    def check_model(self, config) -> None:
+        """The checks that need the model's config (``common.config_fields.check_against_model``)."""
+        check_exit_layer(self.exit_layer, config)
+        if self.drafter_vocab > config.vocab_size:
+            raise ConfigError(f"--drafter-vocab {self.drafter_vocab} is larger than the vocabulary "
+                              f"({config.vocab_size}): lower it, or 0 for the full vocabulary")
+
+
+SPECULATION_FLAGS = ("--exitlayer", "--threshold", "--steps")  # the Kangaroo block, shared by drivers and scripts
 
 
 def resolve_auto(cfg: DrafterConfig, online: bool = False) -> DrafterConfig:
@@ -97,7 +155,7 @@ def cost_curve(cfg: DrafterConfig, model, print_fn=print):
         try:
             return CostCurve.from_json(path)
         except (ValueError, KeyError) as e:
-            raise UserError(f"--cost-curve {path} is not a cost curve ({e}): delete it to measure afresh")
+            raise UserError(f"--cost-curve {path} is not a cost curve ({e}): delete it to measure afresh") from e
     cost = measure_cost_curve(model, cfg.steps + 1)
     print_fn("[drafter] verify cost (ms) for n=1..{}: deep {} shallow {} head {:.2f}".format(
         cfg.steps + 1, [round(x, 2) for x in cost.deep_ms], [round(x, 2) for x in cost.shallow_ms], cost.head_ms))

@@ -4,24 +4,37 @@
 
 B starts at zero, so at init the drafter head reproduces the verifier's head exactly. The forward is merge-free:
 W is never modified, the delta is always computed on the side, in float32.
+
+``TrainableDrafter`` is the contract between a drafter and DVI's trainer side (trainer, shadow, checkpoints): the
+four parts they read, by name, on a ``KangarooModel`` or on a trainer's ``ShadowDrafter``.
 """
 from __future__ import annotations
 
 import math
+from typing import Optional, Protocol
 
 import torch
 from torch import nn
 
 from kangaroo import cpu_engine
+from kangaroo.adapter import KangarooAdapter
 from kangaroo.trained_adapter import adapter_tensors
+
+
+class TrainableDrafter(Protocol):
+    """What DVI trains and reads of a drafter."""
+
+    drafter_head: Optional["DrafterHead"]         # the LoRA head (None until ``attach_drafter_head``)
+    trained_adapter: Optional[KangarooAdapter]    # the adapter DVI trains (``--adapter-mode train``), else None
+    rotary_emb: Optional[nn.Module]               # the model's rotary embedding, which a trained adapter runs with
+    drafter_vocab: Optional[torch.Tensor]         # [N] ids of a pruned drafter head: column i drafts id
+                                                  # drafter_vocab[i] (the vocabulary map); None: all V ids
 
 
 class LoRALinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, r: int = 8, alpha: float = 8.0, bias: bool = False,
                  device=None, dtype=None):
-        super().__init__()
-        if r < 1:
-            raise ValueError(f"LoRA rank r must be >= 1, got {r}")
+        super().__init__()  # r >= 1 and alpha > 0: checked by their config (dvi.config.LoRAConfig)
         self.in_features, self.out_features = in_features, out_features
         self.r, self.alpha, self.scaling = r, alpha, alpha / r
         self.base = nn.Linear(in_features, out_features, bias=bias, device=device, dtype=dtype)
@@ -120,9 +133,9 @@ def attach_drafter_head(model, *, r: int = 8, alpha: float = 8.0) -> DrafterHead
     return model.drafter_head
 
 
-def trainable_params(model) -> list[nn.Parameter]:
-    """What DVI may train on ``model`` (or on a trainer's shadow of it), in a fixed order: its drafter head's LoRA
-    tensors (none without a head), then the trained adapter's tensors (``--adapter-mode train``)."""
-    head = getattr(model, "drafter_head", None)
+def trainable_params(drafter: TrainableDrafter) -> list[nn.Parameter]:
+    """What DVI may train on a drafter (a model, or a trainer's shadow of it), in a fixed order: its drafter head's
+    LoRA tensors (none without a head), then the trained adapter's tensors (``--adapter-mode train``)."""
+    head = drafter.drafter_head
     lora = [] if head is None else head.trainable_params()
-    return lora + list(adapter_tensors(getattr(model, "trained_adapter", None)).values())
+    return lora + list(adapter_tensors(drafter.trained_adapter).values())

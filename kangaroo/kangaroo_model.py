@@ -26,10 +26,18 @@ from typing import Optional
 import torch
 from torch import nn
 
-from common.errors import UserError
+from common.errors import ConfigError, UserError
 from kangaroo.blocks import HiddenContext
 from kangaroo.llama_forward import causal_mask, final_norm, new_cache, project, rotary_for, run_layers, window_mask
 from kangaroo.kv_cache import KVCache
+
+
+def check_exit_layer(exit_layer: int, config) -> None:
+    """The drafter is layers [0, k) and the verifier [k, L): both need at least one layer."""
+    n = config.num_hidden_layers
+    if not 1 <= exit_layer <= n - 1:
+        raise ConfigError(f"--exitlayer {exit_layer} is outside 1..{n - 1} for this {n}-layer model: pick a layer in "
+                          "that range (default 2)")
 
 
 @dataclass
@@ -58,9 +66,7 @@ class KangarooModel(nn.Module):
 
             base_model = load_causal_lm(model_id, device=device, dtype=dtype)
         base_cfg = base_model.config
-        n_layers = base_cfg.num_hidden_layers
-        if not 1 <= exit_layer <= n_layers - 1:
-            raise UserError(f"--exitlayer {exit_layer} is outside 1..{n_layers - 1} for this {n_layers}-layer model")
+        check_exit_layer(exit_layer, base_cfg)
         base_model.requires_grad_(False)
         self.model_id = model_id
         self.exit_layer = exit_layer
@@ -177,7 +183,8 @@ class KangarooModel(nn.Module):
 
     def set_drafter_vocab(self, ids) -> None:
         """Prune the drafter's head to the tokens ``ids`` (FR-Spec); None restores the full vocabulary. The
-        verifier keeps the full vocabulary, so the output is unchanged. Call before ``drafter_head.attach_drafter_head``."""
+        verifier keeps the full vocabulary, so the output is unchanged. Call before
+        ``drafter_head.attach_drafter_head``."""
         if self.drafter_head is not None:
             raise RuntimeError("set the drafter vocabulary before attaching the LoRA drafter head")
         if ids is None:
@@ -185,7 +192,8 @@ class KangarooModel(nn.Module):
             return
         ids = torch.as_tensor(ids, dtype=torch.long, device=self.device)
         V = self.head_model.weight.shape[0]
-        if ids.dim() != 1 or not len(ids) or int(ids.min()) < 0 or int(ids.max()) >= V or len(set(ids.tolist())) != len(ids):
+        distinct = len(set(ids.tolist())) == len(ids)
+        if ids.dim() != 1 or not len(ids) or int(ids.min()) < 0 or int(ids.max()) >= V or not distinct:
             raise ValueError(f"drafter vocabulary must be distinct ids in 0..{V - 1}")
         self.drafter_vocab = ids
         self._pruned_head_weight = self.head_model.weight.detach()[ids].clone()

@@ -33,8 +33,8 @@ from kangaroo.kangaroo_model import KangarooCaches, KangarooModel
 from kangaroo.self_draft import self_draft
 from kangaroo.timing import now
 
-__all__ = ["Block", "Draft", "PrefillTargets", "Verification", "accept", "draft", "drafter_step", "kangaroo_generate", "prefill",
-           "self_draft", "speculative_step", "verify"]
+__all__ = ["Block", "Draft", "PrefillTargets", "Verification", "accept", "draft", "drafter_step", "kangaroo_generate",
+           "prefill", "self_draft", "speculative_step", "verify"]
 
 
 def draft(model: KangarooModel, last_token: int, caches: KangarooCaches, steps: int, threshold: float) -> Draft:

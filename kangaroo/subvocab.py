@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.atomic import atomic_write
+
 DEFAULT_SKIP = 1000  # the first ShareGPT lines hold the prompts runs train and evaluate on: not counted
 
 
@@ -56,8 +58,8 @@ def count_tokens(tokenizer, jsonl, vocab_size: int, skip_lines: int = DEFAULT_SK
 
 def save_counts(path, counts: np.ndarray, meta: dict) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, counts=counts, meta=np.array(json.dumps(meta)))
+    with atomic_write(path, "wb") as f:
+        np.savez_compressed(f, counts=counts, meta=np.array(json.dumps(meta)))
     return path
 
 

@@ -18,10 +18,18 @@ from typing import Optional
 
 import torch
 
-from common.errors import UserError
+from common.config_fields import at_least
+from common.errors import ConfigError
 from kangaroo.adapter import KangarooAdapter, load_adapter
 
 DEFAULT_WINDOW = 16
+WINDOW_RULE = at_least(1, "positions the adapter's attention sees")
+
+
+def check_window(window: int) -> None:
+    """``--dvi-adapter-window``: the one check of the trained adapter's window (the CLI and the model call it)."""
+    if not WINDOW_RULE.ok(window):
+        raise ConfigError(WINDOW_RULE.message("--dvi-adapter-window", window))
 
 
 @torch.no_grad()
@@ -46,8 +54,7 @@ def identity_adapter(base_model, exit_layer: int, window: int) -> KangarooAdapte
 def trained_adapter(base_model, exit_layer: int, window: int, path: Optional[str] = None) -> KangarooAdapter:
     """The adapter ``--adapter-mode train`` trains: the identity start, or the folder ``path`` (its own window
     replaced by ``window``); its parameters require gradients."""
-    if window < 1:
-        raise UserError(f"--dvi-adapter-window {window}: the adapter's attention window must be >= 1 position")
+    check_window(window)
     if path is None:
         adapter = identity_adapter(base_model, exit_layer, window)
     else:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from common.atomic import atomic_write_text
 from kangaroo.packed_head import propose
 from kangaroo.timing import elapsed_ms
 
@@ -42,8 +43,7 @@ class CostCurve:
         return self.shallow_ms[n - 1] + self.deep_ms[n - 1]
 
     def to_json(self, path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(asdict(self), indent=1))
+        atomic_write_text(path, json.dumps(asdict(self), indent=1))
 
     @classmethod
     def from_json(cls, path) -> "CostCurve":

@@ -15,14 +15,16 @@ Every output equals the model's own greedy output, whatever the drafter. The sam
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
+from common.config_fields import check_against_model
+from common.errors import ConfigError
 from dvi.config import DVIConfig
 from kangaroo.drafter_config import DrafterConfig, apply_drafter_vocab, build_drafter
 
-__all__ = ["KangarooDVI", "Generation", "DVIConfig", "DrafterConfig"]
+__all__ = ["KangarooDVI", "Generation", "DVIConfig", "DrafterConfig", "ConfigError"]
 
 
 @dataclass
@@ -40,20 +42,26 @@ class KangarooDVI:
         self._pool = ReusableCaches(model.new_caches)
 
     @classmethod
-    def load(cls, model_id: str, *, exit_layer: int = 2, lora: str | None = None, dvi: DVIConfig | None = None,
-             drafter: DrafterConfig | None = None, device: str = "cpu", dtype: str = "float32", base_model=None,
-             tokenizer=None, print_fn=print) -> "KangarooDVI":
+    def load(cls, model_id: str, *, exit_layer: int | None = None, lora: str | None = None,
+             dvi: DVIConfig | None = None, drafter: DrafterConfig | None = None, device: str = "cpu",
+             dtype: str = "float32", base_model=None, tokenizer=None, print_fn=print) -> "KangarooDVI":
         """``model_id``: as ``--model-id`` (``base_model``: an already loaded Llama instead). ``lora``: a trained
-        drafter checkpoint to deploy. ``dvi``: learn online (``DVIConfig(online=True)``; its ``io.load`` resumes)."""
+        drafter checkpoint to deploy. ``dvi``: learn online (``DVIConfig(online=True)``; its ``io.load`` resumes).
+        ``exit_layer``: shorthand for ``drafter.exit_layer``. The configs checked their own values when they were
+        made; here they are checked against the model's config, as the command line does (a ``ConfigError`` with
+        the same one line)."""
         from kangaroo.greedy import eos_ids_of
         from kangaroo.kangaroo_model import KangarooModel
         from kangaroo.model_loading import load_causal_lm, load_tokenizer
 
+        dcfg = drafter or DrafterConfig(model_id=model_id)
+        if exit_layer is not None:
+            dcfg = replace(dcfg, exit_layer=exit_layer)
         if base_model is None:
             base_model = load_causal_lm(model_id, device=device, dtype=dtype)
             tokenizer = tokenizer or load_tokenizer(model_id)
-        model = KangarooModel(model_id=model_id, exit_layer=exit_layer, base_model=base_model)
-        dcfg = drafter or DrafterConfig(model_id=model_id)
+        check_against_model(base_model.config, dcfg, dvi)
+        model = KangarooModel(model_id=model_id, exit_layer=dcfg.exit_layer, base_model=base_model)
         apply_drafter_vocab(dcfg, model, tokenizer, print_fn)
         learner = None
         if dvi is not None:

@@ -17,6 +17,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from common.atomic import atomic_write_text
 from kangaroo.subvocab import DEFAULT_SKIP, count_tokens, coverage, save_counts, top_ids
 
 SIZES = (2048, 4096, 8192, 16384, 24576, 32768)
@@ -63,16 +64,17 @@ def main(argv=None) -> int:
         rows.append({"N": len(ids), "head_share": len(ids) / cfg.vocab_size,
                      **{f: coverage(t, ids) for f, t in greedy.items()}})
     cmd = shlex.join(["python", "-m", "scripts.build_subvocab", *argv])
-    lines = [f"# Pruned drafter vocabulary: coverage of greedy tokens", "", f"`{cmd}`", "",
+    lines = ["# Pruned drafter vocabulary: coverage of greedy tokens", "", f"`{cmd}`", "",
              f"Counts: {meta['tokens']:,} tokens of ShareGPT \"gpt\" turns (lines {a.skip_lines}+ of {a.sharegpt}), "
              f"the model's tokenizer; EOS ids {eos} always kept. Written to `{path}`.", "",
-             "| N | N / V (head cost share) | " + " | ".join(f"{f} ({sum(map(len, t))} greedy tokens)" for f, t in greedy.items()) + " |",
+             "| N | N / V (head cost share) | "
+             + " | ".join(f"{f} ({sum(map(len, t))} greedy tokens)" for f, t in greedy.items()) + " |",
              "|---:|---:|" + "---:|" * len(greedy)]
     for r in rows:
         lines.append(f"| {r['N']} | {r['head_share']:.3f} | " + " | ".join(f"{r[f]:.4f}" for f in greedy) + " |")
     out = Path(a.out)
-    (out / "coverage.md").write_text("\n".join(lines) + "\n")
-    (out / "coverage.json").write_text(json.dumps({"command": cmd, "meta": meta, "rows": rows}, indent=1))
+    atomic_write_text(out / "coverage.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / "coverage.json", json.dumps({"command": cmd, "meta": meta, "rows": rows}, indent=1))
     print("\n".join(lines))
     return 0
 

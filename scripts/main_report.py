@@ -30,7 +30,8 @@ def _target(value, name: str, unit: str = "") -> str:
 def report(out: Path, command: str, note: str = "") -> str:
     m = load_metrics(out)
     if m is None:
-        raise SystemExit(f"error: {out}/metrics/acceptance.csv not found: run the main job first (bash scripts/main.sh)")
+        raise SystemExit(f"error: {out}/metrics/acceptance.csv not found: run the main job first "
+                         "(bash scripts/main.sh)")
     q = quarters(m)
     ref_path = out / "metrics" / "vs_greedy.json"
     ref = json.loads(ref_path.read_text()) if ref_path.is_file() else {}
@@ -49,7 +50,8 @@ def report(out: Path, command: str, note: str = "") -> str:
              f"Machine: {platform.processor() or platform.machine()}, {note or 'see the command for threads'}.", "",
              "| measure | value | target |", "|---|---:|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
     lines += ["", ("Files: `metrics/` (acceptance.csv, speed.csv, trainer.csv, prefill.csv, dvi_progress.png, "
-                   "vs_greedy.json), `answers.jsonl`, `log.txt`; the checkpoint `checkpoints/final.pt` is git-ignored.")]
+                   "vs_greedy.json), `answers.jsonl`, `log.txt`; the checkpoint `checkpoints/final.pt` is "
+                   "git-ignored.")]
     return "\n".join(lines) + "\n"
 
 

@@ -19,12 +19,14 @@ from pathlib import Path
 
 import torch
 
+from common.atomic import atomic_write_text
 from dvi.config import ScheduleConfig, TrainerConfig
 from dvi.online_trainer import OnlineTrainer
 from dvi.types import Batch
 from evaluation.eval_loop import sharegpt_questions
 from evaluation.questions import chat_prompt_ids
-from evaluation.cli import OneLineParser, add_exitlayer_arg, add_model_args, resolve_device_dtype, resolve_model_id
+from evaluation.cli import (OneLineParser, add_exitlayer_arg, add_model_args, apply_runtime, resolve_device_dtype,
+                            resolve_model_id)
 from kangaroo.drafter_head import attach_drafter_head
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.model_loading import load_causal_lm, load_tokenizer
@@ -32,7 +34,8 @@ from kangaroo.model_loading import load_causal_lm, load_tokenizer
 
 @torch.no_grad()
 def collect(model, tok, answers: list[dict], prompts: dict, topk: int) -> list[tuple]:
-    """Per answer, in file order: (hk [n, d] fp16, verifier top-K indices [n, K], their logits fp16, verifier argmax)."""
+    """Per answer, in file order: (hk [n, d] fp16, verifier top-K indices [n, K], their logits fp16, verifier
+    argmax)."""
     out = []
     for rec in answers:
         q = prompts[rec["question_id"]]
@@ -53,6 +56,7 @@ def load_answer_data(args, answers_path: str, max_answers: int | None = None, to
     """The model (``args``: model, device, dtype, exit layer) and ``collect`` over the answers of ``answers_path``."""
     resolve_model_id(args)
     resolve_device_dtype(args)
+    apply_runtime(args)
     tok = load_tokenizer(args.model_id)
     model = KangarooModel(model_id=args.model_id, exit_layer=args.exitlayer,
                           base_model=load_causal_lm(args.model_id, device=args.device, dtype=args.dtype))
@@ -125,7 +129,8 @@ def main(argv=None) -> int:
               + " ".join(f"{s}:{a:.3f}" for s, a in curve) + f" | kd {stats['kd']:.3g} | {ms:.0f} ms/step", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "probe.json").write_text(json.dumps({"args": vars(args), "positions": n, "results": results}, indent=1))
+    record = {"args": vars(args), "positions": n, "results": results}
+    atomic_write_text(out / "probe.json", json.dumps(record, indent=1))
     return 0
 
 

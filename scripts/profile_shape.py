@@ -19,7 +19,8 @@ from types import SimpleNamespace
 
 import torch
 
-from evaluation.cli import OneLineParser, add_model_args, add_speculation_args, fail, resolve_device_dtype
+from evaluation.cli import (OneLineParser, add_model_args, add_speculation_args, apply_runtime, fail,
+                            resolve_device_dtype)
 
 SHAPES = {
     "7b": dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
@@ -62,7 +63,7 @@ def random_llama(shape: str, device: str, dtype: torch.dtype):
 
 
 def projection_markdown(costs: dict, steps: int, committed: list[float]) -> str:
-    from scripts.profile_block import block_ms
+    from scripts.profile.cost_model import block_ms
 
     lines = ["", "Projected speedup over plain greedy decoding (c x ar / block(m)) at the mean committed tokens per "
              "block c measured elsewhere:", "",
@@ -80,6 +81,7 @@ def projection_markdown(costs: dict, steps: int, committed: list[float]) -> str:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     resolve_device_dtype(args)
+    apply_runtime(args)
     try:
         committed = [float(x) for x in args.committed.split(",") if x.strip()]
     except ValueError:
@@ -88,7 +90,9 @@ def main(argv=None) -> int:
         fail("--committed values must be >= 1 (a block commits at least one token); --context, --repeats >= 1")
     from kangaroo.kangaroo_model import KangarooModel
     from kangaroo.model_loading import DTYPES
-    from scripts.profile_block import measure, report_markdown, write_report
+    from scripts.profile.cost_model import report_markdown
+    from scripts.profile.measure import measure
+    from scripts.profile_block import write_report
 
     lm = random_llama(args.shape, args.device, DTYPES[args.dtype])
     if not 1 <= args.exitlayer < lm.config.num_hidden_layers:

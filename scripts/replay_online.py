@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import fields, replace
+from dataclasses import fields
 from pathlib import Path
 
 import torch
 
+from common.atomic import atomic_write_text
 from dvi.buffer import DVIRingBuffer
 from dvi.config import BufferConfig, ScheduleConfig, TrainerConfig
 from dvi.online_trainer import OnlineTrainer
@@ -136,7 +137,7 @@ def main(argv=None) -> int:
               f"({res['s']} s)", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "replay.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
+    atomic_write_text(out / "replay.json", json.dumps({"args": vars(args), "results": results}, indent=1))
     return 0
 
 

@@ -41,7 +41,8 @@ OWNED = ("--dvi-ablation", *LAYOUT_FLAGS)
 
 def build_parser() -> OneLineParser:
     p = OneLineParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model-id", default=None, help="as for evaluation.inference_kangaroo (required unless --report-only)")
+    p.add_argument("--model-id", default=None,
+                   help="as for evaluation.inference_kangaroo (required unless --report-only)")
     p.add_argument("--prompts-jsonl", default=None, help="ShareGPT jsonl (required unless --report-only)")
     p.add_argument("--presets", default=",".join(ABLATIONS), help="comma-separated subset of " + ",".join(ABLATIONS))
     add_common_args(p, out="runs/ablations", max_prompts=300)

@@ -27,7 +27,8 @@ def online_rows(out: Path, trained) -> list[dict]:
         m, ref = load_metrics(run), _json(run / "metrics" / "vs_greedy.json")
         q = quarters(m) if m is not None else None
         rows.append({"name": t.name, "exit_layer": t.exit_layer, "adapter": t.adapter, "vocab": t.vocab or "full",
-                     "top1_agree_last": q and q["last"]["top1_agree"], "top1_agree_first": q and q["first"]["top1_agree"],
+                     "top1_agree_last": q and q["last"]["top1_agree"],
+                     "top1_agree_first": q and q["first"]["top1_agree"],
                      "committed_last": q and q["last"]["mean_accepted"], "vs_greedy": ref.get("speedup"),
                      "equal": ref.get("equal_to_greedy"), "turns": ref.get("turns")})
     return rows
@@ -56,8 +57,9 @@ def write_sweep_report(out: Path, trained, deployed, command: str) -> bool:
     on, dep = online_rows(out, trained), deployed_rows(out, deployed)
     lines = ["# Drafter settings by measured tokens/s", "", f"```bash\n{command}\n```", "",
              "## Online: DVI learning while decoding (same prompts; decode tokens/s against greedy in the same run)",
-             "", ("| run | exit layer | adapter | vocabulary | top1_agree first q. | **last q.** | committed/pass last q. "
-                  "| **decode / greedy** | equal to greedy |"), "|---|---:|---|---:|---:|---:|---:|---:|---|"]
+             "", ("| run | exit layer | adapter | vocabulary | top1_agree first q. | **last q.** | "
+                  "committed/pass last q. | **decode / greedy** | equal to greedy |"),
+             "|---|---:|---|---:|---:|---:|---:|---:|---|"]
     for r in on:
         lines.append(f"| {r['name']} | {r['exit_layer']} | {'on' if r['adapter'] else 'off'} | {r['vocab']} | "
                      f"{_fmt(r['top1_agree_first'])} | {_fmt(r['top1_agree_last'])} | {_fmt(r['committed_last'])} | "
@@ -66,9 +68,9 @@ def write_sweep_report(out: Path, trained, deployed, command: str) -> bool:
               ("| variant | trained run | steps | drafter | tokens/s | **speedup** | committed/pass | probes | "
                "declined free | mismatches |"), "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in dep:
-        lines.append(f"| {r['name']} | {r['trained']} | {r['steps']} | {r['drafter']} | {_fmt(r['tokens_per_s'], '.2f')}"
-                     f" | {_fmt(r['speedup'])}x | {_fmt(r['mean_accepted'])} | {_fmt(r['probes'], 'd')} | "
-                     f"{_fmt(r['declined_free'], 'd')} | {_fmt(r['mismatches'], 'd')} |")
+        lines.append(f"| {r['name']} | {r['trained']} | {r['steps']} | {r['drafter']} | "
+                     f"{_fmt(r['tokens_per_s'], '.2f')} | {_fmt(r['speedup'])}x | {_fmt(r['mean_accepted'])} | "
+                     f"{_fmt(r['probes'], 'd')} | {_fmt(r['declined_free'], 'd')} | {_fmt(r['mismatches'], 'd')} |")
     choice = {"online": best(on, "vs_greedy"), "deployed": best(dep, "speedup")}
     lines += ["", (f"Best online (decode / greedy): **{choice['online']}**; best deployed (speedup): "
                    f"**{choice['deployed']}**. Per category: `deployed/table.md`."), ""]

@@ -1,54 +1,32 @@
-"""Shared fixtures: a tiny randomly initialised Llama (unit tests) and the bundled real model (only where
-only it shows the truth). The real model comes from ``python -m scripts.fetch_assets``, which the README's test
-command runs first; without it those tests fail with that instruction instead of skipping."""
+"""Fixtures only (the builders are in ``tests/helpers.py``): a tiny randomly initialised Llama for unit tests, the
+bundled real model and its tokenizer where only they show the truth, and a tiny model folder with the real tokenizer
+for driver tests. A test that uses the real model's files is marked ``slow`` (``-m "not slow"`` skips them; the
+default run keeps them)."""
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-REAL_DIR = REPO / "assets" / "smollm2-135m-instruct"
+from tests.helpers import make_tiny_llama, require_real_model
 
 # Tiny-model tests are dominated by per-op overhead, where one thread is fastest (and immune to a busy second
 # core); tests on the real model take both cores through the ``real_lm`` fixture.
 torch.set_num_threads(1)
 
-
-def tiny_config(vocab_size: int = 97, layers: int = 4, **kw):
-    from transformers import LlamaConfig
-
-    cfg = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
-               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-6,
-               tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
-    cfg.update(kw)
-    return LlamaConfig(**cfg)
+REAL_MODEL_FIXTURES = {"_real_lm", "real_lm", "real_tokenizer", "tiny_model_dir"}
 
 
-def make_tiny_llama(seed: int = 0, dtype=torch.float64, **kw):
-    """A random Llama in float64, so block-vs-token numerics cannot flip an argmax."""
-    from transformers import LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = tiny_config(**kw)
-    cfg.initializer_range = 0.2  # peaked logits: argmax is well defined
-    model = LlamaForCausalLM(cfg).to(dtype).eval()
-    model.requires_grad_(False)
-    return model
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if REAL_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture
 def tiny_llama():
     return make_tiny_llama()
-
-
-def require_real_model() -> Path:
-    if not (REAL_DIR / "config.json").exists():
-        pytest.fail(f"bundled model missing at {REAL_DIR}: run `python -m scripts.fetch_assets` (the README's "
-                    "test command does)")
-    return REAL_DIR
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,7 @@ import torch
 from dvi.config import BufferConfig, DVIConfig, IOConfig, LoRAConfig, TrainerConfig
 from kangaroo.greedy import greedy_decode
 from kangaroo_dvi import DrafterConfig, KangarooDVI
-from tests.conftest import make_tiny_llama
-from tests.dvi.test_online_loop import prompts
+from tests.helpers import make_tiny_llama, prompts
 
 SELF = DrafterConfig(model_id="tiny", drafter="self", draft_policy="threshold", threshold=0.0, steps=4)
 

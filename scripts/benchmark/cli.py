@@ -42,9 +42,9 @@ from pathlib import Path
 
 import torch
 
-from evaluation.cli import (OneLineParser, add_drafter_args, add_model_args, add_speculation_args, fail,
-                            resolve_device_dtype, resolve_model_id, resolve_question_file, run_main,
-                            validate_against_config, validate_drafter_args)
+from evaluation.cli import (OneLineParser, add_drafter_args, add_model_args, add_speculation_args, apply_runtime,
+                            drafter_config, fail, resolve_device_dtype, resolve_model_id, resolve_question_file,
+                            run_main, validate_against_config, validate_configs)
 from scripts.benchmark.methods import (LORA_METHODS, METHODS, TargetCalls, build_models, decode_question, make_methods,
                                        rotated)
 from scripts.benchmark.report import fmt, match_cell, write_report
@@ -81,10 +81,8 @@ def build_parser() -> OneLineParser:
 def parse_args(argv=None):
     args = build_parser().parse_args(argv)
     resolve_model_id(args)
-    if args.per_category < 1 or args.max_new_tokens < 1 or args.steps < 1 or args.exitlayer < 1:
-        fail("--per-category, --max-new-tokens, --steps and --exitlayer must be >= 1")
-    if not 0.0 <= args.threshold <= 1.0:
-        fail("--threshold must lie in [0, 1] (a probability)")
+    if args.per_category < 1 or args.max_new_tokens < 1:
+        fail("--per-category and --max-new-tokens must be >= 1")
     if min(args.question_begin or 0, args.question_end if args.question_end is not None else 0) < 0:
         fail("--question-begin and --question-end must be >= 0")
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -92,9 +90,11 @@ def parse_args(argv=None):
     if bad:
         fail(f"--methods: unknown {', '.join(bad)}; pick from {','.join(METHODS)}")
     args.methods = [m for m in METHODS if m == "baseline" or m in names]
-    validate_drafter_args(args)
-    from evaluation.cli import drafter_config
+    validate_configs(args)  # --exitlayer, --threshold, --steps and the drafting flags: DrafterConfig checks them
+    from evaluation.cli_resolve import resolve_drafter_vocab
     from kangaroo.drafter_config import resolve_auto
+
+    resolve_drafter_vocab(args)  # --drafter-vocab auto: a pruned --load-lora checkpoint's size
 
     resolved = resolve_auto(drafter_config(args))  # deploy: auto = hybrid drafter, goodput policy
     args.drafter, args.draft_policy = resolved.drafter, resolved.draft_policy
@@ -171,6 +171,7 @@ def run_meta(args, lm, n_questions: int) -> dict:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    apply_runtime(args)
     args.argv = argv
     from evaluation.questions import chat_prompt_ids, load_questions
     from kangaroo.greedy import eos_ids_of

@@ -78,7 +78,8 @@ def make_methods(args, lm, models: dict, eos: set[int], pad_id: int | None, call
             calls.reset()
             out = lm.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
                               eos_token_id=sorted(eos) or None, pad_token_id=pad_id, **kw)
-            return out[0, ids.shape[1]:].tolist(), calls.target, calls.assistant if "assistant_early_exit" in kw else None
+            assistant = calls.assistant if "assistant_early_exit" in kw else None
+            return out[0, ids.shape[1]:].tolist(), calls.target, assistant
         return decode
 
     builders = {"baseline": lambda: baseline, "early_exit_assist": lambda: hf(assistant_early_exit=args.exitlayer),

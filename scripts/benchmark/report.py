@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from common.atomic import atomic_write_text
+
 def method_stats(records: list[dict], method: str) -> dict:
     rows = [r["methods"][method] for r in records if method in r["methods"]]
     tokens = sum(sum(x["new_tokens"]) for x in rows)
@@ -109,7 +111,7 @@ def plot_speedup(summary: dict, png) -> Path:
 
 def write_report(out: Path, records: list[dict], methods: list[str], meta: dict) -> dict:
     summary = summarize(records, methods)
-    (out / "table.md").write_text(table_markdown(summary, meta))
-    (out / "summary.json").write_text(json.dumps({"meta": meta, **summary}, indent=2))
+    atomic_write_text(out / "table.md", table_markdown(summary, meta))
+    atomic_write_text(out / "summary.json", json.dumps({"meta": meta, **summary}, indent=2))
     plot_speedup(summary, out / "speedup.png")
     return summary

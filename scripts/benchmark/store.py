@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from common.atomic import atomic_write_text
 from common.jsonl_store import JsonlStore
 from evaluation.cli import fail
 
@@ -31,4 +32,4 @@ def check_config(out: Path, config: dict, overwrite: bool) -> None:
             shown = "; ".join(f"{k} {old.get(k)!r} -> {config.get(k)!r}" for k in diff)
             fail(f"{out} holds a run with other settings ({shown}): pass --overwrite or another --out")
     out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config, indent=2))
+    atomic_write_text(path, json.dumps(config, indent=2))

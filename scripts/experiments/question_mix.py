@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from common.atomic import atomic_write_text
+
 
 def round_robin(questions: list[dict]) -> list[dict]:
     by_cat: dict[str, list[dict]] = {}
@@ -25,5 +27,5 @@ def write_questions(path: Path, questions: list[dict]) -> Path:
     path = Path(path)
     if not (path.is_file() and path.read_text(encoding="utf-8") == text):
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        atomic_write_text(path, text)
     return path

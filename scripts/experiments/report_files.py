@@ -9,6 +9,8 @@ import json
 import shlex
 from pathlib import Path
 
+from common.atomic import atomic_write_text
+
 
 def fmt(x, spec: str = ".3f") -> str:
     return "-" if x is None else format(x, spec)
@@ -21,7 +23,7 @@ def command_line(module: str, argv: list[str]) -> str:
 def record_command(out: Path, command: str) -> None:
     """OUT/command.txt: the exact command, written before any variant runs (an interrupted run keeps it too)."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "command.txt").write_text(command + "\n")
+    atomic_write_text(out / "command.txt", command + "\n")
 
 
 def report_meta(out: Path, meta: dict, command: str, report_only: bool, data: str | None,
@@ -47,5 +49,5 @@ def meta_markdown(title: str, meta: dict) -> list[str]:
 
 
 def write_report(out: Path, table_md: str, summary: dict) -> None:
-    (out / "table.md").write_text(table_md)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(out / "table.md", table_md)
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.atomic import atomic_write_text
 from evaluation.cli import fail
 
 # flags the runner sets for every variant: passing them as extra flags would break the layout or the comparison
@@ -110,7 +111,7 @@ def run_variant(plan: RunPlan, v: Variant) -> None:
     if rc:
         fail(f"{v.name} ended with exit code {rc}: see the messages above")
     d.mkdir(parents=True, exist_ok=True)
-    (d / "done.json").write_text(json.dumps({**want, "seconds": time.time() - t0}, indent=2))
+    atomic_write_text(d / "done.json", json.dumps({**want, "seconds": time.time() - t0}, indent=2))
 
 
 def run_variants(plan: RunPlan, variants: list[Variant]) -> None:

@@ -16,7 +16,8 @@ def conv(i, *turns):
 
 RECORDS = [
     conv(0, ("human", "hi"), ("gpt", "hello")),
-    conv(1, ("system", "be nice"), ("human", "Grüße, 世界 🦘?"), ("gpt", "ça va ✓"), ("human", "more"), ("gpt", "sure")),
+    conv(1, ("system", "be nice"), ("human", "Grüße, 世界 🦘?"), ("gpt", "ça va ✓"), ("human", "more"),
+         ("gpt", "sure")),
     conv(2, ("gpt", "orphan"), ("human", "q1"), ("human", "q2"), ("gpt", "a2")),
     conv(3),
 ]
@@ -180,12 +181,14 @@ def test_iter_skips_and_counts_bad_lines(tmp_path, capsys):
     assert pairs == [("hi", "hello")] * 2
     assert stats == {"lines": 9, "conversations": 4, "pairs": 2, "malformed": 4, "empty": 2, "blank": 1}
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"[sharegpt] 4 malformed lines, 1 blank lines and 2 empty exchanges skipped in {path} (of 9 lines read)"]
+    assert err == [f"[sharegpt] 4 malformed lines, 1 blank lines and 2 empty exchanges skipped in {path} "
+                   "(of 9 lines read)"]
 
 
 def test_iter_invalid_utf8_line_is_malformed(tmp_path):
     path = tmp_path / "d.jsonl"
-    path.write_bytes(b'{"conversations": [{"from": "human", "value": "\xff"}]}\n' + json.dumps(RECORDS[0]).encode() + b"\n")
+    bad_utf8 = b'{"conversations": [{"from": "human", "value": "\xff"}]}\n'
+    path.write_bytes(bad_utf8 + json.dumps(RECORDS[0]).encode() + b"\n")
     stats = {}
     assert list(iter_sharegpt_jsonl(str(path), stats=stats)) == [("hi", "hello")]
     assert stats["malformed"] == 1

@@ -12,9 +12,9 @@ from kangaroo.drafter_head import attach_drafter_head, trainable_params
 from kangaroo.greedy import greedy_decode
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.speculative import kangaroo_generate
-from tests.conftest import make_tiny_llama
+from tests.helpers import make_tiny_llama, prompts
 from tests.dvi.helpers import ring
-from tests.dvi.test_online_loop import dvi_args, prompts
+from tests.dvi.test_online_loop import dvi_args
 from tests.kangaroo.test_trained_adapter import agreeable_llama, committed_inputs, perturb
 
 NO_STEPS = ("--dvi-batch-size", "256", "--dvi-buffer-size", "256")  # a batch never fills: no trainer step

@@ -11,7 +11,8 @@ from dvi.online_loop import DVILearner
 from dvi.train_budget import TrainBudget
 from kangaroo.greedy import greedy_decode
 from kangaroo.speculative import kangaroo_generate
-from tests.dvi.test_online_loop import dvi_args, make, prompts
+from tests.dvi.test_online_loop import dvi_args, make
+from tests.helpers import prompts
 
 
 def test_thread_trainer_is_lossless_learns_and_publishes(tmp_path):
@@ -73,7 +74,8 @@ def test_buffer_is_consistent_under_concurrent_push_and_sample():
         i = n % V
         z = torch.zeros(V)
         z[i] = 10.0
-        buf.push(DVITrainSample(hk=torch.full((8,), float(i)), token=i, z_phi=z, reward=1, pos=i, is_first_reject=False))
+        buf.push(DVITrainSample(hk=torch.full((8,), float(i)), token=i, z_phi=z, reward=1, pos=i,
+                                is_first_reject=False))
     stop.set()
     t.join()
     assert not bad

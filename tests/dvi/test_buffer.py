@@ -32,7 +32,8 @@ def _buf(store, cap=8, dtype=torch.float16):
 
 def _push(buf, token, z=None):
     z = torch.randn(V) if z is None else z
-    buf.push(DVITrainSample(torch.randn(D), token, z, reward=token % 2, pos=token % 7 + 1, is_first_reject=token % 2 == 0))
+    buf.push(DVITrainSample(torch.randn(D), token, z, reward=token % 2, pos=token % 7 + 1,
+                            is_first_reject=token % 2 == 0))
     return z
 
 

@@ -15,6 +15,9 @@ D, V = 16, 50
 
 
 class Stub(nn.Module):
+    """A ``SavedDrafter``: a bare drafter head (no verifier head, adapter or pruned vocabulary)."""
+    head_model = trained_adapter = rotary_emb = drafter_vocab = None
+
     def __init__(self, seed=0, model_id="assets/tiny", exit_layer=2, r=4, alpha=8.0, vocab=V, head_seed=0):
         super().__init__()
         self.model_id, self.exit_layer = model_id, exit_layer

@@ -154,7 +154,7 @@ class _Head(torch.nn.Module):
 
 
 class _Drafter:
-    drafter_vocab = None
+    drafter_vocab = trained_adapter = rotary_emb = None
 
     def __init__(self, d, V):
         torch.manual_seed(0)

@@ -86,15 +86,15 @@ def test_summary_every_n_blocks_with_trainer(tmp_path, no_plot):
     lg = logger(tmp_path, every=2, lines=lines, blocks=BLOCKS[:1])
     lg.log_train(1, {"loss": 9.0, "kd": 9.0, "ms": 99.0})
     logger_blocks(lg, BLOCKS[1:2])
-    assert lines == ["[dvi] step 2 | last 2 blocks: acc@1 1.00 mean accepted 4.00 block_acc 0.67 top1_agree 1.00 speedup 1.60x"
-                     " | trainer loss 9.00 kd 9 (99.0 ms/step, 1 steps)"]
+    assert lines == ["[dvi] step 2 | last 2 blocks: acc@1 1.00 mean accepted 4.00 block_acc 0.67 top1_agree 1.00 "
+                     "speedup 1.60x | trainer loss 9.00 kd 9 (99.0 ms/step, 1 steps)"]
     lg.log_train(3, {"loss": 1.0, "kd": 0.5, "ms": 10.0})
     lg.log_train(4, {"loss": 2.0, "kd": 0.7, "ms": 14.0})
     for step, d, a, c, wall, top1 in BLOCKS[2:]:
         lg.log_block(step, d, a, c, wall, 1.0, 1.0, trainer_ms=12.0, top1_agree=top1)
     assert len(lines) == 2
-    assert lines[1] == ("[dvi] step 4 | last 2 blocks: acc@1 0.50 mean accepted 2.00 block_acc 0.25 top1_agree 0.50 speedup 0.80x"
-                        " | trainer loss 1.50 kd 0.6 (12.0 ms/step, 2 steps)")
+    assert lines[1] == ("[dvi] step 4 | last 2 blocks: acc@1 0.50 mean accepted 2.00 block_acc 0.25 top1_agree 0.50 "
+                        "speedup 0.80x | trainer loss 1.50 kd 0.6 (12.0 ms/step, 2 steps)")
     lg.close()
 
 

@@ -11,7 +11,7 @@ from kangaroo.drafter_head import attach_drafter_head
 from kangaroo.greedy import greedy_decode
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.speculative import kangaroo_generate
-from tests.conftest import make_tiny_llama
+from tests.helpers import make_tiny_llama, prompts
 
 
 def dvi_args(tmp_path, *extra):
@@ -22,11 +22,6 @@ def dvi_args(tmp_path, *extra):
             # deterministic cadence here (inline, no time cap); the thread and the cap: test_background_trainer.py
             "--dvi-trainer", "inline", "--max-online-train-ms", "1000000", *extra]
     return cli_utils.dvi_config(cli_utils.parse_args("kangaroo", argv))
-
-
-def prompts(n=3):
-    g = torch.Generator().manual_seed(7)
-    return [torch.randint(3, 97, (1, 6), generator=g) for _ in range(n)]
 
 
 def make(tmp_path, *extra, lm=None):

@@ -23,6 +23,9 @@ def _one_thread():
 
 
 class Stub(nn.Module):
+    """A ``TrainableDrafter``: a LoRA head, no adapter, the full vocabulary."""
+    trained_adapter = rotary_emb = drafter_vocab = None
+
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
@@ -113,8 +116,8 @@ def test_stats_report_schedule_weights():
     assert (s2["w_kl"], s2["w_ce"], s2["w_pg"]) == pytest.approx((0.25, 0.8, 0.5))
     assert s2["loss"] == pytest.approx(0.25 * (s2["kd"] + s2["rkl"]) + 0.8 * s2["ce"] + 0.5 * s2["pg"], rel=1e-4)
     assert s2["n_ce"] == 8 and s2["n_pg"] == 12  # 8 accepted + 4 first rejects
-    expected_keys = {"loss", "kd", "rkl", "kd_top1", "ce", "pg", "entropy", "w_kl", "w_ce", "w_pg", "w_ent", "reward_mean",
-                     "baseline", "ms", "over_budget", "n_ce", "n_pg", "n_kd_only"}
+    expected_keys = {"loss", "kd", "rkl", "kd_top1", "ce", "pg", "entropy", "w_kl", "w_ce", "w_pg", "w_ent",
+                     "reward_mean", "baseline", "ms", "over_budget", "n_ce", "n_pg", "n_kd_only"}
     assert set(s2) == expected_keys
 
 

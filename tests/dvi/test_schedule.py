@@ -28,9 +28,12 @@ def test_default_ramp_is_warmup_and_at_least_one():
     assert _w(s, 1) == {"kl": 0.5, "ce": 1.0, "pg": 1.0}
 
 
-def test_negative_warmup_rejected():
-    with pytest.raises(ValueError):
-        PiecewiseSchedule(warmup=-1, kl0=1.0, klmin=0.1, pgmax=1.0)
+def test_negative_warmup_rejected_by_its_config():
+    from common.errors import ConfigError
+    from dvi.config import ScheduleConfig
+
+    with pytest.raises(ConfigError, match="--dvi-warmup-steps -1 must be >= 0"):
+        ScheduleConfig(warmup=-1)
 
 
 def test_state_dict_round_trip():

@@ -13,9 +13,8 @@ from evaluation import cli
 from kangaroo.drafter_head import attach_drafter_head
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.speculative import kangaroo_generate
-from tests.conftest import make_tiny_llama
+from tests.helpers import make_tiny_llama, prompts
 from tests.dvi.helpers import ring
-from tests.dvi.test_online_loop import prompts
 
 
 def blocks(km, n=20):

@@ -2,7 +2,7 @@
 import pytest
 
 from evaluation import cli as cli_utils
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 QFILE = ["--question-file", __file__]  # any existing file passes the path check
 
@@ -84,7 +84,7 @@ def test_legacy_model_path(capsys):
     (["--load-lora", "/no/such.pt"], "--load-lora"),
     (["--dtype", "float16"], "--dtype float16"),
     (["--dvi-lr", "0"], "--dvi-lr 0.0 must be > 0"),
-    (["--dvi-lr", "-1e-3"], "--dvi-lr"),
+    (["--dvi-lr=-1e-3"], "--dvi-lr -0.001 must be > 0"),
     (["--dvi-lora-alpha", "0"], "--dvi-lora-alpha 0.0 must be > 0"),
     (["--dvi-pg-lambda-max", "-0.1"], "--dvi-pg-lambda-max -0.1 must be >= 0"),
     (["--dvi-entropy-weight", "-1"], "--dvi-entropy-weight"),
@@ -113,7 +113,8 @@ def test_checks_against_config(capsys):
     for argv, match in [(["--exitlayer", "4"], "outside 1..3"), (["--dvi-topk", "98"], "larger than the vocabulary"),
                         (["--max-new-tokens", "512"], "no room for a prompt in this model's 512 positions")]:
         with pytest.raises(SystemExit):
-            cli_utils.validate_against_config(parse(argv + ["--max-new-tokens", "64"][:2 * ("--max-new-tokens" not in argv)]), cfg)
+            tokens = [] if "--max-new-tokens" in argv else ["--max-new-tokens", "64"]
+            cli_utils.validate_against_config(parse(argv + tokens), cfg)
         assert match in capsys.readouterr().err
 
 
@@ -144,7 +145,7 @@ def test_adapter_mode_train_and_its_window(capsys):
     assert (a.adapter_mode, a.adapter_path, a.dvi_adapter_window) == ("train", "d", 8)
     fails(capsys, ["--adapter-mode", "train"], "--adapter-mode train trains the adapter online: pass --dvi-online true")
     fails(capsys, ["--adapter-mode", "train", "--dvi-online", "true", "--dvi-adapter-window", "0"],
-          "--dvi-adapter-window must be >= 1")
+          "--dvi-adapter-window 0 must be >= 1")
 
 
 def test_a_checkpoint_with_a_trained_adapter_selects_train_mode_and_its_window(tmp_path):

@@ -2,14 +2,13 @@
 import json
 
 import pytest
-import torch
 
 from evaluation import inference_baseline, inference_kangaroo
 from evaluation.questions import chat_prompt_ids, load_questions
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.speculative import kangaroo_generate
 from kangaroo.greedy import greedy_decode, eos_ids_of
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 SPEC_BENCH = REPO.parent / "shared" / "data" / "spec_bench" / "question.jsonl"
 

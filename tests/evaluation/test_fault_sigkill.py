@@ -12,7 +12,7 @@ import torch
 from evaluation.questions import chat_prompt_ids
 from kangaroo.greedy import eos_ids_of, greedy_decode
 from kangaroo.model_loading import load_causal_lm, load_tokenizer
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 N_PROMPTS = 24
 

@@ -7,7 +7,7 @@ import torch
 from evaluation import inference_kangaroo
 from evaluation.greedy_reference import GreedyReference
 from kangaroo.greedy import DecodeResult, greedy_decode
-from tests.conftest import make_tiny_llama
+from tests.helpers import make_tiny_llama
 from tests.evaluation.test_drivers import qfile, run  # noqa: F401 - the question-file fixture
 
 

@@ -9,7 +9,7 @@ from common.errors import UserError
 from kangaroo.greedy import greedy_decode
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.speculative import kangaroo_generate
-from tests.conftest import make_tiny_llama, tiny_config
+from tests.helpers import make_tiny_llama, tiny_config
 
 
 def random_adapter(lm, seed=5):

@@ -8,7 +8,7 @@ from kangaroo.greedy import greedy_decode
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.llama_forward import new_cache, run_layers
 from kangaroo.speculative import kangaroo_generate
-from tests.conftest import make_tiny_llama
+from tests.helpers import make_tiny_llama
 
 pytestmark = pytest.mark.skipif(cpu_engine.extension() is None, reason="no C++ compiler / AVX2 on this machine")
 

@@ -11,7 +11,7 @@ from kangaroo.greedy import greedy_decode
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.lossless import judge
 from kangaroo.speculative import kangaroo_generate
-from tests.conftest import make_tiny_llama
+from tests.helpers import make_tiny_llama
 
 DEVICE = os.environ.get("KANGAROO_TEST_DEVICE", "cpu")
 DTYPE = torch.float32 if DEVICE == "cpu" else torch.float16

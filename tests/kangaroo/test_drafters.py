@@ -11,7 +11,6 @@ from kangaroo.greedy import greedy_decode
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.speculative import Draft, kangaroo_generate, prefill, self_draft, verify
 from kangaroo.verify_cost import CostCurve, measure_cost_curve
-from tests.conftest import make_tiny_llama
 
 FLAT = CostCurve(shallow_ms=[1.0] * 8, deep_ms=[5.0] * 8, head_ms=0.5)           # verifying n costs like 1
 STEEP = CostCurve(shallow_ms=[1.0 * n for n in range(1, 9)], deep_ms=[50.0 * n for n in range(1, 9)], head_ms=0.5)
@@ -73,7 +72,7 @@ def brute_lookup(history, k, nmin, nmax):
 
 def test_ngram_index_matches_brute_force_as_history_grows():
     rng = random.Random(0)
-    for trial in range(30):
+    for _ in range(30):
         nmin, nmax = rng.choice([(1, 1), (1, 3), (2, 4)])
         idx = NGramIndex(nmin, nmax)
         hist = [rng.randrange(6) for _ in range(rng.randrange(1, 5))]

@@ -6,7 +6,7 @@ from kangaroo.greedy import greedy_decode
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.model_loading import load_causal_lm, load_kwargs
 from kangaroo.speculative import kangaroo_generate
-from tests.conftest import make_tiny_llama
+from tests.helpers import make_tiny_llama
 
 
 def test_cuda_loads_straight_to_the_device_with_low_cpu_memory():

@@ -10,7 +10,7 @@ from kangaroo.adapter import KangarooAdapter, load_adapter, save_adapter
 from common.errors import UserError
 from kangaroo.drafter_head import trainable_params
 from kangaroo.kangaroo_model import KangarooModel
-from tests.conftest import make_tiny_llama
+from tests.helpers import make_tiny_llama
 
 
 def test_identity_adapter_touches_no_file(tiny_llama, monkeypatch):

@@ -3,7 +3,7 @@ import torch
 
 from kangaroo.greedy import greedy_decode
 from kangaroo.lossless import TIE_TOLERANCE, first_difference, judge, top2_gap
-from tests.conftest import make_tiny_llama
+from tests.helpers import make_tiny_llama
 
 
 def test_first_difference():

@@ -6,7 +6,7 @@ from kangaroo.adapter import KangarooAdapter
 from kangaroo.greedy import greedy_decode
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.speculative import Draft, Verification, accept, kangaroo_generate, speculative_step, prefill
-from tests.conftest import make_tiny_llama
+from tests.helpers import make_tiny_llama
 
 
 def prompt(n=7, seed=3, vocab=97):

@@ -8,7 +8,7 @@ from kangaroo.greedy import greedy_decode
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.llama_forward import rotary_for, window_mask
 from kangaroo.speculative import kangaroo_generate
-from tests.conftest import make_tiny_llama
+from tests.helpers import make_tiny_llama
 
 
 def trained(lm, window=4, path=None):

@@ -98,7 +98,8 @@ def test_benchmark_end_to_end_lossless_and_resumable(tiny_model_dir, qfile, lora
     monkeypatch.setattr(bcli, "make_methods", broken)
     calls = []
     real_decode = bcli.decode_question
-    monkeypatch.setattr(bcli, "decode_question", lambda q, *a, **k: calls.append(q["question_id"]) or real_decode(q, *a, **k))
+    monkeypatch.setattr(bcli, "decode_question",
+                        lambda q, *a, **k: calls.append(q["question_id"]) or real_decode(q, *a, **k))
     rc = bm.main(bench_argv(tiny_model_dir, qfile, out, "--per-category", "2", "--load-lora", str(lora)))
     assert rc == 1 and calls == [2]
     lines = raw_lines(out)
@@ -117,7 +118,8 @@ def test_benchmark_trains_a_missing_lora_and_decodes_all_turns(tiny_model_dir, q
     with pytest.raises(SystemExit):
         bm.main(bench_argv(tiny_model_dir, qfile, out, "--load-lora", str(ckpt)))
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "python -m evaluation.inference_kangaroo" in err and "--dvi-online true" in err
+    assert len(err.splitlines()) == 1
+    assert "python -m evaluation.inference_kangaroo" in err and "--dvi-online true" in err
     argv = bench_argv(tiny_model_dir, qfile, out, "--per-category", "1", "--load-lora", str(ckpt), "--methods", "dvi",
                       "--train-if-missing", "2", "--train-prompts-jsonl", str(prompts), "--all-turns")
     assert bm.main(argv) == 0 and ckpt.is_file()
@@ -132,8 +134,10 @@ def record(qid, cat, **methods):
 
 
 def test_benchmark_summary_table_and_plot_from_records(tmp_path):
-    recs = [record(1, "A", baseline=(10, 1.0, 10, True), kangaroo=(10, 0.5, 4, True), hf_generate=(10, 2.0, None, True)),
-            record(2, "B", baseline=(20, 1.0, 20, True), kangaroo=(20, 2.0, 5, False), hf_generate=(20, 1.0, None, True))]
+    recs = [record(1, "A", baseline=(10, 1.0, 10, True), kangaroo=(10, 0.5, 4, True),
+                   hf_generate=(10, 2.0, None, True)),
+            record(2, "B", baseline=(20, 1.0, 20, True), kangaroo=(20, 2.0, 5, False),
+                   hf_generate=(20, 1.0, None, True))]
     s = brep.summarize(recs, ["baseline", "hf_generate", "kangaroo"])
     assert s["groups"] == ["A", "B", "overall"] and not s["lossless"]
     a, b, o = (s["by_group"][g]["kangaroo"] for g in s["groups"])

@@ -124,7 +124,8 @@ def test_segment_and_quarter_stats_skip_blank_cells():
     blocks = [(1, 1, None, 10), (0, 0, False, 10), (2, 2, True, 10), (2, 0, False, 10), (1, 0, True, 10),
               (1, 1, True, 10), (2, 1, False, 10), (3, 3, None, 20)]
     acc = [{"step": i, "acc@1": None if d < 1 else int(a >= 1), "block_acc": a / d if d else None,
-            "committed": a + 1, "top1_agree": None if t is None else int(t)} for i, (d, a, t, _) in enumerate(blocks, 1)]
+            "committed": a + 1, "top1_agree": None if t is None else int(t)}
+           for i, (d, a, t, _) in enumerate(blocks, 1)]
     speed = [{"wall_ms": ms, "committed": a + 1} for d, a, t, ms in blocks]
     q = quarters(RunMetrics(acc, speed))
     assert q["blocks"] == 8 and q["first"]["blocks"] == q["last"]["blocks"] == 2

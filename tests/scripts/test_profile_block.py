@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from scripts.profile_block import block_ms, break_even, main
+from scripts.profile.cost_model import block_ms, break_even
+from scripts.profile_block import main
 
 COSTS = {"ar_ms": 10.0, "shallow_ms": 1.0, "head_identity_ms": 0.5, "head_lora_ms": 1.0,
          "deep_ms": {1: 9.0, 2: 12.0, 3: 14.0}, "train_ms": 80.0}
@@ -20,8 +21,8 @@ def test_block_cost_adds_the_parts():
 
 
 def test_weight_bytes_counts_layers_norm_and_head_once():
-    from scripts.profile_block import weight_bytes
-    from tests.conftest import make_tiny_llama
+    from scripts.profile.measure import weight_bytes
+    from tests.helpers import make_tiny_llama
 
     lm = make_tiny_llama(dtype=torch.float32)  # tied head: the embedding is the head
     layers = sum(p.numel() for p in lm.model.layers.parameters())
@@ -34,7 +35,7 @@ def test_break_even_is_block_cost_over_one_plain_step():
 
 
 def test_profiler_writes_costs_for_every_verify_width(tmp_path):
-    from tests.conftest import make_tiny_llama
+    from tests.helpers import make_tiny_llama
 
     model_dir = tmp_path / "tiny"
     make_tiny_llama(dtype=torch.float32).save_pretrained(model_dir)

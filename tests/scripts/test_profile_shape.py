@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from scripts import profile_shape
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def test_tiny_shape_profile_writes_deep_1_to_7_and_a_projection(tmp_path, capsys):
@@ -18,7 +18,7 @@ def test_tiny_shape_profile_writes_deep_1_to_7_and_a_projection(tmp_path, capsys
     assert all(v > 0 for v in costs["deep_ms"].values()) and costs["ar_ms"] > 0
     md = (out / "block_costs.md").read_text()
     assert "Projected speedup" in md and "| c = 1.50, identity |" in md
-    from scripts.profile_block import block_ms
+    from scripts.profile.cost_model import block_ms
 
     deep = {int(k): v for k, v in costs["deep_ms"].items()}
     expected = 1.5 * costs["ar_ms"] / block_ms({**costs, "deep_ms": deep}, 1, "identity")

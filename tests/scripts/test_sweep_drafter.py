@@ -2,8 +2,6 @@
 (online runs with their greedy reference, deployed variants interleaved with greedy, the report and resume)."""
 import json
 
-import pytest
-
 from scripts import sweep_drafter as sd
 from tests.scripts.test_experiments import TINY_DVI, one_error_line, prompts  # noqa: F401 - the prompts fixture
 

@@ -4,10 +4,11 @@ A self-drafted token costs the drafter head on the last hk (to propose it) and t
 next hk), with the Python around them, exactly as ``kangaroo.self_draft`` runs them. Each timed call follows what
 precedes the first draft of a block in real decoding: a greedy step (the verify pass of the block before, which
 streams the whole model through the caches) and the shallow layers on the block's first token x (paid whether or
-not the block drafts). A head timed in a warm loop would sit in the L3 cache and look cheaper than it is. Measured for every
-drafter vocabulary size N (``--drafter-vocabs``; 0: the full vocabulary) and head precision (``--head-precisions``),
-with a LoRA head whose B is not zero (the live delta of a head learning online; a deployed head is merged, which
-costs no more than the base). The rows the pruned head keeps do not change its cost, so the first N ids stand in.
+not the block drafts). A head timed in a warm loop would sit in the L3 cache and look cheaper than it is. Measured
+for every drafter vocabulary size N (``--drafter-vocabs``; 0: the full vocabulary) and head precision
+(``--head-precisions``), with a LoRA head whose B is not zero (the live delta of a head learning online; a deployed
+head is merged, which costs no more than the base). The rows the pruned head keeps do not change its cost, so the
+first N ids stand in.
 """
 from __future__ import annotations
 
@@ -67,6 +68,16 @@ def draft_costs(km, caches, one: torch.Tensor, ar_step, vocabs: list[int], preci
     km.set_drafter_vocab(None)
     configure(km)
     return rows
+
+
+def measure_draft(km, args, r: int, alpha: float) -> list[dict]:
+    """``draft_costs`` at the run's context, for every --drafter-vocabs x --head-precisions."""
+    from scripts.profile.measure import context_caches
+
+    caches, prompt, _, ar = context_caches(km, args.context, args.steps + 1)
+    vocabs = [int(v) for v in args.drafter_vocabs.split(",")]
+    return draft_costs(km, caches, prompt[:, :1], ar, vocabs, args.head_precisions.split(","), r, alpha,
+                       args.repeats)
 
 
 def draft_markdown(rows: list[dict], ar_ms: float, shallow_ms: float) -> list[str]:
