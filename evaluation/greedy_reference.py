@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from common.atomic import atomic_write_text
 from kangaroo.cache_pool import ReusableCaches, greedy_cache_factory
 from kangaroo.greedy import greedy_decode
 from kangaroo.timing import timed
@@ -63,7 +64,4 @@ class GreedyReference:
                 f"outputs equal to greedy: {s['equal_to_greedy']}/{s['turns']}")
 
     def write(self, path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.summary(), indent=1))
-        return path
+        return atomic_write_text(path, json.dumps(self.summary(), indent=1))

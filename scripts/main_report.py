@@ -13,6 +13,7 @@ import json
 import platform
 from pathlib import Path
 
+from common.atomic import atomic_write_text
 from scripts.experiments.series import load_metrics, quarters
 
 TARGETS = {"top1_agree_last_quarter": 0.30, "decode_vs_greedy": 1.15}
@@ -62,7 +63,7 @@ def main(argv=None) -> int:
     p.add_argument("--note", default="", help="e.g. whether the machine was shared")
     a = p.parse_args(argv)
     md = report(Path(a.out), a.command, a.note)
-    (Path(a.out) / "README.md").write_text(md)
+    atomic_write_text(Path(a.out) / "README.md", md)
     print(md)
     return 0
 

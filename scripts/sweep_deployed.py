@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+from common.atomic import atomic_write_text
 from evaluation.cli import fail
 
 
@@ -91,7 +92,7 @@ def run_deployed(args, deployed, command: str) -> bool:
         raw.reset()
     elif cfg_path.is_file() and (out / "raw.jsonl").exists() and json.loads(cfg_path.read_text()) != want:
         fail(f"{out} holds a run with other settings or checkpoints: pass --overwrite or another --out")
-    cfg_path.write_text(json.dumps(want, indent=1))
+    atomic_write_text(cfg_path, json.dumps(want, indent=1))
     tokenizer = load_tokenizer(args.model_id)
     lm = load_causal_lm(args.model_id, device="cpu", dtype="float32")
     methods, drafters = build_methods(args, lm, tokenizer, deployed)
@@ -108,7 +109,7 @@ def run_deployed(args, deployed, command: str) -> bool:
                 print(f"[sweep] deployed: question {i + 1}/{len(questions)}", flush=True)
     wanted = {q["question_id"] for q in questions}
     records = [r for r in raw.records() if r["question_id"] in wanted]
-    (out / "counters.json").write_text(json.dumps({n: d.counters() for n, d in drafters.items()}, indent=1))
+    atomic_write_text(out / "counters.json", json.dumps({n: d.counters() for n, d in drafters.items()}, indent=1))
     meta = {"model": args.model_id, "questions": len(records), "per category": args.per_category, "turns": "first",
             "max new tokens": args.max_new_tokens, "threads": args.num_threads, "command": command}
     return write_report(out, records, names, meta)["lossless"]

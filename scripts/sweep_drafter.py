@@ -30,7 +30,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from evaluation.cli import OneLineParser, fail, str2bool
+from common.atomic import atomic_write_text
+from common.config_fields import str2bool
+from evaluation.cli import OneLineParser, fail
 
 MODULE = "scripts.sweep_drafter"
 
@@ -152,7 +154,7 @@ def main(argv=None) -> int:
     trained, deployed = variants(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "command.txt").write_text(command + "\n")
+    atomic_write_text(out / "command.txt", command + "\n")
     if "online" in args.phases:
         run_online(args, trained)
     lossless = True

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from common.atomic import atomic_write_text
 from scripts.experiments.series import load_metrics, quarters
 
 
@@ -74,9 +75,9 @@ def write_sweep_report(out: Path, trained, deployed, command: str) -> bool:
     choice = {"online": best(on, "vs_greedy"), "deployed": best(dep, "speedup")}
     lines += ["", (f"Best online (decode / greedy): **{choice['online']}**; best deployed (speedup): "
                    f"**{choice['deployed']}**. Per category: `deployed/table.md`."), ""]
-    (out / "table.md").write_text("\n".join(lines))
-    (out / "summary.json").write_text(json.dumps({"command": command, "online": on, "deployed": dep, "best": choice},
-                                                 indent=1))
+    atomic_write_text(out / "table.md", "\n".join(lines))
+    summary = {"command": command, "online": on, "deployed": dep, "best": choice}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     print("\n".join(lines))
     lossless = all(r["equal"] == r["turns"] for r in on if r["turns"]) and not any(r["mismatches"] for r in dep)
     return lossless
