@@ -94,7 +94,7 @@ def resolve_precision(precision: str) -> str:
 def configure(model, precision: str = "auto", frozen: bool = False) -> None:
     """Choose the precision of ``model``'s drafter head (packed on first use); ``frozen``: its LoRA tensors do not
     change any more (deployed), so they are merged into the packed rows."""
-    model.head_precision = precision
+    model.head_precision = resolve_precision(precision)
     model.head_frozen = bool(frozen)
     model.packed_head = None
 
