@@ -1,17 +1,22 @@
-"""DVI run metrics: three CSVs flushed on every call (a crash keeps all logged rows), a summary line every N blocks,
-and a progress plot at close.
+"""DVI run metrics: CSVs flushed on every call (a crash keeps all logged rows), a summary line every N blocks,
+and at close the per-source table and the progress plot.
 
-    acceptance.csv  step,acc@1..acc@K,block_acc,drafted,accepted,committed,top1_agree
+    acceptance.csv  step,acc@1..acc@K,block_acc,drafted,accepted,committed,top1_agree,source
                     acc@i = 1 if accepted >= i, 0 if drafted >= i > accepted, empty if i > drafted (no evidence);
                     top1_agree = 1 if the self-drafter's top-1 for the block's first position equals the
                     verifier's v_0, drafted or declined alike (0 if not), empty if the drafter computed no
-                    candidate (an n-gram block, a skipped goodput probe)
+                    candidate (a lookup's block, a skipped goodput probe); source = the drafter whose draft the
+                    block verified (ngram, memory, self), none for a plain greedy step (empty: not given)
     speed.csv       step,wall_ms,speedup,drafter_ms,verifier_ms,trainer_ms,committed,decode_ms,bg_trainer_ms,
-                    lora_version
+                    lora_version,source
                     speedup = committed * ar_ms_per_token / wall_ms (plain decoding time over block time);
                     trainer_ms = inline trainer time inside the block; decode_ms = wall_ms - trainer_ms;
                     bg_trainer_ms = time of background-thread trainer steps that finished during the block (not
                     part of wall_ms); lora_version = LoRA weights the decode thread drafts with
+    sources.csv     at close, one row per draft source (kangaroo.drafters.counters.SOURCE_COLS): blocks, their
+                    share, committed tokens per verifier pass, drafted/accepted/committed, calls (times the
+                    drafter was asked; a chain asks in order until one drafts), draft_ms (all those calls),
+                    verify_ms (its blocks), time_share (draft + verify ms of all sources)
     trainer.csv     TRAIN_COLS, from the first log_train on (missing keys empty)
     prefill.csv     prompt,prompt_len,positions,logits_ms,push_ms (dense supervision from the prompt, from the first
                     log_prefill on): the verifier head over the scored prompt rows, and pushing their tuples
@@ -20,7 +25,7 @@ A new logger starts fresh files; files of an earlier run in the same folder are 
 ``out_dir/previous_<time>/``. Aggregates over a window of blocks: acc@1 = share of blocks whose first draft was
 accepted, mean accepted = mean committed tokens per block (tokens per verifier pass, the Spec-Bench convention),
 block_acc = mean of the per-block accepted/drafted, top1_agree = mean over the blocks that have one,
-speedup = sum(committed) * ar_ms / sum(wall_ms).
+speedup = sum(committed) * ar_ms / sum(wall_ms). The plot: ``dvi/progress_plot.py``.
 """
 from __future__ import annotations
 
@@ -29,15 +34,14 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
-
 from common.atomic import atomic_write
 from common.errors import UserError
+from kangaroo.drafters.counters import SOURCE_COLS, DrafterCounters, source_rows, source_summary, tally
 
 TRAIN_COLS = ("step", "loss", "kd", "rkl", "kd_top1", "ce", "pg", "entropy", "w_kl", "w_ce", "w_pg", "reward_mean",
               "baseline", "ms", "over_budget")
 PLOT_LOSSES = ("loss", "kd", "ce", "pg")
-FILES = ("acceptance.csv", "speed.csv", "trainer.csv", "prefill.csv", "dvi_progress.png")
+FILES = ("acceptance.csv", "speed.csv", "sources.csv", "trainer.csv", "prefill.csv", "dvi_progress.png")
 
 
 def _fmt(x) -> str:
@@ -53,14 +57,17 @@ def _fmt(x) -> str:
 def _num(s: str):
     if s == "":
         return None
-    try:
-        return int(s)
-    except ValueError:
-        return float(s)
+    for kind in (int, float):
+        try:
+            return kind(s)
+        except ValueError:
+            pass
+    return s  # the source column
 
 
 def read_acceptance_csv(path) -> list[dict]:
-    """Rows of acceptance.csv (or any of the CSVs here) as dicts of int/float, with empty cells as None."""
+    """Rows of acceptance.csv (or any of the CSVs here) as dicts of int/float (the source column: str), with empty
+    cells as None."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"metrics file {path} does not exist: pass acceptance.csv inside a --metrics-out folder")
@@ -74,6 +81,16 @@ def _show(x, spec: str = ".2f") -> str:
 
 def _mean(xs):
     return sum(xs) / len(xs) if xs else None
+
+
+def sources_line(blocks: list[tuple]) -> str:
+    """`` | sources: self 50% x2.00, ngram 50% x6.00``: each draft source's share of ``blocks`` and its tokens per
+    verifier pass ('' when the blocks carry no source)."""
+    counters: dict[str, DrafterCounters] = {}
+    for b in blocks:
+        if b[6] is not None:
+            counters.setdefault(b[6], DrafterCounters()).settle(b[1], b[2], b[3], 0.0)
+    return " | sources: " + source_summary(counters) if counters else ""
 
 
 def _archive(out_dir: Path) -> Path | None:
@@ -103,15 +120,16 @@ class MetricsLogger:
         moved = _archive(self.out_dir)
         if moved:
             print_fn(f"[dvi] metrics: moved the previous run's files in {self.out_dir} to {moved}")
-        self.blocks: list[tuple] = []   # (step, drafted, accepted, committed, wall_ms, top1_agree or None)
+        self.blocks: list[tuple] = []   # (step, drafted, accepted, committed, wall_ms, top1_agree or None, source)
+        self.sources: dict[str, DrafterCounters] = {}   # per draft source, over the run
         self.train: list[tuple] = []    # (step, *PLOT_LOSSES, ms)
         self._train_mark = 0            # trainer rows already summarised
         self._files = {}
         self._acc = self._open("acceptance.csv", ["step", *(f"acc@{i}" for i in range(1, max_k + 1)), "block_acc",
-                                                  "drafted", "accepted", "committed", "top1_agree"])
+                                                  "drafted", "accepted", "committed", "top1_agree", "source"])
         self._speed = self._open("speed.csv", ["step", "wall_ms", "speedup", "drafter_ms", "verifier_ms",
                                                "trainer_ms", "committed", "decode_ms", "bg_trainer_ms",
-                                               "lora_version"])
+                                               "lora_version", "source"])
         self._trainer = self._prefill = None
         self.closed = False
 
@@ -130,7 +148,9 @@ class MetricsLogger:
     def log_block(self, step: int, drafted: int, accepted: int, committed: int, wall_ms: float, drafter_ms: float,
                   verifier_ms: float, trainer_ms: float = 0.0, decode_ms: float | None = None,
                   bg_trainer_ms: float = 0.0, lora_version: int | None = None,
-                  top1_agree: bool | None = None) -> None:
+                  top1_agree: bool | None = None, source: str | None = None,
+                  asked_ms: dict[str, float] | None = None) -> None:
+        """``source``: ``Block.source``; ``asked_ms``: ``Block.asked_ms`` (the drafters asked, and their ms)."""
         if not 0 <= accepted <= drafted <= self.max_k:
             raise ValueError(f"block at step {step}: need 0 <= accepted ({accepted}) <= drafted ({drafted}) <= "
                              f"max_k ({self.max_k})")
@@ -138,13 +158,15 @@ class MetricsLogger:
         block_acc = accepted / drafted if drafted else None
         speedup = committed * self.ar_ms / wall_ms if self.ar_ms is not None and wall_ms > 0 else None
         top1 = None if top1_agree is None else bool(top1_agree)
-        self._acc.writerow([_fmt(x) for x in (step, *acc, block_acc, drafted, accepted, committed, top1)])
+        self._acc.writerow([_fmt(x) for x in (step, *acc, block_acc, drafted, accepted, committed, top1, source)])
         self._speed.writerow([_fmt(x) for x in (step, float(wall_ms), speedup, float(drafter_ms), float(verifier_ms),
                                                 float(trainer_ms), committed,
                                                 float(wall_ms - trainer_ms if decode_ms is None else decode_ms),
-                                                float(bg_trainer_ms), lora_version)])
+                                                float(bg_trainer_ms), lora_version, source)])
         self._flush()
-        self.blocks.append((step, drafted, accepted, committed, float(wall_ms), top1))
+        if source is not None:
+            tally(self.sources, source, asked_ms or {source: drafter_ms}, drafted, accepted, committed, verifier_ms)
+        self.blocks.append((step, drafted, accepted, committed, float(wall_ms), top1, source))
         if len(self.blocks) % self.every == 0:
             self.print(self.summary_line())
             self._train_mark = len(self.train)
@@ -187,6 +209,7 @@ class MetricsLogger:
                 f"{f(r['mean_accepted'])} block_acc {f(r['block_acc'])} top1_agree {f(r['top1_agree'])} "
                 f"speedup {f(r['speedup'])}"
                 + ("x" if r["speedup"] is not None else ""))
+        line += sources_line(self.blocks[-self.every:])
         rows = self.train[self._train_mark:]
         if rows:
             loss, kd, ms = (_mean([x[i] for x in rows if x[i] is not None]) for i in (1, 2, 5))
@@ -194,59 +217,29 @@ class MetricsLogger:
         return line
 
     def plot(self, png_path: str | Path | None = None, window: int | None = None) -> Path:
-        """Top: rolling acc@1 and block_acc, mean accepted length on a twin axis. Bottom: trainer losses.
-        The window defaults to 50 blocks, widened to 1/20 of the run (at most 500) so long runs are readable."""
-        from matplotlib.figure import Figure  # no pyplot: no global backend, no GUI
+        """dvi_progress.png (``dvi/progress_plot.py``): acceptance incl. top1_agree, tokens per pass and tokens/s
+        against greedy, trainer losses."""
+        from dvi.progress_plot import plot_progress
 
         png = Path(png_path) if png_path is not None else self.out_dir / "dvi_progress.png"
-        fig = Figure(figsize=(9, 7), constrained_layout=True)
-        top, bot = fig.subplots(2, 1, sharex=True)
-        w = window or min(500, max(50, len(self.blocks) // 20))
-        if self.blocks:
-            step, d, a, c, _ = (np.asarray(x, dtype=float) for x in zip(*(b[:5] for b in self.blocks)))
-            tried = d > 0
+        return plot_progress(self.blocks, self.train, PLOT_LOSSES, self.ar_ms, png, window)
 
-            def roll(x):
-                cs = np.concatenate([[0.0], np.cumsum(x)])
-                i = np.arange(len(x))
-                return cs[i + 1] - cs[np.maximum(0, i + 1 - w)]
-
-            with np.errstate(invalid="ignore", divide="ignore"):
-                n = roll(tried)
-                top.plot(step, roll((a >= 1) & tried) / n, label="acc@1")
-                top.plot(step, roll(np.where(tried, a / np.maximum(d, 1), 0.0)) / n, label="block_acc")
-            top.set_ylim(-0.02, 1.02)
-            twin = top.twinx()
-            twin.plot(step, roll(c) / roll(np.ones_like(c)), color="tab:green", label="mean accepted length")
-            twin.set_ylabel("tokens per verify (mean accepted length)")
-            h1, l1 = top.get_legend_handles_labels()
-            h2, l2 = twin.get_legend_handles_labels()
-            top.legend(h1 + h2, l1 + l2, loc="lower right")
-        else:
-            top.text(0.5, 0.5, "no blocks logged", ha="center", va="center", transform=top.transAxes)
-        top.set_ylabel("acceptance")
-        top.set_title(f"DVI online learning: rolling means over the last {w} blocks")
-        if self.train:
-            cols = list(zip(*self.train))
-            for i, name in enumerate(PLOT_LOSSES, start=1):
-                ys = np.array([np.nan if y is None else y for y in cols[i]], dtype=float)
-                if not np.all(np.isnan(ys)):
-                    bot.plot(cols[0], ys, label=name, lw=1)
-            if bot.lines:
-                bot.legend(loc="upper right")
-        else:
-            bot.text(0.5, 0.5, "no trainer steps (offline run)", ha="center", va="center", transform=bot.transAxes)
-        bot.set_ylabel("trainer loss terms")
-        bot.set_xlabel("global step (verify/commit blocks)")
-        with atomic_write(png, "wb") as f:
-            fig.savefig(f, dpi=100, format="png")
-        return png
+    def write_sources(self) -> Path | None:
+        """out_dir/sources.csv from the blocks logged with a source (None if there were none)."""
+        if not self.sources:
+            return None
+        with atomic_write(self.out_dir / "sources.csv", "w") as f:
+            w = csv.writer(f)
+            w.writerow(SOURCE_COLS)
+            w.writerows([_fmt(row[k]) for k in SOURCE_COLS] for row in source_rows(self.sources))
+        return self.out_dir / "sources.csv"
 
     def close(self) -> None:
-        """Flush and close the CSVs, then write out_dir/dvi_progress.png. Safe to call twice."""
+        """Flush and close the CSVs, write sources.csv and out_dir/dvi_progress.png. Safe to call twice."""
         if self.closed:
             return
         self.closed = True
         for f in self._files.values():
             f.close()
+        self.write_sources()
         self.plot()

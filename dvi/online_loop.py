@@ -85,7 +85,7 @@ class Bookkeeping:
         self.blocks_ms_total += wall
         self.metrics.log_block(step, blk.drafted, blk.accepted, len(blk.committed), wall, d.ms, v.ms, tick.train_ms,
                                decode_ms=wall - tick.train_ms, bg_trainer_ms=tick.bg_ms, lora_version=version,
-                               top1_agree=blk.top1_agree)
+                               top1_agree=blk.top1_agree, source=blk.source, asked_ms=blk.asked_ms)
 
     def summary(self) -> dict:
         return {"train_steps": self.train_steps, "over_budget_steps": self.over_budget,
@@ -101,6 +101,8 @@ class DVILearner:
 
     def __init__(self, model, cfg: DVIConfig, print_fn=print):
         self.model, self.cfg, self.print = model, cfg, print_fn
+        self.extra_state = None   # () -> dict of plain values saved in every checkpoint's ``extra`` (e.g. calibration)
+        self.loaded_extra: dict = {}  # the ``extra`` of the checkpoint loaded at start ({} without one)
         self.online = cfg.online
         adapter = model.trained_adapter
         self.buffer = DVIRingBuffer(cfg.buffer, model.config.hidden_size, model.config.vocab_size,
@@ -163,14 +165,16 @@ class DVILearner:
     def _save(self, path, finished: bool) -> Path:
         t = self.trainer
         save_ckpt(path, self.model, t.optimizer, t.schedule, t.ema_baseline, global_step=self.global_step,
-                  extra={"train_steps": self.train_steps, "ablation": self.cfg.trainer.ablation, "finished": finished})
+                  extra={**(self.extra_state() if self.extra_state else {}), "train_steps": self.train_steps,
+                         "ablation": self.cfg.trainer.ablation, "finished": finished})
         return Path(path)
 
     def load(self, path) -> None:
         """Resume (online: optimizer, schedule, baseline and step count too) or deploy (LoRA tensors only)."""
         t, ablation = self.trainer, self.cfg.trainer.ablation
+        self.loaded_extra = dict(read_ckpt(path).get("extra") or {})
         if self.online:
-            saved = (read_ckpt(path).get("extra") or {}).get("ablation")
+            saved = self.loaded_extra.get("ablation")
             if saved is not None and saved != ablation:
                 raise CheckpointError(f"checkpoint {path} was trained with --dvi-ablation {saved}, this run has "
                                       f"{ablation}: pass --dvi-ablation {saved} to resume it, or "

@@ -18,8 +18,8 @@ from dvi.presets import PRESETS
 from evaluation.cli_checks import (check_prompts_jsonl, drafter_config, dvi_config, validate_against_config,
                                    validate_configs, validate_static)
 from evaluation.cli_errors import OneLineParser, fail, run_main
-from evaluation.cli_flags import (add_drafter_args, add_dvi_args, add_exitlayer_arg, add_model_args,
-                                  add_speculation_args, build_parser)
+from evaluation.cli_flags import (add_drafter_args, add_dvi_args, add_exitlayer_arg, add_kangaroo_args,
+                                  add_model_args, add_speculation_args, build_parser)
 from evaluation.cli_resolve import (resolve_adapter_mode, resolve_device_dtype, resolve_drafter_vocab,
                                     resolve_dvi_settings, resolve_lora_shape, resolve_model_id, resolve_question_file)
 from evaluation.runtime import apply_runtime
@@ -42,7 +42,8 @@ def parse_args(kind: str = "kangaroo", argv=None, description: str | None = None
     return args
 
 
-__all__ = ["ABLATIONS", "OneLineParser", "add_drafter_args", "add_dvi_args", "add_exitlayer_arg", "add_model_args",
-           "add_speculation_args", "apply_runtime", "build_parser", "check_prompts_jsonl", "drafter_config",
-           "dvi_config", "fail", "parse_args", "resolve_device_dtype", "resolve_model_id", "resolve_question_file",
-           "run_main", "validate_against_config", "validate_configs", "validate_static"]
+__all__ = ["ABLATIONS", "OneLineParser", "add_drafter_args", "add_dvi_args", "add_exitlayer_arg", "add_kangaroo_args",
+           "add_model_args", "add_speculation_args", "apply_runtime", "build_parser", "check_prompts_jsonl",
+           "drafter_config", "dvi_config", "fail", "parse_args", "resolve_adapter_mode", "resolve_device_dtype",
+           "resolve_dvi_settings", "resolve_lora_shape", "resolve_model_id", "resolve_question_file", "run_main",
+           "validate_against_config", "validate_configs", "validate_static"]

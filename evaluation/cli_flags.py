@@ -59,7 +59,7 @@ def add_speculation_args(g) -> None:
 
 
 def add_drafter_args(g) -> None:
-    """Who drafts and when to stop (kangaroo/drafters.py, kangaroo/draft_policy.py, kangaroo/drafter_config.py)."""
+    """Who drafts and when to stop (kangaroo/drafters/, kangaroo/draft_policy.py, kangaroo/drafter_config.py)."""
     add_flags(g, DrafterConfig, skip=SPECULATION_FLAGS)
 
 

@@ -25,7 +25,9 @@ from evaluation.eval_loop import run_questions
 from evaluation.greedy_reference import GreedyReference
 from kangaroo.cache_pool import ReusableCaches
 from kangaroo.drafter_config import apply_drafter_vocab, build_drafter
+from kangaroo.drafters.counters import source_summary
 from kangaroo.greedy import eos_ids_of
+from kangaroo.probe_gate import gate_counters
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.model_loading import load_causal_lm, load_tokenizer
 from kangaroo.speculative import kangaroo_generate
@@ -66,7 +68,7 @@ def plain_metrics(model, args):
     def on_block(blk):
         d, v = blk.draft, blk.verification
         log.log_block(next(step), blk.drafted, blk.accepted, len(blk.committed), d.ms + v.ms, d.ms, v.ms, 0.0,
-                    top1_agree=blk.top1_agree)
+                      top1_agree=blk.top1_agree, source=blk.source, asked_ms=blk.asked_ms)
 
     return log, on_block
 
@@ -111,6 +113,8 @@ def main(argv=None) -> int:
         run_questions(args, method, decode, tokenizer, warmup=lambda ids: warmup(decode, ref, ids),
                       max_positions=model.config.max_position_embeddings, after_turn=ref and ref.after_turn)
         finished = True
+        print(f"[drafter] verifier passes by draft source (share, tokens per pass): "
+              f"{source_summary(drafter.by_source)}")
     finally:
         if learner is not None:  # also on Ctrl-C: the state so far is saved, marked unfinished, for a resume
             summary = learner.finish(finished)
@@ -121,9 +125,9 @@ def main(argv=None) -> int:
         if ref is not None:
             print(ref.line())
             print(f"[greedy-reference] {ref.write(reference_path(args))}")
-    counters = getattr(drafter, "counters", dict)()
+    counters = gate_counters(drafter)
     if counters:
-        print(f"[drafter] self probes: {json.dumps(counters)}")
+        print(f"[drafter] probe gate: {json.dumps(counters)}")
     return 0
 
 

@@ -1,12 +1,14 @@
 """What one speculative block is made of: the ``Draft`` a drafter proposes, the verifier's ``Verification`` of it,
 and the ``Block`` that records both and what was accepted and committed (``kangaroo/speculative.py`` makes
-them, ``kangaroo/drafters.py`` drafts them, DVI learns from them)."""
+them, ``kangaroo/drafters/`` draft them, DVI learns from them)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
+
+NONE = "none"   # the source of a block that drafted nothing (a plain greedy step)
 
 
 @dataclass
@@ -35,7 +37,8 @@ class Draft:
     hk: Optional[torch.Tensor]       # [m, d] drafter features that produced d_1..d_m (self-drafted only, else None)
     confidences: list[float]         # drafter top-1 probability (or estimated acceptance) of each d_i
     ms: float = 0.0
-    source: str = "self"             # who drafted: "self" (shallow layers + head) or "ngram" (prompt lookup)
+    source: str = "self"             # who drafted: "self" (shallow layers + head), "ngram" (prompt lookup),
+                                     # "memory" (earlier outputs): the drafter's name
     last_token: Optional[int] = None  # x: needed by verify when h does not cover it
     # the candidate d_{m+1} the policy declined (self-drafter): when d_1..d_m are all accepted, the verifier's
     # token v_m judges it for free, so calibration and DVI still learn from blocks that draft nothing
@@ -44,6 +47,7 @@ class Draft:
     declined_hk: Optional[torch.Tensor] = None   # [d]
     next_hk: Optional[torch.Tensor] = None       # [d] hk of the last input (x or d_m), self-drafter: the features
                                                  # the verifier's row m is predicted from (dense supervision)
+    tried_ms: dict[str, float] = field(default_factory=dict)  # a chain: each drafter it asked, and its ms
 
     @property
     def covered(self) -> int:
@@ -80,6 +84,16 @@ class Block:
     @property
     def drafted(self) -> int:
         return len(self.draft.tokens)
+
+    @property
+    def source(self) -> str:
+        """Whose draft the verifier checked: the drafter's name, or ``NONE`` for a plain greedy step."""
+        return self.draft.source if self.draft.tokens else NONE
+
+    @property
+    def asked_ms(self) -> dict[str, float]:
+        """Each drafter asked to draft this block, and its ms (a lone drafter: itself)."""
+        return self.draft.tried_ms or {self.draft.source: self.draft.ms}
 
     @property
     def judged_declined(self) -> Optional[bool]:

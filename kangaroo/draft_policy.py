@@ -87,6 +87,18 @@ class Calibrator:
         self.tried[key] = self.decay * self.tried.get(key, 0) + 1
         self.accepted[key] = self.decay * self.accepted.get(key, 0) + int(accepted)
 
+    def state_dict(self) -> dict:
+        """Plain values (a checkpoint's ``extra``): the bins, the prior and [source, bin, tried, accepted] rows."""
+        return {"bins": self.bins, "prior_weight": self.k,
+                "counts": [[src, b, n, self.accepted.get((src, b), 0)] for (src, b), n in sorted(self.tried.items())]}
+
+    def load_state_dict(self, sd: dict) -> None:
+        """Restore ``state_dict()``'s counts (kept only with the same bins; the prior is this run's)."""
+        if int(sd.get("bins", -1)) != self.bins:
+            return
+        self.tried = {(str(s), int(b)): float(n) for s, b, n, _ in sd.get("counts", [])}
+        self.accepted = {(str(s), int(b)): float(a) for s, b, _, a in sd.get("counts", [])}
+
     def observe(self, block) -> None:
         """Positions up to the first rejection are evidence; later drafts were never judged."""
         d = block.draft
@@ -150,9 +162,6 @@ class GoodputPolicy:
             self.declines = 0 if block.accepted else self.declines + 1  # wasted probe too
         if self.gate is not None and block.top1_agree is not None:
             self.gate.learn(block.top1_agree)
-
-    def counters(self) -> dict:
-        return {} if self.gate is None else self.gate.counters()
 
     def observe_candidate(self, conf: float, accepted: bool, source: str) -> None:
         """A declined candidate the verifier judged anyway (e.g. an n-gram proposal the hybrid did not use)."""

@@ -4,7 +4,10 @@
 flags from it and builds it once (``evaluation/cli_checks.py``); the Python API takes it as is. Nothing here reads
 flags.
 
-    auto drafter      hybrid (n-gram match first, self-drafter otherwise)
+    auto drafter      deploying: AUTO_DRAFTER, the chain ngram,memory,self (prompt lookup, then the memory of
+                      earlier outputs, then the self-drafter); with --dvi-online true: ONLINE_DRAFTER, the chain
+                      ngram,self (hybrid), so that the memory, which matches almost always once it holds some
+                      traffic, does not take the blocks the self-drafter's training tuples come from
     auto policy       goodput, deployed and online alike: with the packed head a probe costs ~1-3% of a step, so
                       the gate probes nearly every block and the trainer gets the judged candidates (kept or
                       declined) and the dense KD rows of every block; threshold made every block draft, costing
@@ -18,13 +21,14 @@ Call ``apply_drafter_vocab`` before ``drafter_head.attach_drafter_head`` (the Lo
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from common.config_fields import above, at_least, check_fields, setting, within
+from common.config_fields import Rule, above, at_least, check_fields, setting, within
 from common.errors import ConfigError, UserError
-from kangaroo.draft_policy import make_policy
-from kangaroo.drafters import make_drafter
+from kangaroo.draft_policy import Calibrator, GoodputPolicy, make_policy
+from kangaroo.drafters import SuffixMemory, chain_names, make_drafter
 from kangaroo.kangaroo_model import check_exit_layer
 from kangaroo.packed_head import PRECISIONS
 
@@ -42,13 +46,20 @@ def vocab_size(v: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a token count or auto, got {v!r}") from None
 
 
+AUTO_DRAFTER = "ngram,memory,self"
+ONLINE_DRAFTER = "ngram,self"
+SEED_EXISTS = Rule("does not exist: pass an answer file of an earlier run", lambda p: not p or Path(p).is_file())
+
+
 @dataclass(frozen=True)
 class DrafterConfig:
     model_id: str = setting("", source="model_id")
     exit_layer: int = setting(2, flag="--exitlayer", rule=at_least(1), help="k: the first k layers form the drafter")
-    drafter: str = setting("auto", flag="--drafter", choices=("auto", "self", "ngram", "hybrid"),
-                           help="self: shallow layers + drafter head; ngram: prompt lookup; hybrid: n-gram match "
-                                "first, self otherwise; auto: hybrid")
+    drafter: str = setting("auto", flag="--drafter",
+                           help="self: shallow layers + drafter head; ngram: prompt lookup; memory: lookup over "
+                                "earlier outputs of the run; a chain such as ngram,memory,self: the first that drafts "
+                                "wins the block (self last); hybrid: ngram,self; auto: ngram,memory,self, but hybrid "
+                                "with --dvi-online true")
     draft_policy: str = setting("auto", flag="--draft-policy", choices=("auto", "threshold", "goodput"),
                                 help="threshold: Kangaroo's --threshold rule (>= 1 token per block); goodput: draft a "
                                      "token only if expected committed tokens per ms rises (measured verify-cost "
@@ -60,6 +71,12 @@ class DrafterConfig:
     ngram_min: int = setting(1, flag="--ngram-min", rule=at_least(1),
                              help="shortest n-gram the n-gram drafter matches")
     ngram_max: int = setting(3, flag="--ngram-max", help="longest n-gram the n-gram drafter matches (tried first)")
+    memory_tokens: int = setting(65536, flag="--memory-tokens", rule=at_least(1, "the memory drafter's bound"),
+                                 help="memory drafter: tokens of earlier outputs kept (the oldest outputs are evicted "
+                                      "first)")
+    memory_seed: str = setting("", flag="--memory-seed", rule=SEED_EXISTS,
+                               help="memory drafter: an answer file of an earlier run (jsonl with token_ids, as the "
+                                    "drivers write them) whose outputs start the memory; default: it starts empty")
     cost_curve: str = setting("", flag="--cost-curve",
                               help="goodput: JSON verify-cost curve to read; if the file does not exist the run "
                                    "measures the curve at startup and writes it there (default: measure, do not save)")
@@ -88,6 +105,11 @@ class DrafterConfig:
 
     def __post_init__(self):
         check_fields(self)
+        if self.drafter != "auto":
+            try:
+                chain_names(self.drafter)
+            except ValueError as e:
+                raise ConfigError(f"--drafter: {e}") from None
         if self.ngram_max < self.ngram_min:
             raise ConfigError(f"need 1 <= --ngram-min <= --ngram-max (got {self.ngram_min} and {self.ngram_max})")
 
@@ -103,8 +125,10 @@ SPECULATION_FLAGS = ("--exitlayer", "--threshold", "--steps")  # the Kangaroo bl
 
 
 def resolve_auto(cfg: DrafterConfig, online: bool = False) -> DrafterConfig:
-    """``auto`` drafter: hybrid; ``auto`` policy: goodput (online too: ``online`` is kept for callers)."""
-    return replace(cfg, drafter="hybrid" if cfg.drafter == "auto" else cfg.drafter,
+    """``auto`` drafter: ``ONLINE_DRAFTER`` while training online, else ``AUTO_DRAFTER``; ``auto`` policy: goodput
+    (online too)."""
+    auto = ONLINE_DRAFTER if online else AUTO_DRAFTER
+    return replace(cfg, drafter=auto if cfg.drafter == "auto" else cfg.drafter,
                    draft_policy="goodput" if cfg.draft_policy == "auto" else cfg.draft_policy)
 
 
@@ -164,19 +188,58 @@ def cost_curve(cfg: DrafterConfig, model, print_fn=print):
     return cost
 
 
-def build_drafter(cfg: DrafterConfig, model, print_fn=print, cost=None, online: bool = False):
-    """The drafter ``cfg`` names (``auto`` resolved; ``online``: the run trains the drafter); a goodput policy
-    measures (or reads) the verify-cost curve unless ``cost`` is given."""
+def read_outputs(path: Path) -> list[list[int]]:
+    """The token ids of every turn of an answer file (jsonl lines with ``token_ids``, as the drivers write them)."""
+    if not path.is_file():  # a DrafterConfig has checked it; scripts/replay_lookup.py passes its own flag
+        raise UserError(f"--memory-seed {path} does not exist: pass an answer file of an earlier run")
+    outputs = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            outputs += [[int(t) for t in turn] for turn in json.loads(line)["token_ids"]]
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"--memory-seed {path}, line {n}: not an answer with token_ids ({e!r}): pass an answer "
+                            "file written by evaluation.inference_kangaroo or evaluation.inference_baseline") from None
+    return outputs
+
+
+def new_memory(cfg: DrafterConfig, online: bool = False) -> SuffixMemory | None:
+    """The memory drafter's store (None when ``cfg``'s chain has no memory drafter), holding the outputs of
+    ``cfg.memory_seed`` if given: share it between the drafters of one run (a server: one store, one drafter per
+    concurrent sequence)."""
+    if "memory" not in chain_names(resolve_auto(cfg, online).drafter):
+        return None
+    memory = SuffixMemory(cfg.memory_tokens)
+    if cfg.memory_seed:
+        for output in read_outputs(Path(cfg.memory_seed)):
+            memory.add(output)
+    return memory
+
+
+def build_drafter(cfg: DrafterConfig, model, print_fn=print, cost=None, online: bool = False,
+                  memory: SuffixMemory | None = None, calibrator: Calibrator | None = None):
+    """The drafter chain ``cfg`` names (``auto`` resolved; ``online``: the run trains the drafter); a goodput policy
+    measures (or reads) the verify-cost curve unless ``cost`` is given. ``memory``: a shared store for the memory
+    drafter (default: ``new_memory(cfg)``); ``calibrator``: one goodput calibration shared by every drafter built
+    with it (a server's requests; its counts are keyed by draft source), else one per drafter."""
     from kangaroo.packed_head import configure
 
     cfg = resolve_auto(cfg, online)
     configure(model, cfg.head_precision, frozen=not online)  # before the cost curve times the head
     if cfg.draft_policy == "goodput" and cost is None:
         cost = cost_curve(cfg, model, print_fn)
-    return make_drafter(cfg.drafter, cfg.steps, policy_factory(cfg, cost), cfg.ngram_min, cfg.ngram_max)
+    shared = calibrator if calibrator is not None and cfg.draft_policy == "goodput" else None
+    return make_drafter(cfg.drafter, cfg.steps, policy_factory(cfg, cost, shared), cfg.ngram_min, cfg.ngram_max,
+                        memory if memory is not None else new_memory(cfg))
 
 
-def policy_factory(cfg: DrafterConfig, cost):
-    """One new policy per call (each drafter calibrates apart), as ``cfg`` says."""
+def policy_factory(cfg: DrafterConfig, cost, calibrator: Calibrator | None = None):
+    """One new policy per call, as ``cfg`` says: each drafter calibrates apart, unless ``calibrator`` is one shared
+    goodput calibration (a server's requests); every goodput policy gets its own probe gate (``--probe-gate``)."""
+    if calibrator is not None:
+        from kangaroo.probe_gate import ProbeGate
+
+        return lambda: GoodputPolicy(cost, calibrator, gate=ProbeGate(cost) if cfg.probe_gate else None)
     return lambda: make_policy(cfg.draft_policy, cfg.threshold, cost, cfg.goodput_prior, gate=cfg.probe_gate,
                                decay=cfg.calibration_decay)

@@ -129,8 +129,16 @@ class KangarooModel(nn.Module):
     @torch.no_grad()
     def forward_shallow(self, input_ids: torch.Tensor, cache: KVCache) -> ShallowOut:
         """Tokens [1, n] -> layer-k hidden h and drafter features hk, appended to the shallow cache."""
-        start, n = cache.length, input_ids.shape[1]
-        h = run_layers(self.shallow_stack, self.embed_tokens(input_ids), cache, self.rotary_emb)
+        start = cache.length
+        return self.shallow_out(run_layers(self.shallow_stack, self.embed_tokens(input_ids), cache, self.rotary_emb),
+                                cache, start)
+
+    @torch.no_grad()
+    def shallow_out(self, h: torch.Tensor, cache: KVCache, start: int) -> ShallowOut:
+        """The drafter features of the shallow stack's output h [1, n, d] at positions ``[start, start + n)`` (the
+        cache already advanced past them): final_norm(h), or the adapter's layer over them, written into the same
+        cache positions (and, with a trained adapter, h into its rows)."""
+        n = h.shape[1]
         if self.adapter is None:
             return ShallowOut(h, final_norm(self.norm, h))
         # the adapter is one more layer of the shallow cache, written at the same positions (as are the rows)

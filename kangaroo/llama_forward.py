@@ -98,6 +98,13 @@ def run_layers(layers, h: torch.Tensor, cache: KVCache, rotary_emb) -> torch.Ten
     return h
 
 
+def run_layers_batch(layers, hs: list[torch.Tensor], caches: list[KVCache], rotary_emb) -> list[torch.Tensor]:
+    """Several sequences' rows through ``layers`` in one call: ``hs[i]`` [1, n_i, d] after ``caches[i]``'s prefix.
+    Each output equals ``run_layers`` on that sequence alone, bit for bit. This is the plain loop; a batched engine
+    call that reads each weight once for all the rows takes its place under the same name and contract."""
+    return [run_layers(layers, h, cache, rotary_emb) for h, cache in zip(hs, caches, strict=True)]
+
+
 def new_cache(config, num_layers: int, max_len: int, dtype, device, row_width: int = 0) -> KVCache:
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     return KVCache(num_layers, config.num_key_value_heads, head_dim, max_len, dtype=dtype, device=device,

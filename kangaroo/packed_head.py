@@ -94,9 +94,10 @@ def resolve_precision(precision: str) -> str:
 def configure(model, precision: str = "auto", frozen: bool = False) -> None:
     """Choose the precision of ``model``'s drafter head (packed on first use); ``frozen``: its LoRA tensors do not
     change any more (deployed), so they are merged into the packed rows."""
-    model.head_precision = resolve_precision(precision)
-    model.head_frozen = bool(frozen)
-    model.packed_head = None
+    precision, frozen = resolve_precision(precision), bool(frozen)
+    if getattr(model, "head_precision", None) != precision or getattr(model, "head_frozen", None) != frozen:
+        model.packed_head = None  # the same settings again (a server's drafter per request) keep the pack
+    model.head_precision, model.head_frozen = precision, frozen
 
 
 def _key(model) -> tuple:

@@ -98,3 +98,13 @@ class ProbeGate:
     def counters(self) -> dict:
         return {"probes": self.probes, "declined_free": self.declined_free, "explored": self.explored,
                 "agreed": self.agreed, "weights": [round(w, 3) for w in self.w]}
+
+
+def gate_counters(drafter) -> dict:
+    """The probe gates' counters of a drafter or a chain, by drafter name: those whose gate was asked ({} if none)."""
+    out = {}
+    for d in getattr(drafter, "drafters", [drafter]):
+        gate = getattr(getattr(d, "policy", None), "gate", None)
+        if gate is not None and gate.probes + gate.declined_free:
+            out[d.name] = gate.counters()
+    return out

@@ -14,10 +14,11 @@ Every committed token is the verifier's greedy choice, so the output equals gree
 With a trained adapter the block also carries the layer-k residuals its DVI training segments are cut from
 (``Block.context``, copied from the shallow cache's rows after the crop: committed positions only).
 
-Who drafts is behind one seam (``kangaroo/drafters.py``): the self-drafter above, a model-free n-gram drafter
-(prompt lookup), or a hybrid. A draft may come without layer-k hidden states (an n-gram draft has none) or with
-them for a prefix only; ``verify`` runs the shallow layers on the inputs not yet covered, so the shallow cache
-always holds exactly the verified positions. A block may draft zero tokens: it is then one plain greedy step.
+Who drafts is behind one seam (``kangaroo/drafters/``): the self-drafter above, model-free lookups (prompt
+lookup, the memory of earlier outputs), or a chain of them. A draft may come without layer-k hidden states (a
+lookup's draft has none) or with them for a prefix only; ``verify`` runs the shallow layers on the inputs not yet
+covered, so the shallow cache always holds exactly the verified positions. A block may draft zero tokens: it is
+then one plain greedy step.
 """
 from __future__ import annotations
 
@@ -25,16 +26,20 @@ from typing import Callable, Optional
 
 import torch
 
+from kangaroo.batched import forward_deep_batch, forward_shallow_batch, verifier_logits_batch
 from kangaroo.blocks import Block, Draft, PrefillTargets, Verification
 from kangaroo.draft_policy import ThresholdStop
-from kangaroo.drafters import SelfDrafter
+from kangaroo.drafters import Drafter, SelfDrafter
 from kangaroo.greedy import DecodeResult, clip_at_stop
 from kangaroo.kangaroo_model import KangarooCaches, KangarooModel
 from kangaroo.self_draft import self_draft
 from kangaroo.timing import now
 
-__all__ = ["Block", "Draft", "PrefillTargets", "Verification", "accept", "draft", "drafter_step", "kangaroo_generate",
-           "prefill", "self_draft", "speculative_step", "verify"]
+StopRule = Callable[[list[int]], "tuple[list[int], bool]"]  # new tokens so far -> (the ones kept, stop now)
+
+__all__ = ["Block", "Draft", "PrefillTargets", "StopRule", "Verification", "accept", "draft", "drafter_step",
+           "drafter_step_batch", "kangaroo_generate", "prefill", "self_draft", "speculative_step", "verify",
+           "verify_batch"]
 
 
 def draft(model: KangarooModel, last_token: int, caches: KangarooCaches, steps: int, threshold: float) -> Draft:
@@ -42,23 +47,41 @@ def draft(model: KangarooModel, last_token: int, caches: KangarooCaches, steps: 
     return self_draft(model, last_token, caches, steps, ThresholdStop(threshold))
 
 
-@torch.no_grad()
 def verify(model: KangarooModel, d: Draft, caches: KangarooCaches) -> Verification:
     """Deep layers over x, d_1..d_m in one pass. Inputs the draft holds no layer-k hidden states for (an n-gram
     draft: all of them) first go through the shallow layers here, so both caches end at the same length."""
+    return verify_batch(model, [d], [caches])[0]
+
+
+@torch.no_grad()
+def verify_batch(model: KangarooModel, drafts: list[Draft], caches: list[KangarooCaches]) -> list[Verification]:
+    """``verify`` of several sequences' drafts, each over its own caches, their passes batched
+    (``kangaroo/batched.py``): each result equals ``verify`` on that draft alone. The pass's time is shared out
+    evenly (``Verification.ms``)."""
     t0 = now(model.device)
-    h, hk = d.h, None
-    n_in = len(d.tokens) + 1
-    if d.covered < n_in:
-        if d.last_token is None:
-            raise ValueError("a draft without layer-k hidden states for x must carry last_token")
-        rest = ([d.last_token] + d.tokens)[d.covered:]
-        out = model.forward_shallow(torch.tensor([rest], device=model.device), caches.shallow)
-        h_rest, hk = out.h, out.hk[0]
-        h = h_rest if h is None or h.shape[1] == 0 else torch.cat([h, h_rest], dim=1)
-    logits = model.verifier_logits(model.forward_deep(h, caches.deep))[0]
-    tokens = logits.argmax(dim=-1).tolist()
-    return Verification(logits, tokens, ms=(now(model.device) - t0) * 1e3, hk=hk, hk_from=d.covered)
+    todo = [i for i, d in enumerate(drafts) if d.covered < len(d.tokens) + 1]
+    outs = forward_shallow_batch(model, [_uncovered(drafts[i], model.device) for i in todo],
+                                 [caches[i].shallow for i in todo])
+    shallow = dict(zip(todo, outs))
+    hs = [_verifier_input(d, shallow.get(i)) for i, d in enumerate(drafts)]
+    logits = verifier_logits_batch(model, forward_deep_batch(model, hs, [c.deep for c in caches]))
+    ms = (now(model.device) - t0) * 1e3 / max(1, len(drafts))
+    return [Verification(z[0], z[0].argmax(dim=-1).tolist(), ms=ms, hk=shallow[i].hk[0] if i in shallow else None,
+                         hk_from=d.covered) for i, (d, z) in enumerate(zip(drafts, logits))]
+
+
+def _uncovered(d: Draft, device) -> torch.Tensor:
+    """[1, n] the inputs (x, d_1, ...) the draft holds no layer-k hidden states for."""
+    if d.last_token is None:
+        raise ValueError("a draft without layer-k hidden states for x must carry last_token")
+    return torch.tensor([([d.last_token] + d.tokens)[d.covered:]], device=device)
+
+
+def _verifier_input(d: Draft, rest) -> torch.Tensor:
+    """The layer-k hidden states of all the draft's inputs: its own, then those of the shallow pass ``rest``."""
+    if rest is None:
+        return d.h
+    return rest.h if d.h is None or d.h.shape[1] == 0 else torch.cat([d.h, rest.h], dim=1)
 
 
 def accept(d: Draft, v: Verification) -> tuple[int, list[int]]:
@@ -75,14 +98,29 @@ def speculative_step(model: KangarooModel, last_token: int, caches: KangarooCach
     return _verify_accept(model, draft(model, last_token, caches, steps, threshold), caches, start)
 
 
-def drafter_step(model: KangarooModel, drafter, history: list[int], caches: KangarooCaches) -> Block:
+def drafter_step(model: KangarooModel, drafter: Drafter, history: list[int], caches: KangarooCaches) -> Block:
     """One block: ``drafter.draft`` (``history[-1]`` is x, not yet in any cache) -> verify -> accept -> crop."""
     start = caches.shallow.length
     return _verify_accept(model, drafter.draft(model, caches, history), caches, start)
 
 
+def drafter_step_batch(model: KangarooModel, drafters: list, histories: list[list[int]],
+                       caches: list[KangarooCaches]) -> list[Block]:
+    """One block of each of several sequences (a request each, with its own drafter, history and caches): every
+    drafter drafts alone, then one batched verify pass (``verify_batch``), then accept/crop per sequence. Each
+    block equals ``drafter_step`` on that sequence alone."""
+    starts = [c.shallow.length for c in caches]
+    drafts = [dr.draft(model, c, h) for dr, c, h in zip(drafters, caches, histories, strict=True)]
+    verdicts = verify_batch(model, drafts, caches)
+    return [_commit(model, d, v, c, s) for d, v, c, s in zip(drafts, verdicts, caches, starts)]
+
+
 def _verify_accept(model: KangarooModel, d: Draft, caches: KangarooCaches, start: int) -> Block:
-    v = verify(model, d, caches)
+    return _commit(model, d, verify(model, d, caches), caches, start)
+
+
+def _commit(model: KangarooModel, d: Draft, v: Verification, caches: KangarooCaches, start: int) -> Block:
+    """accept, then crop both caches to the committed length."""
     a, committed = accept(d, v)
     caches.crop(start + 1 + a)
     return Block(d, v, a, committed, context=model.segment_context(caches.shallow, start, start + 1 + a))
@@ -124,16 +162,21 @@ def prefill(model: KangarooModel, input_ids: torch.Tensor, caches: KangarooCache
 
 def kangaroo_generate(model: KangarooModel, input_ids: torch.Tensor, max_new_tokens: int, eos_ids: set[int],
                       steps: int = 6, threshold: float = 0.6,
-                      on_block: Optional[Callable[[Block], None]] = None, drafter=None,
+                      on_block: Optional[Callable[[Block], None]] = None, drafter: Optional[Drafter] = None,
                       cache_pool=None, on_prefill: Optional[Callable[[PrefillTargets], None]] = None,
-                      prefill_positions: int = 0) -> DecodeResult:
+                      prefill_positions: int = 0, stop_rule: Optional[StopRule] = None,
+                      on_commit: Optional[Callable[[list[int]], None]] = None) -> DecodeResult:
     """Greedy decoding of ``input_ids`` [1, n]; ``on_block`` sees every block (DVI learns from it).
-    ``drafter`` (``kangaroo/drafters.py``) defaults to the self-drafter under the threshold rule (``steps``,
-    ``threshold``); when given, its own settings apply. ``cache_pool`` (a ``kangaroo.cache_pool.ReusableCaches``)
+    ``drafter`` (``kangaroo/drafters/``) defaults to the self-drafter under the threshold rule (``steps``,
+    ``threshold``); when given, its own settings apply, and it sees ``begin(prompt)``, every block
+    (``observe``) and ``end(output)``. ``cache_pool`` (a ``kangaroo.cache_pool.ReusableCaches``)
     lends caches kept across calls; else new ones. ``on_prefill`` gets the verifier's logits at up to
-    ``prefill_positions`` prompt positions (``prefill``), for dense DVI supervision."""
+    ``prefill_positions`` prompt positions (``prefill``), for dense DVI supervision. ``stop_rule(tokens) -> (kept,
+    stop)`` replaces the EOS / ``max_new_tokens`` rule (``clip_at_stop``; it must stop by ``max_new_tokens``, the
+    caches hold no more); ``on_commit`` gets each block's kept tokens (a streamer)."""
     if drafter is None:
         drafter = SelfDrafter(steps=steps, policy=ThresholdStop(threshold))
+    clip = stop_rule or (lambda tokens: clip_at_stop(tokens, eos_ids, max_new_tokens))
     need = input_ids.shape[1] + max_new_tokens + drafter.steps + 1
     caches = cache_pool.get(need) if cache_pool is not None else model.new_caches(need)
     history = input_ids[0].tolist()
@@ -148,8 +191,11 @@ def kangaroo_generate(model: KangarooModel, input_ids: torch.Tensor, max_new_tok
         if on_block is not None:
             on_block(blk)
         n_before = len(res.tokens)
-        res.tokens, stop = clip_at_stop(res.tokens + blk.committed, eos_ids, max_new_tokens)
+        res.tokens, stop = clip(res.tokens + blk.committed)
         res.accept_lengths.append(len(res.tokens) - n_before)
+        if on_commit is not None and len(res.tokens) > n_before:
+            on_commit(res.tokens[n_before:])
         if stop:
+            drafter.end(res.tokens)
             return res
         history.extend(res.tokens[n_before:])

@@ -22,7 +22,7 @@ def checkpoint(out, trained) -> Path:
 
 
 def build_methods(args, lm, tokenizer, deployed) -> tuple[dict, dict]:
-    """name -> decode(ids) -> (tokens, verifier passes, None), greedy first; and name -> drafter."""
+    """name -> decode(ids) -> (tokens, verifier passes, None, accept lengths), greedy first; and name -> drafter."""
     from dvi.deploy import deployed_model
     from kangaroo.cache_pool import ReusableCaches, greedy_cache_factory
     from kangaroo.drafter_config import (
@@ -37,12 +37,13 @@ def build_methods(args, lm, tokenizer, deployed) -> tuple[dict, dict]:
 
     def greedy(ids):
         r = greedy_decode(lm, ids, n, eos, pool)
-        return r.tokens, r.steps, None
+        return r.tokens, r.steps, None, r.accept_lengths
 
     def ours(model, drafter):
         def decode(ids):
             r = kangaroo_generate(model, ids, n, eos, drafter=drafter)
-            return r.tokens, r.steps, None
+            return r.tokens, r.steps, None, r.accept_lengths
+        decode.drafter = drafter  # the benchmark keeps its verifier passes by draft source
         return decode
 
     models, methods, drafters = {}, {"baseline": greedy}, {}
@@ -75,6 +76,7 @@ def run_deployed(args, deployed, command: str) -> bool:
     from evaluation.questions import chat_prompt_ids, load_questions
     from kangaroo.lossless import judge
     from kangaroo.model_loading import load_causal_lm, load_tokenizer
+    from kangaroo.probe_gate import gate_counters
     from scripts.benchmark.cli import select_questions
     from scripts.benchmark.methods import decode_question, rotated
     from scripts.benchmark.report import write_report
@@ -109,7 +111,8 @@ def run_deployed(args, deployed, command: str) -> bool:
                 print(f"[sweep] deployed: question {i + 1}/{len(questions)}", flush=True)
     wanted = {q["question_id"] for q in questions}
     records = [r for r in raw.records() if r["question_id"] in wanted]
-    atomic_write_text(out / "counters.json", json.dumps({n: d.counters() for n, d in drafters.items()}, indent=1))
+    gates = {n: gate_counters(d).get("self", {}) for n, d in drafters.items()}
+    atomic_write_text(out / "counters.json", json.dumps(gates, indent=1))
     meta = {"model": args.model_id, "questions": len(records), "per category": args.per_category, "turns": "first",
             "max new tokens": args.max_new_tokens, "threads": args.num_threads, "command": command}
-    return write_report(out, records, names, meta)["lossless"]
+    return write_report(out, [records], names, meta)["lossless"]

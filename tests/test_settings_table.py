@@ -7,7 +7,10 @@ from common.errors import ConfigError
 from dvi.config import BufferConfig, DenseConfig, DVIConfig, IOConfig, LoRAConfig, ScheduleConfig, TrainerConfig
 from evaluation import cli
 from kangaroo.drafter_config import DrafterConfig
+from evaluation.cli_errors import run_main
 from kangaroo_dvi import KangarooDVI
+from kangaroo_dvi.serve.__main__ import main as serve_main
+from kangaroo_dvi.serve.config import ServeConfig
 from tests.helpers import make_tiny_llama, tiny_config
 
 # flag and value -> the same value given to the typed config in Python (argparse gives floats for float flags)
@@ -40,6 +43,10 @@ BAD = [
     (["--dvi-batch-size", "4096"], lambda: DVIConfig(trainer=TrainerConfig(batch_size=4096))),
     (["--exitlayer", "0"], lambda: DrafterConfig(exit_layer=0)),
     (["--drafter", "medusa"], lambda: DrafterConfig(drafter="medusa")),
+    (["--drafter", "self,ngram"], lambda: DrafterConfig(drafter="self,ngram")),  # self must come last
+    (["--drafter", "ngram,ngram"], lambda: DrafterConfig(drafter="ngram,ngram")),
+    (["--memory-tokens", "0"], lambda: DrafterConfig(memory_tokens=0)),
+    (["--memory-seed", "/no/such.jsonl"], lambda: DrafterConfig(memory_seed="/no/such.jsonl")),
     (["--draft-policy", "eager"], lambda: DrafterConfig(draft_policy="eager")),
     (["--threshold", "1.5"], lambda: DrafterConfig(threshold=1.5)),
     (["--threshold", "-0.1"], lambda: DrafterConfig(threshold=-0.1)),
@@ -49,6 +56,16 @@ BAD = [
     (["--goodput-prior", "0"], lambda: DrafterConfig(goodput_prior=0.0)),
     (["--drafter-vocab", "-2"], lambda: DrafterConfig(drafter_vocab=-2)),  # -1 is auto
     (["--drafter-head-precision", "fp8"], lambda: DrafterConfig(head_precision="fp8")),
+]
+
+# the server's own flags (python -m kangaroo_dvi.serve)
+BAD_SERVE = [
+    (["--port", "70000"], lambda: ServeConfig(port=70000)),
+    (["--port=-1"], lambda: ServeConfig(port=-1)),
+    (["--max-batch", "0"], lambda: ServeConfig(max_batch=0)),
+    (["--queue-size", "0"], lambda: ServeConfig(queue_size=0)),
+    (["--max-new-tokens", "0"], lambda: ServeConfig(max_new_tokens=0)),
+    (["--drain-timeout", "-1"], lambda: ServeConfig(drain_timeout=-1.0)),
 ]
 
 # checks against the model's config (a 4-layer model with 97 tokens)
@@ -78,6 +95,15 @@ def test_the_cli_and_the_api_reject_a_bad_value_with_the_same_line(capsys, argv,
     assert argv[0].split("=")[0] in str(e.value)
 
 
+@pytest.mark.parametrize("argv,build", BAD_SERVE, ids=[" ".join(a) for a, _ in BAD_SERVE])
+def test_the_server_and_its_config_reject_a_bad_value_with_the_same_line(capsys, tmp_path, argv, build):
+    with pytest.raises(ConfigError) as e:
+        build()
+    assert run_main(serve_main, ["--model-id", "tiny", "--state-dir", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {e.value}" and argv[0].split("=")[0] in err
+
+
 @pytest.mark.parametrize("argv,kwargs", BAD_FOR_MODEL, ids=[" ".join(a) for a, _ in BAD_FOR_MODEL])
 def test_checks_against_the_model_are_the_same_for_the_cli_and_the_api(capsys, argv, kwargs):
     with pytest.raises(ConfigError) as e:
@@ -86,9 +112,9 @@ def test_checks_against_the_model_are_the_same_for_the_cli_and_the_api(capsys, a
 
 
 def test_every_checked_flag_is_in_the_table():
-    checked = {f.metadata["flag"] for cls in (DVIConfig, DrafterConfig) for f in flag_fields(cls)
+    checked = {f.metadata["flag"] for cls in (DVIConfig, DrafterConfig, ServeConfig) for f in flag_fields(cls)
                if "rule" in f.metadata or "choices" in f.metadata}
-    flags = {argv[0].split("=")[0] for argv, _ in BAD}
+    flags = {argv[0].split("=")[0] for argv, _ in BAD + BAD_SERVE}
     assert checked <= flags, checked - flags
 
 

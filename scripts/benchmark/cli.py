@@ -9,11 +9,13 @@ question (so drift of a shared machine hits all alike), and its token ids are co
   early_exit_assist  lm.generate(assistant_early_exit=EXITLAYER, do_sample=False): HF self-speculation, HF defaults
                      for the draft (num_assistant_tokens, assistant_confidence_threshold; see the table header)
   kangaroo           kangaroo_generate with the identity drafter (the verifier's head on layer k), --threshold rule
-  dvi                the default deployed configuration: --drafter (auto: hybrid), --draft-policy (auto: goodput on
-                     the verify-cost curve measured at startup), --drafter-vocab, the LoRA head of --load-lora
-                     (deploy: no training)
-  dvi_self           the same without the n-gram drafter: the self-drafter (LoRA head) under --draft-policy
+  dvi                the default deployed configuration: --drafter (auto: the chain ngram,memory,self),
+                     --draft-policy (auto: goodput on the verify-cost curve measured at startup), --drafter-vocab,
+                     the LoRA head of --load-lora (deploy: no training)
+  dvi_self           the same without the lookups: the self-drafter (LoRA head) under --draft-policy
   ngram              the n-gram drafter alone (prompt lookup over prompt + output) under --draft-policy
+  memory             the chain ngram,memory: prompt lookup, then the memory drafter over the outputs of the earlier
+                     questions of the run (--memory-tokens), under --draft-policy; no model-side drafter
   dvi_threshold      the LoRA self-drafter under Kangaroo's fixed --threshold rule (the old `dvi` method)
 
     python -m scripts.benchmark_methods --model-id smollm2-135m --question-file Q --per-category 10 \\
@@ -23,10 +25,15 @@ Questions: the first --per-category questions of each category, in file order (o
 --question-begin..--question-end, all by default); the first turn only, or with
 --all-turns every turn, each prompt holding the baseline's own earlier answers. Output: OUT/raw.jsonl (one line
 per question, appended as soon as it is done; a rerun skips those questions, --overwrite starts afresh; the
-settings are kept in OUT/config.json and a rerun with other settings is refused), OUT/table.md,
-OUT/summary.json and OUT/speedup.png. Exit code 1 if some method's output differs from the baseline's on some
-question (all methods are lossless, so that is a bug; the table is still written). In float16/bfloat16 a
-difference whose first differing token is a near-tie of the verifier (top-2 logit gap within
+settings are kept in OUT/config.json and a rerun with other settings is refused), OUT/table.md (ending in the
+per-source table: each of our methods' verifier passes, tokens per pass and time by draft source, over every
+repeat), OUT/summary.json and OUT/speedup.png, and Spec-Bench answer files
+(OUT/data/spec_bench/model_answer_temp0_run_R/MODEL-METHOD-DTYPE-temp-0.0.jsonl, the baseline named vanilla) that
+Spec-Bench's speed.py and equal.py read as they are. Speeds and speedups are computed as speed.py does
+(scripts/benchmark/spec_bench.py); --repeats N runs the whole comparison N times (repeat R > 1 in
+OUT/raw_runR.jsonl) and the table shows mean ± std. Exit code 1 if some method's output differs from the
+baseline's on some question (all methods are lossless, so that is a bug; the table is still written). In
+float16/bfloat16 a difference whose first differing token is a near-tie of the verifier (top-2 logit gap within
 kangaroo.lossless.TIE_TOLERANCE) is reported with its gap and counted as a match; float32 requires equality.
 
 A missing --load-lora ends the run with the command that trains one; --train-if-missing N instead trains it
@@ -45,10 +52,10 @@ import torch
 from evaluation.cli import (OneLineParser, add_drafter_args, add_model_args, add_speculation_args, apply_runtime,
                             drafter_config, fail, resolve_device_dtype, resolve_model_id, resolve_question_file,
                             run_main, validate_against_config, validate_configs)
-from scripts.benchmark.methods import (LORA_METHODS, METHODS, TargetCalls, build_models, decode_question, make_methods,
-                                       rotated)
-from scripts.benchmark.report import fmt, match_cell, write_report
-from scripts.benchmark.store import CHECKED, check_config, raw_store
+from scripts.benchmark.methods import (LORA_METHODS, MEMORY_CHAIN, METHODS, TargetCalls, build_models, decode_question,
+                                       make_methods, rotated)
+from scripts.benchmark.report import cell, fmt, match_cell, write_report
+from scripts.benchmark.store import CHECKED, check_config, raw_store, write_answer_files
 
 def build_parser() -> OneLineParser:
     p = OneLineParser(description=__doc__.splitlines()[0])
@@ -73,7 +80,9 @@ def build_parser() -> OneLineParser:
     p.add_argument("--methods", default=",".join(METHODS),
                    help="comma-separated subset of " + ",".join(METHODS) + " (baseline is always run)")
     p.add_argument("--out", default="runs/benchmark")
-    p.add_argument("--overwrite", action="store_true", help="start OUT/raw.jsonl afresh")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="run the whole comparison N times: the table shows mean ± std over the repeats")
+    p.add_argument("--overwrite", action="store_true", help="start OUT/raw.jsonl (and each repeat's file) afresh")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -81,8 +90,8 @@ def build_parser() -> OneLineParser:
 def parse_args(argv=None):
     args = build_parser().parse_args(argv)
     resolve_model_id(args)
-    if args.per_category < 1 or args.max_new_tokens < 1:
-        fail("--per-category and --max-new-tokens must be >= 1")
+    if min(args.per_category, args.max_new_tokens, args.repeats) < 1:
+        fail("--per-category, --max-new-tokens and --repeats must be >= 1")
     if min(args.question_begin or 0, args.question_end if args.question_end is not None else 0) < 0:
         fail("--question-begin and --question-end must be >= 0")
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -96,7 +105,7 @@ def parse_args(argv=None):
 
     resolve_drafter_vocab(args)  # --drafter-vocab auto: a pruned --load-lora checkpoint's size
 
-    resolved = resolve_auto(drafter_config(args))  # deploy: auto = hybrid drafter, goodput policy
+    resolved = resolve_auto(drafter_config(args))  # deploy: auto = the ngram,memory,self chain, goodput policy
     args.drafter, args.draft_policy = resolved.drafter, resolved.draft_policy
     resolve_question_file(args)
     resolve_device_dtype(args)
@@ -159,13 +168,36 @@ def run_meta(args, lm, n_questions: int) -> dict:
             "turns": "all" if args.all_turns else "first", "max new tokens": args.max_new_tokens,
             "kangaroo": f"exit layer {args.exitlayer}, threshold {args.threshold}, steps {args.steps}",
             "dvi drafter": args.load_lora if set(LORA_METHODS) & set(args.methods) else "not run",
-            "drafting": f"dvi: {args.drafter} drafter, {args.draft_policy} policy; dvi_self / ngram: "
-                        f"{args.draft_policy} policy; n-grams {args.ngram_min}..{args.ngram_max}; drafter vocabulary "
-                        f"{args.drafter_vocab or 'full'}",
+            "drafting": f"dvi: {args.drafter} drafter, {args.draft_policy} policy; dvi_self / ngram / memory "
+                        f"({MEMORY_CHAIN}): {args.draft_policy} policy; n-grams {args.ngram_min}..{args.ngram_max}; "
+                        f"memory {args.memory_tokens} tokens, seeded from {args.memory_seed or 'nothing'}; drafter "
+                        f"vocabulary {args.drafter_vocab or 'full'}",
             "prompt_lookup": "prompt_lookup_num_tokens=6",
             "early_exit_assist": f"assistant_early_exit={args.exitlayer}, HF draft defaults: {hf_assist_defaults(lm)}",
+            "repeats": args.repeats,
             "versions": f"torch {torch.__version__}, transformers {transformers.__version__}",
             "command": shlex.join(["python", "-m", "scripts.benchmark_methods", *args.argv])}
+
+
+def decode_runs(args, questions: list[dict], out: Path, new_methods, tokenizer, judge_fn) -> list[list[dict]]:
+    """The whole comparison ``--repeats`` times (repeat r's records in its own raw file; questions already there are
+    skipped); returns each repeat's records of ``questions``. Each repeat decodes with fresh methods
+    (``new_methods()``): a drafter's calibration and the memory drafter's memory carry over the questions of one
+    repeat, as when serving, but never into the next repeat, which would find its own answers there."""
+    from tqdm import tqdm
+
+    names, wanted, runs = list(args.methods), {q["question_id"] for q in questions}, []
+    for run in range(1, args.repeats + 1):
+        raw = raw_store(out, run)
+        done = raw.done_ids()
+        todo = [(i, q) for i, q in enumerate(questions) if q["question_id"] not in done]
+        methods = new_methods() if todo else {}
+        desc = "benchmark" if args.repeats == 1 else f"benchmark {run}/{args.repeats}"
+        for i, q in tqdm(todo, desc=desc, disable=args.no_progress, dynamic_ncols=True):
+            # the order rotates per question, and per repeat
+            raw.append(decode_question(q, rotated(names, i + run - 1), methods, tokenizer, args, judge_fn))
+        runs.append([r for r in raw.records() if r["question_id"] in wanted])
+    return runs
 
 
 def main(argv=None) -> int:
@@ -184,37 +216,33 @@ def main(argv=None) -> int:
     config = {k: getattr(args, k, None) for k in CHECKED if k != "threads"} | {"threads": torch.get_num_threads()}
     check_config(out, config, args.overwrite)
     ensure_lora(args)
-    raw = raw_store(out)
-    done = raw.done_ids()
 
     tokenizer = load_tokenizer(args.model_id)
     lm = load_causal_lm(args.model_id, device=args.device, dtype=args.dtype)
     validate_against_config(args, lm.config)
     eos = eos_ids_of(tokenizer, lm.config)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos, default=None)
-    methods = make_methods(args, lm, build_models(args, lm, tokenizer), eos, pad_id, TargetCalls(lm))
+    models, calls = build_models(args, lm, tokenizer), TargetCalls(lm)
     warm = chat_prompt_ids(tokenizer, [{"role": "user", "content": "Hi"}], args.model_id, device=args.device)[:, -8:]
-    for fn in methods.values():  # untimed: lazy initialisation is not charged to the first question
-        fn(warm)
 
-    from tqdm import tqdm
+    def new_methods() -> dict:
+        methods = make_methods(args, lm, models, eos, pad_id, calls)
+        for fn in methods.values():  # untimed: lazy initialisation is not charged to the first question
+            fn(warm)
+        return methods
 
-    names = list(methods)
-    for i, q in enumerate(tqdm(questions, desc="benchmark", disable=args.no_progress, dynamic_ncols=True)):
-        if q["question_id"] not in done:
-            raw.append(decode_question(q, rotated(names, i), methods, tokenizer, args,
-                                       judge_fn=lambda ids, ref, out: judge(lm, ids, ref, out)))
-
-    wanted = {q["question_id"] for q in questions}
-    records = [r for r in raw.records() if r["question_id"] in wanted]
-    summary = write_report(out, records, names, run_meta(args, lm, len(records)))
+    names = list(args.methods)
+    runs = decode_runs(args, questions, out, new_methods, tokenizer, lambda ids, ref, o: judge(lm, ids, ref, o))
+    summary = write_report(out, runs, names, run_meta(args, lm, len(runs[0])))
+    write_answer_files(out, runs, names, args.model_id, args.dtype)
     overall = summary["by_group"]["overall"]
     for m in names:
         s = overall[m]
-        print(f"[{m}] {s['new_tokens']} tokens, {fmt(s['tokens_per_s'], '.2f')} tok/s, speedup "
-              f"{fmt(s['speedup'], '.2f')}x, mean accepted {fmt(s['mean_accepted'], '.2f')}, matches baseline "
+        print(f"[{m}] {s['new_tokens']} tokens, {cell(s, 'tokens_per_s', '.2f')} tok/s, speedup "
+              f"{cell(s, 'speedup', '.2f', 'x')}, mean accepted {fmt(s['mean_accepted'], '.2f')}, matches baseline "
               f"{match_cell(s)}")
-    print(f"[benchmark] {out / 'table.md'}, {out / 'summary.json'}, {out / 'speedup.png'}")
+    print(f"[benchmark] {out / 'table.md'}, {out / 'summary.json'}, {out / 'speedup.png'}, answer files under "
+          f"{out / 'data' / 'spec_bench'}")
     if not summary["lossless"]:
         print("error: some method's output differs from the baseline's (see 'matches baseline' in the table)",
               file=sys.stderr)

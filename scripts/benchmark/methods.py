@@ -1,7 +1,11 @@
 """The decoding methods the benchmark compares, each ``decode(ids) -> (new token ids, verifier passes, drafter
-calls or None)``, and one question decoded by all of them (timed by ``kangaroo.timing.timed``)."""
+calls or None, tokens per verifier pass or None)``, and one question decoded by all of them (timed by
+``kangaroo.timing.timed``). Our methods' ``decode.drafter`` is the drafter chain the method keeps for the whole run
+(its calibration and the memory drafter's memory carry over questions, as when serving); each turn's record holds
+what its drafters did, by source (``kangaroo.drafters.counters``)."""
 from __future__ import annotations
 
+import itertools
 import sys
 
 import torch
@@ -9,7 +13,8 @@ import torch
 from kangaroo.timing import timed
 
 METHODS = ("baseline", "hf_generate", "prompt_lookup", "early_exit_assist", "kangaroo", "dvi", "dvi_self", "ngram",
-           "dvi_threshold")
+           "memory", "dvi_threshold")
+MEMORY_CHAIN = "ngram,memory"   # the memory method: prompt lookup, then the outputs of the earlier questions
 LORA_METHODS = ("dvi", "dvi_self", "dvi_threshold")
 HF_KWARGS = {"hf_generate": {}, "prompt_lookup": {"prompt_lookup_num_tokens": 6}}
 
@@ -20,26 +25,39 @@ def rotated(methods: list[str], i: int) -> list[str]:
 
 class TargetCalls:
     """Counts forward calls of the HF model. The early-exit assistant is the same module, but HF lowers
-    config.num_hidden_layers to the exit layer while it drafts, which tells its calls apart."""
+    config.num_hidden_layers to the exit layer while it drafts, which tells its calls apart. Each target call's
+    first position (``position_ids``) is kept: a call feeds the last committed token (the first call: the prompt)
+    and drafts, so the next call's start tells how many tokens this one committed."""
 
     def __init__(self, lm):
         self.lm, self.full = lm, lm.config.num_hidden_layers
         self.target = self.assistant = 0
-        lm.register_forward_pre_hook(self._hook)
+        self.starts: list = []
+        lm.register_forward_pre_hook(self._hook, with_kwargs=True)
 
-    def _hook(self, module, inputs):
+    def _hook(self, module, args, kwargs):
         if self.lm.model.config.num_hidden_layers < self.full:
             self.assistant += 1
         else:
             self.target += 1
+            pos = kwargs.get("position_ids")
+            self.starts.append(None if pos is None else int(pos.reshape(-1)[0]))
 
     def reset(self) -> None:
         self.target = self.assistant = 0
+        self.starts = []
+
+    def accept_lengths(self, prompt_len: int, new_tokens: int) -> list[int] | None:
+        """Tokens committed by each target call (None when a call's positions were not seen)."""
+        if not self.starts or self.starts[0] != 0 or None in self.starts:
+            return None
+        ends = [prompt_len] + [s + 1 for s in self.starts[1:]] + [prompt_len + new_tokens]
+        return [b - a for a, b in itertools.pairwise(ends)]
 
 
 def make_methods(args, lm, models: dict, eos: set[int], pad_id: int | None, calls: TargetCalls,
                  tokenizer=None) -> dict:
-    """name -> decode(ids) -> (new token ids, verifier passes, drafter calls or None)."""
+    """name -> decode(ids) -> (new token ids, verifier passes, drafter calls or None, accept lengths or None)."""
     from kangaroo.greedy import greedy_decode
     from kangaroo.speculative import kangaroo_generate
 
@@ -47,29 +65,25 @@ def make_methods(args, lm, models: dict, eos: set[int], pad_id: int | None, call
 
     def baseline(ids):
         r = greedy_decode(lm, ids, n, eos)
-        return r.tokens, r.steps, None
+        return r.tokens, r.steps, None, r.accept_lengths
 
     def ours(model, drafter=None):
         def decode(ids):
             r = kangaroo_generate(model, ids, n, eos, steps=args.steps, threshold=args.threshold, drafter=drafter)
-            return r.tokens, r.steps, None
+            return r.tokens, r.steps, None, r.accept_lengths
+        decode.drafter = drafter
         return decode
 
     from dataclasses import replace
 
     from evaluation.cli import drafter_config
-    from kangaroo.drafter_config import cost_curve, policy_factory
-    from kangaroo.drafters import make_drafter
-    from kangaroo.packed_head import configure
+    from kangaroo.drafter_config import build_drafter
 
     def drafter(kind, policy, model):
-        """One drafter per method for the whole run: its calibration carries over questions, as when serving."""
+        """One drafter chain per method for the whole run."""
         if model is None:
             return None
-        cfg = replace(drafter_config(args), draft_policy=policy)
-        configure(model, cfg.head_precision, frozen=True)  # deployed: the LoRA merged into the packed head
-        cost = cost_curve(cfg, model) if policy == "goodput" else None
-        return make_drafter(kind, args.steps, policy_factory(cfg, cost), args.ngram_min, args.ngram_max)
+        return build_drafter(replace(drafter_config(args), drafter=kind, draft_policy=policy), model)
 
     lora_model, plain = models.get("dvi"), models.get("kangaroo")
 
@@ -78,8 +92,9 @@ def make_methods(args, lm, models: dict, eos: set[int], pad_id: int | None, call
             calls.reset()
             out = lm.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
                               eos_token_id=sorted(eos) or None, pad_token_id=pad_id, **kw)
-            assistant = calls.assistant if "assistant_early_exit" in kw else None
-            return out[0, ids.shape[1]:].tolist(), calls.target, assistant
+            new = out[0, ids.shape[1]:].tolist()
+            return (new, calls.target, calls.assistant if "assistant_early_exit" in kw else None,
+                    calls.accept_lengths(ids.shape[1], len(new)))
         return decode
 
     builders = {"baseline": lambda: baseline, "early_exit_assist": lambda: hf(assistant_early_exit=args.exitlayer),
@@ -88,6 +103,7 @@ def make_methods(args, lm, models: dict, eos: set[int], pad_id: int | None, call
                 "dvi": lambda: ours(lora_model, drafter(args.drafter, args.draft_policy, lora_model)),
                 "dvi_self": lambda: ours(lora_model, drafter("self", args.draft_policy, lora_model)),
                 "ngram": lambda: ours(plain, drafter("ngram", args.draft_policy, plain)),
+                "memory": lambda: ours(plain, drafter(MEMORY_CHAIN, args.draft_policy, plain)),
                 "dvi_threshold": lambda: ours(lora_model, drafter("self", "threshold", lora_model))}
     return {m: builders[m]() for m in args.methods}
 
@@ -99,7 +115,7 @@ def build_models(args, lm, tokenizer=None) -> dict:
     from kangaroo.kangaroo_model import KangarooModel
 
     models = {}
-    if {"kangaroo", "ngram"} & set(args.methods):
+    if {"kangaroo", "ngram", "memory"} & set(args.methods):
         models["kangaroo"] = KangarooModel(model_id=args.model_id, exit_layer=args.exitlayer, base_model=lm)
     if set(LORA_METHODS) & set(args.methods):
         # deploy: the LoRA tensors (and a trained adapter), no trainer; a full-vocabulary LoRA loads sliced to the
@@ -113,21 +129,26 @@ def decode_question(q: dict, order: list[str], methods: dict, tokenizer, args, j
     ``judge_fn(ids, reference, output) -> kangaroo.lossless.Verdict`` rules on a difference (float16: a flip at a
     near-tie within the stated tolerance counts as a match, and is recorded with its gap)."""
     from evaluation.questions import chat_prompt_ids
+    from kangaroo.drafters.counters import since, snapshot
 
-    per = {m: {"new_tokens": [], "wall_s": [], "passes": [], "drafter_calls": [], "match": []} for m in order}
+    per = {m: {"new_tokens": [], "wall_s": [], "passes": [], "drafter_calls": [], "match": [], "accept_lengths": [],
+               "turns": [], "recounted_tokens": [], "sources": []} for m in order}
     base_ids, messages = [], []
     for t, turn in enumerate(q["turns"] if args.all_turns else q["turns"][:1]):
         messages.append({"role": "user", "content": turn})
         ids = chat_prompt_ids(tokenizer, messages, args.model_id, device=args.device)
         outs = {}
         for m in order:
-            (tokens, passes, drafter), wall = timed(lambda: methods[m](ids), args.device)
+            chain = getattr(methods[m], "drafter", None)
+            before = snapshot(chain.by_source) if chain is not None else None
+            (tokens, passes, drafter, accept), wall = timed(lambda: methods[m](ids), args.device)
             outs[m] = tokens
-            r = per[m]
-            r["new_tokens"].append(len(tokens))
-            r["wall_s"].append(wall)
-            r["passes"].append(passes)
-            r["drafter_calls"].append(drafter)
+            text = tokenizer.decode(tokens, skip_special_tokens=True).strip()  # the answer text, as Spec-Bench's
+            for key, v in (("new_tokens", len(tokens)), ("wall_s", wall), ("passes", passes),
+                           ("drafter_calls", drafter), ("accept_lengths", accept), ("turns", text),
+                           ("recounted_tokens", len(tokenizer(text).input_ids) - 1),  # speed.py's re-count
+                           ("sources", since(chain.by_source, before) if chain is not None else None)):
+                per[m][key].append(v)
         for m in order:
             same = outs[m] == outs["baseline"]
             if not same and judge_fn is not None:
@@ -139,7 +160,6 @@ def decode_question(q: dict, order: list[str], methods: dict, tokenizer, args, j
             if not same:
                 per[m].setdefault("mismatch_ids", []).append([t, outs[m]])
         base_ids.append(outs["baseline"])
-        messages.append({"role": "assistant",
-                         "content": tokenizer.decode(outs["baseline"], skip_special_tokens=True).strip()})
+        messages.append({"role": "assistant", "content": per["baseline"]["turns"][-1]})
     return {"question_id": q["question_id"], "category": q.get("category", "uncategorized"), "order": order,
             "baseline_ids": base_ids, "methods": {m: per[m] for m in methods}}

@@ -1,36 +1,51 @@
-"""The report, pure: records -> per-category and overall stats -> OUT/table.md, OUT/summary.json, OUT/speedup.png."""
+"""The report, pure: each repeat's records -> per-category and overall stats -> OUT/table.md, OUT/summary.json,
+OUT/speedup.png. Speeds, speedups and mean accepted lengths are computed as Spec-Bench's speed.py computes them,
+on the answer records the benchmark writes (``scripts/benchmark/spec_bench.py``), as mean +- std over repeats."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 from common.atomic import atomic_write_text
+from scripts.benchmark import spec_bench as sb
 
-def method_stats(records: list[dict], method: str) -> dict:
-    rows = [r["methods"][method] for r in records if method in r["methods"]]
+
+def in_group(records: list[dict], group: str) -> list[dict]:
+    return records if group == "overall" else [r for r in records if r["category"] == group]
+
+
+def method_stats(runs: list[list[dict]], method: str) -> dict:
+    """``runs``: each repeat's records (of one group). Token and pass counts over all repeats; speeds as speed.py,
+    per repeat, then mean and std; mismatches: questions whose token ids differed from the baseline's in some repeat;
+    ``equal_py``: equal.py's verdict (answer texts) in every repeat."""
+    rows = [r["methods"][method] for recs in runs for r in recs if method in r["methods"]]
     tokens = sum(sum(x["new_tokens"]) for x in rows)
-    wall = sum(sum(x["wall_s"]) for x in rows)
     passes = [p for x in rows for p in x["passes"]]
     n_pass = None if not passes or any(p is None for p in passes) else sum(passes)
-    return {"questions": len(rows), "new_tokens": tokens, "wall_s": wall, "verifier_passes": n_pass,
-            "mean_accepted": tokens / n_pass if n_pass else None,
-            "tokens_per_s": tokens / wall if wall > 0 else None,
-            "mismatches": sum(not all(x["match"]) for x in rows)}
+    answers = [(sb.from_raw(recs, method), sb.from_raw(recs, "baseline")) for recs in runs]
+    rep = sb.mean_report([sb.speed(a, base) for a, base in answers])
+    listed = rows and all(x.get("accept_lengths") and None not in x["accept_lengths"] for x in rows)
+    bad = {r["question_id"] for recs in runs for r in recs
+           if method in r["methods"] and not all(r["methods"][method]["match"])}
+    return {"questions": len(answers[0][0]) if answers else 0, "runs": len(runs), "new_tokens": tokens,
+            "wall_s": sum(sum(x["wall_s"]) for x in rows), "verifier_passes": n_pass,
+            "mean_accepted": rep["mean_accepted"] if listed else (tokens / n_pass if n_pass else None),
+            "tokens_per_s": rep["tokens_per_s"], "tokens_per_s_std": rep["tokens_per_s_std"],
+            "speedup": rep["speedup"], "speedup_std": rep["speedup_std"], "mismatches": len(bad),
+            "equal_py": all(sb.equal(a, base) for a, base in answers)}
 
 
-def summarize(records: list[dict], methods: list[str]) -> dict:
-    """Per category (first-seen order) and overall: per-method stats, speedup = tokens/s over the baseline's."""
-    cats = list(dict.fromkeys(r["category"] for r in records))
-    groups = {c: [r for r in records if r["category"] == c] for c in cats}
-    groups["overall"] = records
-    by_group = {}
-    for g, recs in groups.items():
-        stats = {m: method_stats(recs, m) for m in methods}
-        base = stats["baseline"]["tokens_per_s"]
-        for s in stats.values():
-            s["speedup"] = s["tokens_per_s"] / base if s["tokens_per_s"] is not None and base else None
-        by_group[g] = stats
-    return {"methods": list(methods), "groups": list(groups), "by_group": by_group,
+def summarize(runs: list[list[dict]], methods: list[str]) -> dict:
+    """Per category (first-seen order) and overall, and per Spec-Bench task (those with questions): per-method stats
+    over the repeats ``runs`` (each a list of records)."""
+    cats = list(dict.fromkeys(r["category"] for recs in runs for r in recs))
+    by_group = {g: {m: method_stats([in_group(recs, g) for recs in runs], m) for m in methods} for g in
+                [*cats, "overall"]}
+    tasks = [t for t in sb.TASKS if sb.select([{"category": c} for c in cats], t)]
+    by_task = {t: {m: method_stats([[r for r in recs if sb.select([r], t)] for recs in runs], m) for m in methods}
+               for t in tasks}
+    return {"methods": list(methods), "groups": [*cats, "overall"], "by_group": by_group, "tasks": tasks,
+            "by_task": by_task, "runs": len(runs),
             "lossless": all(s["mismatches"] == 0 for s in by_group["overall"].values())}
 
 
@@ -43,45 +58,67 @@ def match_cell(s: dict) -> str:
     return "yes" if s["mismatches"] == 0 else f"NO ({s['mismatches']} of {s['questions']})"
 
 
-def matrix_markdown(summary: dict, key: str, spec: str, suffix: str = "") -> str:
-    """One row per group (categories, then overall), one column per method: ``key`` of each method's stats."""
+def cell(s: dict, key: str, spec: str, suffix: str = "") -> str:
+    """``key`` of a method's stats, with `` +- std`` when repeats measured one."""
+    if s[key] is None:
+        return "n/a"
+    std = s.get(key + "_std")
+    return fmt(s[key], spec) + suffix + ("" if std is None else f" ± {fmt(std, spec)}")
+
+
+def matrix_markdown(summary: dict, key: str, spec: str, suffix: str = "", by: str = "group") -> str:
+    """One row per group (categories, then overall; or Spec-Bench task), one column per method."""
     methods = summary["methods"]
-    lines = ["| category | questions | " + " | ".join(methods) + " |", "|---|---:|" + "---:|" * len(methods)]
-    for g in summary["groups"]:
-        stats = summary["by_group"][g]
-        cells = [fmt(stats[m][key], spec) + (suffix if stats[m][key] is not None else "") for m in methods]
+    lines = [f"| {'category' if by == 'group' else 'task'} | questions | " + " | ".join(methods) + " |",
+             "|---|---:|" + "---:|" * len(methods)]
+    for g in summary["groups" if by == "group" else "tasks"]:
+        stats = summary["by_" + by][g]
         name = f"**{g}**" if g == "overall" else g
-        lines.append(f"| {name} | {stats['baseline']['questions']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {stats['baseline']['questions']} | " +
+                     " | ".join(cell(stats[m], key, spec, suffix) for m in methods) + " |")
     return "\n".join(lines)
+
+
+NOTES = ("Notes: mean accepted length = tokens per verifier pass (target-model forward passes that emit tokens: 1.0 "
+         "for plain decoding), the mean of every pass's accepted tokens as Spec-Bench's speed.py pools them. Ours "
+         "count passes exactly; for HF methods a forward hook counts the target model's calls (the prompt call "
+         "included: it already emits the first token) and reads each call's tokens from its positions; "
+         "early_exit_assist's drafting calls (the same model cut to the exit layer) are not counted. tokens/s and "
+         "speedup as Spec-Bench's speed.py: a method's speed is the mean over questions of its new tokens / wall "
+         "seconds (prefill included); the baseline's tokens are re-counted from its answer text with the tokenizer "
+         "(len(tokenizer(turn).input_ids) - 1 per turn: SmolLM2's tokenizer adds no BOS, so this drops one real "
+         "token per turn and the EOS is not in the text); speedup = the method's speed / that baseline speed, so the "
+         "baseline's own row is what speed.py gives it against itself. With repeats: mean ± sample std (ddof 1) "
+         "over the repeats, accepted lengths pooled, new tokens summed over them. matches baseline: `NO (k of n)` = "
+         "k of n questions have a turn whose token ids differ from the baseline's (in some repeat); equal.py: "
+         "Spec-Bench's check of the answer texts in file order, in every repeat. The answer files: "
+         "OUT/data/spec_bench/model_answer_temp0_run_R/.")
 
 
 def table_markdown(summary: dict, meta: dict) -> str:
     lines = ["# Method comparison (greedy, lossless)", ""]
     lines += [f"- {k}: {v}" for k, v in meta.items() if k != "command"]
-    lines += [f"- command: `{meta.get('command', '')}`", "",
-              "Notes: mean accepted length = new tokens / verifier passes (target-model forward passes that emit "
-              "tokens: 1.0 for plain decoding). Ours count them exactly; for HF methods a forward hook counts every "
-              "call of the target model, the first (prompt) call included since it already emits the first token, "
-              "and early_exit_assist's drafting calls (the same model cut to the exit layer) are told apart by the "
-              "layer count and not counted. tokens/s = all new tokens / all wall seconds of the group (prefill "
-              "included). speedup = tokens/s over the baseline's in the same run. matches baseline: `NO (k of n)` "
-              "= k of n questions have a turn whose token ids differ from the baseline's.", "",
-              "## Speedup over the baseline (tokens/s ratio, same run)", "",
+    runs = f", mean ± std over {summary['runs']} repeats" if summary["runs"] > 1 else ""
+    lines += [f"- command: `{meta.get('command', '')}`", "", NOTES, "",
+              f"## Speedup over the baseline (Spec-Bench speed.py{runs})", "",
               matrix_markdown(summary, "speedup", ".2f", "x"), "",
               "## Mean accepted length (tokens per target-model pass)", "",
               matrix_markdown(summary, "mean_accepted", ".2f"), "",
+              "## Spec-Bench tasks (speed.py's grouping: mt_bench = its eight MT-bench categories)", "",
+              matrix_markdown(summary, "speedup", ".2f", "x", by="task"), "",
               "Every method matched the baseline on every question." if summary["lossless"] else
               "**Some method's output differed from the baseline's: see `matches baseline` below.**", ""]
     for g in summary["groups"]:
         stats = summary["by_group"][g]
         n = stats["baseline"]["questions"]
         lines += [f"## {g} ({n} questions)", "",
-                  "| method | new tokens | mean accepted length | tokens/s | speedup | matches baseline |",
-                  "|---|---:|---:|---:|---:|---|"]
+                  "| method | new tokens | mean accepted length | tokens/s | speedup | matches baseline | equal.py |",
+                  "|---|---:|---:|---:|---:|---|---|"]
         for m in summary["methods"]:
             s = stats[m]
             lines.append(f"| {m} | {s['new_tokens']} | {fmt(s['mean_accepted'], '.2f')} | "
-                         f"{fmt(s['tokens_per_s'], '.2f')} | {fmt(s['speedup'], '.2f')}x | {match_cell(s)} |")
+                         f"{cell(s, 'tokens_per_s', '.2f')} | {cell(s, 'speedup', '.2f', 'x')} | {match_cell(s)} | "
+                         f"{'yes' if s['equal_py'] else 'NO'} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -96,8 +133,10 @@ def plot_speedup(summary: dict, png) -> Path:
     fig = Figure(figsize=(max(7.0, 1.1 * len(groups) + 3), 4.5), constrained_layout=True)
     ax = fig.subplots()
     for j, m in enumerate(methods):
-        ys = [summary["by_group"][g][m]["speedup"] for g in groups]
-        ax.bar(x + (j - (len(methods) - 1) / 2) * width, [np.nan if y is None else y for y in ys], width, label=m)
+        stats = [summary["by_group"][g][m] for g in groups]
+        ys = [np.nan if s["speedup"] is None else s["speedup"] for s in stats]
+        err = [s["speedup_std"] or 0.0 for s in stats] if summary["runs"] > 1 else None
+        ax.bar(x + (j - (len(methods) - 1) / 2) * width, ys, width, yerr=err, label=m)
     ax.axhline(1.0, ls="--", color="black", lw=1)
     ax.set_xticks(x, groups, rotation=30, ha="right")
     ax.set_ylabel("speedup over baseline (tokens/s ratio)")
@@ -109,9 +148,13 @@ def plot_speedup(summary: dict, png) -> Path:
     return png
 
 
-def write_report(out: Path, records: list[dict], methods: list[str], meta: dict) -> dict:
-    summary = summarize(records, methods)
-    atomic_write_text(out / "table.md", table_markdown(summary, meta))
+def write_report(out: Path, runs: list[list[dict]], methods: list[str], meta: dict) -> dict:
+    """``runs``: each repeat's records; the per-source table sums every repeat's turns."""
+    from scripts.benchmark.sources import sources_markdown, sources_summary
+
+    summary = summarize(runs, methods)
+    summary["sources"] = sources_summary([r for recs in runs for r in recs], methods)
+    atomic_write_text(out / "table.md", table_markdown(summary, meta) + sources_markdown(summary["sources"]))
     atomic_write_text(out / "summary.json", json.dumps({"meta": meta, **summary}, indent=2))
     plot_speedup(summary, out / "speedup.png")
     return summary

@@ -10,7 +10,7 @@ from dvi.config import ScheduleConfig, TrainerConfig
 from dvi.online_trainer import OnlineTrainer
 from dvi.presets import LossPreset
 from dvi.types import Batch
-from kangaroo.drafters import HybridDrafter, NGramDrafter, SelfDrafter
+from kangaroo.drafters import DrafterChain, NGramDrafter, SelfDrafter
 from kangaroo.greedy import greedy_decode
 from kangaroo.speculative import kangaroo_generate, pick_prefill_positions
 from tests.dvi.test_online_loop import make
@@ -27,7 +27,7 @@ def reference(lm, km, seq):
 
 
 def hybrid():
-    return HybridDrafter(NGramDrafter(4), SelfDrafter(4))
+    return DrafterChain([NGramDrafter(4), SelfDrafter(4)])
 
 
 @pytest.mark.parametrize("drafter", [hybrid, lambda: SelfDrafter(4)])

@@ -1,9 +1,11 @@
-"""MetricsLogger: CSV contents for hand-made blocks, aggregates by hand, summary cadence, plot, fresh files."""
+"""MetricsLogger: CSV contents for hand-made blocks, aggregates by hand, summary cadence, per-source table, plot,
+fresh files."""
 import csv
 
 import pytest
 
 from dvi.metrics import TRAIN_COLS, MetricsLogger, read_acceptance_csv
+from dvi.progress_plot import progress_figure
 from common.errors import UserError
 
 
@@ -13,8 +15,10 @@ def no_plot(monkeypatch):
     monkeypatch.setattr(MetricsLogger, "plot", lambda self, png_path=None: None)
 
 
-# (step, drafted, accepted, committed, wall_ms, top1_agree); block 2 had no self candidate (n-gram): top1 None
-BLOCKS = [(1, 3, 1, 2, 20.0, True), (2, 5, 5, 6, 30.0, None), (3, 2, 0, 1, 10.0, False), (4, 4, 2, 3, 40.0, True)]
+# (step, drafted, accepted, committed, wall_ms, top1_agree, source); block 2 had no self candidate (n-gram): top1
+# None
+BLOCKS = [(1, 3, 1, 2, 20.0, True, "self"), (2, 5, 5, 6, 30.0, None, "ngram"), (3, 2, 0, 1, 10.0, False, "self"),
+          (4, 4, 2, 3, 40.0, True, "self")]
 
 
 def logger(tmp_path, every=1000, ar=10.0, lines=None, blocks=BLOCKS):
@@ -24,8 +28,8 @@ def logger(tmp_path, every=1000, ar=10.0, lines=None, blocks=BLOCKS):
 
 
 def logger_blocks(lg, blocks):
-    for step, d, a, c, wall, *top1 in blocks:
-        lg.log_block(step, d, a, c, wall, drafter_ms=wall / 2, verifier_ms=wall / 4, top1_agree=(top1 or [None])[0])
+    for step, d, a, c, wall, top1, source in blocks:
+        lg.log_block(step, d, a, c, wall, drafter_ms=wall / 2, verifier_ms=wall / 4, top1_agree=top1, source=source)
     return lg
 
 
@@ -38,14 +42,14 @@ def test_acceptance_csv(tmp_path, no_plot):
     lg = logger(tmp_path)
     rows = raw(tmp_path / "m" / "acceptance.csv")  # readable while the run is live: flushed per block
     assert rows[0] == ["step", "acc@1", "acc@2", "acc@3", "acc@4", "acc@5", "block_acc", "drafted", "accepted",
-                       "committed", "top1_agree"]
-    assert rows[1] == ["1", "1", "0", "0", "", "", "0.333333", "3", "1", "2", "1"]
-    assert rows[2] == ["2", "1", "1", "1", "1", "1", "1", "5", "5", "6", ""]  # no candidate: empty, not 0
-    assert rows[3] == ["3", "0", "0", "", "", "", "0", "2", "0", "1", "0"]
+                       "committed", "top1_agree", "source"]
+    assert rows[1] == ["1", "1", "0", "0", "", "", "0.333333", "3", "1", "2", "1", "self"]
+    assert rows[2] == ["2", "1", "1", "1", "1", "1", "1", "5", "5", "6", "", "ngram"]  # no candidate: empty, not 0
+    assert rows[3] == ["3", "0", "0", "", "", "", "0", "2", "0", "1", "0", "self"]
     parsed = read_acceptance_csv(tmp_path / "m" / "acceptance.csv")
     assert parsed[0] == {"step": 1, "acc@1": 1, "acc@2": 0, "acc@3": 0, "acc@4": None, "acc@5": None,
                          "block_acc": pytest.approx(1 / 3, abs=1e-6), "drafted": 3, "accepted": 1, "committed": 2,
-                         "top1_agree": 1}
+                         "top1_agree": 1, "source": "self"}
     assert parsed[1]["top1_agree"] is None and parsed[2]["top1_agree"] == 0
     assert len(parsed) == 4 and parsed[3]["acc@4"] == 0 and parsed[3]["acc@5"] is None
     lg.close()
@@ -55,8 +59,8 @@ def test_speed_csv_and_no_calibration(tmp_path, no_plot):
     logger(tmp_path).close()
     rows = raw(tmp_path / "m" / "speed.csv")
     assert rows[0] == ["step", "wall_ms", "speedup", "drafter_ms", "verifier_ms", "trainer_ms", "committed",
-                       "decode_ms", "bg_trainer_ms", "lora_version"]
-    assert rows[1] == ["1", "20", "1", "10", "5", "0", "2", "20", "0", ""]  # 2 tokens * 10 ms / 20 ms
+                       "decode_ms", "bg_trainer_ms", "lora_version", "source"]
+    assert rows[1] == ["1", "20", "1", "10", "5", "0", "2", "20", "0", "", "self"]  # 2 tokens * 10 ms / 20 ms
     assert rows[2][2] == "2" and rows[4][2] == "0.75"               # 6*10/30, 3*10/40
     logger(tmp_path, ar=None).close()
     assert [r[2] for r in raw(tmp_path / "m" / "speed.csv")[1:]] == ["", "", "", ""]
@@ -87,11 +91,12 @@ def test_summary_every_n_blocks_with_trainer(tmp_path, no_plot):
     lg.log_train(1, {"loss": 9.0, "kd": 9.0, "ms": 99.0})
     logger_blocks(lg, BLOCKS[1:2])
     assert lines == ["[dvi] step 2 | last 2 blocks: acc@1 1.00 mean accepted 4.00 block_acc 0.67 top1_agree 1.00 "
-                     "speedup 1.60x | trainer loss 9.00 kd 9 (99.0 ms/step, 1 steps)"]
+                     "speedup 1.60x | sources: self 50% x2.00, ngram 50% x6.00 | trainer loss 9.00 kd 9 "
+                     "(99.0 ms/step, 1 steps)"]
     lg.log_train(3, {"loss": 1.0, "kd": 0.5, "ms": 10.0})
     lg.log_train(4, {"loss": 2.0, "kd": 0.7, "ms": 14.0})
-    for step, d, a, c, wall, top1 in BLOCKS[2:]:
-        lg.log_block(step, d, a, c, wall, 1.0, 1.0, trainer_ms=12.0, top1_agree=top1)
+    for step, d, a, c, wall, top1, _ in BLOCKS[2:]:
+        lg.log_block(step, d, a, c, wall, 1.0, 1.0, trainer_ms=12.0, top1_agree=top1)  # no source: no breakdown
     assert len(lines) == 2
     assert lines[1] == ("[dvi] step 4 | last 2 blocks: acc@1 0.50 mean accepted 2.00 block_acc 0.25 top1_agree 0.50 "
                         "speedup 0.80x | trainer loss 1.50 kd 0.6 (12.0 ms/step, 2 steps)")
@@ -146,3 +151,53 @@ def test_bad_input(tmp_path, no_plot):
     lg.close()
     with pytest.raises(UserError, match="does not exist"):
         read_acceptance_csv(tmp_path / "nope.csv")
+
+
+def test_sources_csv_counts_each_source(tmp_path, no_plot):
+    """Per source: its blocks and their share, tokens per pass, the drafters asked (a chain's asked_ms), the time."""
+    lg = MetricsLogger(tmp_path / "m", max_k=5, ar_ms_per_token=10.0, print_fn=lambda s: None)
+    lg.log_block(1, 3, 2, 3, 20.0, 4.0, 16.0, source="ngram", asked_ms={"ngram": 4.0})
+    lg.log_block(2, 2, 0, 1, 30.0, 10.0, 20.0, source="self", asked_ms={"ngram": 1.0, "memory": 2.0, "self": 7.0})
+    lg.log_block(3, 0, 0, 1, 12.0, 2.0, 10.0, source="none", asked_ms={"ngram": 0.5, "memory": 1.5})
+    lg.log_block(4, 1, 1, 2, 10.0, 2.0, 8.0, source="ngram")  # a lone drafter: it was asked, for drafter_ms
+    lg.close()
+    rows = {r["source"]: r for r in read_acceptance_csv(tmp_path / "m" / "sources.csv")}
+    assert list(rows) == ["ngram", "memory", "self", "none"]  # first seen first (asked in chain order)
+    ng, sf, mem, none = rows["ngram"], rows["self"], rows["memory"], rows["none"]
+    assert (ng["calls"], ng["blocks"], ng["drafted"], ng["accepted"], ng["committed"]) == (4, 2, 4, 3, 5)
+    assert ng["draft_ms"] == pytest.approx(7.5) and ng["verify_ms"] == pytest.approx(24.0)
+    assert ng["block_share"] == 0.5 and ng["committed_per_pass"] == 2.5
+    assert (mem["calls"], mem["blocks"], mem["draft_ms"], mem["committed_per_pass"]) == (2, 0, 3.5, None)
+    assert (sf["calls"], sf["blocks"], sf["committed"]) == (1, 1, 1)
+    assert (none["calls"], none["blocks"], none["committed_per_pass"]) == (0, 1, 1)
+    total = 7.5 + 24.0 + 7.0 + 20.0 + 3.5 + 10.0
+    assert ng["time_share"] == pytest.approx(31.5 / total, abs=1e-5)
+    assert sum(r["time_share"] for r in rows.values()) == pytest.approx(1.0, abs=1e-5)
+    assert sum(r["block_share"] for r in rows.values()) == pytest.approx(1.0)
+    no_source = logger(tmp_path / "x", blocks=[b[:6] + (None,) for b in BLOCKS])
+    no_source.close()
+    assert not (tmp_path / "x" / "m" / "sources.csv").exists()
+
+
+def test_plot_shows_every_curve_with_a_legend_outside_the_axes(tmp_path):
+    """acceptance (with top1_agree), tokens per pass and tokens/s vs greedy, losses: every curve is in a legend,
+    and every legend lies right of its axes, over no curve."""
+    blocks = [(i, 2, i % 3 // 2 * 2, 1 + i % 3 // 2 * 2, 10.0, None if i % 4 == 0 else i % 2 == 0, "self")
+              for i in range(1, 120)]
+    train = [(i, 1.0 / i, 0.5 / i, None, None) for i in range(1, 30)]
+    fig = progress_figure(blocks, train, ("loss", "kd", "ce", "pg"), ar_ms=8.0, window=10)
+    fig.canvas.draw()
+    labels = []
+    for ax in fig.axes:
+        curves = [ln.get_label() for ln in ax.get_lines() if not ln.get_label().startswith("_")]
+        legend = ax.get_legend()
+        assert legend is not None and [t.get_text() for t in legend.get_texts()] == curves
+        assert legend.get_window_extent().x0 >= ax.get_window_extent().x1
+        labels += curves
+    assert {"acc@1", "block_acc", "top1_agree", "loss", "kd"} <= set(labels)
+    assert any("tokens/s vs greedy" in x for x in labels) and any("tokens per pass" in x for x in labels)
+    speed = next(ln for ax in fig.axes for ln in ax.get_lines() if "tokens/s vs greedy" in ln.get_label())
+    assert speed.get_ydata()[-1] == pytest.approx(sum(c for *_, c, _, _, _ in blocks[-10:]) * 8.0 / 100.0)
+    top1 = next(ln for ax in fig.axes for ln in ax.get_lines() if ln.get_label() == "top1_agree")
+    judged = [b[5] for b in blocks[-10:] if b[5] is not None]
+    assert top1.get_ydata()[-1] == pytest.approx(sum(judged) / len(judged))  # blocks without one not counted

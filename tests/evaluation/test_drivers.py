@@ -4,6 +4,7 @@ import json
 import pytest
 
 from evaluation import inference_baseline, inference_kangaroo
+from dvi.metrics import read_acceptance_csv
 from evaluation.questions import chat_prompt_ids, load_questions
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.speculative import kangaroo_generate
@@ -104,12 +105,12 @@ def test_interrupted_answer_line_is_redone(tiny_model_dir, qfile, tmp_path):
 
 @pytest.mark.parametrize("extra", [
     ("--drafter", "hybrid", "--draft-policy", "goodput", "--drafter-vocab", "500"),
-    ("--drafter", "ngram", "--draft-policy", "threshold", "--ngram-min", "2", "--ngram-max", "4"),
+    ("--drafter", "ngram,memory", "--draft-policy", "threshold", "--ngram-min", "2", "--ngram-max", "4"),
     ("--drafter", "self", "--draft-policy", "goodput", "--drafter-vocab", "500", "--dvi-online", "true",
      "--dvi-batch-size", "2", "--dvi-update-every", "1", "--dvi-topk", "8"),
 ])
 def test_kangaroo_driver_drafters_match_baseline(tiny_model_dir, qfile, tmp_path, extra):
-    """Every drafter, policy and a pruned drafter head (from a counts file) give the baseline's tokens."""
+    """Every drafter, chain, policy and a pruned drafter head (from a counts file) give the baseline's tokens."""
     import numpy as np
 
     from kangaroo.subvocab import save_counts
@@ -123,6 +124,9 @@ def test_kangaroo_driver_drafters_match_baseline(tiny_model_dir, qfile, tmp_path
     assert [k["token_ids"] for k in kang] == [b["token_ids"] for b in base]
     if "goodput" in extra:
         assert (tmp_path / "cost.json").is_file()  # measured at startup, written where --cost-curve points
+    sources = [r["source"] for r in read_acceptance_csv(tmp_path / "m" / "sources.csv")]
+    first = "self" if extra[1] == "self" else "ngram"  # every chain here asks it first, every block
+    assert set(sources) <= {"ngram", "memory", "self", "none"} and sources[0] == first
 
 
 def test_kangaroo_driver_trains_an_adapter_and_deploys_it_both_ways(tiny_model_dir, qfile, tmp_path, capsys):

@@ -1,12 +1,13 @@
-"""The drafter seam: every drafter (self, n-gram, hybrid) under every policy reproduces greedy decoding; the
-n-gram index; verify without hidden states; zero-draft blocks; DVI learns only from self-drafted blocks."""
+"""The drafter seam: every drafter and chain (self, n-gram, memory, hybrid, ngram,memory,self) under every policy
+reproduces greedy decoding; the n-gram index; verify without hidden states; zero-draft blocks; the goodput policy.
+The chain's bookkeeping: tests/kangaroo/test_drafters_chain.py; the memory: tests/kangaroo/test_drafters_memory.py."""
 import random
 
 import pytest
 import torch
 
 from kangaroo.draft_policy import Calibrator, GoodputPolicy, ThresholdStop, expected_committed, make_policy
-from kangaroo.drafters import HybridDrafter, NGramDrafter, NGramIndex, SelfDrafter, make_drafter
+from kangaroo.drafters import DrafterChain, NGramDrafter, NGramIndex, SelfDrafter, make_drafter
 from kangaroo.greedy import greedy_decode
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.speculative import Draft, kangaroo_generate, prefill, self_draft, verify
@@ -27,14 +28,17 @@ def policy_factory(kind, threshold=0.3, cost=FLAT):
     return lambda: make_policy(kind, threshold, cost)
 
 
-@pytest.mark.parametrize("kind", ["self", "ngram", "hybrid"])
+@pytest.mark.parametrize("kind", ["self", "ngram", "memory", "hybrid", "ngram,memory,self"])
 @pytest.mark.parametrize("policy,cost", [("threshold", None), ("goodput", FLAT), ("goodput", STEEP)])
 @pytest.mark.parametrize("steps", [1, 3, 6])
 def test_every_drafter_is_lossless(tiny_llama, kind, policy, cost, steps):
+    """One drafter for all requests, as when serving: the memory drafter drafts from the earlier outputs (a prompt
+    asked again)."""
     km = KangarooModel(model_id="tiny", base_model=tiny_llama, exit_layer=2)
-    for ids in (repetitive_prompt(), torch.randint(3, 97, (1, 7), generator=torch.Generator().manual_seed(1))):
+    drafter = make_drafter(kind, steps, policy_factory(policy, cost=cost))
+    prompts = (repetitive_prompt(), torch.randint(3, 97, (1, 7), generator=torch.Generator().manual_seed(1)))
+    for ids in prompts + (prompts[1:] if "memory" in kind else ()):
         ref = greedy_decode(tiny_llama, ids, 40, set()).tokens
-        drafter = make_drafter(kind, steps, policy_factory(policy, cost=cost))
         res = kangaroo_generate(km, ids, 40, set(), drafter=drafter)
         assert res.tokens == ref
         assert sum(res.accept_lengths) == 40 and all(1 <= a <= steps + 1 for a in res.accept_lengths)
@@ -119,7 +123,7 @@ class Never:
 
 
 @pytest.mark.parametrize("drafter", [SelfDrafter(4, Never()), NGramDrafter(4, policy=Never()),
-                                     HybridDrafter(NGramDrafter(4, policy=Never()), SelfDrafter(4, Never()))])
+                                     DrafterChain([NGramDrafter(4, policy=Never()), SelfDrafter(4, Never())])])
 def test_zero_draft_blocks_are_greedy_steps(tiny_llama, drafter):
     km = KangarooModel(model_id="tiny", base_model=tiny_llama, exit_layer=2)
     ids = repetitive_prompt()
@@ -226,7 +230,8 @@ def test_real_model_drafters_lossless(real_lm, real_tokenizer):
                  "Write a Python function that returns the square of x."):
         ids = chat_prompt_ids(real_tokenizer, [{"role": "user", "content": text}], "smollm2-135m")
         ref = greedy_decode(real_lm, ids, 20, eos).tokens
-        for kind, c in (("self", cost), ("ngram", cost), ("hybrid", cost), ("hybrid", FLAT)):
+        for kind, c in (("self", cost), ("ngram", cost), ("hybrid", cost), ("hybrid", FLAT),
+                        ("ngram,memory,self", FLAT)):
             drafter = make_drafter(kind, 4, lambda: make_policy("goodput", 0.6, c))
             res = kangaroo_generate(km, ids, 20, eos, drafter=drafter,
                                     on_block=lambda b: sources.add(b.draft.source) if b.drafted else None)
@@ -240,16 +245,17 @@ def test_hybrid_keeps_calibrating_ngram_matches_it_declines(tiny_llama):
     km = KangarooModel(model_id="tiny", base_model=tiny_llama, exit_layer=2)
     cost = CostCurve([1.0] * 8, [5.0, 9.5] + [9.5 + n for n in range(6)], 0.5)  # an n-gram token needs p > 0.75
     cal = Calibrator(prior_weight=1)
-    for _ in range(40):
-        cal.update(1.0, False, "ngram")
-    ngram = NGramDrafter(4, policy=GoodputPolicy(cost, cal))
-    hybrid = HybridDrafter(ngram, SelfDrafter(4, ThresholdStop(0.0)))
+    for conf in (0.5, 0.75, 0.875):  # every match length a 1..3-gram match's first token can have
+        for _ in range(40):
+            cal.update(conf, False, "ngram")
+    hybrid = DrafterChain([NGramDrafter(4, policy=GoodputPolicy(cost, cal)), SelfDrafter(4, ThresholdStop(0.0))])
     sources = []
     ids = repetitive_prompt()
     res = kangaroo_generate(km, ids, 40, set(), drafter=hybrid, on_block=lambda b: sources.append(b.draft.source))
     assert res.tokens == greedy_decode(tiny_llama, ids, 40, set()).tokens
     assert sources and set(sources) == {"self"}  # every match declined
-    assert cal.tried[("ngram", 9)] > 40           # ... and judged anyway
+    assert sum(n for (src, _), n in cal.tried.items() if src == "ngram") > 120  # ... and judged anyway
+    assert hybrid.by_source["ngram"].calls == len(sources) and hybrid.by_source["ngram"].blocks == 0
 
 
 def test_drafters_and_speculative_import_without_a_cycle():

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from kangaroo.draft_policy import Calibrator, GoodputPolicy, make_policy
-from kangaroo.drafters import HybridDrafter, NGramDrafter, SelfDrafter
+from kangaroo.drafters import DrafterChain, NGramDrafter, SelfDrafter
 from kangaroo.greedy import greedy_decode
 from kangaroo.kangaroo_model import KangarooModel
-from kangaroo.probe_gate import ProbeGate, committed_prob
+from kangaroo.probe_gate import ProbeGate, committed_prob, gate_counters
 from kangaroo.speculative import kangaroo_generate
 from kangaroo.verify_cost import CostCurve
 
@@ -84,14 +84,14 @@ def test_the_gate_learns_that_a_confident_verifier_predicts_agreement():
 def test_gated_goodput_decodes_greedy_and_counts_declines(tiny_llama, hybrid):
     km = KangarooModel(model_id="tiny", base_model=tiny_llama, exit_layer=2)
     selfd = SelfDrafter(4, make_policy("goodput", cost=DEAR, gate=True))
-    drafter = HybridDrafter(NGramDrafter(4), selfd) if hybrid else selfd
+    drafter = DrafterChain([NGramDrafter(4), selfd]) if hybrid else selfd
     blocks = []
     for seed in (1, 2, 3):
         ids = torch.randint(3, 97, (1, 8), generator=torch.Generator().manual_seed(seed))
         drafter.begin(ids[0].tolist())
         res = kangaroo_generate(km, ids, 40, set(), drafter=drafter, on_block=blocks.append)
         assert res.tokens == greedy_decode(tiny_llama, ids, 40, set()).tokens
-    c = drafter.counters()
+    c = gate_counters(drafter)["self"]
     self_blocks = sum(b.draft.source == "self" for b in blocks)
     assert c["probes"] + c["declined_free"] == self_blocks and c["declined_free"] > 0
     assert sum(b.draft.source == "self" and (b.drafted or b.draft.declined_token is not None)
@@ -100,6 +100,6 @@ def test_gated_goodput_decodes_greedy_and_counts_declines(tiny_llama, hybrid):
 
 def test_without_a_gate_the_policy_keeps_its_backoff():
     pol = GoodputPolicy(DEAR, Calibrator())
-    assert pol.gate is None and pol.counters() == {}
+    assert pol.gate is None and gate_counters(SelfDrafter(4, pol)) == {}
     pol.note(block_with_row(0.5))  # harmless without a gate
     assert make_policy("goodput", cost=DEAR, gate=True).gate is not None

@@ -1,0 +1,105 @@
+"""The server's flags: the drivers' model, Kangaroo, drafter and DVI flags (``evaluation/cli.py``'s groups, so they
+mean there what they mean here), plus a few of its own, typed in ``ServeConfig``.
+
+    python -m kangaroo_dvi.serve --model-id smollm2-135m --host 127.0.0.1 --port 8000 --dvi-online true \\
+        --state-dir runs/serve
+
+``--state-dir DIR`` holds what the server learns: DIR/checkpoints (``--save-lora-path``: step_*.pt every
+``--save-lora-every`` blocks, final.pt at shutdown), DIR/metrics (``--metrics-out`` unless given), DIR/run.json.
+The same command again resumes from the newest checkpoint there (online); ``--dvi-online false --load-lora CKPT``
+serves a frozen drafter.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from common.config_fields import Rule, add_flags, at_least, check_fields, from_args, setting
+
+SERVE_DEFAULTS = {"save_lora_every": 500}  # periodic checkpoints by default when serving (the drivers: only final)
+# the drivers' question/answer flags the shared checks read; a server has none of them
+NO_QUESTIONS = {"temperature": 0.0, "question_begin": None, "question_end": None, "categories": None,
+                "exclude_categories": None, "prompts_jsonl": None, "max_prompts": None, "overwrite": False}
+
+
+PORT = Rule("is not a TCP port: pass 1..65535 (0: any free port)", lambda p: 0 <= p <= 65535)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = setting("127.0.0.1", flag="--host", help="address to listen on")
+    port: int = setting(8000, flag="--port", rule=PORT, help="TCP port (0: any free port, printed at start)")
+    state_dir: str = setting("runs/serve", flag="--state-dir",
+                             help="checkpoints (DIR/checkpoints), metrics (DIR/metrics) and the run record "
+                                  "(DIR/run.json); the same command again resumes from the newest checkpoint there")
+    served_model_name: str = setting("", flag="--served-model-name",
+                                     help="the model name clients pass (default: --model-id)")
+    max_batch: int = setting(8, flag="--max-batch", rule=at_least(1),
+                             help="requests decoded together, one block each per engine call")
+    queue_size: int = setting(16, flag="--queue-size", rule=at_least(1),
+                              help="requests that may wait for a slot; past it a request gets 503 with Retry-After")
+    max_new_tokens: int = setting(256, flag="--max-new-tokens", rule=at_least(1),
+                                  help="max_tokens of a request that gives none (capped by the context)")
+    drain_timeout: float = setting(30.0, flag="--drain-timeout", rule=at_least(0, "seconds"),
+                                   help="on SIGTERM/SIGINT: seconds to let requests in flight finish before "
+                                        "cancelling them")
+
+    def __post_init__(self):
+        check_fields(self)
+
+    @property
+    def checkpoints(self) -> Path:
+        return Path(self.state_dir) / "checkpoints"
+
+
+def add_serve_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("serving (OpenAI-compatible HTTP)")
+    add_flags(g, ServeConfig)
+    g.add_argument("--seed", type=int, default=123)
+
+
+def serve_config(args) -> ServeConfig:
+    """The serving flags as a frozen ``ServeConfig`` (the served name defaults to --model-id); a bad value raises
+    ``ConfigError`` naming its flag."""
+    cfg = from_args(ServeConfig, args)
+    return cfg if cfg.served_model_name else replace(cfg, served_model_name=str(args.model_id))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from evaluation.cli import (
+        OneLineParser,
+        add_dvi_args,
+        add_kangaroo_args,
+        add_model_args,
+    )
+
+    p = OneLineParser(description="Kangaroo-DVI as an OpenAI-compatible server whose drafter learns from its traffic",
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_model_args(p)
+    add_kangaroo_args(p)
+    add_dvi_args(p)
+    add_serve_args(p)
+    p.set_defaults(**SERVE_DEFAULTS, **NO_QUESTIONS)
+    return p
+
+
+def parse_serve_args(argv=None):
+    """Flags -> (resolved args as the drivers resolve them, ServeConfig). An online server resumes from the newest
+    checkpoint of its state folder; that checkpoint then decides the adapter mode and LoRA shape, as ``--load-lora``
+    does."""
+    from evaluation import cli
+    from evaluation.inference_kangaroo import prepare_checkpoints
+
+    args = build_parser().parse_args(argv)
+    cli.resolve_model_id(args)
+    cfg = serve_config(args)
+    args.save_lora_path = str(cfg.checkpoints)
+    args.metrics_out = args.metrics_out or str(Path(cfg.state_dir) / "metrics")
+    prepare_checkpoints(args)
+    cli.resolve_adapter_mode(args)
+    cli.resolve_lora_shape(args)
+    cli.resolve_dvi_settings(args)
+    cli.validate_static(args)
+    cli.resolve_device_dtype(args)
+    return args, cfg

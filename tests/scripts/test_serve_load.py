@@ -1,0 +1,58 @@
+"""The load run's figures (scripts/serve_load/report.py) on made-up records: what counts as equal to greedy, lost,
+a 5xx or a 503, the percentiles, the agreement quarters, and the targets line."""
+import csv
+
+from scripts.serve_load.client import percentile
+from scripts.serve_load.report import (
+    agreement,
+    matches,
+    phase_summary,
+    targets,
+    write_readme,
+)
+
+REFS = {0: [5, 6, 7, 2], 1: [8, 9, 10, 11]}
+
+
+def rec(prompt, status=200, ids=None, max_tokens=4, ttft=0.1, total=0.4, error=None):
+    return {"prompt": prompt, "status": status, "token_ids": ids or [], "max_tokens": max_tokens, "ttft_s": ttft,
+            "total_s": total, "error": error}
+
+
+def test_a_shorter_answer_is_checked_against_the_prefix_of_the_reference():
+    assert matches(rec(0, ids=[5, 6]), REFS | {0: [5, 6, 7, 2]}) is False  # max_tokens 4: all four expected
+    assert matches(rec(0, ids=[5, 6], max_tokens=2), REFS)
+    assert matches(rec(1, ids=[8, 9, 10, 11]), REFS) and not matches(rec(1, ids=[8, 9, 10, 12]), REFS)
+    assert not matches(rec(3, ids=[1]), REFS)  # no reference: not counted as equal
+
+
+def test_phase_summary_counts_and_latencies():
+    records = [rec(0, ids=[5, 6, 7, 2], ttft=0.1, total=0.4), rec(1, ids=[8, 9, 10, 12], ttft=0.3, total=0.9),
+               rec(0, status=503), rec(1, status=None, error="ReadTimeout"), rec(1, status=500),
+               rec(0, ids=[5], error="internal error")]
+    p = phase_summary("clients", 2, records, 2.0, REFS)
+    assert (p["requests"], p["ok"], p["rejected_503"], p["server_5xx"], p["lost"]) == (6, 2, 1, 1, 2)
+    assert (p["equal_to_greedy"], p["checked"], p["tokens"], p["tokens_per_s"]) == (1, 2, 8, 4.0)
+    assert p["ttft_p50_ms"] == 200.0 and p["tpot_p50_ms"] == 150.0  # (0.3/3 + 0.6/3) / 2 s per token
+    assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0 and percentile([], 0.5) is None
+
+
+def test_agreement_quarters_and_targets(tmp_path):
+    path = tmp_path / "acceptance.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "committed", "top1_agree"])
+        for step in range(1, 41):  # 10 blocks before the phase; then 0% agreement rising to 100%
+            w.writerow([step, 1 + (step > 30), "" if step % 5 == 0 else int(step > 30)])
+    a = agreement(path, 10, 40)
+    assert a["blocks"] == 30 and a["first_quarter"]["top1_agree"] == 0.0 and a["last_quarter"]["top1_agree"] == 1.0
+    assert a["last_quarter"]["mean_accepted"] == 2.0
+    one = phase_summary("clients", 1, [rec(0, ids=[5, 6, 7, 2])], 4.0, REFS)
+    four = phase_summary("clients", 4, [rec(0, ids=[5, 6, 7, 2])] * 3, 4.0, REFS)
+    over = phase_summary("overload", 9, [rec(0, status=503), rec(0, ids=[5, 6, 7, 2])], 1.0, REFS)
+    lines = targets([one, four, over])
+    assert lines[0].startswith("4 clients / 1 client tokens/s = 3.00x (met")
+    assert "5/5 answers equal" in lines[1] and lines[2].startswith("0 lost") and "1 of 2 turned away" in lines[3]
+    readme = write_readme(tmp_path, {"model_id": "m", "command": "cmd", "server_commands": ["a", "b"], "machine": "cpu",
+                                     "phases": [one, four, over], "agreement": a, "targets": lines}).read_text()
+    assert "| clients | 4 |" in readme and "3.00x" in readme and "last quarter **1.0**" in readme
