@@ -171,7 +171,7 @@ def run_meta(args, lm, n_questions: int) -> dict:
             "drafting": f"dvi: {args.drafter} drafter, {args.draft_policy} policy; dvi_self / ngram / memory "
                         f"({MEMORY_CHAIN}): {args.draft_policy} policy; n-grams {args.ngram_min}..{args.ngram_max}; "
                         f"memory {args.memory_tokens} tokens, seeded from {args.memory_seed or 'nothing'}; drafter "
-                        f"vocabulary {args.drafter_vocab or 'full'}",
+                        f"vocabulary {'auto' if args.drafter_vocab == -1 else args.drafter_vocab or 'full'}",
             "prompt_lookup": "prompt_lookup_num_tokens=6",
             "early_exit_assist": f"assistant_early_exit={args.exitlayer}, HF draft defaults: {hf_assist_defaults(lm)}",
             "repeats": args.repeats,
