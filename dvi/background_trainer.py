@@ -2,7 +2,8 @@
 trained adapter's weights).
 
     decode thread                                   trainer thread
-    on_block: push tuples (buffer lock)             wait for >= update_every new blocks and a full batch
+    on_block: push tuples (buffer lock)             wait for >= update_every new blocks (idle_steps: >= 1, so the
+                                                    thread steps whenever it is idle) and a full batch
               apply_published() (never blocks)      sample (buffer lock) -> OnlineTrainer.step on the shadow
                                                     publish: copy the shadow's tensors to a staging copy,
                                                              version += 1
@@ -52,10 +53,11 @@ def copy_tensors(dst: list, src: list) -> None:
 
 class BackgroundTrainer:
     def __init__(self, model, trainer, buffer, shadow: ShadowDrafter):
-        """Cadence from ``trainer.cfg``: a step whenever ``update_every`` new blocks arrived and the buffer holds
-        ``batch_size`` tuples."""
+        """Cadence from ``trainer.cfg``: a step whenever ``update_every`` new blocks arrived (``idle_steps``: one)
+        and the buffer holds ``batch_size`` tuples."""
         self.model, self.trainer, self.buffer, self.shadow = model, trainer, buffer, shadow
-        self.batch_size, self.update_every = trainer.cfg.batch_size, trainer.cfg.update_every
+        cfg = trainer.cfg
+        self.batch_size, self.update_every = cfg.batch_size, 1 if cfg.idle_steps else cfg.update_every
         self._cv = threading.Condition()
         self._blocks = 0            # blocks seen (decode side)
         self._trained_at = 0        # blocks seen at the last step's start

@@ -20,8 +20,8 @@ from evaluation.cli_checks import (check_prompts_jsonl, drafter_config, dvi_conf
 from evaluation.cli_errors import OneLineParser, fail, run_main
 from evaluation.cli_flags import (add_drafter_args, add_dvi_args, add_exitlayer_arg, add_kangaroo_args,
                                   add_model_args, add_speculation_args, build_parser)
-from evaluation.cli_resolve import (resolve_adapter_mode, resolve_device_dtype, resolve_dvi_settings,
-                                    resolve_lora_shape, resolve_model_id, resolve_question_file)
+from evaluation.cli_resolve import (resolve_adapter_mode, resolve_device_dtype, resolve_drafter_vocab,
+                                    resolve_dvi_settings, resolve_lora_shape, resolve_model_id, resolve_question_file)
 from evaluation.runtime import apply_runtime
 
 ABLATIONS = tuple(PRESETS)  # the loss presets are defined once, in dvi/presets.py
@@ -34,6 +34,7 @@ def parse_args(kind: str = "kangaroo", argv=None, description: str | None = None
     if kind == "kangaroo":
         resolve_adapter_mode(args)
         resolve_lora_shape(args)
+        resolve_drafter_vocab(args)
         resolve_dvi_settings(args)
     validate_static(args)
     resolve_question_file(args)

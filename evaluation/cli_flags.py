@@ -70,6 +70,10 @@ def add_drafter_args(g) -> None:
 
 def add_kangaroo_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("kangaroo (self-speculative decoding)")
+    g.add_argument("--compare-greedy", action="store_true",
+                   help="after each decoded turn, decode it greedily too (timed alike, outside the run's time): "
+                        "the run's decode tokens/s against greedy on the same prompts, and every output checked "
+                        "against greedy; written to METRICS/vs_greedy.json")
     g.add_argument("--adapter-path", default="none",
                    help="Kangaroo adapter checkpoint folder, or 'none' for the identity adapter (no file access)")
     g.add_argument("--adapter-mode", default="auto", choices=("auto", "none", "load", "train"),

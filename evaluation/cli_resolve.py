@@ -5,6 +5,7 @@ here changes the process (threads, the engine switch: ``evaluation.runtime.apply
     adapter mode    auto -> train (the --load-lora checkpoint holds a trained adapter) / load (a path) / none;
                     --dvi-adapter-window: the checkpoint's, else 16
     LoRA shape      --dvi-lora-r / --dvi-lora-alpha left out: the --load-lora checkpoint's
+    drafter vocab   --drafter-vocab auto: a pruned --load-lora checkpoint's size
     named settings  every training flag still left out: the value of --dvi-settings
     question file   data/BENCH/question.jsonl, then ../shared/data/BENCH/question.jsonl
     device, dtype   cuda when visible, else cpu; float32 on cpu, float16 on cuda
@@ -80,6 +81,16 @@ def resolve_lora_shape(args) -> None:
         args.dvi_lora_r = int(meta["lora_r"])
     if args.dvi_lora_alpha is None and "lora_alpha" in meta:
         args.dvi_lora_alpha = float(meta["lora_alpha"])
+
+
+def resolve_drafter_vocab(args) -> None:
+    """``--drafter-vocab auto`` with a ``--load-lora`` checkpoint trained on a pruned vocabulary: its size (the
+    checkpoint loads only into the same rows); else auto stays for ``drafter_config.auto_vocab``."""
+    from kangaroo.drafter_config import AUTO_VOCAB
+
+    saved = load_lora_meta(args).get("drafter_vocab") if args.drafter_vocab == AUTO_VOCAB else None
+    if saved is not None:
+        args.drafter_vocab = len(saved)
 
 
 def resolve_dvi_settings(args) -> None:

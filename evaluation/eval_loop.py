@@ -60,9 +60,10 @@ def check_fits(ids: torch.Tensor, max_new_tokens: int, max_positions: int | None
 
 
 def decode_turns(decode: Callable[[torch.Tensor], DecodeResult], tokenizer, model_id: str, turns: list[str],
-                 device, fits: Callable[[torch.Tensor], None] | None = None
+                 device, fits: Callable[[torch.Tensor], None] | None = None, after_turn=None
                  ) -> tuple[list[str], list[DecodeResult], list[float]]:
-    """Multi-turn: each turn's prompt holds the earlier turns and the model's own earlier answers."""
+    """Multi-turn: each turn's prompt holds the earlier turns and the model's own earlier answers.
+    ``after_turn(ids, result, wall)`` runs after each timed decode, outside its time (e.g. a greedy reference)."""
     messages, texts, results, walls = [], [], [], []
     for turn in turns:
         messages.append({"role": "user", "content": turn})
@@ -70,6 +71,8 @@ def decode_turns(decode: Callable[[torch.Tensor], DecodeResult], tokenizer, mode
         if fits is not None:
             fits(ids)
         res, wall = timed(lambda: decode(ids), device)
+        if after_turn is not None:
+            after_turn(ids, res, wall)
         walls.append(wall)
         text = tokenizer.decode(res.tokens, skip_special_tokens=True).strip()
         messages.append({"role": "assistant", "content": text})
@@ -91,9 +94,10 @@ def sharegpt_questions(path: str, max_prompts: int | None):
 def run_questions(args, method: str, decode: Callable[[torch.Tensor], DecodeResult], tokenizer,
                   extra_record: Callable[[], dict] | None = None,
                   warmup: Callable[[torch.Tensor], DecodeResult] | None = None,
-                  max_positions: int | None = None) -> RunTotals:
+                  max_positions: int | None = None, after_turn=None) -> RunTotals:
     """Decode every question of ``--question-file`` (or every prompt streamed from ``--prompts-jsonl``);
-    a prompt that with ``--max-new-tokens`` exceeds ``max_positions`` ends the run with a UserError."""
+    a prompt that with ``--max-new-tokens`` exceeds ``max_positions`` ends the run with a UserError.
+    ``after_turn``: see ``decode_turns``."""
     if getattr(args, "prompts_jsonl", None):
         questions, total, bench = sharegpt_questions(args.prompts_jsonl, args.max_prompts), args.max_prompts, "sharegpt"
     else:
@@ -122,7 +126,8 @@ def run_questions(args, method: str, decode: Callable[[torch.Tensor], DecodeResu
             continue
         texts, results, walls = decode_turns(
             decode, tokenizer, args.model_id, q["turns"], args.device,
-            fits=lambda ids, qid=q["question_id"]: check_fits(ids, args.max_new_tokens, max_positions, qid))
+            fits=lambda ids, qid=q["question_id"]: check_fits(ids, args.max_new_tokens, max_positions, qid),
+            after_turn=after_turn)
         accept = [a for r in results for a in r.accept_lengths]
         rec = answer_record(q["question_id"], args.model_id, texts, [len(r.tokens) for r in results], walls,
                             accept, [r.steps for r in results], category=q.get("category"),

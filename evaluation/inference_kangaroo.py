@@ -22,10 +22,12 @@ import torch
 
 from evaluation.cli import apply_runtime, drafter_config, dvi_config, parse_args, run_main, validate_against_config
 from evaluation.eval_loop import run_questions
+from evaluation.greedy_reference import GreedyReference
 from kangaroo.cache_pool import ReusableCaches
 from kangaroo.drafter_config import apply_drafter_vocab, build_drafter
 from kangaroo.drafters.counters import source_summary
 from kangaroo.greedy import eos_ids_of
+from kangaroo.probe_gate import gate_counters
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.model_loading import load_causal_lm, load_tokenizer
 from kangaroo.speculative import kangaroo_generate
@@ -80,7 +82,7 @@ def main(argv=None) -> int:
     model = build_model(args)
     eos = eos_ids_of(tokenizer, model.config)
     dcfg = drafter_config(args)
-    apply_drafter_vocab(dcfg, model, tokenizer)
+    vocab = apply_drafter_vocab(dcfg, model, tokenizer)
     learner, log, hook = None, None, None
     if args.dvi_online or args.load_lora:
         from dvi.online_loop import DVILearner
@@ -94,8 +96,9 @@ def main(argv=None) -> int:
         log, hook = plain_metrics(model, args)
     pool = ReusableCaches(model.new_caches)
     drafter = build_drafter(dcfg, model, online=args.dvi_online)
-    print(f"[drafter] {json.dumps(drafter.metadata())}"
-          + (f", drafter vocabulary {args.drafter_vocab}" if args.drafter_vocab else ""))
+    print(f"[drafter] {json.dumps(drafter.metadata())}, drafter vocabulary "
+          f"{model.config.vocab_size if vocab is None else len(vocab)}, head {model.head_precision}")
+    ref = GreedyReference(model.base_model, args.max_new_tokens, eos, args.device) if args.compare_greedy else None
 
     def decode(ids, use_hook=True):
         dense = learner is not None and use_hook and learner.prefill_positions > 0
@@ -107,8 +110,8 @@ def main(argv=None) -> int:
     method = "dvi" if learner else "kangaroo"
     finished = False
     try:
-        run_questions(args, method, decode, tokenizer, warmup=lambda ids: decode(ids, use_hook=False),
-                      max_positions=model.config.max_position_embeddings)
+        run_questions(args, method, decode, tokenizer, warmup=lambda ids: warmup(decode, ref, ids),
+                      max_positions=model.config.max_position_embeddings, after_turn=ref and ref.after_turn)
         finished = True
         print(f"[drafter] verifier passes by draft source (share, tokens per pass): "
               f"{source_summary(drafter.by_source)}")
@@ -119,7 +122,30 @@ def main(argv=None) -> int:
         if log is not None:
             log.close()
             print(f"[kangaroo] metrics: {log.out_dir}")
+        if ref is not None:
+            print(ref.line())
+            print(f"[greedy-reference] {ref.write(reference_path(args))}")
+    counters = gate_counters(drafter)
+    if counters:
+        print(f"[drafter] probe gate: {json.dumps(counters)}")
     return 0
+
+
+def warmup(decode, ref, ids) -> None:
+    decode(ids, use_hook=False)
+    if ref is not None:
+        ref.warm(ids)
+
+
+def reference_path(args):
+    """--compare-greedy writes METRICS/vs_greedy.json (next to the answer file without --metrics-out)."""
+    from pathlib import Path
+
+    from dvi.online_loop import metrics_dir
+
+    if args.metrics_out or args.dvi_online or args.load_lora:
+        return metrics_dir(args.metrics_out) / "vs_greedy.json"
+    return Path(args.answer_file).with_suffix(".vs_greedy.json")
 
 
 if __name__ == "__main__":

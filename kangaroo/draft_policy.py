@@ -33,6 +33,8 @@ class DraftPolicy(Protocol):
 
     def probe(self, source: str = "self") -> bool: ...
 
+    def note(self, block) -> None: ...
+
     def observe(self, block) -> None: ...
 
     def observe_candidate(self, conf: float, accepted: bool, source: str) -> None: ...
@@ -52,6 +54,9 @@ class ThresholdStop:
     def probe(self, source: str = "self") -> bool:
         return True
 
+    def note(self, block) -> None:
+        pass
+
     def observe(self, block) -> None:
         pass
 
@@ -60,12 +65,14 @@ class ThresholdStop:
 
 
 class Calibrator:
-    """Observed acceptance rate per (source, confidence bin), with the raw confidence as a prior of weight k."""
+    """Observed acceptance rate per (source, confidence bin), with the raw confidence as a prior of weight k.
+    ``decay`` < 1 forgets old observations (each update scales its bin's counts by it first): a drafter that
+    learns online changes its acceptance, and the counts of its first blocks would hold it back."""
 
-    def __init__(self, bins: int = 10, prior_weight: float = 4.0):
-        self.bins, self.k = bins, prior_weight
-        self.tried: dict[tuple[str, int], int] = {}
-        self.accepted: dict[tuple[str, int], int] = {}
+    def __init__(self, bins: int = 10, prior_weight: float = 4.0, decay: float = 1.0):
+        self.bins, self.k, self.decay = bins, prior_weight, decay
+        self.tried: dict[tuple[str, int], float] = {}
+        self.accepted: dict[tuple[str, int], float] = {}
 
     def _key(self, source: str, conf: float) -> tuple[str, int]:
         return source, min(self.bins - 1, max(0, int(conf * self.bins)))
@@ -77,8 +84,8 @@ class Calibrator:
 
     def update(self, conf: float, accepted: bool, source: str = "self") -> None:
         key = self._key(source, conf)
-        self.tried[key] = self.tried.get(key, 0) + 1
-        self.accepted[key] = self.accepted.get(key, 0) + int(accepted)
+        self.tried[key] = self.decay * self.tried.get(key, 0) + 1
+        self.accepted[key] = self.decay * self.accepted.get(key, 0) + int(accepted)
 
     def state_dict(self) -> dict:
         """Plain values (a checkpoint's ``extra``): the bins, the prior and [source, bin, tried, accepted] rows."""
@@ -89,8 +96,8 @@ class Calibrator:
         """Restore ``state_dict()``'s counts (kept only with the same bins; the prior is this run's)."""
         if int(sd.get("bins", -1)) != self.bins:
             return
-        self.tried = {(str(s), int(b)): int(n) for s, b, n, _ in sd.get("counts", [])}
-        self.accepted = {(str(s), int(b)): int(a) for s, b, _, a in sd.get("counts", [])}
+        self.tried = {(str(s), int(b)): float(n) for s, b, n, _ in sd.get("counts", [])}
+        self.accepted = {(str(s), int(b)): float(a) for s, b, _, a in sd.get("counts", [])}
 
     def observe(self, block) -> None:
         """Positions up to the first rejection are evidence; later drafts were never judged."""
@@ -116,10 +123,11 @@ class GoodputPolicy:
 
     name = "goodput"
 
-    def __init__(self, cost, calibrator: Calibrator | None = None, max_skip: int = 16):
+    def __init__(self, cost, calibrator: Calibrator | None = None, max_skip: int = 16, gate=None):
         self.cost = cost
         self.calibrator = calibrator or Calibrator()
         self.max_skip = max_skip
+        self.gate = gate       # a ProbeGate (kangaroo/probe_gate.py) decides the probes; None: the backoff below
         self.declines = 0      # wasted self probes in a row: declined, or kept and rejected by the verifier
         self.since_probe = 0   # blocks since the last probe
 
@@ -135,27 +143,41 @@ class GoodputPolicy:
 
     def probe(self, source: str = "self") -> bool:
         """Whether this block may pay for a first candidate (see the module docstring)."""
+        if self.gate is not None:
+            return self.gate.should_probe()
         self.since_probe += 1
         if self.since_probe >= min(self.max_skip, 1 + self.declines // 2):
             self.since_probe = 0
             return True
         return False
 
+    def note(self, block) -> None:
+        """Every block, whoever drafted it: what the gate may use before the next probe."""
+        if self.gate is not None:
+            self.gate.note(block)
+
     def observe(self, block) -> None:
         self.calibrator.observe(block)
         if block.draft.source == "self" and block.drafted:  # a kept first draft the verifier rejected is a
             self.declines = 0 if block.accepted else self.declines + 1  # wasted probe too
+        if self.gate is not None and block.top1_agree is not None:
+            self.gate.learn(block.top1_agree)
 
     def observe_candidate(self, conf: float, accepted: bool, source: str) -> None:
         """A declined candidate the verifier judged anyway (e.g. an n-gram proposal the hybrid did not use)."""
         self.calibrator.update(conf, accepted, source)
 
 
-def make_policy(name: str, threshold: float = 0.6, cost=None, prior_weight: float = 4.0):
+def make_policy(name: str, threshold: float = 0.6, cost=None, prior_weight: float = 4.0, gate: bool = False,
+                decay: float = 1.0):
+    """``gate``: the goodput policy decides its self probes by a ``ProbeGate``; ``decay``: its calibrator's."""
     if name == "threshold":
         return ThresholdStop(threshold)
     if name == "goodput":
         if cost is None:
             raise ValueError("the goodput policy needs a verify-cost curve (kangaroo.verify_cost)")
-        return GoodputPolicy(cost, Calibrator(prior_weight=prior_weight))
+        from kangaroo.probe_gate import ProbeGate
+
+        return GoodputPolicy(cost, Calibrator(prior_weight=prior_weight, decay=decay),
+                             gate=ProbeGate(cost) if gate else None)
     raise ValueError(f"unknown draft policy {name!r}: use threshold or goodput")

@@ -8,15 +8,19 @@ flags.
                       earlier outputs, then the self-drafter); with --dvi-online true: ONLINE_DRAFTER, the chain
                       ngram,self (hybrid), so that the memory, which matches almost always once it holds some
                       traffic, does not take the blocks the self-drafter's training tuples come from
-    auto policy       goodput when deploying; threshold with --dvi-online true, so that every block drafts and
-                      the online trainer gets tuples from the first block on (the goodput policy's declined
-                      candidates feed it too, but far fewer)
+    auto policy       goodput, deployed and online alike: with the packed head a probe costs ~1-3% of a step, so
+                      the gate probes nearly every block and the trainer gets the judged candidates (kept or
+                      declined) and the dense KD rows of every block; threshold made every block draft, costing
+                      the online run its speed
+    auto vocabulary   DEFAULT_VOCAB (FR-Spec) where the model's token counts are in runs/subvocab
+    head precision    auto: int8 on the engine (kangaroo/packed_head.py); the LoRA merged when deployed
 
 Call ``apply_drafter_vocab`` before ``drafter_head.attach_drafter_head`` (the LoRA lives on the pruned sub-head), and
 ``build_drafter`` after it (the cost curve's head time is that of the head in use).
 """
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +30,21 @@ from common.errors import ConfigError, UserError
 from kangaroo.draft_policy import Calibrator, GoodputPolicy, make_policy
 from kangaroo.drafters import SuffixMemory, chain_names, make_drafter
 from kangaroo.kangaroo_model import check_exit_layer
+from kangaroo.packed_head import PRECISIONS
+
+AUTO_VOCAB = -1
+DEFAULT_VOCAB = 8192  # auto: the pruned drafter vocabulary when the model's token counts are in runs/subvocab
+
+
+def vocab_size(v: str) -> int:
+    """``--drafter-vocab``: a token count, or auto (``AUTO_VOCAB``)."""
+    if str(v).strip().lower() == "auto":
+        return AUTO_VOCAB
+    try:
+        return int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a token count or auto, got {v!r}") from None
+
 
 AUTO_DRAFTER = "ngram,memory,self"
 ONLINE_DRAFTER = "ngram,self"
@@ -44,7 +63,7 @@ class DrafterConfig:
     draft_policy: str = setting("auto", flag="--draft-policy", choices=("auto", "threshold", "goodput"),
                                 help="threshold: Kangaroo's --threshold rule (>= 1 token per block); goodput: draft a "
                                      "token only if expected committed tokens per ms rises (measured verify-cost "
-                                     "curve); auto: goodput, but threshold with --dvi-online true")
+                                     "curve); auto: goodput")
     threshold: float = setting(0.6, flag="--threshold", rule=within(0, 1, "a probability"),
                                help="stop drafting a block when the drafter's top-1 probability falls under this")
     steps: int = setting(6, flag="--steps", rule=at_least(1, "tokens drafted per block at most"),
@@ -64,13 +83,25 @@ class DrafterConfig:
     goodput_prior: float = setting(4.0, flag="--goodput-prior", rule=above(0),
                                    help="goodput: weight (in observations) of the drafter's raw confidence as the "
                                         "acceptance prior")
-    drafter_vocab: int = setting(0, flag="--drafter-vocab", rule=at_least(0, "0: the full vocabulary"),
+    drafter_vocab: int = setting(AUTO_VOCAB, flag="--drafter-vocab", type=vocab_size,
+                                 rule=at_least(AUTO_VOCAB, "0: the full vocabulary; -1 or auto: auto"),
                                  help="pruned drafter head (FR-Spec): draft only the N most frequent tokens; 0: full "
-                                      "vocabulary")
+                                      "vocabulary; auto: that of the --load-lora checkpoint, else 8192 where "
+                                      "runs/subvocab has the model's token counts")
     drafter_vocab_file: str = setting("", flag="--drafter-vocab-file",
                                       help="token counts (python -m scripts.build_subvocab) for --drafter-vocab; "
                                            "default runs/subvocab/<model>.counts.npz, counted from "
                                            "assets/sharegpt.jsonl when missing")
+    head_precision: str = setting("auto", flag="--drafter-head-precision", choices=PRECISIONS,
+                                  help="the drafter head's weights on the CPU engine (the verifier stays float32, so "
+                                       "outputs do not change): int8 (VNNI), bf16, float32; auto: int8 where the "
+                                       "engine's kernel is built")
+    probe_gate: bool = setting(True, flag="--probe-gate",
+                               help="goodput: ask the self-drafter only when a model of what is already known (the "
+                                    "verifier's probability of its last token, recent agreement) says a probe can pay; "
+                                    "false: a fixed backoff")
+    calibration_decay: float = setting(0.995, rule=within(0, 1),
+                                       help="goodput: the calibrator forgets old verdicts (a drafter learning online)")
 
     def __post_init__(self):
         check_fields(self)
@@ -94,24 +125,23 @@ SPECULATION_FLAGS = ("--exitlayer", "--threshold", "--steps")  # the Kangaroo bl
 
 
 def resolve_auto(cfg: DrafterConfig, online: bool = False) -> DrafterConfig:
-    """``auto`` drafter: ``ONLINE_DRAFTER`` while training online, else ``AUTO_DRAFTER``; ``auto`` policy:
-    threshold while training online, else goodput."""
+    """``auto`` drafter: ``ONLINE_DRAFTER`` while training online, else ``AUTO_DRAFTER``; ``auto`` policy: goodput
+    (online too)."""
     auto = ONLINE_DRAFTER if online else AUTO_DRAFTER
     return replace(cfg, drafter=auto if cfg.drafter == "auto" else cfg.drafter,
-                   draft_policy=("threshold" if online else "goodput") if cfg.draft_policy == "auto"
-                   else cfg.draft_policy)
+                   draft_policy="goodput" if cfg.draft_policy == "auto" else cfg.draft_policy)
 
 
 def apply_drafter_vocab(cfg: DrafterConfig, model, tokenizer=None, print_fn=print):
     """Prune the drafter head to ``cfg.drafter_vocab`` N tokens (no-op for 0). Counts come from
     ``cfg.drafter_vocab_file``, or are counted once from assets/sharegpt.jsonl and written to the default path."""
-    n = cfg.drafter_vocab
-    if not n:
-        return None
     from kangaroo.greedy import eos_ids_of
     from kangaroo.subvocab import count_tokens, default_counts_path, load_counts, save_counts, top_ids
 
     path = Path(cfg.drafter_vocab_file) if cfg.drafter_vocab_file else default_counts_path(cfg.model_id)
+    n = auto_vocab(cfg, model, path)
+    if not n:
+        return None
     if path.is_file():
         counts, meta = load_counts(path)
     elif cfg.drafter_vocab_file:
@@ -130,6 +160,15 @@ def apply_drafter_vocab(cfg: DrafterConfig, model, tokenizer=None, print_fn=prin
     ids = top_ids(counts, n, always=eos_ids_of(tokenizer, model.config) if tokenizer is not None else ())
     model.set_drafter_vocab(ids)
     return ids
+
+
+def auto_vocab(cfg: DrafterConfig, model, counts_path: Path) -> int:
+    """``cfg.drafter_vocab``, with auto resolved: ``DEFAULT_VOCAB`` when this model's token counts exist (the
+    bundled model's are in runs/subvocab) and its vocabulary is at least twice that, else the full vocabulary."""
+    if cfg.drafter_vocab != AUTO_VOCAB:
+        return cfg.drafter_vocab
+    fits = model.config.vocab_size >= 2 * DEFAULT_VOCAB and counts_path.is_file()
+    return DEFAULT_VOCAB if fits else 0
 
 
 def cost_curve(cfg: DrafterConfig, model, print_fn=print):
@@ -184,11 +223,23 @@ def build_drafter(cfg: DrafterConfig, model, print_fn=print, cost=None, online: 
     measures (or reads) the verify-cost curve unless ``cost`` is given. ``memory``: a shared store for the memory
     drafter (default: ``new_memory(cfg)``); ``calibrator``: one goodput calibration shared by every drafter built
     with it (a server's requests; its counts are keyed by draft source), else one per drafter."""
+    from kangaroo.packed_head import configure
+
     cfg = resolve_auto(cfg, online)
+    configure(model, cfg.head_precision, frozen=not online)  # before the cost curve times the head
     if cfg.draft_policy == "goodput" and cost is None:
         cost = cost_curve(cfg, model, print_fn)
-    shared = calibrator is not None and cfg.draft_policy == "goodput"
-    return make_drafter(cfg.drafter, cfg.steps,
-                        lambda: GoodputPolicy(cost, calibrator) if shared
-                        else make_policy(cfg.draft_policy, cfg.threshold, cost, cfg.goodput_prior),
-                        cfg.ngram_min, cfg.ngram_max, memory if memory is not None else new_memory(cfg))
+    shared = calibrator if calibrator is not None and cfg.draft_policy == "goodput" else None
+    return make_drafter(cfg.drafter, cfg.steps, policy_factory(cfg, cost, shared), cfg.ngram_min, cfg.ngram_max,
+                        memory if memory is not None else new_memory(cfg))
+
+
+def policy_factory(cfg: DrafterConfig, cost, calibrator: Calibrator | None = None):
+    """One new policy per call, as ``cfg`` says: each drafter calibrates apart, unless ``calibrator`` is one shared
+    goodput calibration (a server's requests); every goodput policy gets its own probe gate (``--probe-gate``)."""
+    if calibrator is not None:
+        from kangaroo.probe_gate import ProbeGate
+
+        return lambda: GoodputPolicy(cost, calibrator, gate=ProbeGate(cost) if cfg.probe_gate else None)
+    return lambda: make_policy(cfg.draft_policy, cfg.threshold, cost, cfg.goodput_prior, gate=cfg.probe_gate,
+                               decay=cfg.calibration_decay)

@@ -176,10 +176,14 @@ class KangarooModel(nn.Module):
         With a pruned drafter vocabulary (``set_drafter_vocab``) the columns are the N kept tokens, in the order
         of ``drafter_vocab``; map a column back with ``drafter_token_id``."""
         if self.drafter_head is None:
-            weight = self.head_model.weight if self._pruned_head_weight is None else self._pruned_head_weight
             with torch.no_grad():
-                return project(hk, weight).float()
+                return project(hk, self.identity_head_weight).float()
         return self.drafter_head(hk)
+
+    @property
+    def identity_head_weight(self) -> torch.Tensor:
+        """The rows the identity drafter projects onto: the verifier's head, or its kept rows when pruned."""
+        return self.head_model.weight if self._pruned_head_weight is None else self._pruned_head_weight
 
     def drafter_token_id(self, idx) -> int:
         """Full-vocabulary id of the drafter's column ``idx``."""

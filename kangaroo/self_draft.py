@@ -6,7 +6,7 @@ import torch
 
 from kangaroo.blocks import Draft
 from kangaroo.kangaroo_model import KangarooCaches, KangarooModel
-from kangaroo.llama_forward import top1
+from kangaroo.packed_head import propose
 from kangaroo.timing import now
 
 
@@ -21,9 +21,9 @@ def self_draft(model: KangarooModel, last_token: int, caches: KangarooCaches, st
     declined = (None, None, None)
     for _ in range(steps):
         hk = out.hk[:, -1]
-        (idx,), (conf,) = top1(model.drafter_logits_from_hk(hk))
+        best = propose(model, hk)
+        conf, tok = best.probs[0], model.drafter_token_id(best.columns[0])
         keep, go_on = policy.decide(confs + [conf], "self")
-        tok = model.drafter_token_id(idx)
         if not keep:
             declined = (tok, conf, hk[0])
             break

@@ -2,7 +2,7 @@
 
     shallow_ms[n-1]  shallow layers (+ adapter) over n new tokens            n = 1..steps+1
     deep_ms[n-1]     deep layers + final norm + the verifier's head over n   n = 1..steps+1
-    head_ms          the drafter's head on one row (pruned or LoRA, as attached)
+    head_ms          the drafter's proposal on one row (pruned or LoRA, as attached, in its precision: packed_head)
 
 What a block drafting m tokens costs (``block_ms``):
 
@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from common.atomic import atomic_write_text
+from kangaroo.packed_head import propose
 from kangaroo.timing import elapsed_ms
 
 
@@ -60,21 +61,21 @@ def measure_cost_curve(model, max_tokens: int, reps: int = 5, prefix: int = 32) 
     caches = model.new_caches(prefix + max_tokens + 2)
     ids = torch.arange(prefix, device=dev)[None] % model.config.vocab_size
     model.forward_deep(model.forward_shallow(ids, caches.shallow).h, caches.deep)
-    shallow, deep = [], []
+    shallow, deep, heads = [], [], []
     for n in range(1, max_tokens + 1):
         x = ids[:, :n]
         ts, td = [], []
         for _ in range(reps + 1):  # the first run is a warm-up
             out = {}
-            ts.append(elapsed_ms(lambda: out.setdefault("h", model.forward_shallow(x, caches.shallow).h), dev))
-            td.append(elapsed_ms(lambda: model.verifier_logits(model.forward_deep(out["h"], caches.deep)).argmax(-1),
+            ts.append(elapsed_ms(lambda: out.setdefault("s", model.forward_shallow(x, caches.shallow)), dev))
+            td.append(elapsed_ms(lambda: model.verifier_logits(model.forward_deep(out["s"].h, caches.deep)).argmax(-1),
                                  dev))
+            # the drafter's head as decoding meets it: after a verify pass has streamed the model through the caches
+            heads.append(elapsed_ms(lambda: propose(model, out["s"].hk[:, -1]), dev))
             caches.crop(prefix)
         shallow.append(statistics.median(ts[1:]))
         deep.append(statistics.median(td[1:]))
-    hk = torch.zeros(1, model.config.hidden_size, device=dev, dtype=model.dtype)
-    heads = [elapsed_ms(lambda: model.drafter_logits_from_hk(hk).max(-1), dev) for _ in range(reps + 1)]
-    return CostCurve(_monotone(shallow), _monotone(deep), statistics.median(heads[1:]))
+    return CostCurve(_monotone(shallow), _monotone(deep), statistics.median(heads))
 
 
 def _monotone(ms: list[float]) -> list[float]:

@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # Set everything up, then run the main job on the bundled SmolLM2-135M-Instruct and real data:
-# DVI online over a ShareGPT slice (the drafter's Kangaroo adapter and LoRA head learn while every output token stays
-# the base model's greedy token), then print where the metrics, the plot and the checkpoint are.
-# Knobs (environment): MAX_PROMPTS (300), MAX_NEW_TOKENS (32), THREADS (1), OUT (runs/main), EXTRA (more flags).
-# The DVI training settings are the defaults of the flags: `--dvi-settings tuned` (dvi/settings.py), measured on this
-# model (runs/replay, runs/main/README.md); EXTRA="--dvi-settings workplan" runs the work plan's 7B values instead.
+# DVI online over a ShareGPT slice with the defaults of `--dvi-online true` (no other DVI flag: the drafter learns while
+# every output token stays the base model's greedy token), each prompt also decoded greedily in the same run
+# (--compare-greedy), then OUT/README.md with the online targets: top1_agree over the last quarter of blocks, decode
+# tokens/s against greedy on the same prompts at the same thread count, outputs equal to greedy.
+# Knobs (environment): MAX_PROMPTS (150), MAX_NEW_TOKENS (64), THREADS (1), OUT (runs/main), EXTRA (more flags),
+# NOTE (a line for the README, e.g. "quiet machine").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 OUT=${OUT:-runs/main}
-python3 -m evaluation.inference_kangaroo --model-id smollm2-135m --adapter-mode train \
-    --exitlayer 2 --threshold 0.6 --steps 6 --temperature 0.0 --seed 123 \
-    --dvi-online true --prompts-jsonl assets/sharegpt.jsonl --max-prompts "${MAX_PROMPTS:-300}" \
-    --max-new-tokens "${MAX_NEW_TOKENS:-32}" --num-threads "${THREADS:-1}" \
-    --save-lora-path "$OUT/checkpoints" --metrics-out "$OUT/metrics" --answer-file "$OUT/answers.jsonl" --overwrite \
-    ${EXTRA:-}
-echo "main job done: plot $OUT/metrics/dvi_progress.png, CSVs $OUT/metrics/{acceptance,speed,trainer}.csv," \
-     "drafter checkpoint $OUT/checkpoints/final.pt, answers $OUT/answers.jsonl"
+mkdir -p "$OUT"
+CMD=(python3 -m evaluation.inference_kangaroo --model-id smollm2-135m --dvi-online true --compare-greedy
+     --prompts-jsonl assets/sharegpt.jsonl --max-prompts "${MAX_PROMPTS:-150}" --max-new-tokens "${MAX_NEW_TOKENS:-64}"
+     --num-threads "${THREADS:-1}" --save-lora-path "$OUT/checkpoints" --metrics-out "$OUT/metrics"
+     --answer-file "$OUT/answers.jsonl" --overwrite --no-progress ${EXTRA:-})
+"${CMD[@]}" 2>&1 | tee "$OUT/log.txt"
+python3 -m scripts.main_report --out "$OUT" --command "$(printf '%q ' "${CMD[@]}")" \
+    --note "${NOTE:-threads ${THREADS:-1}}"
+echo "main job done: $OUT/README.md, plot $OUT/metrics/dvi_progress.png, CSVs $OUT/metrics/, drafter checkpoint" \
+     "$OUT/checkpoints/final.pt, answers $OUT/answers.jsonl"

@@ -26,7 +26,9 @@ Cost model of a block that drafts m tokens and commits c of them (c = accepted +
   block(m)  = (m + 1) shallow + m head + deep(m + 1) [+ train / --dvi-update-every while learning online]
   speedup   = c * ar / block(m),  so the block breaks even at c = block(m) / ar committed tokens
 
-The cost model and its tables are ``scripts/profile/cost_model.py`` (pure), the timing ``scripts/profile/measure.py``.
+The cost model and its tables are ``scripts/profile/cost_model.py`` (pure), the timing ``scripts/profile/measure.py``;
+one self-drafted token's cost as a share of ``ar``, per drafter vocabulary and head precision, is
+``scripts/profile/draft.py`` (--drafter-vocabs, --head-precisions, --draft-adapter).
 Writes OUT/block_costs.json and OUT/block_costs.md. The DVI head's rank is --dvi-lora-r (default: the rank of
 --load-lora when given, else 64). Timing only: no answer is decoded and nothing is asserted.
 """
@@ -45,6 +47,7 @@ from evaluation.cli import (OneLineParser, add_model_args, add_speculation_args,
 from kangaroo import cpu_engine
 from scripts.profile.cost_model import report_markdown, variants_markdown
 from scripts.profile import limits
+from scripts.profile.draft import draft_markdown, measure_draft
 from scripts.profile.measure import measure
 
 
@@ -65,6 +68,13 @@ def build_parser() -> OneLineParser:
                    help="comma-separated --weights formats to time (stored, float32, bfloat16, float16, q8_0, q4_0, "
                         "q4_1): one model each, converted where the format is not the file's")
     p.add_argument("--stream-mb", type=int, default=512, help="size of the buffer that measures the stream rate")
+    p.add_argument("--drafter-vocabs", default="0,16384,8192,4096",
+                   help="drafter vocabulary sizes to time one self-drafted token at (0: the full vocabulary)")
+    p.add_argument("--head-precisions", default="float32,bf16,int8",
+                   help="drafter head precisions to time one self-drafted token with (kangaroo/packed_head.py)")
+    p.add_argument("--draft-adapter", default="none", choices=("none", "train"),
+                   help="the drafter of the drafted-token rows: none (layer-k features) or a trained Kangaroo adapter "
+                        "(its layer runs per drafted token too)")
     p.add_argument("--out", default="runs/profile")
     return p
 
@@ -79,12 +89,13 @@ def lora_shape(args) -> tuple[int, float]:
     return int(meta["lora_r"]), float(meta["lora_alpha"])
 
 
-def measure_formats(args, r: int, alpha: float, rate: float, fmas: float) -> tuple[dict, dict]:
-    """Every variant's costs (with its stream limit and FMA floors), and bytes per token per format."""
+def measure_formats(args, r: int, alpha: float, rate: float, fmas: float) -> tuple[dict, dict, list]:
+    """Every variant's costs (with its stream limit and FMA floors), bytes per token per format, and one
+    self-drafted token's costs (scripts/profile/draft.py) in the first format, engine and thread count."""
     from kangaroo.kangaroo_model import KangarooModel
     from kangaroo.model_loading import load_causal_lm
 
-    variants, per_format = {}, {}
+    variants, per_format, draft = {}, {}, []
     for i, fmt in enumerate(args.weights_list.split(",")):
         lm = load_causal_lm(args.model_id, device=args.device, dtype=args.dtype, weights=fmt)
         km = KangarooModel(model_id=args.model_id, exit_layer=args.exitlayer, base_model=lm)
@@ -98,8 +109,14 @@ def measure_formats(args, r: int, alpha: float, rate: float, fmas: float) -> tup
                 costs = measure(km, args, r, alpha, train=not variants)
                 variants[f"{fmt}/{engine}/{threads}t"] = {**costs, "stream_limit_ms": nbytes / rate * 1e3,
                                                           "fma_floor_ms": floors}
+        if i == 0:
+            cpu_engine.set_enabled(args.engines.split(",")[0] == "auto")
+            torch.set_num_threads(int(args.threads.split(",")[0]))
+            drafter_km = km if args.draft_adapter == "none" else KangarooModel(
+                model_id=args.model_id, exit_layer=args.exitlayer, base_model=lm, adapter_mode="train")
+            draft = measure_draft(drafter_km, args, r, alpha)
         del km, lm
-    return variants, per_format
+    return variants, per_format, draft
 
 
 def main(argv=None) -> int:
@@ -112,18 +129,20 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     rate, fmas = limits.stream_rate(args.stream_mb, args.repeats), limits.fma_rate(args.repeats)
     torch.set_num_threads(threads)
-    variants, per_format = measure_formats(args, r, alpha, rate, fmas)
+    variants, per_format, draft = measure_formats(args, r, alpha, rate, fmas)
     costs = {**variants[next(iter(variants))]}
     costs["variants"] = variants
+    costs["draft"] = draft
     meta = {"model": args.model_id, "device": args.device, "dtype": args.dtype, "threads": args.threads,
             "engines": args.engines, "weights": args.weights_list, "exit layer": args.exitlayer,
             "context": args.context, "repeats": args.repeats, "lora r": r, "trainer batch": args.dvi_batch_size,
-            "top-K": args.dvi_topk, "update every": args.dvi_update_every,
+            "top-K": args.dvi_topk, "drafter adapter": args.draft_adapter, "update every": args.dvi_update_every,
             "stream GB/s (1 thread, engine read loop)": round(rate / 1e9, 2),
             "float32 FMA G/s (1 thread)": round(fmas / 1e9, 2),
             **{f"{fmt}: MB per token (read as)": v for fmt, v in per_format.items()},
             "command": shlex.join(["python", "-m", "scripts.profile_block", *(sys.argv[1:] if argv is None else argv)])}
     md = report_markdown(costs, meta, args.steps, args.dvi_update_every)
+    md += "\n" + "\n".join(draft_markdown(costs["draft"], costs["ar_ms"], costs["shallow_ms"])) + "\n"
     md += "\nAll variants (ms; head = the identity drafter head):\n\n" + "\n".join(variants_markdown(variants)) + "\n"
     write_report(args.out, md, meta, costs)
     return 0

@@ -54,7 +54,8 @@ BAD = [
     (["--ngram-min", "0"], lambda: DrafterConfig(ngram_min=0)),
     (["--ngram-min", "4"], lambda: DrafterConfig(ngram_min=4)),  # above the default --ngram-max 3
     (["--goodput-prior", "0"], lambda: DrafterConfig(goodput_prior=0.0)),
-    (["--drafter-vocab", "-1"], lambda: DrafterConfig(drafter_vocab=-1)),
+    (["--drafter-vocab", "-2"], lambda: DrafterConfig(drafter_vocab=-2)),  # -1 is auto
+    (["--drafter-head-precision", "fp8"], lambda: DrafterConfig(head_precision="fp8")),
 ]
 
 # the server's own flags (python -m kangaroo_dvi.serve)

@@ -39,6 +39,9 @@ class Drafter(ABC):
     def draft(self, model: KangarooModel, caches: KangarooCaches, history: list[int]) -> Draft: ...
 
     def observe(self, block: Block) -> None:
+        note = getattr(self.policy, "note", None)  # every block: what a probe gate knows before the next probe
+        if note is not None:
+            note(block)
         if block.draft.source == self.name:
             self.policy.observe(block)
 

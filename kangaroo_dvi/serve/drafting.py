@@ -14,18 +14,21 @@ from kangaroo.draft_policy import Calibrator
 from kangaroo.drafter_config import DrafterConfig, build_drafter, cost_curve, new_memory, resolve_auto
 from kangaroo.drafters import Drafter, chain_names
 from kangaroo.drafters.counters import NONE
+from kangaroo.packed_head import configure
 
 
 class DrafterFactory:
     def __init__(self, cfg: DrafterConfig, model, online: bool, print_fn=print):
-        self.cfg, self.model = resolve_auto(cfg, online), model
+        self.cfg, self.model, self.online = resolve_auto(cfg, online), model, online
         goodput = self.cfg.draft_policy == "goodput"
+        configure(model, self.cfg.head_precision, frozen=not online)  # before the cost curve times the head
         self.cost = cost_curve(self.cfg, model, print_fn) if goodput else None
         self.calibrator = Calibrator(prior_weight=self.cfg.goodput_prior) if goodput else None
         self.memory = new_memory(self.cfg)
 
     def __call__(self) -> Drafter:
-        return build_drafter(self.cfg, self.model, cost=self.cost, memory=self.memory, calibrator=self.calibrator)
+        return build_drafter(self.cfg, self.model, cost=self.cost, memory=self.memory, calibrator=self.calibrator,
+                             online=self.online)
 
     @property
     def sources(self) -> tuple[str, ...]:

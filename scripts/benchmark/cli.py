@@ -100,7 +100,10 @@ def parse_args(argv=None):
         fail(f"--methods: unknown {', '.join(bad)}; pick from {','.join(METHODS)}")
     args.methods = [m for m in METHODS if m == "baseline" or m in names]
     validate_configs(args)  # --exitlayer, --threshold, --steps and the drafting flags: DrafterConfig checks them
+    from evaluation.cli_resolve import resolve_drafter_vocab
     from kangaroo.drafter_config import resolve_auto
+
+    resolve_drafter_vocab(args)  # --drafter-vocab auto: a pruned --load-lora checkpoint's size
 
     resolved = resolve_auto(drafter_config(args))  # deploy: auto = the ngram,memory,self chain, goodput policy
     args.drafter, args.draft_policy = resolved.drafter, resolved.draft_policy
@@ -168,7 +171,7 @@ def run_meta(args, lm, n_questions: int) -> dict:
             "drafting": f"dvi: {args.drafter} drafter, {args.draft_policy} policy; dvi_self / ngram / memory "
                         f"({MEMORY_CHAIN}): {args.draft_policy} policy; n-grams {args.ngram_min}..{args.ngram_max}; "
                         f"memory {args.memory_tokens} tokens, seeded from {args.memory_seed or 'nothing'}; drafter "
-                        f"vocabulary {args.drafter_vocab or 'full'}",
+                        f"vocabulary {'auto' if args.drafter_vocab == -1 else args.drafter_vocab or 'full'}",
             "prompt_lookup": "prompt_lookup_num_tokens=6",
             "early_exit_assist": f"assistant_early_exit={args.exitlayer}, HF draft defaults: {hf_assist_defaults(lm)}",
             "repeats": args.repeats,

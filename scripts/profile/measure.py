@@ -17,6 +17,28 @@ def median_ms(fn, repeats: int, device) -> float:
 
 
 @torch.no_grad()
+def context_caches(km, context: int, n_max: int):
+    """Caches holding a random ``context``-token prompt, the prompt, ``at_context(fn)`` (a call that leaves the
+    caches at that length) and ``ar``: one plain greedy step so wrapped."""
+    gen = torch.Generator().manual_seed(0)
+    prompt = torch.randint(3, km.config.vocab_size, (1, context), generator=gen).to(km.device)
+    caches = km.new_caches(context + n_max + 2)
+    km.forward_deep(km.forward_shallow(prompt, caches.shallow).h, caches.deep)
+    L = caches.shallow.length
+
+    def at_context(fn):  # every timed call starts from the same cache length and leaves it there
+        def run():
+            fn()
+            caches.crop(L)
+        return run
+
+    one = prompt[:, :1]
+    ar = at_context(lambda: km.verifier_logits(km.forward_deep(km.forward_shallow(one, caches.shallow).h,
+                                                               caches.deep)).argmax(-1).tolist())
+    return caches, prompt, at_context, ar
+
+
+@torch.no_grad()
 def measure(km, args, lora_r: int, lora_alpha: float, train: bool = True) -> dict:
     from dvi.config import ScheduleConfig, TrainerConfig
     from dvi.online_trainer import OnlineTrainer
@@ -25,20 +47,9 @@ def measure(km, args, lora_r: int, lora_alpha: float, train: bool = True) -> dic
 
     cfg, dev, n_max = km.config, km.device, args.steps + 1
     gen = torch.Generator().manual_seed(0)
-    prompt = torch.randint(3, cfg.vocab_size, (1, args.context), generator=gen).to(dev)
-    caches = km.new_caches(args.context + n_max + 2)
-    km.forward_deep(km.forward_shallow(prompt, caches.shallow).h, caches.deep)
+    caches, prompt, at_context, ar = context_caches(km, args.context, n_max)
     L = caches.shallow.length
     one = prompt[:, :1]
-
-    def at_context(fn):  # every timed call starts from the same cache length and leaves it there
-        def run():
-            fn()
-            caches.crop(L)
-        return run
-
-    ar = at_context(lambda: km.verifier_logits(km.forward_deep(km.forward_shallow(one, caches.shallow).h,
-                                                               caches.deep)).argmax(-1).tolist())
     shallow = at_context(lambda: km.forward_shallow(one, caches.shallow))
     hk = km.forward_shallow(one, caches.shallow).hk[:, -1]
     caches.crop(L)

@@ -268,3 +268,12 @@ def test_drafters_and_speculative_import_without_a_cycle():
     from pathlib import Path
 
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_calibrator_decay_follows_a_drafter_that_improves():
+    """A drafter learning online: its early rejections must not hold its acceptance estimate down for ever."""
+    fading, forever = Calibrator(prior_weight=1.0, decay=0.98), Calibrator(prior_weight=1.0)
+    for cal in (fading, forever):
+        for accepted in [False] * 300 + [True] * 100:
+            cal.update(0.55, accepted)
+    assert fading.p(0.55) > 0.8 and forever.p(0.55) < 0.3

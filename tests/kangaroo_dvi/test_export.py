@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM
 from kangaroo.draft_policy import ThresholdStop
 from kangaroo.drafters import SelfDrafter
 from kangaroo.speculative import kangaroo_generate
+from kangaroo.packed_head import configure
 from kangaroo_dvi.export import __main__ as cli
 from kangaroo_dvi.export import export_peft, export_standalone, load_drafter
 from tests.helpers import make_tiny_llama
@@ -91,6 +92,7 @@ def test_pruned_standalone_rows_outside_the_vocabulary_are_zero(lm, tmp_path):
 
 def test_assisted_generation_with_the_standalone_equals_greedy_and_drafts_the_same(lm, tmp_path):
     dm = load_drafter(drafter_checkpoint(lm, tmp_path / "c.pt", window=W), "tiny", base_model=lm)
+    configure(dm, "float32")  # the export is the float32 drafter (the engine's default int8 head drafts near it)
     sa = AutoModelForCausalLM.from_pretrained(export_standalone(dm, tmp_path / "sa", attention="window")).eval()
     gc = sa.generation_config
     gc.num_assistant_tokens, gc.num_assistant_tokens_schedule, gc.assistant_confidence_threshold = 4, "constant", 0.0

@@ -34,6 +34,7 @@ def test_profiler_writes_costs_for_every_verify_width(tmp_path):
     assert main(["--model-id", str(model_dir), "--context", "8", "--repeats", "1", "--steps", "3",
                  "--dvi-topk", "16", "--dvi-batch-size", "8", "--stream-mb", "4", "--threads", "1,2",
                  "--weights-list", "stored,q8_0",
+                 "--drafter-vocabs", "0,16,4096", "--draft-adapter", "train",
                  "--out", str(out)]) == 0
     costs = json.loads((out / "block_costs.json").read_text())["costs"]
     assert sorted(int(n) for n in costs["deep_ms"]) == [1, 2, 3, 4]
@@ -47,3 +48,8 @@ def test_profiler_writes_costs_for_every_verify_width(tmp_path):
     assert all(sorted(int(n) for n in v["deep_ms"]) == [1, 2, 3, 4] for v in costs["variants"].values())
     md = (out / "block_costs.md").read_text()
     assert "| 3 |" in md and "deep(2) / ar" in md and "| stored/plain/2t |" in md and "q8_0 x" in md
+    # one self-drafted token per drafter vocabulary (the tiny model's 97 tokens stand for "full") and precision
+    assert [(r["vocab"], r["precision"]) for r in costs["draft"]] == [
+        (v, p) for v in (97, 16) for p in ("float32", "bf16", "int8")]
+    assert all(r["token_ms"] > 0 and r["head_ms"] > 0 for r in costs["draft"])
+    assert "share of a greedy step" in md

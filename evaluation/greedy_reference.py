@@ -1,0 +1,67 @@
+"""Greedy decoding of the same prompts, interleaved with the run, for ``--compare-greedy``: the run's decode tokens/s
+against plain greedy decoding at the same thread count, measured in the same process and the same minutes (so a
+shared machine's drift hits both), and a token-for-token check of every output against greedy.
+
+    ref = GreedyReference(lm, max_new_tokens, eos, device)
+    run_questions(..., after_turn=ref.after_turn)   # after each timed decode, outside its time: greedy, timed alike
+    ref.summary(); ref.write(path)
+
+Decode time is the driver's per-turn wall time (prefill, drafting, verifying, the DVI bookkeeping of each block;
+an inline trainer's steps too, a background trainer's not: it runs on its own thread, during greedy turns as well).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from common.atomic import atomic_write_text
+from kangaroo.cache_pool import ReusableCaches, greedy_cache_factory
+from kangaroo.greedy import greedy_decode
+from kangaroo.timing import timed
+
+
+class GreedyReference:
+    def __init__(self, lm, max_new_tokens: int, eos: set[int], device):
+        self.lm, self.max_new_tokens, self.eos, self.device = lm, max_new_tokens, eos, device
+        self.pool = ReusableCaches(greedy_cache_factory(lm))
+        self.turns = self.equal = 0
+        self.decode_tokens = self.greedy_tokens = 0
+        self.decode_s = self.greedy_s = 0.0
+        self.mismatches: list[int] = []   # turn numbers whose output differs from greedy (a bug: must stay empty)
+
+    def warm(self, ids) -> None:
+        """One untimed greedy decode (lazy initialisation is not charged to the first turn)."""
+        greedy_decode(self.lm, ids, 2, self.eos, self.pool)
+
+    def after_turn(self, ids, res, wall: float) -> None:
+        ref, greedy_wall = timed(lambda: greedy_decode(self.lm, ids, self.max_new_tokens, self.eos, self.pool),
+                                 self.device)
+        self.turns += 1
+        self.decode_tokens += len(res.tokens)
+        self.decode_s += wall
+        self.greedy_tokens += len(ref.tokens)
+        self.greedy_s += greedy_wall
+        if res.tokens == ref.tokens:
+            self.equal += 1
+        else:
+            self.mismatches.append(self.turns)
+
+    def summary(self) -> dict:
+        dec = self.decode_tokens / self.decode_s if self.decode_s else None
+        gre = self.greedy_tokens / self.greedy_s if self.greedy_s else None
+        return {"turns": self.turns, "equal_to_greedy": self.equal, "mismatched_turns": self.mismatches[:20],
+                "decode_tokens": self.decode_tokens, "decode_s": round(self.decode_s, 3),
+                "greedy_tokens": self.greedy_tokens, "greedy_s": round(self.greedy_s, 3),
+                "decode_tokens_per_s": dec, "greedy_tokens_per_s": gre,
+                "speedup": dec / gre if dec and gre else None}
+
+    def line(self) -> str:
+        s = self.summary()
+        if not s["turns"]:
+            return "[greedy-reference] no turn decoded"
+        return (f"[greedy-reference] decode {s['decode_tokens_per_s']:.2f} tok/s vs greedy "
+                f"{s['greedy_tokens_per_s']:.2f} tok/s on the same {s['turns']} prompts = {s['speedup']:.3f}x; "
+                f"outputs equal to greedy: {s['equal_to_greedy']}/{s['turns']}")
+
+    def write(self, path) -> Path:
+        return atomic_write_text(path, json.dumps(self.summary(), indent=1))

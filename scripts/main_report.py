@@ -1,0 +1,72 @@
+"""OUT/README.md of a main job (``bash scripts/main.sh``): the online targets from the run's own files.
+
+    python -m scripts.main_report --out runs/main --command "bash scripts/main.sh" [--note "machine shared"]
+
+Reads OUT/metrics/acceptance.csv and speed.csv (top1_agree and acc@1 over the first and last quarter of blocks,
+``scripts.experiments.series``) and OUT/metrics/vs_greedy.json (``--compare-greedy``: the run's decode tokens/s
+against greedy decoding of the same prompts in the same run, and how many outputs equal greedy's).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from pathlib import Path
+
+from common.atomic import atomic_write_text
+from scripts.experiments.series import load_metrics, quarters
+
+TARGETS = {"top1_agree_last_quarter": 0.30, "decode_vs_greedy": 1.15}
+
+
+def _fmt(x, spec=".3f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _target(value, name: str, unit: str = "") -> str:
+    t = TARGETS[name]
+    return f">= {t}{unit}" + ("" if value is None else f" ({'met' if value >= t else 'missed'})")
+
+
+def report(out: Path, command: str, note: str = "") -> str:
+    m = load_metrics(out)
+    if m is None:
+        raise SystemExit(f"error: {out}/metrics/acceptance.csv not found: run the main job first "
+                         "(bash scripts/main.sh)")
+    q = quarters(m)
+    ref_path = out / "metrics" / "vs_greedy.json"
+    ref = json.loads(ref_path.read_text()) if ref_path.is_file() else {}
+    agree, speed = q["last"]["top1_agree"], ref.get("speedup")
+    rows = [("top1_agree, last quarter of blocks", _fmt(agree), _target(agree, "top1_agree_last_quarter")),
+            ("top1_agree, first quarter", _fmt(q["first"]["top1_agree"]), ""),
+            ("acc@1, last quarter (drafting blocks)", _fmt(q["last"]["acc@1"]), ""),
+            ("committed tokens per verifier pass, last quarter", _fmt(q["last"]["mean_accepted"]), ""),
+            ("decode tokens/s (the online run, same prompts)", _fmt(ref.get("decode_tokens_per_s"), ".2f"), ""),
+            ("greedy tokens/s (same prompts, same run, same threads)", _fmt(ref.get("greedy_tokens_per_s"), ".2f"),
+             ""),
+            ("decode / greedy", f"{_fmt(speed)}x", _target(speed, "decode_vs_greedy", "x")),
+            ("outputs equal to greedy", f"{ref.get('equal_to_greedy', '-')}/{ref.get('turns', '-')}", "all"),
+            ("blocks", str(q["blocks"]), "")]
+    lines = [f"# Main job: {out}", "", "```bash", command, "```", "",
+             f"Machine: {platform.processor() or platform.machine()}, {note or 'see the command for threads'}.", "",
+             "| measure | value | target |", "|---|---:|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    lines += ["", ("Files: `metrics/` (acceptance.csv, speed.csv, trainer.csv, prefill.csv, dvi_progress.png, "
+                   "vs_greedy.json), `answers.jsonl`, `log.txt`; the checkpoint `checkpoints/final.pt` is "
+                   "git-ignored.")]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="runs/main")
+    p.add_argument("--command", default="bash scripts/main.sh")
+    p.add_argument("--note", default="", help="e.g. whether the machine was shared")
+    a = p.parse_args(argv)
+    md = report(Path(a.out), a.command, a.note)
+    atomic_write_text(Path(a.out) / "README.md", md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
