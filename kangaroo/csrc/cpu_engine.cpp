@@ -61,7 +61,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("__deepcopy__", [](const Weight& w, pybind11::dict) {  // a copied module gets its own bytes
         return Weight(w.data.clone(), w.fmt(), w.rows(), w.cols());
       });
-  m.def("linear", &kangaroo::linear, "x [..., K] @ w^T for a weight in any format, batch-invariant");
+  m.def("linear", &kangaroo::linear, "x [..., K] @ w^T for a weight in any format, batch-invariant",
+        pybind11::call_guard<pybind11::gil_scoped_release>());
   m.def("dequantize", &kangaroo::dequantize, "the weight's float32 values (all rows, or the rows ids)",
         pybind11::arg("w"), pybind11::arg("ids") = pybind11::none());
 #ifdef KANGAROO_AVX512

@@ -393,8 +393,10 @@ std::vector<torch::Tensor> softmax_top_k(torch::Tensor y, int64_t k) {
 
 static void register_draft_head(pybind11::module_& m) {
   m.def("draft_head_isa", &compiled_isa, "bit flags of the compiled drafter-head paths: 1 AVX2, 2 VNNI-512, 4 BF16-512");
-  m.def("head_int8", &head_int8, "int8 drafter head (+ float32 LoRA delta) -> top-k ids, probabilities, logits");
-  m.def("head_bf16", &head_bf16, "bf16 drafter head (+ float32 LoRA delta) -> top-k ids, probabilities, logits");
+  m.def("head_int8", &head_int8, "int8 drafter head (+ float32 LoRA delta) -> top-k ids, probabilities, logits",
+        pybind11::call_guard<pybind11::gil_scoped_release>());
+  m.def("head_bf16", &head_bf16, "bf16 drafter head (+ float32 LoRA delta) -> top-k ids, probabilities, logits",
+        pybind11::call_guard<pybind11::gil_scoped_release>());
   m.def("softmax_top_k", &softmax_top_k, "top-k ids and softmax probabilities of logits rows");
 }
 static kangaroo::Bind bind_draft_head_once(register_draft_head);

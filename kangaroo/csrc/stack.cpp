@@ -253,8 +253,8 @@ void bind(pybind11::module_& m) {
   m.def("rmsnorm", &rmsnorm, "row-wise RMSNorm (float32)");
   pybind11::class_<Stack>(m, "Stack")
       .def(pybind11::init<std::vector<torch::Tensor>, std::vector<Weight>, int64_t, int64_t, int64_t, double, double>())
-      .def("forward", &Stack::forward)
-      .def("forward_batch", &Stack::forward_batch)
+      .def("forward", &Stack::forward, pybind11::call_guard<pybind11::gil_scoped_release>())  // other Python threads run meanwhile
+      .def("forward_batch", &Stack::forward_batch, pybind11::call_guard<pybind11::gil_scoped_release>())
       .def_property_readonly("num_layers", &Stack::num_layers);
 }
 Bind bind_once(bind);

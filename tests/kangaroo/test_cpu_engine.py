@@ -117,3 +117,40 @@ def test_a_failed_build_prints_one_line_and_the_plain_path_runs(monkeypatch, cap
     ids = torch.randint(3, 97, (1, 6), generator=torch.Generator().manual_seed(1))
     hf = lm.generate(ids, max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=0)[0, 6:].tolist()
     assert greedy_decode(lm, ids, 10, set()).tokens == hf
+
+
+
+def early_ticks(call, n: int = 10) -> int:
+    """Of n calls of ``call``, how many another Python thread ran in the first half of: a call that holds the GIL
+    lets the ticking thread in only after it returns (or between calls), never early inside it."""
+    import threading
+    import time
+
+    ticks, stop = [], threading.Event()
+
+    def tick():
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
+
+    t = threading.Thread(target=tick)
+    t.start()
+    try:
+        calls = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            call()
+            calls.append((t0, time.perf_counter()))
+    finally:
+        stop.set()
+        t.join()
+    return sum(any(a < s < (a + b) / 2 for s in ticks) for a, b in calls)
+
+
+def test_engine_calls_release_the_gil():
+    """Another Python thread (the trainer, a server's event loop) runs while the engine computes."""
+    from kangaroo.weight_formats import StoredWeight
+
+    w = cpu_engine.engine_weight(StoredWeight("float32", torch.randn(8192, 2048), 8192, 2048))  # 64 MB a call
+    x = torch.randn(cpu_engine.MAX_ROWS, 2048)
+    torch.set_num_threads(1)
+    assert early_ticks(lambda: cpu_engine.extension().linear(x, w)) >= 5
