@@ -10,7 +10,9 @@ the up to W positions ending at its input, [W, d] fp16 (right-aligned, zero padd
 and the RoPE position of its first valid row (int32); every pushed tuple must carry one. Allocated only then.
 
 Thread-safe: pushes (decode thread) and samples (trainer thread) take one lock, so a sample never sees a
-half-written slot.
+half-written slot. ``defer_topk`` (the threaded trainer): ``push`` writes the slot but keeps a reference to z_phi,
+and the top-K (~0.3 ms a row over 49,152 logits, one or more rows a block) is taken by the next ``sample`` or
+``flush``, on the trainer's thread; a sample therefore sees exactly what an eager push would have written.
 """
 from __future__ import annotations
 
@@ -21,11 +23,14 @@ import torch
 from dvi.config import BufferConfig
 from dvi.types import Batch, DVITrainSample
 
+MAX_DEFERRED = 256  # deferred rows held at most (each keeps its block's logits alive); past that, push takes the top-K
+
 
 class DVIRingBuffer:
     """``push(sample)`` one tuple, ``sample(n) -> Batch``; the storage layout below is this class's own."""
 
-    def __init__(self, cfg: BufferConfig, d_model: int, vocab_size: int, device: str = "cpu", segment_window: int = 0):
+    def __init__(self, cfg: BufferConfig, d_model: int, vocab_size: int, device: str = "cpu", segment_window: int = 0,
+                 defer_topk: bool = False):
         if d_model < 1 or vocab_size < 1 or segment_window < 0:
             raise ValueError(f"need d_model, vocab_size >= 1 and segment_window >= 0, got {d_model}, {vocab_size}, "
                              f"{segment_window}")
@@ -56,6 +61,9 @@ class DVIRingBuffer:
         self._size = 0
         self._gen = torch.Generator().manual_seed(cfg.seed)
         self._lock = threading.Lock()
+        self.defer_topk = defer_topk and self.topk is not None
+        self._pending: list[tuple[int, int, torch.Tensor]] = []  # (slot, push number, z_phi): top-K not taken yet
+        self._pushes, self._slot_push = 0, [0] * self.capacity    # which push wrote each slot last
 
     @property
     def size(self) -> int:
@@ -89,7 +97,8 @@ class DVIRingBuffer:
     def push(self, s: DVITrainSample) -> None:
         """Write one tuple into the next slot (the oldest once full); top-K stores only topk(z_phi, K)."""
         self._check(s)
-        top = torch.topk(s.z_phi, self.topk) if self.store == "topk" else None  # z_phi never cast or copied whole
+        defer = self.defer_topk and len(self._pending) < MAX_DEFERRED
+        top = torch.topk(s.z_phi, self.topk) if self.topk and not defer else None  # z_phi never cast or copied whole
         with self._lock:
             i = self._next
             self.hk[i].copy_(s.hk)
@@ -100,13 +109,41 @@ class DVIRingBuffer:
             self.kd_only[i] = bool(s.kd_only)
             if self.segment_window:
                 self._write_segment(i, s.seg_h, s.seg_pos)
-            if top is None:
+            self._pushes += 1
+            self._slot_push[i] = self._pushes
+            if self.topk is None:
                 self.z_phi[i].copy_(s.z_phi)
+            elif defer:
+                self._pending.append((i, self._pushes, s.z_phi))
             else:
-                self.z_val[i].copy_(top.values)
-                self.z_idx[i].copy_(top.indices)
+                self._write_topk(i, top)
             self._next = (i + 1) % self.capacity
             self._size = min(self._size + 1, self.capacity)
+
+    def _write_topk(self, i: int, top) -> None:
+        self.z_val[i].copy_(top.values)
+        self.z_idx[i].copy_(top.indices)
+
+    @torch.no_grad()
+    def flush(self, then=None):
+        """Take the top-K of every deferred row that still owns its slot (a slot pushed again keeps the newer one),
+        then, under the same lock, return ``then()``: no push can come between the two."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        tops = self._topks(pending)  # outside the lock: pushes go on meanwhile
+        with self._lock:
+            self._apply(tops)
+            pending, self._pending = self._pending, []
+            self._apply(self._topks(pending))  # the rows pushed meanwhile (few), so that every slot is whole
+            return then() if then else None
+
+    def _topks(self, pending: list) -> list:
+        return [(i, n, torch.topk(z, self.topk)) for i, n, z in pending]
+
+    def _apply(self, tops: list) -> None:
+        for i, n, top in tops:
+            if self._slot_push[i] == n:
+                self._write_topk(i, top)
 
     def _write_segment(self, i: int, rows: torch.Tensor, first_pos: int) -> None:
         c = rows.shape[0]
@@ -119,8 +156,7 @@ class DVIRingBuffer:
     @torch.no_grad()
     def sample(self, n: int) -> Batch:
         """n slots drawn uniformly without replacement from the filled ones."""
-        with self._lock:
-            return self._sample(n)
+        return self.flush(lambda: self._sample(n))
 
     def _sample(self, n: int) -> Batch:
         if not 1 <= n <= self._size:

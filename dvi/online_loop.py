@@ -106,7 +106,8 @@ class DVILearner:
         self.online = cfg.online
         adapter = model.trained_adapter
         self.buffer = DVIRingBuffer(cfg.buffer, model.config.hidden_size, model.config.vocab_size,
-                                    device=str(model.device), segment_window=0 if adapter is None else adapter.window)
+                                    device=str(model.device), segment_window=0 if adapter is None else adapter.window,
+                                    defer_topk=cfg.threaded)  # the trainer's thread takes the top-K of the logits
         self.observer = BlockObserver(self.buffer, cfg.io.debug_hk, print_fn, dense=cfg.dense.enabled)
         self.training = TrainingTick(model, cfg, self.buffer)
         self.global_step = 0

@@ -160,7 +160,7 @@ def decode_one(q: dict, order: list[str], fns: dict, ours, args, tokenizer, gguf
             k, s = prorated_seconds(r, args.max_new_tokens)
             rec[m] = {"text": r["text"], "new_tokens": k, "seconds": s, "raw": {x: r[x] for x in r if x != "text"}}
         else:
-            (tokens, passes, _), s = timed(lambda: fns[m](ids), args.device)
+            (tokens, passes, *_), s = timed(lambda: fns[m](ids), args.device)
             rec[m] = {"tokens": tokens, "new_tokens": len(tokens), "seconds": s, "passes": passes,
                       "text": tokenizer.decode(tokens, skip_special_tokens=False, clean_up_tokenization_spaces=False)}
     Path(f.name).unlink()

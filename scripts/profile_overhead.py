@@ -71,8 +71,9 @@ class TimedStack:
 
 def instrument(clock: Clock) -> None:
     """Route the engine's calls and the loops' phases through ``clock`` (this process only)."""
-    import kangaroo.drafters as drafters
+    import kangaroo.drafters.self_drafter as self_drafter
     import kangaroo.greedy as greedy
+    import kangaroo.packed_head as packed_head
     import kangaroo.speculative as spec
     from kangaroo import cpu_engine
 
@@ -80,7 +81,8 @@ def instrument(clock: Clock) -> None:
     cpu_engine.stack_for = lambda layers: (lambda s: None if s is None else stacks.setdefault(id(s), TimedStack(
         s, clock)))(stack_for(layers))
     cpu_engine.linear, cpu_engine.rmsnorm = clock.engine_call(cpu_engine.linear), clock.engine_call(cpu_engine.rmsnorm)
-    drafters.self_draft = clock.phase("draft", drafters.self_draft)
+    packed_head.PackedHead.top_k = clock.engine_call(packed_head.PackedHead.top_k)  # the drafter head's kernel
+    self_drafter.self_draft = clock.phase("draft", self_drafter.self_draft)
     spec.verify = clock.phase("verify", spec.verify)
     spec.prefill = clock.phase("prefill", spec.prefill)
     run_layers = greedy.run_layers

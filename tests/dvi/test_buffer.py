@@ -196,3 +196,36 @@ def test_segment_of_the_wrong_shape_is_refused(seg_h):
     with pytest.raises(ValueError, match=r"seg_h must have shape \[1..3, 8\]"):
         buf.push(DVITrainSample(torch.zeros(8), 3, torch.randn(20), 1, 1, False, seg_h=seg_h))
     assert buf.size == 0
+
+
+def _same_batches(a, b, n):
+    sa, sb = a.sample(n), b.sample(n)
+    assert all(torch.equal(getattr(sa, f), getattr(sb, f)) for f in ("hk", "token", "reward", "pos", "z_idx", "z_val"))
+
+
+@pytest.mark.parametrize("pushes", [3, 8, 19])  # part full, full, wrapped twice (slots pushed again while deferred)
+def test_deferred_topk_samples_what_an_eager_push_writes(pushes):
+    eager, deferred = _buf("topk", cap=8), ring(8, D, V, "topk", K, torch.float16, seed=0, defer_topk=True)
+    for t in range(pushes):
+        torch.manual_seed(t)
+        _push(eager, t)
+        torch.manual_seed(t)
+        _push(deferred, t)
+    assert deferred.size == eager.size and len(deferred._pending) == pushes  # nothing taken yet: the decode side
+    _same_batches(eager, deferred, min(pushes, 8))
+    assert not deferred._pending
+    assert torch.equal(deferred.z_idx, eager.z_idx) and torch.equal(deferred.z_val, eager.z_val)
+
+
+def test_deferred_rows_are_bounded(monkeypatch):
+    import dvi.buffer
+
+    monkeypatch.setattr(dvi.buffer, "MAX_DEFERRED", 4)
+    eager, deferred = _buf("topk", cap=8), ring(8, D, V, "topk", K, torch.float16, seed=0, defer_topk=True)
+    for t in range(11):
+        torch.manual_seed(t)
+        _push(eager, t)
+        torch.manual_seed(t)
+        _push(deferred, t)
+        assert len(deferred._pending) <= 4  # past the bound, push takes the top-K itself
+    _same_batches(eager, deferred, 8)

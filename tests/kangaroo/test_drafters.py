@@ -184,6 +184,19 @@ def test_expected_committed_and_goodput_decisions():
     assert sure.decide([1.0, 1.0], "ngram") == (True, True)
 
 
+
+def test_goodput_weighs_drafts_against_a_shared_batch_pass():
+    # a block format's verify pass: memory-bound for one row (10 ms), then ~2.5 ms for each further row
+    cost = CostCurve([0.5] * 7, [10.0 + 2.5 * n for n in range(7)], 0.7)
+    assert cost.deep_at(7) == 25.0 and cost.deep_at(12) == pytest.approx(37.5)  # past the range: its last step
+    policy = GoodputPolicy(cost, Calibrator(prior_weight=1e9))
+    assert policy.decide([0.5], "ngram")[0] is True   # alone: half a token for a quarter of a step pays
+    cost.batch_rows = 3                               # three other requests' rows share the pass
+    assert policy.decide([0.5], "ngram")[0] is False  # 4.5 tokens / 20 ms < 4 / 17.5 ms: it no longer pays
+    assert policy.decide([0.95], "ngram")[0] is True  # a near-certain token still does
+    cost.batch_rows = 0
+    assert policy.decide([0.5], "ngram")[0] is True
+
 def test_calibrator_learns_observed_acceptance():
     cal = Calibrator(prior_weight=4)
     assert cal.p(0.95) == pytest.approx(0.95)
