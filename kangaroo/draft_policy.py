@@ -132,7 +132,9 @@ class GoodputPolicy:
         self.since_probe = 0   # blocks since the last probe
 
     def goodput(self, ps: list[float], source: str) -> float:
-        return expected_committed(ps) / self.cost.block_ms(len(ps), source)
+        """Committed tokens per ms of the verify pass this block joins: in a batch the other sequences' rows (about
+        a token each) share it, so a drafted row is weighed against the whole pass, not a lone step."""
+        return (self.cost.batch_rows + expected_committed(ps)) / self.cost.block_ms(len(ps), source)
 
     def decide(self, confs: list[float], source: str = "self") -> tuple[bool, bool]:
         ps = [self.calibrator.p(c, source) for c in confs]

@@ -31,16 +31,28 @@ class CostCurve:
     shallow_ms: list[float]
     deep_ms: list[float]
     head_ms: float
+    batch_rows: int = 0  # rows of other sequences in the same verify pass (a server's batch; set per step)
 
     @property
     def max_tokens(self) -> int:
         return len(self.deep_ms)
 
     def block_ms(self, m: int, source: str = "self") -> float:
-        n = min(m + 1, self.max_tokens)  # beyond the measured range the curve is extended flat
+        """One block drafting m tokens, verified together with ``batch_rows`` rows of other sequences."""
+        n = min(m + 1, self.max_tokens)  # the drafter's own parts: beyond the measured range extended flat
+        deep = self.deep_at(self.batch_rows + m + 1) if self.batch_rows else self.deep_ms[n - 1]
         if source == "self":
-            return (m + 1) * (self.shallow_ms[0] + self.head_ms) + self.deep_ms[n - 1]
-        return self.shallow_ms[n - 1] + self.deep_ms[n - 1]
+            return (m + 1) * (self.shallow_ms[0] + self.head_ms) + deep
+        return self.shallow_ms[n - 1] + deep
+
+    def deep_at(self, rows: int) -> float:
+        """The verify pass over ``rows`` rows; past the measured range extended along its last step (a batch's
+        pass is compute-bound: every row costs its FMAs)."""
+        k = self.max_tokens
+        if rows <= k:
+            return self.deep_ms[rows - 1]
+        slope = self.deep_ms[-1] - self.deep_ms[-2] if k > 1 else self.deep_ms[-1]
+        return self.deep_ms[-1] + (rows - k) * max(0.0, slope)
 
     def to_json(self, path) -> None:
         atomic_write_text(path, json.dumps(asdict(self), indent=1))

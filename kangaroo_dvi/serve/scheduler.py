@@ -5,7 +5,8 @@
     decode thread, each turn:
       admit    while a slot is free: take a waiting request, give it a drafter and caches, prefill its prompt
       step     one block of every request in flight together (``speculative.drafter_step_batch``: each drafts
-               alone, one batched verify pass, accept/crop each), then per request in turn: the drafter observes
+               alone, weighing its drafts against the shared pass (``CostCurve.batch_rows``), one batched
+               verify pass, accept/crop each), then per request in turn: the drafter observes
                its block, the learner learns from it, the request commits its tokens and sends them
       finish   a request that hit EOS, max_tokens or a stop string leaves (its drafter's ``end``: the memory
                drafter's shared store keeps its output); its slot (and caches) go to the next
@@ -38,8 +39,8 @@ class QueueFull(Exception):
 
 class Scheduler:
     def __init__(self, model, new_drafter, max_batch: int, queue_size: int, learner=None, metrics=None,
-                 print_fn=print):
-        self.model, self.new_drafter, self.learner = model, new_drafter, learner
+                 print_fn=print, cost=None):
+        self.model, self.new_drafter, self.learner, self.cost = model, new_drafter, learner, cost
         self.metrics, self.print = metrics, print_fn
         self.max_batch, self.queue_size = max_batch, queue_size
         self.waiting: queue.Queue[Sequence] = queue.Queue()
@@ -147,6 +148,8 @@ class Scheduler:
         if not live:
             return
         self.metrics.batch.set(len(live))
+        if self.cost is not None:  # each drafter weighs its drafts against the pass it shares with the others
+            self.cost.batch_rows = len(live) - 1
         blocks = drafter_step_batch(self.model, [s.drafter for s in live], [s.history for s in live],
                                     [s.caches for s in live])
         for seq, blk in zip(live, blocks):

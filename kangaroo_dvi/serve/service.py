@@ -33,7 +33,8 @@ class ServeService:
         self.name = cfg.served_model_name
         self.max_positions = int(model.config.max_position_embeddings)
         self.metrics = ServeMetrics(learner, factory.sources)
-        self.scheduler = Scheduler(model, factory, cfg.max_batch, cfg.queue_size, learner, self.metrics, print_fn)
+        self.scheduler = Scheduler(model, factory, cfg.max_batch, cfg.queue_size, learner, self.metrics, print_fn,
+                                   cost=factory.cost)
         self.metrics.state = self.scheduler.state
         self.closing = False
         self.summary: dict = {}   # the learner's, after close()

@@ -192,7 +192,7 @@ def test_goodput_weighs_drafts_against_a_shared_batch_pass():
     policy = GoodputPolicy(cost, Calibrator(prior_weight=1e9))
     assert policy.decide([0.5], "ngram")[0] is True   # alone: half a token for a quarter of a step pays
     cost.batch_rows = 3                               # three other requests' rows share the pass
-    assert policy.decide([0.5], "ngram")[0] is False  # 4.5 tokens / 20 ms < 4 / 17.5 ms: it no longer pays
+    assert policy.decide([0.5], "ngram")[0] is False  # 4.5 tokens / 20.5 ms < 4 / 18 ms: it no longer pays
     assert policy.decide([0.95], "ngram")[0] is True  # a near-certain token still does
     cost.batch_rows = 0
     assert policy.decide([0.5], "ngram")[0] is True
