@@ -11,8 +11,8 @@ and the RoPE position of its first valid row (int32); every pushed tuple must ca
 
 Thread-safe: pushes (decode thread) and samples (trainer thread) take one lock, so a sample never sees a
 half-written slot. ``defer_topk`` (the threaded trainer): ``push`` writes the slot but keeps a reference to z_phi,
-and the top-K (~0.3 ms a row over 49,152 logits, one or more rows a block) is taken by the next ``sample`` or
-``flush``, on the trainer's thread; a sample therefore sees exactly what an eager push would have written.
+and the top-K (~0.3 ms a row over 49,152 logits, one or more rows a block) is taken by the next ``sample``, on
+the trainer's thread; a sample therefore sees exactly what an eager push would have written.
 """
 from __future__ import annotations
 
@@ -124,23 +124,10 @@ class DVIRingBuffer:
         self.z_val[i].copy_(top.values)
         self.z_idx[i].copy_(top.indices)
 
-    @torch.no_grad()
-    def flush(self, then=None):
-        """Take the top-K of every deferred row that still owns its slot (a slot pushed again keeps the newer one),
-        then, under the same lock, return ``then()``: no push can come between the two."""
-        with self._lock:
-            pending, self._pending = self._pending, []
-        tops = self._topks(pending)  # outside the lock: pushes go on meanwhile
-        with self._lock:
-            self._apply(tops)
-            pending, self._pending = self._pending, []
-            self._apply(self._topks(pending))  # the rows pushed meanwhile (few), so that every slot is whole
-            return then() if then else None
-
     def _topks(self, pending: list) -> list:
         return [(i, n, torch.topk(z, self.topk)) for i, n, z in pending]
 
-    def _apply(self, tops: list) -> None:
+    def _apply(self, tops: list) -> None:  # a slot pushed again since keeps its newer tuple
         for i, n, top in tops:
             if self._slot_push[i] == n:
                 self._write_topk(i, top)
@@ -155,8 +142,15 @@ class DVIRingBuffer:
 
     @torch.no_grad()
     def sample(self, n: int) -> Batch:
-        """n slots drawn uniformly without replacement from the filled ones."""
-        return self.flush(lambda: self._sample(n))
+        """n slots drawn uniformly without replacement from the filled ones. Deferred rows get their top-K first:
+        outside the lock (pushes go on meanwhile), then, under it, the few pushed since, so every slot is whole."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        tops = self._topks(pending)
+        with self._lock:
+            pending, self._pending = self._pending, []
+            self._apply(tops + self._topks(pending))
+            return self._sample(n)
 
     def _sample(self, n: int) -> Batch:
         if not 1 <= n <= self._size:

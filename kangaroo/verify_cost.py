@@ -55,7 +55,8 @@ class CostCurve:
         return self.deep_ms[-1] + (rows - k) * max(0.0, slope)
 
     def to_json(self, path) -> None:
-        atomic_write_text(path, json.dumps(asdict(self), indent=1))
+        curve = {k: v for k, v in asdict(self).items() if k != "batch_rows"}  # the measurement, not a step's batch
+        atomic_write_text(path, json.dumps(curve, indent=1))
 
     @classmethod
     def from_json(cls, path) -> "CostCurve":
