@@ -20,6 +20,7 @@
 // raises; kangaroo/packed_head.py asks ``draft_head_isa()`` first and otherwise declines to the float32 head.
 #include <torch/extension.h>
 #include "module.h"
+#include "simd.h"
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 
@@ -55,13 +56,6 @@ inline int32_t hsum_epi32(__m256i v) {
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
   return _mm_cvtsi128_si32(s);
-}
-
-inline float hsum_ps(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
 }
 
 inline void prefetch_rows(const void* base, int64_t row_bytes, int64_t at) {
@@ -123,7 +117,7 @@ struct Bf16Avx2 : Types<uint16_t, float, 8> {
     const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w));
     return _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)), x, acc);
   }
-  Out sum(Acc acc, int64_t) const { return hsum_ps(acc); }
+  Out sum(Acc acc, int64_t) const { return kangaroo::hsum8(acc); }
 };
 
 #if defined(__AVX512BF16__) && defined(__AVX512BW__)
@@ -167,7 +161,7 @@ void add_dots(const float* M, const float* v, int64_t n, float s, int64_t j0, fl
     for (int t = 0; t < R; ++t) acc[t] = _mm256_fmadd_ps(_mm256_loadu_ps(M + (j0 + t) * n + q), vv, acc[t]);
   }
   for (int t = 0; t < R; ++t) {
-    float dot = hsum_ps(acc[t]);
+    float dot = kangaroo::hsum8(acc[t]);
     for (int64_t q = n8; q < n; ++q) dot += M[(j0 + t) * n + q] * v[q];
     y[j0 + t] += s * dot;
   }
@@ -241,7 +235,7 @@ void top_k(const float* y, int64_t N, int64_t k, int64_t* idx, float* val, float
   __m256 acc = _mm256_setzero_ps();
   int64_t j = 0;
   for (; j + 8 <= N; j += 8) acc = _mm256_add_ps(acc, exp_ps(_mm256_sub_ps(_mm256_loadu_ps(y + j), mv)));
-  float sum = hsum_ps(acc);
+  float sum = kangaroo::hsum8(acc);
   for (; j < N; ++j) sum += std::exp(y[j] - m);
   *lse = std::log(sum);
   for (int64_t t = 0; t < k; ++t) {
