@@ -15,11 +15,11 @@ namespace {
 
 constexpr int R = kRowsPerVec;
 #ifdef KANGAROO_AVX512
-constexpr int kMaxNX = 8;
-constexpr int nv_for(int nx) { return nx <= 2 ? 4 : nx <= 4 ? 3 : 2; }
+constexpr int kMaxNX = 8, kRegs = 32;
+constexpr int nv_for(int nx) { return nx <= 2 || nx == 4 ? 4 : 3; }  // measured on Zen 4, Q4_1
 constexpr int64_t kTileRows = 24;  // a multiple of every NV * R: threads split the rows in tiles of this many
 #else
-constexpr int kMaxNX = 4;
+constexpr int kMaxNX = 4, kRegs = 16;
 constexpr int nv_for(int nx) { return nx == 1 ? 4 : nx == 2 ? 2 : 1; }
 constexpr int64_t kTileRows = 8;
 #endif
@@ -39,6 +39,13 @@ void tile(const float* x, int64_t ldx, const Mat& w, int64_t j0, int64_t jend, f
     for (int r = 0; r < R; ++r) rows[v][r] = w.row(std::min<int64_t>(j0 + v * R + r, w.rows - 1));
   const uint8_t* pf_row = pf >= 0 ? w.row(pf) : nullptr;
   const int pf_rows = pf >= 0 ? int(std::min<int64_t>(NV * R, w.rows - pf)) : 0;
+  // the order of the loads and FMAs below changes nothing of any output's FMA chain, only the registers' reuse
+  constexpr bool kExpandAll = NV * C <= kRegs / 2;
+  auto group_rows = [&](int v, int64_t g) {
+    std::array<const uint8_t*, R> rp;
+    for (int r = 0; r < R; ++r) rp[r] = rows[v][r] + g * GB;
+    return rp;
+  };
   Vec acc[NX][NV];
   for (int i = 0; i < NX; ++i)
     for (int v = 0; v < NV; ++v) acc[i][v] = vzero();
@@ -46,13 +53,21 @@ void tile(const float* x, int64_t ldx, const Mat& w, int64_t j0, int64_t jend, f
   for (int64_t g = 0; g < groups; ++g) {
     if (pf_row && g % kPfEvery == 0)
       for (int t = 0; t < pf_rows; ++t) _mm_prefetch(reinterpret_cast<const char*>(pf_row + t * w.stride + g * GB), _MM_HINT_T1);
-    for (int v = 0; v < NV; ++v) {
-      const uint8_t* rp[R];
-      for (int r = 0; r < R; ++r) rp[r] = rows[v][r] + g * GB;
-      Vec wv[C];
-      E::group(rp, wv);
+    if constexpr (kExpandAll) {  // all NV groups expanded, then each input chunk loaded once for the NV of them
+      Vec wv[NV][C];
+      for (int v = 0; v < NV; ++v) E::group(group_rows(v, g).data(), wv[v]);
       for (int c = 0; c < C; ++c)
-        for (int i = 0; i < NX; ++i) acc[i][v] = vfma(wv[c], xload(x + i * ldx + (g * C + c) * 8), acc[i][v]);
+        for (int i = 0; i < NX; ++i) {
+          const Vec xv = xload(x + i * ldx + (g * C + c) * 8);
+          for (int v = 0; v < NV; ++v) acc[i][v] = vfma(wv[v][c], xv, acc[i][v]);
+        }
+    } else {  // too few registers for that: one group at a time
+      for (int v = 0; v < NV; ++v) {
+        Vec wv[C];
+        E::group(group_rows(v, g).data(), wv);
+        for (int c = 0; c < C; ++c)
+          for (int i = 0; i < NX; ++i) acc[i][v] = vfma(wv[c], xload(x + i * ldx + (g * C + c) * 8), acc[i][v]);
+      }
     }
   }
   const int64_t k0 = groups * 8 * C;  // float formats: the k % 8 tail, one fma at a time
