@@ -13,7 +13,8 @@ flags.
                       declined) and the dense KD rows of every block; threshold made every block draft, costing
                       the online run its speed
     auto vocabulary   DEFAULT_VOCAB (FR-Spec) where the model's token counts are in runs/subvocab
-    head precision    auto: int8 on the engine (kangaroo/packed_head.py); the LoRA merged when deployed
+    head precision    auto: int8 on the engine, float32 (the stored rows) for a head stored in blocks
+                      (kangaroo/packed_head.py); the LoRA merged when deployed
 
 Call ``apply_drafter_vocab`` before ``drafter_head.attach_drafter_head`` (the LoRA lives on the pruned sub-head), and
 ``build_drafter`` after it (the cost curve's head time is that of the head in use).
@@ -94,8 +95,9 @@ class DrafterConfig:
                                            "assets/sharegpt.jsonl when missing")
     head_precision: str = setting("auto", flag="--drafter-head-precision", choices=PRECISIONS,
                                   help="the drafter head's weights on the CPU engine (the verifier stays float32, so "
-                                       "outputs do not change): int8 (VNNI), bf16, float32; auto: int8 where the "
-                                       "engine's kernel is built")
+                                       "outputs do not change): int8 (VNNI), bf16, float32; auto: float32 where the "
+                                       "head is stored in blocks (a GGUF's Q8_0 rows, the faster there), else int8 "
+                                       "where the engine's kernel is built")
     probe_gate: bool = setting(True, flag="--probe-gate",
                                help="goodput: ask the self-drafter only when a model of what is already known (the "
                                     "verifier's probability of its last token, recent agreement) says a probe can pay; "

@@ -35,11 +35,9 @@ double fma_rate(int64_t n) {
   for (int i = 0; i < 12; ++i) a[i] = vzero();
   const auto t0 = std::chrono::steady_clock::now();
   for (int64_t r = 0; r < n; ++r)
-    for (int i = 0; i < 12; ++i) {
-      a[i] = vfma(a[i], m, m);
-      asm("" : "+v"(a[i]));
-    }
+    for (int i = 0; i < 12; ++i) a[i] = vfma(a[i], m, m);  // in registers (no barrier: one kept them in memory)
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (int i = 1; i < 12; ++i) a[0] = vfma(a[0], m, a[i]);  // every chain is used, so none is left out
   float out[8 * kRowsPerVec];
   vstore(out, a[0]);
   volatile float sink = out[0];

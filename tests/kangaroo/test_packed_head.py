@@ -159,3 +159,18 @@ def test_the_plain_engine_setting_takes_the_float32_head():
         cpu_engine.set_enabled(True)
     p = torch.softmax(km.drafter_logits_from_hk(x).detach(), -1)
     assert got.columns == [int(p.argmax())] and got.probs[0] == pytest.approx(float(p.max()))
+
+
+def test_auto_takes_the_stored_rows_of_a_head_stored_in_blocks():
+    """``auto``: int8 for a float32 head; float32 (the engine's exact stored rows, the faster) for a Q8_0 head."""
+    from kangaroo.weight_formats import quantize
+
+    _, km, head = lora_model()
+    configure(km, "auto")
+    assert km.head_precision == "int8" and packed_head(km) is not None
+    cpu_engine.attach_stored(head.proj.base, quantize(head.proj.base.weight.detach(), "q8_0"))
+    configure(km, "auto")
+    assert km.head_precision == "float32" and packed_head(km) is None
+    x = rand(1, 32, seed=9)
+    p = torch.softmax(km.drafter_logits_from_hk(x).detach(), -1)
+    assert propose(km, x).columns == [int(p.argmax())]
