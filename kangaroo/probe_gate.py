@@ -65,11 +65,16 @@ class ProbeGate:
         return 1 / (1 + math.exp(-max(-30.0, min(30.0, z))))
 
     def threshold(self) -> float:
-        """The q at which a probe breaks even: the head's cost over what an accepted first draft saves (a
-        step, shallow + deep(1), less the shallow pass on the draft and verifying 2 tokens instead of 1)."""
+        """The q at which a probe breaks even, by the goodput policy's own measure: a block that sends the probe's
+        draft commits 1 + q tokens (with the ``batch_rows`` of other sequences, b + 1 + q) for ``block_ms(1)``
+        (two shallow passes and head calls, one more verify row), a plain block 1 (b + 1) for a shallow pass and
+        the verify pass; so q > (b + 1) (block_ms(1) / plain - 1). (It was the head's cost over what an
+        *agreeing* probe saves, ~0.1 on the Q4_1 engine: every probe ran, and a sent draft that the verifier
+        rejects costs a verify row, 2.3 ms of an 11.4 ms step, that an agreeing probe never pays.)"""
         c = self.cost
-        deep_extra = c.deep_ms[1] - c.deep_ms[0] if c.max_tokens > 1 else 0.0
-        return c.head_ms / max(1e-6, c.deep_ms[0] - deep_extra)
+        b = c.batch_rows
+        plain = c.shallow_ms[0] + (c.deep_at(b + 1) if b else c.deep_ms[0])
+        return (b + 1) * (c.block_ms(1, "self") / max(1e-6, plain) - 1)
 
     # ------------------------------------------------------------------------------ the decision and learning
     def should_probe(self) -> bool:

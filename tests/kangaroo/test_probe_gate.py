@@ -15,7 +15,7 @@ from kangaroo.speculative import kangaroo_generate
 from kangaroo.verify_cost import CostCurve
 
 CHEAP = CostCurve(shallow_ms=[1.0, 1.5, 2.0], deep_ms=[30.0, 31.0, 33.0], head_ms=0.3)
-DEAR = CostCurve(shallow_ms=[1.0, 1.5, 2.0], deep_ms=[30.0, 31.0, 33.0], head_ms=6.0)  # break-even q 0.21
+DEAR = CostCurve(shallow_ms=[1.0, 1.5, 2.0], deep_ms=[30.0, 31.0, 33.0], head_ms=2.25)  # break-even q 0.21
 
 
 def block_with_row(p_top: float, accepted: int = 0, V: int = 50):
@@ -29,8 +29,12 @@ def block_with_row(p_top: float, accepted: int = 0, V: int = 50):
 
 
 def test_break_even_comes_from_the_cost_curve():
-    assert ProbeGate(CHEAP).threshold() == pytest.approx(0.3 / (30.0 - 1.0))
-    assert ProbeGate(DEAR).threshold() == pytest.approx(6.0 / 29.0)
+    """q at which a sent first draft's block, 1 + q tokens for 2 x (shallow + head) + deep(2), pays as a plain block,
+    1 token for shallow + deep(1); with b rows of other sequences, b + 1 + q tokens against b + 1."""
+    assert ProbeGate(CHEAP).threshold() == pytest.approx((2 * 1.3 + 31.0) / 31.0 - 1)
+    assert ProbeGate(DEAR).threshold() == pytest.approx((2 * 3.25 + 31.0) / 31.0 - 1)
+    batched = CostCurve(shallow_ms=[1.0, 1.5, 2.0], deep_ms=[30.0, 31.0, 33.0], head_ms=0.3, batch_rows=2)
+    assert ProbeGate(batched).threshold() == pytest.approx(3 * ((2 * 1.3 + 35.0) / (1.0 + 33.0) - 1))
 
 
 def test_committed_probability_is_the_softmax_top():
