@@ -23,7 +23,7 @@ for s in ${STEPS:-1 2 3 4 5 6 7}; do
     2) step 2 profile
        python3 -m scripts.profile_block --model-id smollm2-135m --context 160 --threads 1 --engines auto \
            --weights-list stored,bfloat16,float32 --out "$OUT/profile" ;;
-    3) step 3 main job; NOTE="quiet machine, record_all" bash scripts/main.sh ;;
+    3) step 3 main job; OUT="$OUT/main" NOTE="quiet machine, record_all" bash scripts/main.sh ;;
     4) step 4 spec-bench
        python3 -m scripts.benchmark_methods --model-id smollm2-135m --per-category 5 --max-new-tokens 64 \
            --load-lora "$CKPT" --methods baseline,ngram,memory,dvi_self,dvi --repeats "${REPEATS:-3}" \
