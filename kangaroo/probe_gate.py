@@ -10,12 +10,13 @@ free:
     recent  the self-drafter's recent agreement: an EMA of "the probe's top-1 was the verifier's token"
 
 A logistic model over [1, logit p_v, logit recent], fit online by SGD on every probe's outcome (it starts as
-q = recent), gives q = P(the probe's top-1 agrees). The gate lets the probe run when q * (what an accepted first
-draft saves) > the head's cost, both from the run's measured cost curve; otherwise the block is a plain greedy step
-that paid nothing for the question (``declined_free``). Every ``explore_every``-th block probes anyway, so a
-declined drafter that improves (online) is seen again. The goodput policy keeps the final say over the candidate a
-probe produces (it sends it only if its calibrated acceptance pays): the gate's label is the drafter's skill,
-known for every probe whether the candidate was sent or not, so a pessimistic calibrator cannot starve the gate.
+q = recent), gives q = P(the probe's top-1 agrees). The gate lets the probe run when a block that sends its draft,
+committing 1 + q tokens, has the better goodput than a plain block, both costed by the run's measured cost curve
+(``threshold``); otherwise the block is a plain greedy step that paid nothing for the question (``declined_free``).
+Every ``explore_every``-th block probes anyway, so a declined drafter that improves (online) is seen again. The
+goodput policy keeps the final say over the candidate a probe produces (it sends it only if its calibrated
+acceptance pays): the gate's label is the drafter's skill, known for every probe whether the candidate was sent or
+not, so a pessimistic calibrator cannot starve the gate.
 """
 from __future__ import annotations
 
@@ -68,9 +69,8 @@ class ProbeGate:
         """The q at which a probe breaks even, by the goodput policy's own measure: a block that sends the probe's
         draft commits 1 + q tokens (with the ``batch_rows`` of other sequences, b + 1 + q) for ``block_ms(1)``
         (two shallow passes and head calls, one more verify row), a plain block 1 (b + 1) for a shallow pass and
-        the verify pass; so q > (b + 1) (block_ms(1) / plain - 1). (It was the head's cost over what an
-        *agreeing* probe saves, ~0.1 on the Q4_1 engine: every probe ran, and a sent draft that the verifier
-        rejects costs a verify row, 2.3 ms of an 11.4 ms step, that an agreeing probe never pays.)"""
+        the verify pass; so q > (b + 1) (block_ms(1) / plain - 1). A rejected draft's verify row counts: on the
+        Q4_1 engine it is ~20% of a step, so q must pass ~0.3, not the ~0.1 of the head's cost alone."""
         c = self.cost
         b = c.batch_rows
         plain = c.shallow_ms[0] + (c.deep_at(b + 1) if b else c.deep_ms[0])
