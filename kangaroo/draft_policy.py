@@ -171,8 +171,9 @@ class GoodputPolicy:
 
 
 def make_policy(name: str, threshold: float = 0.6, cost=None, prior_weight: float = 4.0, gate: bool = False,
-                decay: float = 1.0):
-    """``gate``: the goodput policy decides its self probes by a ``ProbeGate``; ``decay``: its calibrator's."""
+                decay: float = 1.0, learning: bool = False):
+    """``gate``: the goodput policy decides its self probes by a ``ProbeGate`` (``learning``: the drafter learns
+    online); ``decay``: its calibrator's."""
     if name == "threshold":
         return ThresholdStop(threshold)
     if name == "goodput":
@@ -181,5 +182,5 @@ def make_policy(name: str, threshold: float = 0.6, cost=None, prior_weight: floa
         from kangaroo.probe_gate import ProbeGate
 
         return GoodputPolicy(cost, Calibrator(prior_weight=prior_weight, decay=decay),
-                             gate=ProbeGate(cost) if gate else None)
+                             gate=ProbeGate(cost, learning) if gate else None)
     raise ValueError(f"unknown draft policy {name!r}: use threshold or goodput")

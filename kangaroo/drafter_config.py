@@ -232,16 +232,17 @@ def build_drafter(cfg: DrafterConfig, model, print_fn=print, cost=None, online: 
     if cfg.draft_policy == "goodput" and cost is None:
         cost = cost_curve(cfg, model, print_fn)
     shared = calibrator if calibrator is not None and cfg.draft_policy == "goodput" else None
-    return make_drafter(cfg.drafter, cfg.steps, policy_factory(cfg, cost, shared), cfg.ngram_min, cfg.ngram_max,
+    return make_drafter(cfg.drafter, cfg.steps, policy_factory(cfg, cost, shared, online), cfg.ngram_min, cfg.ngram_max,
                         memory if memory is not None else new_memory(cfg))
 
 
-def policy_factory(cfg: DrafterConfig, cost, calibrator: Calibrator | None = None):
+def policy_factory(cfg: DrafterConfig, cost, calibrator: Calibrator | None = None, online: bool = False):
     """One new policy per call, as ``cfg`` says: each drafter calibrates apart, unless ``calibrator`` is one shared
-    goodput calibration (a server's requests); every goodput policy gets its own probe gate (``--probe-gate``)."""
+    goodput calibration (a server's requests); every goodput policy gets its own probe gate (``--probe-gate``;
+    ``online``: the drafter learns, so its probes are labels too)."""
     if calibrator is not None:
         from kangaroo.probe_gate import ProbeGate
 
-        return lambda: GoodputPolicy(cost, calibrator, gate=ProbeGate(cost) if cfg.probe_gate else None)
+        return lambda: GoodputPolicy(cost, calibrator, gate=ProbeGate(cost, online) if cfg.probe_gate else None)
     return lambda: make_policy(cfg.draft_policy, cfg.threshold, cost, cfg.goodput_prior, gate=cfg.probe_gate,
-                               decay=cfg.calibration_decay)
+                               decay=cfg.calibration_decay, learning=online)

@@ -37,6 +37,18 @@ def test_break_even_comes_from_the_cost_curve():
     assert ProbeGate(batched).threshold() == pytest.approx(3 * ((2 * 1.3 + 35.0) / (1.0 + 33.0) - 1))
 
 
+def test_a_learning_drafter_probes_whenever_an_agreeing_probe_pays_its_head():
+    """Online every probe is also a training label: the head's cost over what an agreeing probe saves."""
+    assert ProbeGate(DEAR, learning=True).threshold() == pytest.approx(2.25 / (30.0 - 1.0))
+    gate = ProbeGate(DEAR, learning=True)
+    for _ in range(50):  # agreement 0.15: below the deployed break-even (0.21), above the learning one (0.08)
+        gate.note(block_with_row(0.5))
+        assert gate.should_probe()
+        gate.learn(gate.probes % 7 == 0)
+    assert gate.declined_free == 0
+    assert make_policy("goodput", cost=DEAR, gate=True, learning=True).gate.learning
+
+
 def test_committed_probability_is_the_softmax_top():
     row = torch.randn(1000) * 4
     assert committed_prob(row) == pytest.approx(float(torch.softmax(row, -1).max()), rel=1e-5)
