@@ -3,7 +3,10 @@
     HTTP handlers (asyncio) --submit--> admission queue (at most max_batch + queue_size requests in the server,
                                         decoding or waiting: past it QueueFull -> 503 + Retry-After)
     decode thread, each turn:
-      admit    while a slot is free: take a waiting request, give it a drafter and caches, prefill its prompt
+      admit    while a slot is free: take a waiting request, give it a drafter and caches, prefill its prompt:
+               serving a frozen drafter, on the prefill thread (the machine's other core) while the requests in
+               flight go on decoding, and the request joins the batch at the turn after its prefill ends; a
+               learning server prefills inline (its learner sees every prompt and block in order, on this thread)
       step     one block of every request in flight together (``speculative.drafter_step_batch``: each drafts
                alone, weighing its drafts against the shared pass (``CostCurve.batch_rows``), one batched
                verify pass, accept/crop each), then per request in turn: the drafter observes
@@ -23,6 +26,7 @@ import queue
 import threading
 import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from kangaroo.cache_pool import ReusableCaches
 from kangaroo.speculative import drafter_step_batch, prefill
@@ -48,6 +52,9 @@ class Scheduler:
         self.inside = 0               # requests in the server (waiting, being admitted or decoding)
         self._count = threading.Lock()
         self.active: list[Sequence] = []
+        self.prefilling: list[tuple[Sequence, Future]] = []  # their prompts on the prefill thread
+        learning = learner is not None and learner.online
+        self._prefiller = None if learning else ThreadPoolExecutor(1, thread_name_prefix="kdvi-prefill")
         self.pools = [ReusableCaches(model.new_caches) for _ in range(max_batch)]
         self.free = list(range(max_batch))[::-1]
         self.accepting = True
@@ -71,7 +78,7 @@ class Scheduler:
 
     def state(self) -> tuple[int, int]:
         """(requests waiting, requests in flight)."""
-        return self.waiting.qsize(), len(self.active)
+        return self.waiting.qsize(), len(self.active) + len(self.prefilling)
 
     def retry_after(self) -> int:
         """Seconds until a slot is likely free: a request leaves about every request_s / max_batch seconds."""
@@ -87,7 +94,10 @@ class Scheduler:
         self._halt.set()
         if self._thread.is_alive():
             self._thread.join()
-        left = list(self.active)
+        if self._prefiller is not None:
+            self._prefiller.shutdown(wait=True)
+        left = list(self.active) + [seq for seq, _ in self.prefilling]
+        self.prefilling = []
         while not self.waiting.empty():
             left.append(self.waiting.get_nowait())
         self.active = []
@@ -101,8 +111,11 @@ class Scheduler:
         while not self._halt.is_set():
             try:
                 self._admit()
+                self._join_prefilled()
                 if self.active:
                     self._step()
+                elif self.prefilling:
+                    wait([f for _, f in self.prefilling], timeout=0.05, return_when="FIRST_COMPLETED")
             except Exception as e:  # noqa: BLE001 - a bug: the requests of this step fail, the server keeps serving
                 traceback.print_exc()
                 for seq in self.active:
@@ -113,7 +126,8 @@ class Scheduler:
     def _admit(self) -> None:
         while self.free:
             try:
-                seq = self.waiting.get_nowait() if self.active else self.waiting.get(timeout=0.05)
+                busy = self.active or self.prefilling
+                seq = self.waiting.get_nowait() if busy else self.waiting.get(timeout=0.05)
             except queue.Empty:
                 return
             if seq.cancelled:
@@ -133,11 +147,26 @@ class Scheduler:
         seq.history = seq.prompt[0].tolist()
         seq.caches = self.pools[seq.slot].get(seq.prompt_len + seq.max_tokens + seq.drafter.steps + 1)
         seq.drafter.begin(seq.history)
+        if self._prefiller is not None:
+            self.prefilling.append((seq, self._prefiller.submit(prefill, self.model, seq.prompt, seq.caches)))
+            return
         lr = self.learner
         dense = lr is not None and lr.prefill_positions > 0
         prefill(self.model, seq.prompt, seq.caches, lr.prefill_positions if dense else 0,
                 lr.on_prefill if dense else None)
         self.active.append(seq)
+
+    def _join_prefilled(self) -> None:
+        """Requests whose prompt the prefill thread has read join the batch (or fail alone)."""
+        for seq, fut in [p for p in self.prefilling if p[1].done()]:
+            self.prefilling.remove((seq, fut))
+            if fut.exception() is not None:
+                traceback.print_exception(fut.exception())
+                self._leave(seq)
+                seq.fail(f"internal error while reading the prompt ({type(fut.exception()).__name__}: "
+                         f"{fut.exception()})")
+            else:
+                self.active.append(seq)
 
     def _step(self) -> None:
         for seq in [s for s in self.active if s.cancelled]:

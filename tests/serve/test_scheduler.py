@@ -168,7 +168,7 @@ def test_a_failing_learner_stops_learning_but_not_serving():
     km = tiny()
 
     class Broken:
-        prefill_positions = 0
+        prefill_positions, online = 0, False
 
         def on_block(self, blk):
             raise OSError("disk full")
@@ -209,3 +209,30 @@ def test_requests_share_one_memory_and_metrics_count_by_source_as_the_chain_does
     assert counts["memory"].blocks > 0 and blocks == {s: counts[s].blocks if s in counts else 0 for s in blocks}
     mean = reg.get_sample_value("kdvi_mean_accepted_length", {"source": "memory"})
     assert mean == counts["memory"].committed / counts["memory"].blocks > 1
+
+
+def test_a_frozen_drafters_prompts_are_read_on_the_prefill_thread_while_others_decode():
+    """Serving a frozen drafter, prompts go through the prefill thread (the decode thread keeps decoding); a learning
+    server reads them inline, in order with the blocks its learner sees. Either way every answer stays greedy."""
+    km = tiny()
+    threads = []
+    shallow = km.forward_shallow
+
+    def spy(ids, cache):
+        threads.append((threading.current_thread().name, ids.shape[1]))
+        return shallow(ids, cache)
+
+    km.forward_shallow = spy
+    sched, _ = scheduler(km, max_batch=3)
+    ids_list = prompts([9, 6, 11])
+    reqs = [request(ids, 12) for ids in ids_list]
+    sched.start()
+    for seq, _ in reqs:
+        sched.submit(seq)
+    outs = [result(ev) for _, ev in reqs]
+    sched.close(timeout=WAIT_S)
+    km.forward_shallow = shallow
+    assert [o[0] for o in outs] == [kangaroo_generate(km, ids, 12, EOS).tokens for ids in ids_list]
+    on_prefill_thread = sorted(n for name, n in threads if name.startswith("kdvi-prefill"))
+    assert on_prefill_thread == [5, 8, 10]  # each prompt but its last token, and nothing else
+    assert sched.state() == (0, 0)
