@@ -4,9 +4,9 @@
                                         decoding or waiting: past it QueueFull -> 503 + Retry-After)
     decode thread, each turn:
       admit    while a slot is free: take a waiting request, give it a drafter and caches, prefill its prompt:
-               serving a frozen drafter while others decode, on the prefill thread (the machine's other core), and
-               the request joins the batch at the turn after its prefill ends; otherwise inline (a learning server
-               always: its learner sees every prompt and block in order, on this thread)
+               serving a frozen drafter, on the prefill thread (the machine's other core) while the requests in
+               flight go on decoding, and the request joins the batch at the turn after its prefill ends; a
+               learning server prefills inline (its learner sees every prompt and block in order, on this thread)
       step     one block of every request in flight together (``speculative.drafter_step_batch``: each drafts
                alone, weighing its drafts against the shared pass (``CostCurve.batch_rows``), one batched
                verify pass, accept/crop each), then per request in turn: the drafter observes
@@ -147,7 +147,7 @@ class Scheduler:
         seq.history = seq.prompt[0].tolist()
         seq.caches = self.pools[seq.slot].get(seq.prompt_len + seq.max_tokens + seq.drafter.steps + 1)
         seq.drafter.begin(seq.history)
-        if self._prefiller is not None and self.active:  # nothing decoding: inline, as fast and on one core
+        if self._prefiller is not None:
             self.prefilling.append((seq, self._prefiller.submit(prefill, self.model, seq.prompt, seq.caches)))
             return
         lr = self.learner
