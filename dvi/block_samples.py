@@ -14,7 +14,8 @@ that skipped its probe. ``prefill_samples`` does the same for the prompt positio
 
 With a trained adapter (the block or prefill carries a ``HiddenContext``) every tuple also carries its segment: the
 layer-k residuals of the up to W positions ending at its input (input pos - 1 of the block; the scored prompt
-position), which the trainer runs the adapter over.
+position), which the trainer runs the adapter over; a dense tuple's hk is then zeros (unread: the adapter's layer
+runs only where a draft needs it, ``KangarooModel.shallow_out``).
 """
 from __future__ import annotations
 
@@ -38,8 +39,10 @@ def block_samples(blk: Block, dense: bool = False) -> list[DVITrainSample]:
                                       z_phi=v.logits[m], reward=int(judged), pos=m + 1, is_first_reject=not judged))
     if dense:
         done = {s.pos - 1 for s in out}  # verifier rows already in a tuple
+        # a trained adapter's trainer reads each tuple's segment, never its hk: none is computed for these rows
+        unread = None if blk.context is None else blk.context.h.new_zeros(blk.context.h.shape[1])
         for j in range(a + 1):            # the committed rows: inputs x, d_1..d_a
-            hk = None if j in done else blk.input_hk(j)
+            hk = None if j in done else blk.input_hk(j) if unread is None else unread
             if hk is not None:
                 out.append(DVITrainSample(hk=hk.to(torch.float16), token=v.tokens[j], z_phi=v.logits[j], reward=0,
                                           pos=j + 1, is_first_reject=False, kd_only=True))

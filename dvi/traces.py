@@ -24,6 +24,7 @@ import torch
 
 from common.atomic import atomic_write
 from kangaroo.blocks import Block, Draft, HiddenContext, Verification
+from kangaroo.kangaroo_model import ShallowOut
 
 SHARD = "trace_{:08d}.pt"
 
@@ -60,7 +61,7 @@ def block_of(rec: dict, vocab_size: int) -> Block:
     draft = Draft(inputs[1:], None, hk[:m] if src == "self" else None, rec["confidences"].tolist(), source=src,
                   last_token=inputs[0], declined_token=dec.get("token"), declined_conf=dec.get("conf"),
                   declined_hk=dec.get("hk"))
-    ver = Verification(logits, rec["verified"].tolist(), hk=hk, hk_from=0)
+    ver = Verification(logits, rec["verified"].tolist(), shallow=ShallowOut(None, hk[None]), hk_from=0)
     c = rec["context"]
     ctx = None if c is None else HiddenContext(c["h"], c["first_pos"], c["window"])
     return Block(draft, ver, rec["accepted"], rec["committed"].tolist(), context=ctx)

@@ -2,7 +2,8 @@
 
     hk = norm(h + self_attn(input_layernorm(h)))
 
-It has its own KV cache layer (the last layer of the shallow cache). On disk an adapter is a folder:
+Over the whole context it has its own KV cache layer (the last layer of the shallow cache); with a window it
+caches nothing and runs over the rows of its window (``forward_rows``). On disk an adapter is a folder:
 
     config.json          {"format": "kangaroo-adapter", "version": 1, "hidden_size", "num_attention_heads",
                           "num_key_value_heads", "head_dim", "rms_norm_eps", "window" (optional)}
@@ -27,7 +28,7 @@ from torch import nn
 
 from common.atomic import atomic_write_bytes, atomic_write_text
 from common.errors import UserError
-from kangaroo.llama_forward import attend, attention, heads, rope
+from kangaroo.llama_forward import attend, attention, heads, rope, window_mask
 
 FORMAT = "kangaroo-adapter"
 CONFIG_KEYS = ("hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim", "rms_norm_eps")
@@ -44,10 +45,22 @@ class KangarooAdapter(nn.Module):
         self.self_attn = LlamaAttention(base_config, layer_idx=0)
         self.norm = LlamaRMSNorm(base_config.hidden_size, eps=base_config.rms_norm_eps)
 
-    def forward(self, h, cos, sin, cache, cache_layer: int, mask, key_from: int = 0) -> torch.Tensor:
-        """h [1, n, d] appended to ``cache`` layer ``cache_layer``; the queries see keys from ``key_from`` on."""
+    def forward(self, h, cos, sin, cache, cache_layer: int, mask) -> torch.Tensor:
+        """h [1, n, d] appended to ``cache`` layer ``cache_layer`` (an adapter over the whole context)."""
         x = self.input_layernorm(h)
-        return self.norm(h + attention(self.self_attn, x, cos, sin, cache, cache_layer, mask, key_from))
+        return self.norm(h + attention(self.self_attn, x, cos, sin, cache, cache_layer, mask))
+
+    def forward_rows(self, h: torch.Tensor, cos, sin, n: int) -> torch.Tensor:
+        """Consecutive rows h [1, L, d] and their RoPE cos/sin [1, L, D] (no cache): the output [1, n, d] at the
+        last n rows, each query attending to its last ``window`` rows (itself included) as far as h reaches back.
+        That is ``forward``'s output for those rows when the cache holds exactly h's earlier rows."""
+        key_from, mask = window_mask(h.shape[1] - n, n, self.window, h.device)
+        x, attn = self.input_layernorm(h[:, key_from:]), self.self_attn
+        cos, sin = cos[:, key_from:], sin[:, key_from:]
+        q = rope(heads(attn.q_proj, x[:, -n:], attn.head_dim), cos[:, -n:], sin[:, -n:])
+        k = rope(heads(attn.k_proj, x, attn.head_dim), cos, sin)
+        out = attend(attn, q, k, heads(attn.v_proj, x, attn.head_dim), mask)
+        return self.norm(h[:, -n:] + out)
 
     def forward_last(self, h: torch.Tensor, cos, sin, valid: torch.Tensor) -> torch.Tensor:
         """Segments h [B, W, d] (no cache), their RoPE cos/sin [B, W, D], valid [B, W] (False: padding; the last

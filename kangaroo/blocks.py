@@ -4,9 +4,12 @@ them, ``kangaroo/drafters/`` draft them, DVI learns from them)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
+
+if TYPE_CHECKING:
+    from kangaroo.kangaroo_model import ShallowOut
 
 NONE = "none"   # the source of a block that drafted nothing (a plain greedy step)
 
@@ -64,8 +67,14 @@ class Verification:
     logits: torch.Tensor       # [m+1, V] verifier logits; row j predicts the token after input j
     tokens: list[int]          # v_0..v_m (greedy)
     ms: float = 0.0
-    hk: Optional[torch.Tensor] = None   # [m+1-hk_from, d] hk of the inputs verify ran the shallow layers on
-    hk_from: int = 0                    # the first of those inputs (the draft's ``covered``)
+    shallow: Optional["ShallowOut"] = None  # the shallow pass verify ran on the inputs from ``hk_from`` on
+    hk_from: int = 0                        # the first of those inputs (the draft's ``covered``)
+
+    @property
+    def hk(self) -> Optional[torch.Tensor]:
+        """[m+1-hk_from, d] hk of the inputs verify ran the shallow layers on (computed on first read: a windowed
+        adapter's features cost nothing until then)."""
+        return None if self.shallow is None else self.shallow.hk[0]
 
 
 @dataclass

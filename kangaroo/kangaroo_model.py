@@ -12,6 +12,11 @@ drafter at step 0, or ``adapter_path`` as the start), attending over the last ``
 shallow cache also keeps the layer-k residual of every position (``KVCache.rows``), which the training segments
 of each block are cut from (``segment_context``).
 
+An adapter with a window (trained, or loaded with one) runs only when something reads hk: the shallow pass keeps
+the rows and ``ShallowOut.hk`` runs the adapter's layer over the window's rows on first use, so a block that drafts
+nothing from the self-drafter (a declined probe, an n-gram block) never pays for it. An adapter over the whole
+context (the Kangaroo repo's) keeps its keys and values as one more layer of the shallow cache instead.
+
 The base model, its head (``head_model``) and the shallow copies are frozen (a trained adapter is a copy of its
 own). The model holds the split verifier; the drafter's trainable part (a LoRA ``DrafterHead``, and a trained
 adapter) is attached and listed by ``kangaroo/drafter_head.py`` (``attach_drafter_head``, ``trainable_params``);
@@ -29,7 +34,7 @@ from torch import nn
 from common.errors import ConfigError, UserError
 from kangaroo import cpu_engine
 from kangaroo.blocks import HiddenContext
-from kangaroo.llama_forward import causal_mask, final_norm, new_cache, project, rotary_for, run_layers, window_mask
+from kangaroo.llama_forward import causal_mask, final_norm, new_cache, project, rotary_for, run_layers
 from kangaroo.kv_cache import KVCache
 
 
@@ -41,10 +46,21 @@ def check_exit_layer(exit_layer: int, config) -> None:
                           "that range (default 2)")
 
 
-@dataclass
 class ShallowOut:
-    h: torch.Tensor   # [1, n, d] layer-k residual stream (pre-norm): the verifier's input
-    hk: torch.Tensor  # [1, n, d] post-norm drafter features: what the drafter head projects
+    """The shallow pass over n inputs: ``h`` [1, n, d], the layer-k residual stream (pre-norm, the verifier's
+    input), and ``hk`` [1, n, d], the post-norm drafter features the drafter head projects: given, or computed by
+    ``features()`` on first use (a windowed adapter's layer)."""
+
+    def __init__(self, h: torch.Tensor, hk: Optional[torch.Tensor] = None, features=None):
+        if (hk is None) == (features is None):
+            raise ValueError("ShallowOut takes hk or features, one of them")
+        self.h, self._hk, self._features = h, hk, features
+
+    @property
+    def hk(self) -> torch.Tensor:
+        if self._hk is None:
+            self._hk, self._features = self._features(), None
+        return self._hk
 
 
 @dataclass
@@ -119,8 +135,8 @@ class KangarooModel(nn.Module):
 
     # ------------------------------------------------------------------------------------------ caches
     def new_caches(self, max_len: int) -> KangarooCaches:
-        n_shallow = self.exit_layer + (self.adapter is not None)
-        rows = self.config.hidden_size if self.trained_adapter is not None else 0
+        n_shallow = self.exit_layer + (self.adapter is not None and not self.lazy_adapter)
+        rows = self.config.hidden_size if self.lazy_adapter else 0
         return KangarooCaches(
             shallow=new_cache(self.config, n_shallow, max_len, self.dtype, self.device, row_width=rows),
             deep=new_cache(self.config, self.config.num_hidden_layers - self.exit_layer, max_len, self.dtype,
@@ -134,25 +150,37 @@ class KangarooModel(nn.Module):
         return self.shallow_out(run_layers(self.shallow_stack, self.embed_tokens(input_ids), cache, self.rotary_emb),
                                 cache, start)
 
+    @property
+    def lazy_adapter(self) -> bool:
+        """An adapter with a window: it runs from the cache's rows when hk is read (the module docstring)."""
+        return self.adapter is not None and self.adapter.window is not None
+
     @torch.no_grad()
     def shallow_out(self, h: torch.Tensor, cache: KVCache, start: int) -> ShallowOut:
         """The drafter features of the shallow stack's output h [1, n, d] at positions ``[start, start + n)`` (the
-        cache already advanced past them): final_norm(h), or the adapter's layer over them, written into the same
-        cache positions (and, with a trained adapter, h into its rows)."""
+        cache already advanced past them): final_norm(h); or, with a windowed adapter, h into the cache's rows and
+        the adapter's layer over the window's rows when hk is read; or an adapter over the whole context, its layer
+        written into the same cache positions."""
         n = h.shape[1]
         if self.adapter is None:
             return ShallowOut(h, final_norm(self.norm, h))
-        # the adapter is one more layer of the shallow cache, written at the same positions (as are the rows)
         cache.crop(start)
-        cos, sin = rotary_for(self.rotary_emb, h, start)
-        window = self.adapter.window
-        key_from, mask = (0, causal_mask(start, n, h.device)) if window is None else window_mask(start, n, window,
-                                                                                                 h.device)
-        hk = self.adapter(h, cos, sin, cache, self.exit_layer, mask, key_from)
-        if cache.rows is not None:
+        if self.lazy_adapter:
             cache.write_rows(h)
+            cache.advance(n)
+            first = max(0, start - self.adapter.window + 1)
+            rows = cache.read_rows(first, start + n)[None]  # a copy: the cache may move on before hk is read
+            return ShallowOut(h, features=lambda: self._window_features(rows, first, n))
+        cos, sin = rotary_for(self.rotary_emb, h, start)
+        hk = self.adapter(h, cos, sin, cache, self.exit_layer, causal_mask(start, n, h.device))
         cache.advance(n)
         return ShallowOut(h, hk)
+
+    @torch.no_grad()
+    def _window_features(self, rows: torch.Tensor, first: int, n: int) -> torch.Tensor:
+        """The windowed adapter over ``rows`` [1, L, d] (positions ``[first, first + L)``): hk of the last n."""
+        cos, sin = rotary_for(self.rotary_emb, rows, first)
+        return self.adapter.forward_rows(rows, cos, sin, n)
 
     def segment_context(self, shallow: KVCache, start: int, end: int) -> Optional[HiddenContext]:
         """With a trained adapter: the layer-k residuals its training segments ending at positions ``[start, end)``

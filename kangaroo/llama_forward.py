@@ -77,14 +77,13 @@ def attend(attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask) -> tor
     return attn.o_proj(out.transpose(1, 2).reshape(B, n, -1))
 
 
-def attention(attn, x: torch.Tensor, cos, sin, cache: KVCache, layer: int, mask, key_from: int = 0) -> torch.Tensor:
-    """Self-attention of one layer; writes this layer's k/v into ``cache`` at ``cache.length``. The queries see
-    the keys from position ``key_from`` on (``mask`` covers those; 0: all)."""
+def attention(attn, x: torch.Tensor, cos, sin, cache: KVCache, layer: int, mask) -> torch.Tensor:
+    """Self-attention of one layer; writes this layer's k/v into ``cache`` at ``cache.length``."""
     hd = attn.head_dim
     q = rope(heads(attn.q_proj, x, hd), cos, sin)
     k = rope(heads(attn.k_proj, x, hd), cos, sin)
     k_all, v_all = cache.write(layer, k, heads(attn.v_proj, x, hd))
-    return attend(attn, q, k_all[:, :, key_from:], v_all[:, :, key_from:], mask)
+    return attend(attn, q, k_all, v_all, mask)
 
 
 def decoder_layer(layer, h: torch.Tensor, cos, sin, cache: KVCache, idx: int, mask) -> torch.Tensor:

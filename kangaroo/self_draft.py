@@ -34,7 +34,7 @@ def self_draft(model: KangarooModel, last_token: int, caches: KangarooCaches, st
         hs.append(out.h)
         if not go_on:
             break
-    hk_all = torch.cat(hks, dim=0) if hks else out.hk.new_zeros(0, out.hk.shape[-1])
+    hk_all = torch.cat(hks, dim=0) if hks else out.h.new_zeros(0, out.h.shape[-1])
     return Draft(tokens, torch.cat(hs, dim=1), hk_all, confs, ms=(now(model.device) - t0) * 1e3,
                  source="self", last_token=last_token, declined_token=declined[0], declined_conf=declined[1],
                  declined_hk=declined[2], next_hk=out.hk[0, -1])

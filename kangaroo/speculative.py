@@ -67,7 +67,7 @@ def verify_batch(model: KangarooModel, drafts: list[Draft], caches: list[Kangaro
     hs = [_verifier_input(d, shallow.get(i)) for i, d in enumerate(drafts)]
     logits = verifier_logits_batch(model, forward_deep_batch(model, hs, [c.deep for c in caches]))
     ms = (now(model.device) - t0) * 1e3 / max(1, len(drafts))
-    return [Verification(z[0], argmax_rows(z[0]), ms=ms, hk=shallow[i].hk[0] if i in shallow else None,
+    return [Verification(z[0], argmax_rows(z[0]), ms=ms, shallow=shallow.get(i),
                          hk_from=d.covered) for i, (d, z) in enumerate(zip(drafts, logits))]
 
 
@@ -153,11 +153,13 @@ def prefill(model: KangarooModel, input_ids: torch.Tensor, caches: KangarooCache
             t0 = now(model.device)
             ix = torch.tensor(pos, device=h_final.device)
             logits = model.verifier_logits(h_final.index_select(1, ix))[0]
-            hk = sh.hk[0].index_select(0, ix.to(sh.hk.device))
+            context = model.segment_context(caches.shallow, 0, n)
+            # a trained adapter's trainer reads the segments, not hk: its layer need not run over the prompt
+            hk = sh.hk[0].index_select(0, ix.to(sh.h.device)) if context is None else sh.h.new_zeros(len(pos),
+                                                                                                 sh.h.shape[-1])
             ms = (now(model.device) - t0) * 1e3
             nxt = [int(input_ids[0, i + 1]) for i in pos]
-            on_targets(PrefillTargets(pos, hk, logits, nxt, input_ids.shape[1], ms,
-                                      context=model.segment_context(caches.shallow, 0, n)))
+            on_targets(PrefillTargets(pos, hk, logits, nxt, input_ids.shape[1], ms, context=context))
     return int(input_ids[0, -1])
 
 

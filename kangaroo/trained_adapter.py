@@ -9,8 +9,9 @@ that is not zero at step 0).
 
 Window: the adapter attends over the last ``window`` positions only (itself included), at draft time as in
 training, where each tuple carries the layer-k residuals of those positions (``dvi/buffer.py``) and the trainer
-runs the adapter over that segment (``KangarooAdapter.forward_last``). The adapter's keys/values in the shallow
-cache were written under the weights of the moment; after a published update the older ones stay (docs/dvi.md).
+runs the adapter over that segment (``KangarooAdapter.forward_last``); at draft time ``KangarooAdapter.forward_rows``
+runs it over the cache's rows of the window, only where a draft reads hk (``KangarooModel.shallow_out``), under
+the weights of the moment (docs/dvi.md).
 """
 from __future__ import annotations
 

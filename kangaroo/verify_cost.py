@@ -83,8 +83,10 @@ def measure_cost_curve(model, max_tokens: int, reps: int = 5, prefix: int = 32) 
             ts.append(elapsed_ms(lambda: out.setdefault("s", model.forward_shallow(x, caches.shallow)), dev))
             td.append(elapsed_ms(lambda: model.verifier_logits(model.forward_deep(out["s"].h, caches.deep)).argmax(-1),
                                  dev))
-            # the drafter's head as decoding meets it: after a verify pass has streamed the model through the caches
-            heads.append(elapsed_ms(lambda: propose(model, out["s"].hk[:, -1]), dev))
+            # the drafter's head as decoding meets it: after a verify pass has streamed the model through the caches,
+            # on one new row's features (a windowed adapter's layer runs when they are read: its cost counts here)
+            if n == 1:
+                heads.append(elapsed_ms(lambda: propose(model, out["s"].hk[:, -1]), dev))
             caches.crop(prefix)
         shallow.append(statistics.median(ts[1:]))
         deep.append(statistics.median(td[1:]))

@@ -14,6 +14,8 @@ Times (median of --repeats, each after a warm-up), all at a context of --context
              core streams them with the engine's read loop over a --stream-mb buffer: the floor of ``ar``
   fma_floor(n)  n x the weights a token row multiplies by / the float32 FMA rate of one core: the floor of
              deep(n) + shallow, whatever the weight format (``scripts/profile/limits.py``)
+  batch(c)   one greedy step of c sequences at once, each over its own caches, as the server batches requests
+             (--batch-sizes; ``scripts/profile/batch.py``), and the ceiling c x batch(1) / batch(c) it sets
 
 Each part is timed for every weight format of --weights-list (stored: as the file holds them, float32, or a
 conversion: bfloat16, float16, q8_0, q4_0, q4_1), engine of --engines (auto: the lean C++ CPU engine, plain:
@@ -34,6 +36,7 @@ Writes OUT/block_costs.json and OUT/block_costs.md. The DVI head's rank is --dvi
 """
 from __future__ import annotations
 
+import argparse
 import json
 import shlex
 import sys
@@ -47,6 +50,7 @@ from evaluation.cli import (OneLineParser, add_model_args, add_speculation_args,
 from kangaroo import cpu_engine
 from scripts.profile.cost_model import report_markdown, variants_markdown
 from scripts.profile import limits
+from scripts.profile.batch import batch_costs, batch_markdown
 from scripts.profile.draft import draft_markdown, measure_draft
 from scripts.profile.measure import measure
 
@@ -75,8 +79,22 @@ def build_parser() -> OneLineParser:
     p.add_argument("--draft-adapter", default="none", choices=("none", "train"),
                    help="the drafter of the drafted-token rows: none (layer-k features) or a trained Kangaroo adapter "
                         "(its layer runs per drafted token too)")
+    p.add_argument("--batch-sizes", type=batch_sizes, default="1,2,4,8",
+                   help="comma-separated counts of sequences to time one batched greedy step of, in the first "
+                        "variant ('' to skip)")
     p.add_argument("--out", default="runs/profile")
     return p
+
+
+def batch_sizes(text: str) -> list[int]:
+    """``--batch-sizes``: comma-separated positive counts ('' for none)."""
+    try:
+        sizes = [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        sizes = [0]
+    if any(c < 1 for c in sizes):
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated positive counts such as 1,2,4,8, or ''")
+    return sizes
 
 
 def lora_shape(args) -> tuple[int, float]:
@@ -89,13 +107,14 @@ def lora_shape(args) -> tuple[int, float]:
     return int(meta["lora_r"]), float(meta["lora_alpha"])
 
 
-def measure_formats(args, r: int, alpha: float, rate: float, fmas: float) -> tuple[dict, dict, list]:
-    """Every variant's costs (with its stream limit and FMA floors), bytes per token per format, and one
-    self-drafted token's costs (scripts/profile/draft.py) in the first format, engine and thread count."""
+def measure_formats(args, r: int, alpha: float, rate: float, fmas: float) -> tuple[dict, dict, list, dict]:
+    """Every variant's costs (with its stream limit and FMA floors), bytes per token per format, and, in the first
+    format, engine and thread count, one self-drafted token's costs (scripts/profile/draft.py) and the batched
+    greedy steps (scripts/profile/batch.py)."""
     from kangaroo.kangaroo_model import KangarooModel
     from kangaroo.model_loading import load_causal_lm
 
-    variants, per_format, draft = {}, {}, []
+    variants, per_format, draft, batch = {}, {}, [], {}
     for i, fmt in enumerate(args.weights_list.split(",")):
         lm = load_causal_lm(args.model_id, device=args.device, dtype=args.dtype, weights=fmt)
         km = KangarooModel(model_id=args.model_id, exit_layer=args.exitlayer, base_model=lm)
@@ -115,8 +134,9 @@ def measure_formats(args, r: int, alpha: float, rate: float, fmas: float) -> tup
             drafter_km = km if args.draft_adapter == "none" else KangarooModel(
                 model_id=args.model_id, exit_layer=args.exitlayer, base_model=lm, adapter_mode="train")
             draft = measure_draft(drafter_km, args, r, alpha)
+            batch = batch_costs(km, args.context, args.batch_sizes, args.repeats) if args.batch_sizes else {}
         del km, lm
-    return variants, per_format, draft
+    return variants, per_format, draft, batch
 
 
 def main(argv=None) -> int:
@@ -129,10 +149,11 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     rate, fmas = limits.stream_rate(args.stream_mb, args.repeats), limits.fma_rate(args.repeats)
     torch.set_num_threads(threads)
-    variants, per_format, draft = measure_formats(args, r, alpha, rate, fmas)
+    variants, per_format, draft, batch = measure_formats(args, r, alpha, rate, fmas)
     costs = {**variants[next(iter(variants))]}
     costs["variants"] = variants
     costs["draft"] = draft
+    costs["batch_ms"] = batch
     meta = {"model": args.model_id, "device": args.device, "dtype": args.dtype, "threads": args.threads,
             "engines": args.engines, "weights": args.weights_list, "exit layer": args.exitlayer,
             "context": args.context, "repeats": args.repeats, "lora r": r, "trainer batch": args.dvi_batch_size,
@@ -143,6 +164,8 @@ def main(argv=None) -> int:
             "command": shlex.join(["python", "-m", "scripts.profile_block", *(sys.argv[1:] if argv is None else argv)])}
     md = report_markdown(costs, meta, args.steps, args.dvi_update_every)
     md += "\n" + "\n".join(draft_markdown(costs["draft"], costs["ar_ms"], costs["shallow_ms"])) + "\n"
+    if batch:
+        md += "\n".join(batch_markdown(batch)) + "\n"
     md += "\nAll variants (ms; head = the identity drafter head):\n\n" + "\n".join(variants_markdown(variants)) + "\n"
     write_report(args.out, md, meta, costs)
     return 0

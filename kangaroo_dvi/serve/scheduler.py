@@ -160,11 +160,11 @@ class Scheduler:
         """Requests whose prompt the prefill thread has read join the batch (or fail alone)."""
         for seq, fut in [p for p in self.prefilling if p[1].done()]:
             self.prefilling.remove((seq, fut))
-            if fut.exception() is not None:
-                traceback.print_exception(fut.exception())
+            error = fut.exception()
+            if error is not None:
+                traceback.print_exception(error)
                 self._leave(seq)
-                seq.fail(f"internal error while reading the prompt ({type(fut.exception()).__name__}: "
-                         f"{fut.exception()})")
+                seq.fail(f"internal error while reading the prompt ({type(error).__name__}: {error})")
             else:
                 self.active.append(seq)
 

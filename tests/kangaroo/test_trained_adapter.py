@@ -98,6 +98,30 @@ def test_draft_time_attention_equals_the_segment_forward(window):
         torch.testing.assert_close(got[0], hk[p], rtol=1e-9, atol=1e-9)
 
 
+def test_the_adapter_runs_only_where_hk_is_read_under_the_weights_of_that_moment():
+    """A windowed adapter's layer costs nothing until a draft reads hk: no call while the shallow passes (and the
+    cache) move on, one when it is read, over the rows as they were, with the weights of the read."""
+    lm = make_tiny_llama()
+    km = trained(lm, 3)
+    perturb(km.trained_adapter)
+    calls, run = [], km.trained_adapter.forward_rows
+    km.trained_adapter.forward_rows = lambda *a: calls.append(a[-1]) or run(*a)
+    seq, cache = ids(9), km.new_caches(16).shallow
+    km.forward_shallow(seq[:, :6], cache)
+    out = km.forward_shallow(seq[:, 6:7], cache)
+    km.forward_shallow(seq[:, 7:9], cache)  # the cache moves on before hk is read
+    assert calls == [] and cache.k.shape[0] == km.exit_layer  # no adapter layer in the shallow cache
+    perturb(km.trained_adapter, seed=5)  # a published update before the read: the read uses it
+    before = out.hk
+    assert calls == [1] and out.hk is before  # computed once, for the one row
+    fresh = km.new_caches(16).shallow
+    km.forward_shallow(seq[:, :7], fresh)
+    h = fresh.rows[0, :7]
+    cos, sin = rotary_for(km.rotary_emb, h[None], 0)
+    want = run(h[None, 4:7], cos[:, 4:7], sin[:, 4:7], 1)
+    torch.testing.assert_close(before, want, rtol=1e-9, atol=1e-9)
+
+
 def test_padding_rows_are_masked_out_of_the_segment_forward():
     lm = make_tiny_llama()
     km = trained(lm, 4)

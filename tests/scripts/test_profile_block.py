@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -34,7 +35,7 @@ def test_profiler_writes_costs_for_every_verify_width(tmp_path):
     assert main(["--model-id", str(model_dir), "--context", "8", "--repeats", "1", "--steps", "3",
                  "--dvi-topk", "16", "--dvi-batch-size", "8", "--stream-mb", "4", "--threads", "1,2",
                  "--weights-list", "stored,q8_0",
-                 "--drafter-vocabs", "0,16,4096", "--draft-adapter", "train",
+                 "--drafter-vocabs", "0,16,4096", "--draft-adapter", "train", "--batch-sizes", "1,3",
                  "--out", str(out)]) == 0
     costs = json.loads((out / "block_costs.json").read_text())["costs"]
     assert sorted(int(n) for n in costs["deep_ms"]) == [1, 2, 3, 4]
@@ -53,3 +54,13 @@ def test_profiler_writes_costs_for_every_verify_width(tmp_path):
         (v, p) for v in (97, 16) for p in ("float32", "bf16", "int8")]
     assert all(r["token_ms"] > 0 and r["head_ms"] > 0 for r in costs["draft"])
     assert "share of a greedy step" in md
+    # one greedy step of 1 and of 3 sequences at once (the server's batched calls), and the ceiling it sets
+    assert sorted(costs["batch_ms"]) == ["1", "3"] and all(ms > 0 for ms in costs["batch_ms"].values())
+    assert "ceiling c x t(1) / t(c)" in md and "| 1.00x |" in md
+    assert re.search(r"\| 3 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+x \|", md)
+
+
+def test_a_bad_batch_size_is_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--batch-sizes", "1,zero", "--out", "unused"])
+    assert e.value.code == 2 and "--batch-sizes" in capsys.readouterr().err
