@@ -55,22 +55,22 @@ class KangarooAdapter(nn.Module):
         last n rows, each query attending to its last ``window`` rows (itself included) as far as h reaches back.
         That is ``forward``'s output for those rows when the cache holds exactly h's earlier rows."""
         key_from, mask = window_mask(h.shape[1] - n, n, self.window, h.device)
-        x, attn = self.input_layernorm(h[:, key_from:]), self.self_attn
-        cos, sin = cos[:, key_from:], sin[:, key_from:]
-        q = rope(heads(attn.q_proj, x[:, -n:], attn.head_dim), cos[:, -n:], sin[:, -n:])
-        k = rope(heads(attn.k_proj, x, attn.head_dim), cos, sin)
-        out = attend(attn, q, k, heads(attn.v_proj, x, attn.head_dim), mask)
-        return self.norm(h[:, -n:] + out)
+        return self._last_rows(h[:, key_from:], cos[:, key_from:], sin[:, key_from:], n, mask)
 
     def forward_last(self, h: torch.Tensor, cos, sin, valid: torch.Tensor) -> torch.Tensor:
         """Segments h [B, W, d] (no cache), their RoPE cos/sin [B, W, D], valid [B, W] (False: padding; the last
         row is valid): the output at each segment's last row, [B, d], its query attending every valid row. That
         is ``forward``'s output for that row when the cache holds exactly the segment's rows before it."""
+        return self._last_rows(h, cos, sin, 1, valid[:, None, None, :])[:, 0]
+
+    def _last_rows(self, h: torch.Tensor, cos, sin, n: int, mask) -> torch.Tensor:
+        """The output [B, n, d] at the last n rows of h [B, L, d] (no cache), their queries attending h's rows
+        under ``mask`` (None: all of them)."""
         x, attn = self.input_layernorm(h), self.self_attn
-        q = rope(heads(attn.q_proj, x[:, -1:], attn.head_dim), cos[:, -1:], sin[:, -1:])
+        q = rope(heads(attn.q_proj, x[:, -n:], attn.head_dim), cos[:, -n:], sin[:, -n:])
         k = rope(heads(attn.k_proj, x, attn.head_dim), cos, sin)
-        out = attend(attn, q, k, heads(attn.v_proj, x, attn.head_dim), valid[:, None, None, :])
-        return self.norm(h[:, -1] + out[:, 0])
+        out = attend(attn, q, k, heads(attn.v_proj, x, attn.head_dim), mask)
+        return self.norm(h[:, -n:] + out)
 
 
 def adapter_config_dict(base_config, window: int | None = None) -> dict:

@@ -155,8 +155,8 @@ def prefill(model: KangarooModel, input_ids: torch.Tensor, caches: KangarooCache
             logits = model.verifier_logits(h_final.index_select(1, ix))[0]
             context = model.segment_context(caches.shallow, 0, n)
             # a trained adapter's trainer reads the segments, not hk: its layer need not run over the prompt
-            hk = sh.hk[0].index_select(0, ix.to(sh.h.device)) if context is None else sh.h.new_zeros(len(pos),
-                                                                                                 sh.h.shape[-1])
+            hk = (sh.hk[0].index_select(0, ix.to(sh.h.device)) if context is None
+                  else sh.h.new_zeros(len(pos), sh.h.shape[-1]))
             ms = (now(model.device) - t0) * 1e3
             nxt = [int(input_ids[0, i + 1]) for i in pos]
             on_targets(PrefillTargets(pos, hk, logits, nxt, input_ids.shape[1], ms, context=context))
