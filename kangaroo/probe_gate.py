@@ -83,7 +83,7 @@ class ProbeGate:
             deep_extra = c.deep_ms[1] - c.deep_ms[0] if c.max_tokens > 1 else 0.0
             return c.head_ms / max(1e-6, c.deep_ms[0] - deep_extra)
         b = c.batch_rows
-        plain = c.shallow_ms[0] + (c.deep_at(b + 1) if b else c.deep_ms[0])
+        plain = c.shallow_ms[0] + c.deep_at(b + 1)
         return (b + 1) * (c.block_ms(1, "self") / max(1e-6, plain) - 1)
 
     # ------------------------------------------------------------------------------ the decision and learning
