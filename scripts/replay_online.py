@@ -90,7 +90,7 @@ def replay(model, data, cfg: dict, threshold: float) -> dict:
     V, d = model.config.vocab_size, model.config.hidden_size
     buf = DVIRingBuffer(BufferConfig(), d, V)
     confs, agrees, seen, t0 = [], [], 0, time.time()
-    for hk, z_idx, z_val, target in data:
+    for hk, z_idx, z_val, target, _ in data:
         conf, idx, agree = score(model, hk, target)
         confs.append(conf)
         agrees.append(agree)
