@@ -8,7 +8,7 @@ targets would need.
         --out runs/exp_draft_ceiling
 
 Every profile runs first (nothing else may run while they time), then the probes; ``--reuse-profiles`` keeps those
-already in OUT. Output: OUT/k{K}/profile/,
+already in OUT; ``--report-only`` rebuilds the table from OUT's probes. Output: OUT/k{K}/profile/,
 OUT/k{K}/probe/probe.json, OUT/table.md (also on stdout).
 """
 from __future__ import annotations
@@ -71,7 +71,8 @@ def table(out: Path, ks: list[int], command: str) -> str:
 
 def main(argv=None) -> int:
     ap = OneLineParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--answers", required=True, help="an answer file with token_ids (a main job's answers.jsonl)")
+    ap.add_argument("--answers", default="", help="an answer file with token_ids (a main job's answers.jsonl); "
+                    "needed but with --report-only")
     ap.add_argument("--prompts-jsonl", default="assets/sharegpt.jsonl", help="the ShareGPT prompts of --answers")
     ap.add_argument("--exitlayers", default="1,2,4,8,12,16", type=layers, help="comma-separated exit layers >= 1")
     ap.add_argument("--train-steps", type=int, default=300)
@@ -79,10 +80,24 @@ def main(argv=None) -> int:
     ap.add_argument("--question-file", default="", help="the questions of --eval-raw (default: Spec-Bench's)")
     ap.add_argument("--reuse-profiles", action="store_true", help="keep the profiles OUT already holds (a rerun of "
                     "the probes alone: each profile's own command is in its block_costs.md)")
+    ap.add_argument("--report-only", action="store_true", help="rebuild OUT/table.md from the probes OUT holds")
     ap.add_argument("--model-id", default="smollm2-135m")
     ap.add_argument("--out", default="runs/exp_draft_ceiling")
     args = ap.parse_args(argv)
     out = Path(args.out)
+    if not args.report_only:
+        if not args.answers:
+            ap.error("--answers is needed (an answer file with token_ids), unless --report-only")
+        measure(args, out)
+    command = "python -m scripts.draft_ceiling " + " ".join(argv if argv is not None else sys.argv[1:])
+    text = table(out, args.exitlayers, command)
+    atomic_write_text(out / "table.md", text)
+    print(text)
+    return 0
+
+
+def measure(args, out: Path) -> None:
+    """Every exit layer's profile (unless --reuse-profiles finds it), then every exit layer's probe."""
     common = ["--model-id", args.model_id]
     for k in args.exitlayers:
         if args.reuse_profiles and (out / f"k{k}/profile/block_costs.json").is_file():
@@ -98,11 +113,6 @@ def main(argv=None) -> int:
                                      "--out", str(out / f"k{k}/probe")]
                            + (["--eval-raw", args.eval_raw] if args.eval_raw else [])
                            + (["--question-file", args.question_file] if args.question_file else []))
-    command = "python -m scripts.draft_ceiling " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = table(out, args.exitlayers, command)
-    atomic_write_text(out / "table.md", text)
-    print(text)
-    return 0
 
 
 if __name__ == "__main__":

@@ -58,8 +58,10 @@ def test_probe_reports_each_drafter_ceiling_and_the_table_reads_it(tiny_model_di
     assert bench["foresight: self + ngram + memory"] >= bench["foresight: ngram + memory"] > 1
     # prefill dilutes: nearer 1 than the decode alone
     assert 1 < bench["foresight: ngram + memory, prefill included"] < bench["foresight: ngram + memory"]
+    (out / "table.md").unlink()
+    assert draft_ceiling.main(["--report-only", "--exitlayers", "2", "--out", str(out)]) == 0  # from the probes
     md = (out / "table.md").read_text()
-    assert "--reuse-profiles" in md  # the command
+    assert "--report-only" in md  # the command
     assert sum(line.startswith("| 2 | 0.100 | 0.200 | 0.400 |") for line in md.splitlines()) == 2
 
 
@@ -84,6 +86,9 @@ def test_bad_exit_layers_and_bad_costs_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         draft_ceiling.main(["--answers", "a.jsonl", "--exitlayers", "2,x", "--out", str(tmp_path)])
     assert e.value.code == 2 and "--exitlayers" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        draft_ceiling.main(["--out", str(tmp_path)])
+    assert e.value.code == 2 and "--answers is needed" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text("{}")
     assert run_main(probe_drafter.main, ["--answers", "a.jsonl", "--costs", str(tmp_path / "bad.json")]) == 2
     assert "not a block_costs.json" in capsys.readouterr().err
