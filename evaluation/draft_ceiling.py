@@ -184,6 +184,7 @@ def foresight_cost(sources: list[tuple[torch.Tensor, float]]) -> torch.Tensor:
 
 
 def foresight(sources: list[tuple[torch.Tensor, float]]) -> float:
+    """Positions per unit of greedy time under ``foresight_cost``."""
     return float(len(sources[0][0]) / foresight_cost(sources).sum())
 
 

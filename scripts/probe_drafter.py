@@ -9,6 +9,11 @@ verifier (= acc@1 of the first draft) as it goes.
 
     python -m scripts.probe_drafter --answers runs/main/answers.jsonl --prompts-jsonl assets/sharegpt.jsonl \
         --lrs 1e-3,1e-2 --ranks 8,64 --train-steps 400 --out runs/probe
+
+With ``--costs`` (a ``scripts/profile_block.py`` block_costs.json at the same exit layer) each trained drafter is also
+priced under ideal policies (``evaluation/draft_ceiling.py``); with ``--eval-raw`` (a benchmark's raw.jsonl) on that
+benchmark's questions too, beside the n-gram and memory drafters and with its prefill counted
+(``scripts/draft_ceiling.py`` runs both over several exit layers).
 """
 from __future__ import annotations
 
@@ -87,11 +92,6 @@ def load_answer_data(args, answers_path: str, max_answers: int | None = None, to
     return model, data
 
 
-def agreement(model, hk, target) -> float:
-    with torch.no_grad():
-        return float((model.drafter_logits_from_hk(hk).argmax(-1) == target).float().mean())
-
-
 @torch.no_grad()
 def guesses(model, hk, chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
     """The drafter's softmax top-1 probability and its top-2 tokens at each of ``hk``'s positions."""
@@ -101,6 +101,11 @@ def guesses(model, hk, chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
         conf.append(torch.softmax(logits, dim=-1).amax(-1))
         top2.append(logits.topk(2, dim=-1).indices)
     return torch.cat(conf), torch.cat(top2)
+
+
+def agreement(model, hk, target) -> float:
+    """The drafter's top-1 agreement with ``target`` over ``hk``'s positions."""
+    return float((guesses(model, hk)[1][:, 0] == target).float().mean())
 
 
 def ceiling(model, hk, target, before, costs: StepCosts, lookups: dict | None = None, prefill=None) -> dict:
