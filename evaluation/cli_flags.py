@@ -18,10 +18,22 @@ import argparse
 from common.config_fields import add_flags
 from dvi.config import DVIConfig
 from dvi.settings import DEFAULT as DEFAULT_SETTINGS, SETTINGS
-from evaluation.cli_errors import OneLineParser
+from evaluation.cli_errors import OneLineParser, fail
 from kangaroo.drafter_config import SPECULATION_FLAGS, DrafterConfig
 
 DTYPES = ("float32", "float16", "bfloat16")
+
+
+def int_list(text: str, what: str, minimum: int = 0) -> list[int]:
+    """A flag's comma-separated integers, each >= ``minimum``, first-seen order, duplicates dropped; else one line
+    naming the flag ``what``, exit 2."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < minimum:
+        fail(f"{what} {text!r}: expected comma-separated integers >= {minimum}")
+    return list(dict.fromkeys(values))
 
 
 def category_list(v: str) -> list[str]:

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from common.atomic import atomic_write_text
-from evaluation.cli_errors import OneLineParser, run_main
+from evaluation.cli import OneLineParser, int_list, run_main
 from evaluation.draft_ceiling import StepCosts, needed_agreement
 from scripts import probe_drafter, profile_block
 
@@ -29,16 +29,6 @@ BENCH_COLUMNS = ["agreement self", "agreement ngram", "agreement memory", "agree
                  "foresight: ngram + memory", "foresight: self + ngram + memory",
                  "lookups: their confidence decides, prefill included", "foresight: self, prefill included",
                  "foresight: self + ngram + memory, prefill included"]
-
-
-def layers(text: str) -> list[int]:
-    try:
-        ks = [int(x) for x in text.split(",")]
-    except ValueError:
-        ks = []
-    if not ks or min(ks) < 1:
-        raise ValueError
-    return ks
 
 
 def rows(out: Path, ks: list[int], key: str, columns: list[str]) -> list[str]:
@@ -74,7 +64,7 @@ def main(argv=None) -> int:
     ap.add_argument("--answers", default="", help="an answer file with token_ids (a main job's answers.jsonl); "
                     "needed but with --report-only")
     ap.add_argument("--prompts-jsonl", default="assets/sharegpt.jsonl", help="the ShareGPT prompts of --answers")
-    ap.add_argument("--exitlayers", default="1,2,4,8,12,16", type=layers, help="comma-separated exit layers >= 1")
+    ap.add_argument("--exitlayers", default="1,2,4,8,12,16", help="comma-separated exit layers >= 1")
     ap.add_argument("--train-steps", type=int, default=300)
     ap.add_argument("--eval-raw", default="", help="a benchmark's raw.jsonl: the ceilings on its questions too")
     ap.add_argument("--question-file", default="", help="the questions of --eval-raw (default: Spec-Bench's)")
@@ -84,6 +74,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model-id", default="smollm2-135m")
     ap.add_argument("--out", default="runs/exp_draft_ceiling")
     args = ap.parse_args(argv)
+    args.exitlayers = int_list(args.exitlayers, "--exitlayers", 1)
     out = Path(args.out)
     if not args.report_only:
         if not args.answers:

@@ -36,7 +36,6 @@ Writes OUT/block_costs.json and OUT/block_costs.md. The DVI head's rank is --dvi
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import sys
@@ -45,8 +44,8 @@ from pathlib import Path
 import torch
 
 from common.atomic import atomic_write_text
-from evaluation.cli import (OneLineParser, add_model_args, add_speculation_args, apply_runtime, resolve_device_dtype,
-                            resolve_model_id)
+from evaluation.cli import (OneLineParser, add_model_args, add_speculation_args, apply_runtime, int_list,
+                            resolve_device_dtype, resolve_model_id)
 from kangaroo import cpu_engine
 from scripts.profile.cost_model import report_markdown, variants_markdown
 from scripts.profile import limits
@@ -79,22 +78,11 @@ def build_parser() -> OneLineParser:
     p.add_argument("--draft-adapter", default="none", choices=("none", "train"),
                    help="the drafter of the drafted-token rows: none (layer-k features) or a trained Kangaroo adapter "
                         "(its layer runs per drafted token too)")
-    p.add_argument("--batch-sizes", type=batch_sizes, default="1,2,4,8",
+    p.add_argument("--batch-sizes", default="1,2,4,8",
                    help="comma-separated counts of sequences to time one batched greedy step of, in the first "
                         "variant ('' to skip)")
     p.add_argument("--out", default="runs/profile")
     return p
-
-
-def batch_sizes(text: str) -> list[int]:
-    """``--batch-sizes``: comma-separated positive counts ('' for none)."""
-    try:
-        sizes = [int(c) for c in text.split(",") if c.strip()]
-    except ValueError:
-        sizes = [0]
-    if any(c < 1 for c in sizes):
-        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated positive counts such as 1,2,4,8, or ''")
-    return sizes
 
 
 def lora_shape(args) -> tuple[int, float]:
@@ -141,6 +129,7 @@ def measure_formats(args, r: int, alpha: float, rate: float, fmas: float) -> tup
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    args.batch_sizes = int_list(args.batch_sizes, "--batch-sizes", 1) if args.batch_sizes.strip() else []
     resolve_model_id(args)
     resolve_device_dtype(args)
     apply_runtime(args)

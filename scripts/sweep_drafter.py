@@ -32,7 +32,7 @@ from pathlib import Path
 
 from common.atomic import atomic_write_text
 from common.config_fields import str2bool
-from evaluation.cli import OneLineParser, fail
+from evaluation.cli import OneLineParser, fail, int_list
 
 MODULE = "scripts.sweep_drafter"
 
@@ -63,16 +63,6 @@ class Deployed:
     @property
     def name(self) -> str:
         return f"{self.trained.name}_s{self.steps}_{self.drafter}"
-
-
-def int_list(text: str, what: str, minimum: int = 0) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        values = []
-    if not values or min(values) < minimum:
-        fail(f"{what} {text!r}: expected comma-separated integers >= {minimum}")
-    return list(dict.fromkeys(values))
 
 
 def variants(args) -> tuple[list[Trained], list[Deployed]]:
