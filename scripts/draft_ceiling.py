@@ -31,11 +31,11 @@ BENCH_COLUMNS = ["agreement self", "agreement ngram", "agreement memory", "agree
                  "foresight: self + ngram + memory, prefill included"]
 
 
-def rows(out: Path, ks: list[int], key: str, columns: list[str]) -> list[str]:
-    """One markdown row per exit layer: its costs, the probe's ``key`` table in ``columns``, the agreement needed."""
+def rows(records: dict[int, dict], key: str, columns: list[str]) -> list[str]:
+    """One markdown row per exit layer's probe record: its costs, its ``key`` table in ``columns``, the agreement
+    needed."""
     lines = []
-    for k in ks:
-        rec = json.loads((out / f"k{k}" / "probe" / "probe.json").read_text())
+    for k, rec in records.items():
         c = StepCosts(**rec["costs"])
         ceil = rec["results"][-1].get(key)
         if ceil is None:
@@ -48,10 +48,11 @@ def rows(out: Path, ks: list[int], key: str, columns: list[str]) -> list[str]:
 
 
 def table(out: Path, ks: list[int], command: str) -> str:
+    records = {k: json.loads((out / f"k{k}" / "probe" / "probe.json").read_text()) for k in ks}
     lines = [f"# Self-drafting ceiling per exit layer\n\n- command: `{command}`\n"]
     for title, key, columns in (("Held-out positions of the training answers", "ceiling", COLUMNS),
                                 ("The benchmark's questions (--eval-raw)", "benchmark", BENCH_COLUMNS)):
-        body = rows(out, ks, key, columns)
+        body = rows(records, key, columns)
         if body:
             head = (["exit layer k", "self-drafted token / step", "its row / step", "a lookup's row / step"] + columns
                     + ["agreement needed for 1.15x: before / after"])
