@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 from common.errors import UserError
 from data.chat_prompt import chat_prompt_ids, uses_vicuna_template
 
