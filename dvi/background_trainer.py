@@ -8,6 +8,8 @@ trained adapter's weights).
                                                     publish: copy the shadow's tensors to a staging copy,
                                                              version += 1
 
+After each step (and its publish) the thread calls the ``hooks`` (``fn(global step)``; the held-out evaluation,
+``dvi/heldout_eval.py``), with no lock held: the shadow then holds exactly the weights just published.
 The decode thread adopts new weights only at block boundaries (``apply_published``) and only if the
 staging lock is free at that moment (otherwise at the next boundary), so it never waits for a trainer step.
 The shadow head shares the frozen base weight with the live head (read-only) and owns its A/B; a trained adapter is
@@ -52,10 +54,12 @@ def copy_tensors(dst: list, src: list) -> None:
 
 
 class BackgroundTrainer:
-    def __init__(self, model, trainer, buffer, shadow: ShadowDrafter):
+    def __init__(self, model, trainer, buffer, shadow: ShadowDrafter, hooks: list | None = None):
         """Cadence from ``trainer.cfg``: a step whenever ``update_every`` new blocks arrived (``idle_steps``: one)
-        and the buffer holds ``batch_size`` tuples."""
+        and the buffer holds ``batch_size`` tuples. ``hooks``: called after each step (a list the caller may extend
+        later)."""
         self.model, self.trainer, self.buffer, self.shadow = model, trainer, buffer, shadow
+        self.hooks = hooks if hooks is not None else []
         cfg = trainer.cfg
         self.batch_size, self.update_every = cfg.batch_size, 1 if cfg.idle_steps else cfg.update_every
         self._cv = threading.Condition()
@@ -132,6 +136,8 @@ class BackgroundTrainer:
                         copy_tensors(self._staged, trainable_params(self.shadow))
                         self.version += 1
                 stats["thread_ms"] = (time.perf_counter() - t0) * 1e3
+                for hook in self.hooks:
+                    hook(step)
                 with self._cv:
                     self._done.append((step, stats))
                     self._cv.notify_all()

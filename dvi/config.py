@@ -8,6 +8,7 @@
       lora       LoRAConfig      rank and scale of the drafter head's LoRA
       dense      DenseConfig     dense supervision: KD-only tuples from committed and prompt positions
       io         IOConfig        resume/deploy checkpoint, checkpoint cadence and folder, metrics
+      heldout    HeldoutConfig   the fixed held-out set every trainable drafter is evaluated on (``dvi/heldout.py``)
 
 Each config checks itself in ``__post_init__`` (``common/config_fields.py``): a bad value raises ``ConfigError``
 naming its flag, whether it came from the command line (the ``--dvi-*`` flags are generated from these fields) or
@@ -153,6 +154,34 @@ class IOConfig:
         check_fields(self)
 
 
+HELDOUT_SOURCE, HELDOUT_SKIP = "assets/sharegpt.jsonl", 2000  # the default held-out prompts: see HeldoutConfig.file
+FILE_EXISTS = Rule("does not exist: pass a jsonl of prompts (or '' for the bundled ShareGPT slice)",
+                   lambda p: not p or Path(p).is_file())
+
+
+@dataclass(frozen=True)
+class HeldoutConfig:
+    positions: int = setting(512, flag="--heldout-positions", rule=at_least(0),
+                             help="answer positions of the fixed held-out set, captured once with the frozen "
+                                  "verifier, on which every trainable drafter is evaluated as deployed (top-1 "
+                                  "agreement, teacher-forced accepted length); 0: no held-out evaluation")
+    file: str = setting("", flag="--heldout-file", rule=FILE_EXISTS,
+                        help="jsonl of held-out prompts, read from its first line: ShareGPT conversations, question "
+                             "records (the first of their turns) or {\"prompt_ids\": [...]}; default: "
+                             f"{HELDOUT_SOURCE} from its prompt {HELDOUT_SKIP} on, which no run trains on (the main "
+                             "job, the server's load run and the benchmark train on its first few hundred)")
+    tokens: int = setting(64, flag="--heldout-tokens", rule=at_least(1),
+                          help="the verifier's greedy answer tokens per held-out prompt (one position each)")
+    every: int = setting(50, flag="--heldout-every", rule=at_least(1),
+                         help="evaluate the held-out set every N trainer steps (and at the start and the end)")
+    cache: str = setting("runs/heldout_cache", flag="--heldout-cache",
+                         help="folder of captured held-out sets, one file per model, exit layer, weights and source, "
+                              "read by every later run; '': capture again in every run")
+
+    def __post_init__(self):
+        check_fields(self)
+
+
 @dataclass(frozen=True)
 class DVIConfig:
     online: bool = setting(False, flag="--dvi-online",
@@ -164,6 +193,7 @@ class DVIConfig:
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     dense: DenseConfig = field(default_factory=DenseConfig)
     io: IOConfig = field(default_factory=IOConfig)
+    heldout: HeldoutConfig = field(default_factory=HeldoutConfig)
 
     def __post_init__(self):
         check_fields(self)

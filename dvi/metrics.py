@@ -3,10 +3,12 @@ and at close the per-source table and the progress plot.
 
     acceptance.csv  step,acc@1..acc@K,block_acc,drafted,accepted,committed,top1_agree,source
                     acc@i = 1 if accepted >= i, 0 if drafted >= i > accepted, empty if i > drafted (no evidence);
-                    top1_agree = 1 if the self-drafter's top-1 for the block's first position equals the
-                    verifier's v_0, drafted or declined alike (0 if not), empty if the drafter computed no
-                    candidate (a lookup's block, a skipped goodput probe); source = the drafter whose draft the
-                    block verified (ngram, memory, self), none for a plain greedy step (empty: not given)
+                    top1_agree (over probed blocks) = 1 if the self-drafter's top-1 for the block's first position
+                    equals the verifier's v_0, drafted or declined alike (0 if not), empty if the drafter computed no
+                    candidate (a lookup's block, a probe the gate declined): its mean depends on which blocks were
+                    probed, so it moves with the gate and the lookups (heldout.csv does not); source = the drafter
+                    whose draft the block verified (ngram, memory, self), none for a plain greedy step (empty: not
+                    given)
     speed.csv       step,wall_ms,speedup,drafter_ms,verifier_ms,trainer_ms,committed,decode_ms,bg_trainer_ms,
                     lora_version,source
                     speedup = committed * ar_ms_per_token / wall_ms (plain decoding time over block time);
@@ -20,6 +22,11 @@ and at close the per-source table and the progress plot.
     trainer.csv     TRAIN_COLS, from the first log_train on (missing keys empty)
     prefill.csv     prompt,prompt_len,positions,logits_ms,push_ms (dense supervision from the prompt, from the first
                     log_prefill on): the verifier head over the scored prompt rows, and pushing their tuples
+    heldout.csv     step,trainer_steps,drafter,top1,accept_len,n,ms (from the first log_heldout on): each trainable
+                    drafter on the fixed held-out set (``dvi/heldout.py``), at the start, every --heldout-every
+                    trainer steps and at the end; top1 = share of the n positions where its top-1 is the verifier's
+                    greedy token, accept_len = the teacher-forced accepted drafts from each position (at most the
+                    drafter's steps), trainer_steps = the steps its weights had, ms = the evaluation's time
 
 A new logger starts fresh files; files of an earlier run in the same folder are first moved, never deleted, to
 ``out_dir/previous_<time>/``. Aggregates over a window of blocks: acc@1 = share of blocks whose first draft was
@@ -41,7 +48,8 @@ from kangaroo.drafters.counters import SOURCE_COLS, DrafterCounters, source_rows
 TRAIN_COLS = ("step", "loss", "kd", "rkl", "kd_top1", "ce", "pg", "entropy", "w_kl", "w_ce", "w_pg", "reward_mean",
               "baseline", "ms", "over_budget")
 PLOT_LOSSES = ("loss", "kd", "ce", "pg")
-FILES = ("acceptance.csv", "speed.csv", "sources.csv", "trainer.csv", "prefill.csv", "dvi_progress.png")
+FILES = ("acceptance.csv", "speed.csv", "sources.csv", "trainer.csv", "prefill.csv", "heldout.csv", "dvi_progress.png")
+HELDOUT_COLS = ("step", "trainer_steps", "drafter", "top1", "accept_len", "n", "ms")
 
 
 def _fmt(x) -> str:
@@ -130,7 +138,8 @@ class MetricsLogger:
         self._speed = self._open("speed.csv", ["step", "wall_ms", "speedup", "drafter_ms", "verifier_ms",
                                                "trainer_ms", "committed", "decode_ms", "bg_trainer_ms",
                                                "lora_version", "source"])
-        self._trainer = self._prefill = None
+        self.heldout: list = []         # dvi.heldout_eval.HeldoutRow, in order
+        self._trainer = self._prefill = self._heldout = None
         self.closed = False
 
     def _open(self, name: str, header):
@@ -184,6 +193,20 @@ class MetricsLogger:
         self._prefill.writerow([_fmt(x) for x in (prompt, prompt_len, positions, float(logits_ms), float(push_ms))])
         self._flush()
 
+    def log_heldout(self, row) -> None:
+        """A ``dvi.heldout_eval.HeldoutRow``: one drafter's evaluation on the held-out set."""
+        if self._heldout is None:
+            self._heldout = self._open("heldout.csv", HELDOUT_COLS)
+        self._heldout.writerow([_fmt(getattr(row, k)) for k in HELDOUT_COLS])
+        self._flush()
+        self.heldout.append(row)
+
+    def heldout_line(self) -> str:
+        """`` | heldout self top1 0.31 len 0.52 @ 400 steps``: each drafter's newest held-out row ('' before one)."""
+        newest = {r.drafter: r for r in self.heldout}
+        return "".join(f" | heldout {d} top1 {r.top1:.3f} len {r.accept_len:.2f} @ {r.trainer_steps} steps"
+                       for d, r in newest.items())
+
     def _stats(self, blocks) -> dict:
         tried = [b for b in blocks if b[1] > 0]
         wall = sum(b[4] for b in blocks)
@@ -209,7 +232,7 @@ class MetricsLogger:
                 f"{f(r['mean_accepted'])} block_acc {f(r['block_acc'])} top1_agree {f(r['top1_agree'])} "
                 f"speedup {f(r['speedup'])}"
                 + ("x" if r["speedup"] is not None else ""))
-        line += sources_line(self.blocks[-self.every:])
+        line += sources_line(self.blocks[-self.every:]) + self.heldout_line()
         rows = self.train[self._train_mark:]
         if rows:
             loss, kd, ms = (_mean([x[i] for x in rows if x[i] is not None]) for i in (1, 2, 5))
@@ -218,11 +241,11 @@ class MetricsLogger:
 
     def plot(self, png_path: str | Path | None = None, window: int | None = None) -> Path:
         """dvi_progress.png (``dvi/progress_plot.py``): acceptance incl. top1_agree, tokens per pass and tokens/s
-        against greedy, trainer losses."""
+        against greedy, trainer losses, the held-out evaluations."""
         from dvi.progress_plot import plot_progress
 
         png = Path(png_path) if png_path is not None else self.out_dir / "dvi_progress.png"
-        return plot_progress(self.blocks, self.train, PLOT_LOSSES, self.ar_ms, png, window)
+        return plot_progress(self.blocks, self.train, PLOT_LOSSES, self.ar_ms, png, window, self.heldout)
 
     def write_sources(self) -> Path | None:
         """out_dir/sources.csv from the blocks logged with a source (None if there were none)."""

@@ -7,6 +7,8 @@
 ``Bookkeeping`` below) and owns the checkpoints. ``global_step`` counts blocks. The verifier is frozen, so none of
 this can change a committed token. With a trained adapter (``model.trained_adapter``) the buffer keeps each tuple's
 segment (the adapter's window) and the final checkpoint is also written as an adapter folder, DIR/adapter.
+``heldout`` (set by ``dvi.heldout_eval.attach``) evaluates the trainable drafters on the fixed held-out set; its rows
+go to the metrics at each block and at ``finish``, which evaluates once more and puts the result in the summary.
 """
 from __future__ import annotations
 
@@ -110,6 +112,7 @@ class DVILearner:
                                     defer_topk=cfg.threaded)  # the trainer's thread takes the top-K of the logits
         self.observer = BlockObserver(self.buffer, cfg.io.debug_hk, print_fn, dense=cfg.dense.enabled)
         self.training = TrainingTick(model, cfg, self.buffer)
+        self.heldout = None  # a dvi.heldout_eval.HeldoutEval, from attach(); None: no held-out evaluation
         self.global_step = 0
         self.run_blocks = 0  # blocks seen by this process (global_step also counts the resumed ones)
         if cfg.io.load:
@@ -153,7 +156,13 @@ class DVILearner:
             self.books.log_train(step, stats, inline=self.bg is None, skipped=self.budget.skipped)
         if self.books.save_due(self.global_step):
             self.save(checkpoint_path(self.cfg.io.save_dir, self.global_step))
+        self.log_heldout()
         self.books.log_block(self.global_step, blk, (now(self.model.device) - t0) * 1e3, tick, self.training.version)
+
+    def log_heldout(self) -> None:
+        """The held-out rows evaluated since the last call (on whichever thread) into the metrics."""
+        for row in self.heldout.take() if self.heldout is not None else ():
+            self.metrics.log_heldout(row)
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def save(self, path, finished: bool = False) -> Path:
@@ -192,6 +201,9 @@ class DVILearner:
         threaded = self.bg is not None
         for step, stats in self.training.close():
             self.books.log_train(step, stats, inline=False)
+        if self.heldout is not None:  # the final weights (the trainer thread stopped, its last weights adopted)
+            self.heldout.evaluate(self.global_step)
+            self.log_heldout()
         out = {"blocks": self.global_step, **self.books.summary(), "budget_skipped_steps": self.budget.skipped,
                "judged_tuples": self.observer.judged, "kd_only_tuples": self.observer.kd_only,
                "trainer": "thread" if threaded else "inline"}
@@ -200,6 +212,8 @@ class DVILearner:
             if self.model.trained_adapter is not None:  # deployable alone: --adapter-path DIR
                 out["adapter"] = str(Path(self.cfg.io.save_dir) / "adapter")
                 save_adapter(self.model.trained_adapter, out["adapter"])
+        if self.heldout is not None:
+            out["heldout"] = self.heldout.summary()
         fl = self.metrics.first_last(50)
         out["first_50"], out["last_50"] = fl["first"], fl["last"]
         self.metrics.close()

@@ -4,6 +4,9 @@
     speed        mean accepted length (tokens per verifier pass) and tokens/s against greedy decoding (speedup:
                  committed tokens * the measured greedy ms per token / block wall time; needs that calibration)
     trainer      the loss terms per step
+    held-out     each trainable drafter on the fixed held-out set (``dvi/heldout.py``): top-1 agreement (solid) and
+                 the teacher-forced accepted length (dashed) at each evaluation; the one learning curve that does not
+                 depend on what drafted (top1_agree above is over the blocks the gate probed)
 
 Every legend sits outside its axes, so no curve is hidden.
 """
@@ -34,7 +37,7 @@ def _acceptance(ax, step, d, a, top1, w: int) -> None:
     tried, has_top1 = (d > 0).astype(float), ~np.isnan(top1)
     ax.plot(step, _ratio((a >= 1) * tried, tried, w), label="acc@1")
     ax.plot(step, _ratio(np.where(d > 0, a / np.maximum(d, 1), 0.0), tried, w), label="block_acc")
-    ax.plot(step, _ratio(np.nan_to_num(top1), has_top1.astype(float), w), label="top1_agree")
+    ax.plot(step, _ratio(np.nan_to_num(top1), has_top1.astype(float), w), label="top1_agree\n(over probed blocks)")
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("acceptance")
     ax.legend(**LEGEND)
@@ -61,17 +64,33 @@ def _trainer(ax, train: list[tuple], names: tuple[str, ...]) -> None:
         if ax.lines:
             ax.legend(**LEGEND)
     ax.set_ylabel("trainer loss terms")
-    ax.set_xlabel("global step (verify/commit blocks)")
+
+
+def _heldout(ax, rows: list) -> None:
+    """``rows``: ``dvi.heldout_eval.HeldoutRow`` (step, drafter, top1, accept_len, n, ...)."""
+    if not rows:
+        ax.text(0.5, 0.5, "no held-out evaluation (--heldout-positions 0)", ha="center", va="center",
+                transform=ax.transAxes)
+    for i, d in enumerate(dict.fromkeys(r.drafter for r in rows)):
+        mine = [r for r in rows if r.drafter == d]
+        x, color = [r.step for r in mine], f"C{i}"
+        ax.plot(x, [r.top1 for r in mine], "o-", color=color, ms=3, label=f"{d}: held-out top-1 agreement")
+        ax.plot(x, [r.accept_len for r in mine], "s--", color=color, ms=3, label=f"{d}: held-out accepted length")
+    if rows:
+        ax.set_ylim(0, max(1.0, *(r.accept_len for r in rows)) * 1.05)
+        ax.legend(**LEGEND)
+    ax.set_ylabel(f"held-out set ({rows[-1].n if rows else 0} positions)")
 
 
 def progress_figure(blocks: list[tuple], train: list[tuple], loss_names: tuple[str, ...], ar_ms: float | None,
-                    window: int | None = None):
+                    window: int | None = None, heldout: list | None = None):
     """``blocks``: (step, drafted, accepted, committed, wall_ms, top1_agree or None, ...); ``train``: (step,
-    *loss_names values, ...). The window defaults to 50 blocks, widened to 1/20 of the run (at most 500)."""
+    *loss_names values, ...); ``heldout``: the held-out rows. The window defaults to 50 blocks, widened to 1/20 of
+    the run (at most 500)."""
     from matplotlib.figure import Figure  # no pyplot: no global backend, no GUI
 
-    fig = Figure(figsize=(10, 9), constrained_layout=True)
-    acc, speed, trainer = fig.subplots(3, 1, sharex=True)
+    fig = Figure(figsize=(10, 12), constrained_layout=True)
+    acc, speed, trainer, held = fig.subplots(4, 1, sharex=True)
     w = window or min(500, max(50, len(blocks) // 20))
     if blocks:
         step, d, a, c, wall = (np.asarray(x, dtype=float) for x in zip(*(b[:5] for b in blocks)))
@@ -83,12 +102,14 @@ def progress_figure(blocks: list[tuple], train: list[tuple], loss_names: tuple[s
             ax.text(0.5, 0.5, "no blocks logged", ha="center", va="center", transform=ax.transAxes)
     acc.set_title(f"DVI online learning: rolling means over the last {w} blocks")
     _trainer(trainer, train, loss_names)
+    _heldout(held, heldout or [])
+    held.set_xlabel("global step (verify/commit blocks)")
     return fig
 
 
 def plot_progress(blocks: list[tuple], train: list[tuple], loss_names: tuple[str, ...], ar_ms: float | None,
-                  png: Path, window: int | None = None) -> Path:
+                  png: Path, window: int | None = None, heldout: list | None = None) -> Path:
     """``progress_figure`` written to ``png``."""
     with atomic_write(png, "wb") as f:
-        progress_figure(blocks, train, loss_names, ar_ms, window).savefig(f, dpi=100, format="png")
+        progress_figure(blocks, train, loss_names, ar_ms, window, heldout).savefig(f, dpi=100, format="png")
     return png

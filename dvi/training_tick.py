@@ -2,6 +2,8 @@
 background thread (adopt its newest published weights at the block boundary).
 
     tick(global_step) -> TickResult(train_ms, bg_ms, steps)   steps: (global step, trainer stats) finished now
+    step_hooks                                               fn(global step) after every trainer step, on the thread
+                                                             that took it (the held-out evaluation, dvi/heldout_eval.py)
 """
 from __future__ import annotations
 
@@ -31,12 +33,13 @@ class TrainingTick:
                                      model.config.vocab_size)
         self.budget = TrainBudget(cfg.trainer.max_ms)
         self.bg = None
+        self.step_hooks: list = []  # shared with the trainer thread, which calls them after each of its steps
 
     def start(self) -> None:
         """Threaded: copy the (possibly just loaded) live LoRA to the shadow and start the trainer thread."""
         if self.cfg.threaded and self.bg is None:
             self.shadow.copy_from(self.model)
-            self.bg = BackgroundTrainer(self.model, self.trainer, self.buffer, self.shadow)
+            self.bg = BackgroundTrainer(self.model, self.trainer, self.buffer, self.shadow, hooks=self.step_hooks)
 
     def tick(self, global_step: int) -> TickResult:
         out = TickResult()
@@ -53,6 +56,8 @@ class TrainingTick:
                 out.train_ms = stats["ms"]
                 self.budget.charge(out.train_ms)
                 out.steps = [(global_step, stats)]
+                for hook in self.step_hooks:
+                    hook(global_step)
         return out
 
     def close(self) -> list:
