@@ -6,6 +6,8 @@ are).
                                               after every ``--heldout-every`` trainer steps, and at ``finish``
     HeldoutEval                               the evaluations: ``evaluate``, ``after_step`` (the trainer hook),
                                               ``take`` (rows not yet logged), ``latest``, ``summary``
+    evaluate_deployed(model, tokenizer, cfg, steps)   one evaluation of a deployed self-drafter (the benchmark's)
+    heldout_set(model, tokenizer, cfg)        the capture itself (read or made), for a drafter's own tests
 
 Where it runs: at the start and the end on the calling thread; after a trainer step on the thread that took it. With
 ``--dvi-trainer thread`` that is the trainer's thread, which evaluates the weights it has just published (its shadow
@@ -21,6 +23,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from dvi.config import HeldoutConfig
 from dvi.heldout import HeldoutDrafter, SelfHeldout, score
 from dvi.heldout_capture import HeldoutCapture, load_or_capture
 from dvi.heldout_prompts import NoTokenizer
@@ -109,24 +112,41 @@ def attach(learner, tokenizer, drafters: tuple = (), print_fn=print) -> HeldoutE
     ``cfg.heldout``: the self-drafter, and ``drafters`` (more ``HeldoutDrafter``s). Call it once the drafter is built
     (its head precision set), before decoding starts. Sets ``learner.heldout`` and returns it; None when
     ``--heldout-positions`` is 0, or (one line) when text prompts have no tokenizer to render them."""
-    from kangaroo.greedy import eos_ids_of
-
-    cfg, model = learner.cfg.heldout, learner.model
-    if not cfg.positions:
+    capture = heldout_set(learner.model, tokenizer, learner.cfg.heldout, print_fn)
+    if capture is None:
         return None
-    try:
-        capture = load_or_capture(model, tokenizer, cfg, eos_ids_of(tokenizer, model.config), print_fn)
-    except NoTokenizer as e:
-        print_fn(f"[heldout] {e}: no held-out evaluation in this run")
-        return None
-    extra = learner.loaded_extra
-    ev = HeldoutEval(capture, learner.cfg.io.max_k, cfg.every, int(extra.get("trainer_steps_total",
-                                                                             extra.get("train_steps", 0))),
-                     threaded=learner.bg is not None)
-    ev.add(SelfHeldout(model, learner.shadow or model))
+    extra = learner.loaded_extra  # the steps the loaded weights had (a server counts them all, a driver its own)
+    before = int(extra.get("trainer_steps_total", extra.get("train_steps", 0)))
+    ev = HeldoutEval(capture, learner.cfg.io.max_k, learner.cfg.heldout.every, before, threaded=learner.bg is not None)
+    ev.add(SelfHeldout(learner.model, learner.shadow or learner.model))
     for d in drafters:
         ev.add(d)
     learner.heldout = ev
     learner.training.step_hooks.append(ev.after_step)
     ev.evaluate(learner.global_step)
     return ev
+
+
+def evaluate_deployed(model, tokenizer, cfg: HeldoutConfig, steps: int, print_fn=print) -> dict | None:
+    """``model``'s self-drafter as deployed now (its head precision set) on the held-out set of ``cfg``, once:
+    ``HeldoutRow`` as a dict (None: no held-out set, as ``attach``). The benchmark's figure for a trained drafter."""
+    capture = heldout_set(model, tokenizer, cfg, print_fn)
+    if capture is None:
+        return None
+    ev = HeldoutEval(capture, steps, cfg.every)
+    ev.add(SelfHeldout(model))
+    return asdict(ev.evaluate(0)[0])
+
+
+def heldout_set(model, tokenizer, cfg: HeldoutConfig, print_fn=print) -> HeldoutCapture | None:
+    """The held-out set of ``model`` under ``cfg`` (read or captured); None when ``cfg.positions`` is 0, or (one line)
+    when its prompts are text and there is no tokenizer."""
+    from kangaroo.greedy import eos_ids_of
+
+    if not cfg.positions:
+        return None
+    try:
+        return load_or_capture(model, tokenizer, cfg, eos_ids_of(tokenizer, model.config), print_fn)
+    except NoTokenizer as e:
+        print_fn(f"[heldout] {e}: no held-out evaluation in this run")
+        return None

@@ -96,6 +96,10 @@ def main(argv=None) -> int:
         log, hook = plain_metrics(model, args)
     pool = ReusableCaches(model.new_caches)
     drafter = build_drafter(dcfg, model, online=args.dvi_online)
+    if learner is not None:  # the held-out set, once the drafter's head precision is set (dvi/heldout_eval.py)
+        from dvi.heldout_eval import attach
+
+        attach(learner, tokenizer)
     print(f"[drafter] {json.dumps(drafter.metadata())}, drafter vocabulary "
           f"{model.config.vocab_size if vocab is None else len(vocab)}, head {model.head_precision}")
     ref = GreedyReference(model.base_model, args.max_new_tokens, eos, args.device) if args.compare_greedy else None

@@ -8,6 +8,7 @@
 
     kd = KangarooDVI.load("smollm2-135m", dvi=DVIConfig(online=True))              # learn online while serving
     kd.generate("Explain rain.")
+    kd.heldout.latest()                                 # its held-out agreement now (DVIConfig.heldout: the set)
     kd.close()                                                                       # final checkpoint + metrics
 
 Every output equals the model's own greedy output, whatever the drafter. The same parts as the drivers:
@@ -83,7 +84,17 @@ class KangarooDVI:
             learner = DVILearner(model, dvi, print_fn=print_fn)
         online = dvi is not None and dvi.online
         eos = eos_ids_of(tokenizer, model.config) if tokenizer is not None else set()
-        return cls(model, tokenizer, build_drafter(dcfg, model, print_fn, online=online), eos, learner)
+        built = build_drafter(dcfg, model, print_fn, online=online)
+        if learner is not None:  # the held-out set, once the drafter's head precision is set (dvi/heldout_eval.py)
+            from dvi.heldout_eval import attach
+
+            attach(learner, tokenizer, print_fn=print_fn)
+        return cls(model, tokenizer, built, eos, learner)
+
+    @property
+    def heldout(self):
+        """The held-out evaluation (``dvi.heldout_eval.HeldoutEval``: ``latest()``, ``summary()``), or None."""
+        return self.learner.heldout if self.learner is not None else None
 
     def prompt_ids(self, prompt) -> torch.Tensor:
         """A chat prompt (str), or token ids (list or [1, n] tensor), as [1, n] ids on the model's device."""

@@ -2,9 +2,11 @@
 
     python -m scripts.main_report --out runs/main --command "bash scripts/main.sh" [--note "machine shared"]
 
-Reads OUT/metrics/acceptance.csv and speed.csv (top1_agree and acc@1 over the first and last quarter of blocks,
-``scripts.experiments.series``) and OUT/metrics/vs_greedy.json (``--compare-greedy``: the run's decode tokens/s
-against greedy decoding of the same prompts in the same run, and how many outputs equal greedy's).
+Reads OUT/metrics/acceptance.csv and speed.csv (top1_agree, over probed blocks, and acc@1 over the first and last
+quarter of blocks, ``scripts.experiments.series``), OUT/metrics/heldout.csv (each trainable drafter's held-out
+agreement at the start and the end of the run: the learning metric that does not depend on what drafted,
+``dvi/heldout.py``) and OUT/metrics/vs_greedy.json (``--compare-greedy``: the run's decode tokens/s against greedy
+decoding of the same prompts in the same run, and how many outputs equal greedy's).
 """
 from __future__ import annotations
 
@@ -28,6 +30,22 @@ def _target(value, name: str, unit: str = "") -> str:
     return f">= {t}{unit}" + ("" if value is None else f" ({'met' if value >= t else 'missed'})")
 
 
+def heldout_rows(path: Path) -> list[tuple[str, str, str]]:
+    """Per drafter of heldout.csv: top-1 agreement and accepted length, first -> last evaluation (none: no file)."""
+    from dvi.metrics import read_acceptance_csv
+
+    rows = read_acceptance_csv(path) if path.is_file() else []
+    out = []
+    for d in dict.fromkeys(r["drafter"] for r in rows):
+        mine = [r for r in rows if r["drafter"] == d]
+        a, b = mine[0], mine[-1]
+        steps = f"trainer steps {a['trainer_steps']} -> {b['trainer_steps']}, {b['n']} positions"
+        out += [(f"held-out top-1 agreement ({d}), start -> end", f"{_fmt(a['top1'])} -> {_fmt(b['top1'])}", steps),
+                (f"held-out accepted length ({d}), start -> end",
+                 f"{_fmt(a['accept_len'], '.2f')} -> {_fmt(b['accept_len'], '.2f')}", "")]
+    return out
+
+
 def report(out: Path, command: str, note: str = "") -> str:
     m = load_metrics(out)
     if m is None:
@@ -37,22 +55,28 @@ def report(out: Path, command: str, note: str = "") -> str:
     ref_path = out / "metrics" / "vs_greedy.json"
     ref = json.loads(ref_path.read_text()) if ref_path.is_file() else {}
     agree, speed = q["last"]["top1_agree"], ref.get("speedup")
-    rows = [("top1_agree, last quarter of blocks", _fmt(agree), _target(agree, "top1_agree_last_quarter")),
-            ("top1_agree, first quarter", _fmt(q["first"]["top1_agree"]), ""),
-            ("acc@1, last quarter (drafting blocks)", _fmt(q["last"]["acc@1"]), ""),
-            ("committed tokens per verifier pass, last quarter", _fmt(q["last"]["mean_accepted"]), ""),
-            ("decode tokens/s (the online run, same prompts)", _fmt(ref.get("decode_tokens_per_s"), ".2f"), ""),
-            ("greedy tokens/s (same prompts, same run, same threads)", _fmt(ref.get("greedy_tokens_per_s"), ".2f"),
-             ""),
-            ("decode / greedy", f"{_fmt(speed)}x", _target(speed, "decode_vs_greedy", "x")),
-            ("outputs equal to greedy", f"{ref.get('equal_to_greedy', '-')}/{ref.get('turns', '-')}", "all"),
-            ("blocks", str(q["blocks"]), "")]
+    rows = heldout_rows(out / "metrics" / "heldout.csv")
+    rows += [("top1_agree (over probed blocks), last quarter of blocks", _fmt(agree),
+              _target(agree, "top1_agree_last_quarter")),
+             ("top1_agree (over probed blocks), first quarter", _fmt(q["first"]["top1_agree"]), ""),
+             ("acc@1, last quarter (drafting blocks)", _fmt(q["last"]["acc@1"]), ""),
+             ("committed tokens per verifier pass, last quarter", _fmt(q["last"]["mean_accepted"]), ""),
+             ("decode tokens/s (the online run, same prompts)", _fmt(ref.get("decode_tokens_per_s"), ".2f"), ""),
+             ("greedy tokens/s (same prompts, same run, same threads)", _fmt(ref.get("greedy_tokens_per_s"), ".2f"),
+              ""),
+             ("decode / greedy", f"{_fmt(speed)}x", _target(speed, "decode_vs_greedy", "x")),
+             ("outputs equal to greedy", f"{ref.get('equal_to_greedy', '-')}/{ref.get('turns', '-')}", "all"),
+             ("blocks", str(q["blocks"]), "")]
     lines = [f"# Main job: {out}", "", "```bash", command, "```", "",
              f"Machine: {platform.processor() or platform.machine()}, {note or 'see the command for threads'}.", "",
              "| measure | value | target |", "|---|---:|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    lines += ["", ("Files: `metrics/` (acceptance.csv, speed.csv, trainer.csv, prefill.csv, dvi_progress.png, "
-                   "vs_greedy.json), `answers.jsonl`, `log.txt`; the checkpoint `checkpoints/final.pt` is "
-                   "git-ignored.")]
+    lines += ["", ("Held-out: each trainable drafter on the fixed held-out set (prompts the run never trains on, the "
+                   "verifier's greedy answers): top-1 agreement and the teacher-forced accepted length (at most "
+                   "--steps), at the first and the last evaluation. top1_agree is over the blocks the gate let the "
+                   "self-drafter propose, so it moves with what drafted."),
+              "", ("Files: `metrics/` (acceptance.csv, speed.csv, trainer.csv, prefill.csv, heldout.csv, "
+                   "dvi_progress.png, vs_greedy.json), `answers.jsonl`, `log.txt`; the checkpoint "
+                   "`checkpoints/final.pt` is git-ignored.")]
     return "\n".join(lines) + "\n"
 
 

@@ -3,7 +3,8 @@ buffer, one trainer), its checkpoints, and the run record.
 
     STATE/checkpoints/step_*.pt   every --save-lora-every blocks (the newest KEEP_STEPS kept), written atomically
     STATE/checkpoints/final.pt    at shutdown, after the requests in flight finished
-    STATE/metrics/                the learner's CSVs (acceptance.csv with top1_agree, speed.csv, trainer.csv)
+    STATE/metrics/                the learner's CSVs (acceptance.csv with top1_agree, speed.csv, trainer.csv,
+                                  heldout.csv)
     STATE/run.json                one entry per server start: command, start/stop time, resumed checkpoint, blocks
 
 A checkpoint holds the LoRA head (and a trained adapter), the optimizer, the schedule, the reward baseline and the
@@ -65,10 +66,14 @@ class ServeLearner:
         v = self.dvi.training.version
         return self.dvi.train_steps if v is None else int(v)
 
+    def heldout(self) -> dict[str, dict]:
+        """Each trainable drafter's newest held-out evaluation (``dvi/heldout_eval.py``; {} without one)."""
+        return self.dvi.heldout.latest() if self.dvi.heldout is not None else {}
+
     def status(self) -> dict:
         return {"online": self.online, "global_step": self.dvi.global_step, "trainer_steps": self.trainer_steps,
                 "lora_version": self.lora_version, "resumed_from": self.resumed_from,
-                "calibration_restored": self.calibration_restored}
+                "calibration_restored": self.calibration_restored, "heldout": self.heldout()}
 
     def finish(self) -> dict:
         """Stop the trainer, save STATE/checkpoints/final.pt (online, after any block) and close the metrics."""

@@ -8,8 +8,13 @@
                                               per draft source: the chain's drafters (ngram, memory, self) and none
                                               (a block that drafted nothing), counted as the chain counts them
                                               (``kangaroo.drafters.counters``: DrafterCounters, tally)
-    kdvi_top1_agree                           the self-drafter's top-1 agreement with the verifier, last TOP1_WINDOW
-                                              blocks that have one (docs/dvi.md)
+    kdvi_top1_agree                           the self-drafter's top-1 agreement with the verifier over probed blocks:
+                                              the last TOP1_WINDOW blocks that have one (docs/dvi.md); it moves with
+                                              the gate and the lookups, which the held-out gauges do not
+    kdvi_heldout_top1{drafter}, kdvi_heldout_accept_len{drafter}
+                                              each trainable drafter's newest evaluation on the fixed held-out set
+                                              (dvi/heldout.py: top-1 agreement, teacher-forced accepted length; NaN
+                                              before the first, or without a learner)
     kdvi_trainer_steps, kdvi_lora_version, kdvi_global_step   the learner (0 when not learning)
     kdvi_batch_size                           requests in the last decode step
     kdvi_time_to_first_token_seconds, kdvi_request_seconds   histograms
@@ -30,6 +35,7 @@ from prometheus_client import (
 
 from kangaroo.drafters.counters import NONE, DrafterCounters, tally
 
+NAN = float("nan")
 WINDOW_S = 10.0
 TOP1_WINDOW = 256
 SOURCES = ("ngram", "memory", "self", NONE)  # the sources of the default chain, shown from the start
@@ -73,6 +79,17 @@ class ServeMetrics:
         self._shown: set[str] = set()
         for s in sources:
             self._show(s)
+        self._heldout_gauges(learner)
+
+    def _heldout_gauges(self, learner) -> None:
+        ev = learner.dvi.heldout if learner is not None else None
+        top1 = Gauge("kdvi_heldout_top1", "top-1 agreement on the fixed held-out set, newest evaluation", ["drafter"],
+                     registry=self.registry)
+        length = Gauge("kdvi_heldout_accept_len", "teacher-forced accepted length on the fixed held-out set, newest "
+                       "evaluation", ["drafter"], registry=self.registry)
+        for d in ev.drafters if ev is not None else ():
+            for gauge, key in ((top1, "top1"), (length, "accept_len")):
+                gauge.labels(d.name).set_function(lambda name=d.name, k=key: ev.latest().get(name, {}).get(k, NAN))
 
     def _show(self, source: str) -> None:
         if source not in self._shown:

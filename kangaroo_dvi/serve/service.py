@@ -121,7 +121,10 @@ def load_service(args, cfg: ServeConfig, argv: list[str], print_fn=print) -> Ser
     learner = ServeLearner(model, dvi_config(args), print_fn) if args.dvi_online or args.load_lora else None
     factory = DrafterFactory(dcfg, model, online=args.dvi_online, print_fn=print_fn)
     if learner is not None:
+        from dvi.heldout_eval import attach
+
         learner.bind(factory)
+        attach(learner.dvi, tokenizer, print_fn=print_fn)  # once the factory set the head precision
     eos = eos_ids_of(tokenizer, model.config)
     warm_up(model, eos)
     record = RunRecord(Path(cfg.state_dir) / "run.json", argv, learner.resumed_from if learner else None)

@@ -39,6 +39,11 @@ kangaroo.lossless.TIE_TOLERANCE) is reported with its gap and counted as a match
 A missing --load-lora ends the run with the command that trains one; --train-if-missing N instead trains it
 first (evaluation.inference_kangaroo, DVI online on the first N prompts of --train-prompts-jsonl, with this run's
 model, exit layer, threshold, steps and --max-new-tokens) and saves it as --load-lora (which must end in final.pt).
+
+Held-out agreement (``dvi/heldout.py``): the trained drafter of dvi (and the identity drafter of kangaroo, the
+untrained reference) evaluated as deployed on the fixed held-out set (--heldout-*; by default the one every DVI run
+evaluates on, read from its cache): top-1 agreement with the verifier and the teacher-forced accepted length (at most
+--steps), in OUT/table.md and OUT/summary.json (``heldout``); --heldout-positions 0 skips it.
 """
 from __future__ import annotations
 
@@ -54,6 +59,7 @@ from evaluation.cli import (OneLineParser, add_drafter_args, add_model_args, add
                             run_main, validate_against_config, validate_configs)
 from scripts.benchmark.methods import (LORA_METHODS, MEMORY_CHAIN, METHODS, TargetCalls, build_models, decode_question,
                                        make_methods, rotated)
+from scripts.benchmark.heldout import add_heldout_args, heldout_config, heldout_scores
 from scripts.benchmark.report import cell, fmt, match_cell, write_report
 from scripts.benchmark.store import CHECKED, check_config, raw_store, write_answer_files
 
@@ -77,6 +83,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--train-if-missing", type=int, default=0, metavar="N",
                    help="if --load-lora is missing, first train it online on N prompts of --train-prompts-jsonl")
     p.add_argument("--train-prompts-jsonl", default="assets/sharegpt.jsonl")
+    add_heldout_args(p)
     p.add_argument("--methods", default=",".join(METHODS),
                    help="comma-separated subset of " + ",".join(METHODS) + " (baseline is always run)")
     p.add_argument("--out", default="runs/benchmark")
@@ -100,6 +107,7 @@ def parse_args(argv=None):
         fail(f"--methods: unknown {', '.join(bad)}; pick from {','.join(METHODS)}")
     args.methods = [m for m in METHODS if m == "baseline" or m in names]
     validate_configs(args)  # --exitlayer, --threshold, --steps and the drafting flags: DrafterConfig checks them
+    heldout_config(args)
     from evaluation.cli_resolve import resolve_drafter_vocab
     from kangaroo.drafter_config import resolve_auto
 
@@ -231,9 +239,9 @@ def main(argv=None) -> int:
             fn(warm)
         return methods
 
-    names = list(args.methods)
+    names, heldout = list(args.methods), heldout_scores(args, models, tokenizer)
     runs = decode_runs(args, questions, out, new_methods, tokenizer, lambda ids, ref, o: judge(lm, ids, ref, o))
-    summary = write_report(out, runs, names, run_meta(args, lm, len(runs[0])))
+    summary = write_report(out, runs, names, run_meta(args, lm, len(runs[0])), heldout)
     write_answer_files(out, runs, names, args.model_id, args.dtype)
     overall = summary["by_group"]["overall"]
     for m in names:
@@ -241,6 +249,9 @@ def main(argv=None) -> int:
         print(f"[{m}] {s['new_tokens']} tokens, {cell(s, 'tokens_per_s', '.2f')} tok/s, speedup "
               f"{cell(s, 'speedup', '.2f', 'x')}, mean accepted {fmt(s['mean_accepted'], '.2f')}, matches baseline "
               f"{match_cell(s)}")
+    for name, h in heldout.items():
+        print(f"[heldout] {name} ({h['drafter']}): top-1 {h['top1']:.3f}, accepted length {h['accept_len']:.2f} over "
+              f"{h['n']} held-out positions")
     print(f"[benchmark] {out / 'table.md'}, {out / 'summary.json'}, {out / 'speedup.png'}, answer files under "
           f"{out / 'data' / 'spec_bench'}")
     if not summary["lossless"]:

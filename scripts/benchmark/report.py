@@ -148,13 +148,31 @@ def plot_speedup(summary: dict, png) -> Path:
     return png
 
 
-def write_report(out: Path, runs: list[list[dict]], methods: list[str], meta: dict) -> dict:
-    """``runs``: each repeat's records; the per-source table sums every repeat's turns."""
+def heldout_markdown(heldout: dict) -> str:
+    """The held-out section of table.md ('' without one): each deployed self-drafter on the fixed held-out set."""
+    if not heldout:
+        return ""
+    lines = ["", "## Held-out agreement (fixed held-out set, teacher-forced; dvi/heldout.py)", "",
+             "| method | drafter | top-1 agreement | accepted length | positions |", "|---|---|---:|---:|---:|"]
+    lines += [f"| {m} | {h['drafter']} | {h['top1']:.3f} | {h['accept_len']:.2f} | {h['n']} |"
+              for m, h in heldout.items()]
+    return "\n".join(lines + ["", "Top-1 agreement: the share of held-out positions where the drafter's top-1 is the "
+                              "verifier's greedy token; accepted length: from each position, the consecutive "
+                              "agreeing positions (at most --steps), the drafts a chain started there would keep.",
+                              ""])
+
+
+def write_report(out: Path, runs: list[list[dict]], methods: list[str], meta: dict,
+                 heldout: dict | None = None) -> dict:
+    """``runs``: each repeat's records; the per-source table sums every repeat's turns; ``heldout``: method ->
+    its drafter's held-out evaluation (``cli.heldout_scores``)."""
     from scripts.benchmark.sources import sources_markdown, sources_summary
 
     summary = summarize(runs, methods)
     summary["sources"] = sources_summary([r for recs in runs for r in recs], methods)
-    atomic_write_text(out / "table.md", table_markdown(summary, meta) + sources_markdown(summary["sources"]))
+    summary["heldout"] = heldout or {}
+    atomic_write_text(out / "table.md", table_markdown(summary, meta) + sources_markdown(summary["sources"])
+                      + heldout_markdown(summary["heldout"]))
     atomic_write_text(out / "summary.json", json.dumps({"meta": meta, **summary}, indent=2))
     plot_speedup(summary, out / "speedup.png")
     return summary
