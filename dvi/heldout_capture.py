@@ -34,10 +34,10 @@ FORMAT = 1
 
 @dataclass
 class HeldoutCapture:
-    """Per sequence s (a prompt and the verifier's answer, ``ids[s]`` of length L): ``h[s]`` [L - 1, d], the layer-k
-    residual of every input position (the shallow layers' output, pre-norm: what a windowed adapter reads), and
-    ``h_last[s]`` [L - 1, d], the verifier's last-layer hidden state there (after the final norm: the verifier
-    head's input, whose argmax is the next token). Per position i (``n`` of them, flat): ``seq[i]``, ``pos[i]``
+    """Tensors on the CPU, in the model's dtype. Per sequence s (a prompt and the verifier's answer, ``ids[s]`` of
+    length L): ``h[s]`` [L - 1, d], the layer-k residual of every input position (the shallow layers' output,
+    pre-norm: what a windowed adapter reads), and ``h_last[s]`` [L - 1, d], the verifier's last-layer hidden state
+    there (after the final norm: the verifier head's input, whose argmax is the next token). Per position i (``n`` of them, flat): ``seq[i]``, ``pos[i]``
     (the input's index in its sequence), ``target[i]`` = ``ids[seq][pos + 1]`` (the verifier's greedy token there)
     and ``hk[i]`` [d] = final_norm(h) there, the identity drafter's features. Positions of one sequence are
     consecutive and in order, so a drafter's chain is a run of consecutive positions."""
@@ -112,7 +112,7 @@ def capture(model, prompts, positions: int, tokens: int, eos: set[int], key: dic
         raise UserError(f"the held-out prompts gave {len(target)} answer positions, --heldout-positions asks for "
                         f"{positions}: pass a --heldout-file with more prompts, or fewer --heldout-positions")
     return HeldoutCapture(key or {}, ids, plens, hs, lasts, torch.tensor(seq), torch.tensor(pos), torch.tensor(target),
-                          torch.stack(hk).float())
+                          torch.stack(hk))
 
 
 def _decode(model, prompt: list[int], tokens: int, eos: set[int]):
@@ -136,7 +136,7 @@ def _decode(model, prompt: list[int], tokens: int, eos: set[int]):
         out.append(tok)
         if tok in eos:
             break
-    return out, torch.cat(hs).float(), torch.cat(lasts).float(), feats
+    return out, torch.cat(hs).cpu(), torch.cat(lasts).cpu(), [f.cpu() for f in feats]
 
 
 # ----------------------------------------------------------------------------------------------- the file

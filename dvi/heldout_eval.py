@@ -107,17 +107,19 @@ class HeldoutEval:
         return out
 
 
-def attach(learner, tokenizer, drafters: tuple = (), print_fn=print) -> HeldoutEval | None:
+def attach(learner, tokenizer, drafters: tuple = (), steps: int | None = None, print_fn=print) -> HeldoutEval | None:
     """Evaluate ``learner``'s (a ``DVILearner``) trainable drafters on the held-out set of its
-    ``cfg.heldout``: the self-drafter, and ``drafters`` (more ``HeldoutDrafter``s). Call it once the drafter is built
-    (its head precision set), before decoding starts. Sets ``learner.heldout`` and returns it; None when
-    ``--heldout-positions`` is 0, or (one line) when text prompts have no tokenizer to render them."""
+    ``cfg.heldout``: the self-drafter, and ``drafters`` (more ``HeldoutDrafter``s). ``steps``: the accepted-length
+    cap, the drafter's ``--steps`` (default ``cfg.io.max_k``, which the command line sets from it). Call it once the
+    drafter is built (its head precision set), before decoding starts. Sets ``learner.heldout`` and returns it; None
+    when ``--heldout-positions`` is 0, or (one line) when text prompts have no tokenizer to render them."""
     capture = heldout_set(learner.model, tokenizer, learner.cfg.heldout, print_fn)
     if capture is None:
         return None
     extra = learner.loaded_extra  # the steps the loaded weights had (a server counts them all, a driver its own)
     before = int(extra.get("trainer_steps_total", extra.get("train_steps", 0)))
-    ev = HeldoutEval(capture, learner.cfg.io.max_k, learner.cfg.heldout.every, before, threaded=learner.bg is not None)
+    ev = HeldoutEval(capture, steps or learner.cfg.io.max_k, learner.cfg.heldout.every, before,
+                     threaded=learner.bg is not None)
     ev.add(SelfHeldout(learner.model, learner.shadow or learner.model))
     for d in drafters:
         ev.add(d)

@@ -88,7 +88,7 @@ class KangarooDVI:
         if learner is not None:  # the held-out set, once the drafter's head precision is set (dvi/heldout_eval.py)
             from dvi.heldout_eval import attach
 
-            attach(learner, tokenizer, print_fn=print_fn)
+            attach(learner, tokenizer, steps=dcfg.steps, print_fn=print_fn)
         return cls(model, tokenizer, built, eos, learner)
 
     @property

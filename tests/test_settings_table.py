@@ -4,7 +4,8 @@ import pytest
 
 from common.config_fields import flag_fields
 from common.errors import ConfigError
-from dvi.config import BufferConfig, DenseConfig, DVIConfig, IOConfig, LoRAConfig, ScheduleConfig, TrainerConfig
+from dvi.config import (BufferConfig, DenseConfig, DVIConfig, HeldoutConfig, IOConfig, LoRAConfig, ScheduleConfig,
+                        TrainerConfig)
 from evaluation import cli
 from kangaroo.drafter_config import DrafterConfig
 from evaluation.cli_errors import run_main
@@ -41,6 +42,10 @@ BAD = [
     (["--save-lora-every", "-1"], lambda: IOConfig(save_every=-1)),
     (["--metrics-every", "0"], lambda: IOConfig(metrics_every=0)),
     (["--dvi-batch-size", "4096"], lambda: DVIConfig(trainer=TrainerConfig(batch_size=4096))),
+    (["--heldout-positions", "-1"], lambda: HeldoutConfig(positions=-1)),
+    (["--heldout-file", "/no/such.jsonl"], lambda: HeldoutConfig(file="/no/such.jsonl")),
+    (["--heldout-tokens", "0"], lambda: HeldoutConfig(tokens=0)),
+    (["--heldout-every", "0"], lambda: HeldoutConfig(every=0)),
     (["--exitlayer", "0"], lambda: DrafterConfig(exit_layer=0)),
     (["--drafter", "medusa"], lambda: DrafterConfig(drafter="medusa")),
     (["--drafter", "self,ngram"], lambda: DrafterConfig(drafter="self,ngram")),  # self must come last

@@ -4,9 +4,12 @@ import csv
 
 import pytest
 
+from dvi.heldout_eval import HeldoutRow
 from dvi.metrics import TRAIN_COLS, MetricsLogger, read_acceptance_csv
 from dvi.progress_plot import progress_figure
 from common.errors import UserError
+
+TOP1 = "top1_agree\n(over probed blocks)"
 
 
 @pytest.fixture
@@ -185,7 +188,9 @@ def test_plot_shows_every_curve_with_a_legend_outside_the_axes(tmp_path):
     blocks = [(i, 2, i % 3 // 2 * 2, 1 + i % 3 // 2 * 2, 10.0, None if i % 4 == 0 else i % 2 == 0, "self")
               for i in range(1, 120)]
     train = [(i, 1.0 / i, 0.5 / i, None, None) for i in range(1, 30)]
-    fig = progress_figure(blocks, train, ("loss", "kd", "ce", "pg"), ar_ms=8.0, window=10)
+    heldout = [HeldoutRow(i, i // 4, d, 0.1 + i / 400, i / 100, 512, 1.0) for i in (1, 40, 80, 119)
+               for d in ("self", "f")]
+    fig = progress_figure(blocks, train, ("loss", "kd", "ce", "pg"), ar_ms=8.0, window=10, heldout=heldout)
     fig.canvas.draw()
     labels = []
     for ax in fig.axes:
@@ -194,10 +199,13 @@ def test_plot_shows_every_curve_with_a_legend_outside_the_axes(tmp_path):
         assert legend is not None and [t.get_text() for t in legend.get_texts()] == curves
         assert legend.get_window_extent().x0 >= ax.get_window_extent().x1
         labels += curves
-    assert {"acc@1", "block_acc", "top1_agree", "loss", "kd"} <= set(labels)
+    assert {"acc@1", "block_acc", TOP1, "loss", "kd", "self: held-out top-1 agreement", "f: held-out accepted length"} \
+        <= set(labels)
+    held = next(ln for ax in fig.axes for ln in ax.get_lines() if ln.get_label() == "f: held-out top-1 agreement")
+    assert list(held.get_xdata()) == [1, 40, 80, 119] and held.get_ydata()[-1] == pytest.approx(0.1 + 119 / 400)
     assert any("tokens/s vs greedy" in x for x in labels) and any("tokens per pass" in x for x in labels)
     speed = next(ln for ax in fig.axes for ln in ax.get_lines() if "tokens/s vs greedy" in ln.get_label())
     assert speed.get_ydata()[-1] == pytest.approx(sum(c for *_, c, _, _, _ in blocks[-10:]) * 8.0 / 100.0)
-    top1 = next(ln for ax in fig.axes for ln in ax.get_lines() if ln.get_label() == "top1_agree")
+    top1 = next(ln for ax in fig.axes for ln in ax.get_lines() if ln.get_label() == TOP1)
     judged = [b[5] for b in blocks[-10:] if b[5] is not None]
     assert top1.get_ydata()[-1] == pytest.approx(sum(judged) / len(judged))  # blocks without one not counted
