@@ -75,8 +75,8 @@ def score(pred: torch.Tensor, capture: HeldoutCapture, steps: int) -> HeldoutSco
         raise ValueError(f"a held-out drafter predicted {tuple(pred.shape)} tokens for {capture.n} positions")
     agree = pred.cpu().long() == capture.target
     n = capture.n
-    return HeldoutScore(float(agree.float().mean()) if n else 0.0,
-                        float(chain_lengths(agree, capture.seq, steps).float().mean()) if n else 0.0, n)
+    return HeldoutScore(float(agree.double().mean()) if n else 0.0,
+                        float(chain_lengths(agree, capture.seq, steps).double().mean()) if n else 0.0, n)
 
 
 class SelfHeldout:

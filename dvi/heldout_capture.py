@@ -37,10 +37,11 @@ class HeldoutCapture:
     """Tensors on the CPU, in the model's dtype. Per sequence s (a prompt and the verifier's answer, ``ids[s]`` of
     length L): ``h[s]`` [L - 1, d], the layer-k residual of every input position (the shallow layers' output,
     pre-norm: what a windowed adapter reads), and ``h_last[s]`` [L - 1, d], the verifier's last-layer hidden state
-    there (after the final norm: the verifier head's input, whose argmax is the next token). Per position i (``n`` of them, flat): ``seq[i]``, ``pos[i]``
-    (the input's index in its sequence), ``target[i]`` = ``ids[seq][pos + 1]`` (the verifier's greedy token there)
-    and ``hk[i]`` [d] = final_norm(h) there, the identity drafter's features. Positions of one sequence are
-    consecutive and in order, so a drafter's chain is a run of consecutive positions."""
+    there (after the final norm: the verifier head's input, whose argmax is the next token). Per position i (``n``
+    of them, flat): ``seq[i]``, ``pos[i]`` (the input's index in its sequence), ``target[i]`` = ``ids[seq][pos + 1]``
+    (the verifier's greedy token there) and ``hk[i]`` [d] = final_norm(h) there, the identity drafter's features.
+    Positions of one sequence are consecutive and in order, so a drafter's chain is a run of consecutive positions.
+    ``key``: what it was captured from (``capture_key``)."""
     key: dict
     ids: list[torch.Tensor]
     prompt_lens: list[int]
