@@ -35,13 +35,24 @@ def config(tmp_path, **kw) -> HeldoutConfig:
     return HeldoutConfig(**(base | kw))
 
 
-def tiny(dtype=torch.float32, seed=0, adapter=False, lora=False):
+def tiny(dtype=torch.float32, seed=0, adapter=False, lora=False, folder=None):
+    """A tiny split model; ``adapter``: a trained adapter (window 4) whose attention adds something; ``folder``: an
+    adapter folder over the whole context (frozen) made like that, loaded."""
     lm = make_tiny_llama(seed=seed, dtype=dtype)
-    km = KangarooModel(model_id="tiny", base_model=lm, exit_layer=2, adapter_mode="train" if adapter else "none",
-                       adapter_window=4)
     g = torch.Generator().manual_seed(11)
+    if folder is not None:
+        from kangaroo.adapter import save_adapter
+        from kangaroo.trained_adapter import identity_adapter
+
+        made = identity_adapter(lm, 2, None)
+        with torch.no_grad():
+            made.self_attn.o_proj.weight.copy_(torch.randn(made.self_attn.o_proj.weight.shape, generator=g) * 0.3)
+        save_adapter(made, folder)
+    mode = "train" if adapter else "load" if folder is not None else "none"
+    km = KangarooModel(model_id="tiny", base_model=lm, exit_layer=2, adapter_mode=mode, adapter_window=4,
+                       adapter_path=None if folder is None else str(folder))
     with torch.no_grad():
-        if adapter:  # a trained adapter: its attention adds something
+        if adapter:
             o = km.trained_adapter.self_attn.o_proj.weight
             o.copy_(torch.randn(o.shape, generator=g, dtype=o.dtype) * 0.3)
         if lora:
@@ -143,12 +154,13 @@ def test_the_accepted_length_on_a_hand_made_example():
     assert chain_lengths(agree, seq, cap=10).tolist()[3] == 4
 
 
-@pytest.mark.parametrize("adapter,lora", [(False, False), (False, True), (True, True)],
-                         ids=["identity", "lora-head", "trained-adapter"])
-def test_the_predictions_are_what_the_deployed_drafter_drafts(tmp_path, adapter, lora):
+@pytest.mark.parametrize("adapter,lora,folder", [(False, False, False), (False, True, False), (True, True, False),
+                                                 (False, True, True)],
+                         ids=["identity", "lora-head", "trained-adapter", "loaded-adapter-whole-context"])
+def test_the_predictions_are_what_the_deployed_drafter_drafts(tmp_path, adapter, lora, folder):
     """Every draft the self-drafter makes from the verifier's own context (a block's first, and each after an
     accepted one) is the held-out prediction there, and a full block accepts the held-out run from its start."""
-    _, km = tiny(adapter=adapter, lora=lora)
+    _, km = tiny(adapter=adapter, lora=lora, folder=tmp_path / "adapter" if folder else None)
     cap = cap_of(km, config(tmp_path, positions=60))
     held = SelfHeldout(km)
     held.prepare()

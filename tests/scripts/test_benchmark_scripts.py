@@ -63,7 +63,9 @@ def raw_lines(out):
 # ----------------------------------------------------------------------------------------------- benchmark
 def test_benchmark_end_to_end_lossless_and_resumable(tiny_model_dir, qfile, lora, tmp_path, monkeypatch):
     out = tmp_path / "bench"
-    assert bm.main(bench_argv(tiny_model_dir, qfile, out, "--per-category", "1", "--load-lora", str(lora))) == 0
+    held = ["--heldout-file", str(qfile), "--heldout-positions", "20", "--heldout-tokens", "8", "--heldout-cache",
+            str(tmp_path / "cache")]
+    assert bm.main(bench_argv(tiny_model_dir, qfile, out, "--per-category", "1", "--load-lora", str(lora), *held)) == 0
     recs = [json.loads(line) for line in raw_lines(out)]
     assert [r["question_id"] for r in recs] == [1, 3]  # first of each category, file order
     assert recs[0]["order"] != recs[1]["order"] and sorted(recs[0]["order"]) == sorted(bmeth.METHODS)
@@ -88,6 +90,10 @@ def test_benchmark_end_to_end_lossless_and_resumable(tiny_model_dir, qfile, lora
     assert "## Where speed comes from" in table and "| memory | memory |" in table and "| dvi | self |" in table
     summary = json.loads((out / "summary.json").read_text())
     assert summary["lossless"] and summary["groups"] == ["writing", "qa", "overall"]
+    held_out = summary["heldout"]  # the trained drafter and the identity drafter, on one held-out set
+    assert set(held_out) == {"dvi", "kangaroo"} and held_out["dvi"]["n"] == held_out["kangaroo"]["n"] == 20
+    assert held_out["dvi"]["drafter"] == str(lora) and held_out["kangaroo"]["drafter"] == "identity (untrained)"
+    assert "## Held-out agreement" in table and f"| dvi | {lora} | {held_out['dvi']['top1']:.3f} |" in table
     assert (out / "speedup.png").stat().st_size > 0
     check_answer_files(out, tiny_model_dir, summary)
 
