@@ -83,6 +83,13 @@ def read_acceptance_csv(path) -> list[dict]:
         return [{k: _num(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
+def heldout_ends(path) -> dict[str, dict]:
+    """heldout.csv's first and last row per drafter: ``{drafter: {"start": row, "end": row}}`` ({} without the file)."""
+    rows = read_acceptance_csv(path) if Path(path).is_file() else []
+    return {d: {"start": next(r for r in rows if r["drafter"] == d), "end": [r for r in rows if r["drafter"] == d][-1]}
+            for d in dict.fromkeys(r["drafter"] for r in rows)}
+
+
 def _show(x, spec: str = ".2f") -> str:
     return "-" if x is None else format(x, spec)
 

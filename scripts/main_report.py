@@ -32,13 +32,11 @@ def _target(value, name: str, unit: str = "") -> str:
 
 def heldout_rows(path: Path) -> list[tuple[str, str, str]]:
     """Per drafter of heldout.csv: top-1 agreement and accepted length, first -> last evaluation (none: no file)."""
-    from dvi.metrics import read_acceptance_csv
+    from dvi.metrics import heldout_ends
 
-    rows = read_acceptance_csv(path) if path.is_file() else []
     out = []
-    for d in dict.fromkeys(r["drafter"] for r in rows):
-        mine = [r for r in rows if r["drafter"] == d]
-        a, b = mine[0], mine[-1]
+    for d, ends in heldout_ends(path).items():
+        a, b = ends["start"], ends["end"]
         steps = f"trainer steps {a['trainer_steps']} -> {b['trainer_steps']}, {b['n']} positions"
         out += [(f"held-out top-1 agreement ({d}), start -> end", f"{_fmt(a['top1'])} -> {_fmt(b['top1'])}", steps),
                 (f"held-out accepted length ({d}), start -> end",

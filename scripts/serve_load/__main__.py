@@ -6,8 +6,9 @@ against greedy decoding, write OUT/README.md and OUT/summary.json.
 
 Two servers, one after the other (flags: --max-batch, --queue-size, --num-threads, --server-args):
   learn      ``--dvi-online true`` from a fresh state (OUT/state): the first --learn-prompts prompts by
-             --learn-concurrency clients; the drafter's agreement over the served stream (first vs last quarter of
-             its blocks, from OUT/state/metrics/acceptance.csv). SIGTERM: the drain, then final.pt.
+             --learn-concurrency clients; the drafter's held-out agreement at the server's start and end
+             (OUT/state/metrics/heldout.csv, dvi/heldout.py) and its agreement over the served stream (first vs
+             last quarter of its blocks, from OUT/state/metrics/acceptance.csv). SIGTERM: the drain, then final.pt.
   clients    ``--dvi-online false --load-lora OUT/state/checkpoints/final.pt`` (that drafter deployed frozen, so every
              level serves the same drafter; OUT/state_deployed): --requests-per-level further prompts at each of
              --levels concurrent clients: latency to the first token and per output token (p50/p95), total
@@ -29,6 +30,7 @@ from pathlib import Path
 
 from common.atomic import atomic_write_text
 from common.errors import UserError
+from dvi.metrics import heldout_ends
 from scripts.serve_load.client import burst, run_phase
 from scripts.serve_load.report import (
     agreement,
@@ -152,6 +154,7 @@ def main(argv=None) -> int:
                "server_commands": [shlex.join(["python", *s.command[1:]]) for s in (learner, deployed)],
                "model_id": args.model_id, "machine": machine(), "server_exit_codes": [rc_learn, rc],
                "phases": phases, "agreement": agreement(state / "metrics" / "acceptance.csv", s0, s1),
+               "heldout": heldout_ends(state / "metrics" / "heldout.csv"),
                "targets": targets(phases)}
     write_json(out / "summary.json", summary)
     records = [{"phase": name, "concurrency": c, **r} for name, c, recs, _ in runs for r in recs]

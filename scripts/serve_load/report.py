@@ -80,6 +80,12 @@ def write_readme(out: Path, summary: dict) -> Path:
                        f"`acceptance.csv`): top1_agree first quarter {f['top1_agree']} ({f['scored']} scored "
                        f"blocks), last quarter **{l['top1_agree']}** ({l['scored']}); tokens per verifier pass "
                        f"{f['mean_accepted']} -> {l['mean_accepted']}.")]
+    for d, ends in (summary.get("heldout") or {}).items():
+        a, b = ends["start"], ends["end"]
+        lines += ["", (f"Held-out agreement of `{d}` (the learning server, on the fixed held-out set of {b['n']} "
+                       f"positions, server `heldout.csv`): top-1 {a['top1']:.3f} -> **{b['top1']:.3f}**, accepted "
+                       f"length {a['accept_len']:.2f} -> {b['accept_len']:.2f}, over {b['trainer_steps']} trainer "
+                       "steps.")]
     lines += ["", "Targets: " + "; ".join(summary["targets"]), "",
               ("Files: `summary.json` (these figures), `requests.jsonl` (one line per request, token ids included), "
                "`server_learn_log.txt` and `server_log.txt`, `metrics_learn.txt` and `metrics_deployed.txt` (each "

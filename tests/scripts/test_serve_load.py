@@ -2,6 +2,7 @@
 a 5xx or a 503, the percentiles, the agreement quarters, and the targets line."""
 import csv
 
+from dvi.metrics import heldout_ends
 from scripts.serve_load.client import percentile
 from scripts.serve_load.report import (
     agreement,
@@ -53,6 +54,12 @@ def test_agreement_quarters_and_targets(tmp_path):
     lines = targets([one, four, over])
     assert lines[0].startswith("4 clients / 1 client tokens/s = 3.00x (met")
     assert "5/5 answers equal" in lines[1] and lines[2].startswith("0 lost") and "1 of 2 turned away" in lines[3]
+    held = tmp_path / "heldout.csv"
+    held.write_text("step,trainer_steps,drafter,top1,accept_len,n,ms\n0,0,self,0.05,0.06,512,300\n"
+                    "900,120,self,0.25,0.4,512,310\n")
     readme = write_readme(tmp_path, {"model_id": "m", "command": "cmd", "server_commands": ["a", "b"], "machine": "cpu",
-                                     "phases": [one, four, over], "agreement": a, "targets": lines}).read_text()
+                                     "phases": [one, four, over], "agreement": a, "targets": lines,
+                                     "heldout": heldout_ends(held)}).read_text()
     assert "| clients | 4 |" in readme and "3.00x" in readme and "last quarter **1.0**" in readme
+    assert "Held-out agreement of `self`" in readme and "top-1 0.050 -> **0.250**, accepted length 0.06 -> 0.40" \
+        in readme and "over 120 trainer steps" in readme
