@@ -29,7 +29,6 @@ from dvi.heldout_capture import HeldoutCapture, load_or_capture
 from dvi.heldout_prompts import NoTokenizer
 
 
-
 @dataclass(frozen=True)
 class HeldoutRow:
     step: int           # blocks the learner had seen (the global step)
@@ -116,8 +115,8 @@ def attach(learner, tokenizer, drafters: tuple = (), steps: int | None = None, p
     capture = heldout_set(learner.model, tokenizer, learner.cfg.heldout, print_fn)
     if capture is None:
         return None
-    extra = learner.loaded_extra  # the steps the loaded weights had (a server counts them all, a driver its own)
-    before = int(extra.get("trainer_steps_total", extra.get("train_steps", 0)))
+    extra = learner.loaded_extra  # the trainer steps the loaded weights had (older checkpoints: as they counted)
+    before = int(extra.get("heldout_trainer_steps", extra.get("trainer_steps_total", extra.get("train_steps", 0))))
     ev = HeldoutEval(capture, steps or learner.cfg.io.max_k, learner.cfg.heldout.every, before,
                      threaded=learner.bg is not None)
     ev.add(SelfHeldout(learner.model, learner.shadow or learner.model))

@@ -174,9 +174,10 @@ class DVILearner:
 
     def _save(self, path, finished: bool) -> Path:
         t = self.trainer
+        held = {} if self.heldout is None else {"heldout_trainer_steps": self.heldout.trainer_steps}  # resumed: go on
         save_ckpt(path, self.model, t.optimizer, t.schedule, t.ema_baseline, global_step=self.global_step,
                   extra={**(self.extra_state() if self.extra_state else {}), "train_steps": self.train_steps,
-                         "ablation": self.cfg.trainer.ablation, "finished": finished})
+                         "ablation": self.cfg.trainer.ablation, "finished": finished, **held})
         return Path(path)
 
     def load(self, path) -> None:

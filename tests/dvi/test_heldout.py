@@ -272,3 +272,17 @@ def test_a_bad_prompt_record_is_one_line(tmp_path):
     bad.write_text(json.dumps({"prompt_ids": [3, 4]}) + "\n" + json.dumps({"turns": []}) + "\n")
     with pytest.raises(Exception, match=r"bad.jsonl:2 is not a prompt record"):
         list(heldout_prompts(HeldoutConfig(file=str(bad)), None, "tiny"))
+
+
+def test_a_resumed_run_counts_its_trainer_steps_on(tmp_path):
+    _, km, learner, lines = make(tmp_path, "--dvi-online", "true", *flags(tmp_path, 5))
+    attach(learner, None, print_fn=lines.append)
+    run(km, learner, prompts(1))
+    summary = learner.finish()
+    steps = summary["heldout"]["self"]["trainer_steps"]
+    assert steps == summary["train_steps"] > 0
+    _, km2, again, lines = make(tmp_path / "b", "--dvi-online", "true", "--load-lora", summary["final"],
+                                *flags(tmp_path, 5))
+    ev = attach(again, None, print_fn=lines.append)
+    assert ev.history[0].trainer_steps == steps and ev.history[0].top1 == summary["heldout"]["self"]["top1"]
+    again.finish()
