@@ -90,10 +90,7 @@ def test_benchmark_end_to_end_lossless_and_resumable(tiny_model_dir, qfile, lora
     assert "## Where speed comes from" in table and "| memory | memory |" in table and "| dvi | self |" in table
     summary = json.loads((out / "summary.json").read_text())
     assert summary["lossless"] and summary["groups"] == ["writing", "qa", "overall"]
-    held_out = summary["heldout"]  # the trained drafter and the identity drafter, on one held-out set
-    assert set(held_out) == {"dvi", "kangaroo"} and held_out["dvi"]["n"] == held_out["kangaroo"]["n"] == 20
-    assert held_out["dvi"]["drafter"] == str(lora) and held_out["kangaroo"]["drafter"] == "identity (untrained)"
-    assert "## Held-out agreement" in table and f"| dvi | {lora} | {held_out['dvi']['top1']:.3f} |" in table
+    check_heldout(summary["heldout"], table, lora)
     assert (out / "speedup.png").stat().st_size > 0
     check_answer_files(out, tiny_model_dir, summary)
 
@@ -125,6 +122,13 @@ def test_benchmark_end_to_end_lossless_and_resumable(tiny_model_dir, qfile, lora
     with pytest.raises(SystemExit) as e:
         bm.main(bench_argv(tiny_model_dir, qfile, out, "--max-new-tokens", "9", "--load-lora", str(lora)))
     assert e.value.code == 2
+
+
+def check_heldout(held_out, table, lora):
+    """The trained drafter and the identity drafter, on one held-out set, in summary.json and table.md."""
+    assert set(held_out) == {"dvi", "kangaroo"} and held_out["dvi"]["n"] == held_out["kangaroo"]["n"] == 20
+    assert held_out["dvi"]["drafter"] == str(lora) and held_out["kangaroo"]["drafter"] == "identity (untrained)"
+    assert "## Held-out agreement" in table and f"| dvi | {lora} | {held_out['dvi']['top1']:.3f} |" in table
 
 
 def check_answer_files(out, model_dir, summary):
