@@ -62,9 +62,7 @@ def raw_lines(out):
 
 # ----------------------------------------------------------------------------------------------- benchmark
 def test_benchmark_end_to_end_lossless_and_resumable(tiny_model_dir, qfile, lora, tmp_path, monkeypatch):
-    out = tmp_path / "bench"
-    held = ["--heldout-file", str(qfile), "--heldout-positions", "20", "--heldout-tokens", "8", "--heldout-cache",
-            str(tmp_path / "cache")]
+    out, held = tmp_path / "bench", heldout_flags(qfile, tmp_path)
     assert bm.main(bench_argv(tiny_model_dir, qfile, out, "--per-category", "1", "--load-lora", str(lora), *held)) == 0
     recs = [json.loads(line) for line in raw_lines(out)]
     assert [r["question_id"] for r in recs] == [1, 3]  # first of each category, file order
@@ -122,6 +120,11 @@ def test_benchmark_end_to_end_lossless_and_resumable(tiny_model_dir, qfile, lora
     with pytest.raises(SystemExit) as e:
         bm.main(bench_argv(tiny_model_dir, qfile, out, "--max-new-tokens", "9", "--load-lora", str(lora)))
     assert e.value.code == 2
+
+
+def heldout_flags(qfile, tmp_path) -> list[str]:
+    return ["--heldout-file", str(qfile), "--heldout-positions", "20", "--heldout-tokens", "8", "--heldout-cache",
+            str(tmp_path / "cache")]
 
 
 def check_heldout(held_out, table, lora):
