@@ -99,21 +99,21 @@ def _signed(x: int) -> int:
 
 def _lsr(z: torch.Tensor, s: int) -> torch.Tensor:
     """Logical right shift of int64 values (torch's >> is arithmetic on signed ints)."""
-    return (z >> s) & ((1 << (64 - s)) - 1)
+    return (z >> s).bitwise_and_((1 << (64 - s)) - 1)
 
 
 def hash_bits(seed: int, pos: int, ids: torch.Tensor) -> torch.Tensor:
     """int64 [n]: the 64 hash bits of each token id at (seed, pos) (two's complement of the unsigned value)."""
-    z = (ids.to(torch.int64) + 1) * _signed(_GOLDEN) + _signed(position_key(seed, pos))
-    z = (z ^ _lsr(z, 30)) * _signed(_C1)
-    z = (z ^ _lsr(z, 27)) * _signed(_C2)
-    return z ^ _lsr(z, 31)
+    z = ids.to(torch.int64).add(1).mul_(_signed(_GOLDEN)).add_(_signed(position_key(seed, pos)))
+    z.bitwise_xor_(_lsr(z, 30)).mul_(_signed(_C1))
+    z.bitwise_xor_(_lsr(z, 27)).mul_(_signed(_C2))
+    return z.bitwise_xor_(_lsr(z, 31))
 
 
 def noise(seed: int, pos: int, ids: torch.Tensor) -> torch.Tensor:
     """float32 [n] standard Gumbel noise of the token ids ``ids`` at (seed, pos)."""
-    u = (_lsr(hash_bits(seed, pos, ids), 12).to(torch.float64) + 0.5) * 2.0 ** -52   # in (0, 1), exact
-    return (-torch.log(-torch.log(u))).to(torch.float32)
+    u = _lsr(hash_bits(seed, pos, ids), 12).to(torch.float64).add_(0.5).mul_(2.0 ** -52)   # in (0, 1), exact
+    return u.log_().neg_().log_().neg_().to(torch.float32)
 
 
 # ----------------------------------------------------------------------------------------------- truncation
@@ -121,20 +121,23 @@ def truncated(logits: torch.Tensor, params: SamplingParams) -> tuple[torch.Tenso
     """(columns [K] int64 ascending, their tempered logits [K] float32): what top-k, then top-p, keep of one row."""
     s = logits.detach().reshape(-1).float() / params.temperature
     n = s.shape[0]
-    cols = torch.arange(n, device=s.device)
+    keep = None
     if 0 < params.top_k < n:
         keep = s >= s.topk(params.top_k).values[-1]
-        cols, s = cols[keep], s[keep]
     if params.top_p < 1:
-        keep = _nucleus(torch.softmax(s, dim=0), params.top_p)
-        cols, s = cols[keep], s[keep]
-    return cols, s
+        p = torch.softmax(s if keep is None else s.masked_fill(~keep, float("-inf")), dim=0)
+        nucleus = _nucleus(p, params.top_p)
+        keep = nucleus if keep is None else nucleus & keep
+    if keep is None:
+        return torch.arange(n, device=s.device), s
+    cols = keep.nonzero().reshape(-1)
+    return cols, s[cols]
 
 
 def _nucleus(p: torch.Tensor, top_p: float) -> torch.Tensor:
     """bool [n]: the tokens top-p keeps of the probabilities ``p``. The descending order is read in growing top-k
     prefixes (a nucleus is usually a few dozen tokens: no full sort)."""
-    n, k = p.shape[0], min(64, p.shape[0])
+    n, k = p.shape[0], min(128, p.shape[0])
     while True:
         vals = p.topk(k).values
         kept = int((torch.cumsum(vals, dim=0) < top_p).sum()) + 1   # ranks whose preceding mass is below top_p
@@ -158,14 +161,21 @@ def sample(logits: torch.Tensor, pos: int, params: SamplingParams, ids: torch.Te
     return int(cols[j]), float(torch.softmax(s, dim=0)[j])
 
 
-def pick_rows(logits: torch.Tensor, first_pos: int, params: SamplingParams = GREEDY) -> list[int]:
+def pick_rows(logits: torch.Tensor, first_pos: int, params: SamplingParams = GREEDY,
+              drafted: list[int] | None = None) -> list[int]:
     """The pick of each row of logits [n, V] (row j at position ``first_pos + j``): greedy's ``argmax_rows``
     (unchanged, no noise) at temperature 0, else ``sample`` row by row (each row alone: its pick cannot depend on
-    the rows beside it)."""
+    the rows beside it). ``drafted``: the draft the rows verify (row j checks ``drafted[j]``); sampled, the picks
+    then stop at the first row whose pick differs from it (accept reads no further; a greedy scan costs nothing)."""
     if params.greedy:
         return argmax_rows(logits)
     rows = logits.reshape(-1, logits.shape[-1])
-    return [sample(rows[j], first_pos + j, params) for j in range(rows.shape[0])]
+    out: list[int] = []
+    for j in range(rows.shape[0]):
+        out.append(sample(rows[j], first_pos + j, params))
+        if drafted is not None and (j >= len(drafted) or out[-1] != drafted[j]):
+            break
+    return out
 
 
 def token_prob(logits: torch.Tensor, token: int, params: SamplingParams) -> float:

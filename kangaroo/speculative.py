@@ -53,7 +53,8 @@ def draft(model: KangarooModel, last_token: int, caches: KangarooCaches, steps: 
 def verify(model: KangarooModel, d: Draft, caches: KangarooCaches, sampling: SamplingParams = GREEDY) -> Verification:
     """Deep layers over x, d_1..d_m in one pass. Inputs the draft holds no layer-k hidden states for (an n-gram
     draft: all of them) first go through the shallow layers here, so both caches end at the same length. Row j's
-    token is the pick (``sampling.pick_rows``) at the position after input j."""
+    token is the pick (``sampling.pick_rows``) at the position after input j; sampled, rows past the first
+    rejection are not picked (``Verification.tokens`` ends at v_a)."""
     return verify_batch(model, [d], [caches], [sampling])[0]
 
 
@@ -73,7 +74,7 @@ def verify_batch(model: KangarooModel, drafts: list[Draft], caches: list[Kangaro
     hs = [_verifier_input(d, shallow.get(i)) for i, d in enumerate(drafts)]
     logits = verifier_logits_batch(model, forward_deep_batch(model, hs, [c.deep for c in caches]))
     ms = (now(model.device) - t0) * 1e3 / max(1, len(drafts))
-    return [Verification(z[0], pick_rows(z[0], first[i], sampling[i]), ms=ms, shallow=shallow.get(i),
+    return [Verification(z[0], pick_rows(z[0], first[i], sampling[i], d.tokens), ms=ms, shallow=shallow.get(i),
                          hk_from=d.covered) for i, (d, z) in enumerate(zip(drafts, logits))]
 
 

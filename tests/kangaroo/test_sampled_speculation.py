@@ -11,7 +11,7 @@ from kangaroo.greedy import greedy_decode
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.packed_head import configure
 from kangaroo.probe_gate import ProbeGate, _logit, committed_prob
-from kangaroo.sampling import GREEDY, SamplingParams, token_prob
+from kangaroo.sampling import GREEDY, SamplingParams, pick_rows, token_prob
 from kangaroo.speculative import kangaroo_generate
 from kangaroo.verify_cost import CostCurve
 from tests.helpers import make_tiny_llama, prompts
@@ -40,6 +40,22 @@ def test_speculative_sampling_equals_plain_sampling(tiny_llama, kind, policy_nam
             assert res.tokens != greedy_decode(tiny_llama, ids, 30, set()).tokens
             accepted += len(res.tokens) - len(res.accept_lengths)
     assert accepted > 0  # drafts were accepted: sampling did not just run plain steps
+
+
+def test_verify_picks_each_row_at_its_position_up_to_the_first_rejection(tiny_llama):
+    """Row j of a block starting after c committed tokens is the pick at position prompt + c + j; sampled, the
+    rows past the first rejection are not picked (accept never reads them)."""
+    km = KangarooModel(model_id="tiny", base_model=tiny_llama, exit_layer=2)
+    ids, p = prompts(1)[0], PARAMS[1]
+    blocks, committed = [], []
+    res = kangaroo_generate(km, ids, 30, set(), steps=4, threshold=0.0, sampling=p,
+                            on_block=lambda b: (blocks.append((b, len(committed))), committed.extend(b.committed)))
+    assert res.tokens == committed[:30]
+    for blk, c in blocks:
+        v = blk.verification
+        assert len(v.tokens) == blk.accepted + 1 and v.tokens[-1] == blk.committed[-1]
+        assert v.tokens == pick_rows(v.logits, ids.shape[1] + c, p)[:blk.accepted + 1]
+    assert any(blk.accepted < blk.drafted for blk, _ in blocks)  # some block stopped picking early
 
 
 @pytest.mark.parametrize("kind", ["self", "hybrid"])
