@@ -5,6 +5,7 @@
                              own flags, then the configs built once, each checking its own settings)
     drafter_config(args)     the frozen ``DrafterConfig``
     dvi_config(args)         the frozen ``DVIConfig``
+    sampling_params(args)    the frozen ``SamplingParams`` (--temperature, --top-p, --top-k, --seed)
     validate_against_config  the checks that need the model's config (the Python API runs the same ones)
     apply_runtime(args)      the side effects (torch threads, the engine switch): the driver calls it, parsing never
     int_list(text, flag)     a flag's comma-separated integers, or one line naming the flag
@@ -16,11 +17,11 @@ drivers and scripts import; the parts live in the ``cli_*`` modules.
 from __future__ import annotations
 
 from dvi.presets import PRESETS
-from evaluation.cli_checks import (check_prompts_jsonl, drafter_config, dvi_config, validate_against_config,
-                                   validate_configs, validate_static)
+from evaluation.cli_checks import (check_prompts_jsonl, drafter_config, dvi_config, sampling_params,
+                                   validate_against_config, validate_configs, validate_static)
 from evaluation.cli_errors import OneLineParser, fail, run_main
 from evaluation.cli_flags import (add_drafter_args, add_dvi_args, add_exitlayer_arg, add_kangaroo_args,
-                                  add_model_args, add_speculation_args, build_parser, int_list)
+                                  add_model_args, add_sampling_args, add_speculation_args, build_parser, int_list)
 from evaluation.cli_resolve import (resolve_adapter_mode, resolve_device_dtype, resolve_drafter_vocab,
                                     resolve_dvi_settings, resolve_lora_shape, resolve_model_id, resolve_question_file)
 from evaluation.runtime import apply_runtime
@@ -44,7 +45,8 @@ def parse_args(kind: str = "kangaroo", argv=None, description: str | None = None
 
 
 __all__ = ["ABLATIONS", "OneLineParser", "add_drafter_args", "add_dvi_args", "add_exitlayer_arg", "add_kangaroo_args",
-           "add_model_args", "add_speculation_args", "apply_runtime", "build_parser", "check_prompts_jsonl",
-           "drafter_config", "dvi_config", "fail", "int_list", "parse_args", "resolve_adapter_mode",
-           "resolve_device_dtype", "resolve_dvi_settings", "resolve_lora_shape", "resolve_model_id",
-           "resolve_question_file", "run_main", "validate_against_config", "validate_configs", "validate_static"]
+           "add_model_args", "add_sampling_args", "add_speculation_args", "apply_runtime", "build_parser",
+           "check_prompts_jsonl", "drafter_config", "dvi_config", "fail", "int_list", "parse_args",
+           "resolve_adapter_mode", "resolve_device_dtype", "resolve_dvi_settings", "resolve_lora_shape",
+           "resolve_model_id", "resolve_question_file", "run_main", "sampling_params", "validate_against_config",
+           "validate_configs", "validate_static"]

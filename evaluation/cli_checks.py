@@ -28,6 +28,14 @@ def dvi_config(args):
     return from_args(DVIConfig, args)
 
 
+def sampling_params(args):
+    """--temperature, --top-p, --top-k and --seed as a frozen ``SamplingParams`` (greedy at temperature 0); a bad
+    value raises ``ConfigError`` naming its flag."""
+    from kangaroo.sampling import SamplingParams
+
+    return from_args(SamplingParams, args)
+
+
 def validate_static(args) -> None:
     """Checks that need no model config, in this order (the first failure is the one line shown)."""
     _validate_decoding(args)
@@ -63,9 +71,10 @@ def validate_against_config(args, config) -> None:
 
 
 def _validate_decoding(args) -> None:
-    if args.temperature != 0.0:
-        fail(f"--temperature {args.temperature}: only greedy decoding (--temperature 0.0) is supported, "
-             "since losslessness is defined against the greedy output")
+    try:
+        sampling_params(args)
+    except ConfigError as e:
+        fail(str(e))
     if args.max_new_tokens < 1:
         fail(f"--max-new-tokens {args.max_new_tokens} must be >= 1")
 

@@ -20,6 +20,7 @@ from dvi.config import DVIConfig
 from dvi.settings import DEFAULT as DEFAULT_SETTINGS, SETTINGS
 from evaluation.cli_errors import OneLineParser, fail
 from kangaroo.drafter_config import SPECULATION_FLAGS, DrafterConfig
+from kangaroo.sampling import SamplingParams
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -85,7 +86,8 @@ def add_kangaroo_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compare-greedy", action="store_true",
                    help="after each decoded turn, decode it greedily too (timed alike, outside the run's time): "
                         "the run's decode tokens/s against greedy on the same prompts, and every output checked "
-                        "against greedy; written to METRICS/vs_greedy.json")
+                        "against greedy (under --temperature > 0: plain sampling with the same seed); written to "
+                        "METRICS/vs_greedy.json")
     g.add_argument("--adapter-path", default="none",
                    help="Kangaroo adapter checkpoint folder, or 'none' for the identity adapter (no file access)")
     g.add_argument("--adapter-mode", default="auto", choices=("auto", "none", "load", "train"),
@@ -113,13 +115,20 @@ def add_driver_args(p: argparse.ArgumentParser) -> None:
                         "and their questions skipped unless --overwrite")
     g.add_argument("--overwrite", action="store_true", help="start the answer file afresh")
     g.add_argument("--max-new-tokens", type=int, default=1024)
-    g.add_argument("--temperature", type=float, default=0.0, help="only 0.0 (greedy) is supported")
-    g.add_argument("--seed", type=int, default=123)
+    add_sampling_args(g)
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--prompts-jsonl", default=None,
                    help="stream prompts from a ShareGPT jsonl (python -m data.sharegpt_stream --convert) instead of "
                         "questions")
     g.add_argument("--max-prompts", type=int, default=None, help="use the first N usable prompts of --prompts-jsonl")
+
+
+def add_sampling_args(g) -> None:
+    """--temperature, --top-p, --top-k (``SamplingParams``) and --seed: greedy unless --temperature > 0."""
+    add_flags(g, SamplingParams)
+    g.add_argument("--seed", type=int, default=123,
+                   help="the run's seed: torch's generator, and with --temperature > 0 the sampling seed of every "
+                        "prompt (the same seed gives the same text, whoever drafts)")
 
 
 def add_dvi_args(p: argparse.ArgumentParser) -> None:
