@@ -20,6 +20,7 @@ import json
 
 import torch
 
+from dvi.heldout_eval import attach as attach_heldout
 from evaluation.cli import (apply_runtime, drafter_config, dvi_config, parse_args, run_main, sampling_params,
                             validate_against_config)
 from evaluation.eval_loop import run_questions
@@ -98,9 +99,7 @@ def main(argv=None) -> int:
     pool = ReusableCaches(model.new_caches)
     drafter = build_drafter(dcfg, model, online=args.dvi_online)
     if learner is not None:  # the held-out set, once the drafter's head precision is set (dvi/heldout_eval.py)
-        from dvi.heldout_eval import attach
-
-        attach(learner, tokenizer)
+        attach_heldout(learner, tokenizer)
     print(f"[drafter] {json.dumps(drafter.metadata())}, drafter vocabulary "
           f"{model.config.vocab_size if vocab is None else len(vocab)}, head {model.head_precision}")
     sampling = sampling_params(args)
