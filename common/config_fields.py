@@ -66,6 +66,18 @@ def str2bool(v: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {v!r}")
 
 
+def count_or_auto(auto: int, what: str = "a whole number") -> Callable[[str], int]:
+    """A flag's type: ``what`` (a whole number), or the word auto, which stands for ``auto``."""
+    def parse(v: str) -> int:
+        if str(v).strip().lower() == "auto":
+            return auto
+        try:
+            return int(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what} or auto, got {v!r}") from None
+    return parse
+
+
 # ----------------------------------------------------------------------------------------------- checking
 def check_fields(obj) -> None:
     """Check every field of the config ``obj`` against its type, choices and rule; the first bad one raises."""

@@ -1,16 +1,17 @@
-"""question -> tokens: read Spec-Bench / MT-bench question files and build chat prompts.
+"""question -> tokens: read Spec-Bench / MT-bench question files; their chat prompts are rendered by
+``kangaroo.chat.chat_prompt_ids`` (re-exported here for the drivers and scripts).
 
 Question files are jsonl: {"question_id": .., "category": .., "turns": ["first user turn", "second", ...]}.
-Prompts use fschat's ``vicuna_v1.1`` template for Vicuna models and the tokenizer's own chat template otherwise.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import torch
-
 from common.errors import UserError
+from kangaroo.chat import chat_prompt_ids
+
+__all__ = ["chat_prompt_ids", "load_questions", "select_categories"]
 
 
 def load_questions(path: str | Path, begin: int | None = None, end: int | None = None,
@@ -47,23 +48,3 @@ def select_categories(questions: list[dict], categories: list[str] | None, exclu
         raise UserError(f"category {unknown[0]!r} is not in {path}: pick from {', '.join(present)}")
     keep = set(categories or present) - set(exclude or ())
     return [q for q in questions if str(q.get("category")) in keep]
-
-
-def uses_vicuna_template(model_id: str) -> bool:
-    return "vicuna" in str(model_id).lower()
-
-
-def chat_prompt_ids(tokenizer, messages: list[dict], model_id: str, device="cpu") -> torch.Tensor:
-    """[1, n] token ids of ``messages`` (dicts with role/content) followed by the assistant's turn."""
-    if uses_vicuna_template(model_id) or not getattr(tokenizer, "chat_template", None):
-        from fastchat.conversation import get_conv_template
-
-        conv = get_conv_template("vicuna_v1.1")
-        for m in messages:
-            conv.append_message(conv.roles[0] if m["role"] == "user" else conv.roles[1], m["content"])
-        conv.append_message(conv.roles[1], None)
-        ids = tokenizer(conv.get_prompt()).input_ids
-    else:
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                            return_dict=True)["input_ids"]
-    return torch.tensor([ids], device=device)

@@ -100,8 +100,8 @@ def parse_args(argv=None):
         fail(f"--methods: unknown {', '.join(bad)}; pick from {','.join(METHODS)}")
     args.methods = [m for m in METHODS if m == "baseline" or m in names]
     validate_configs(args)  # --exitlayer, --threshold, --steps and the drafting flags: DrafterConfig checks them
-    from evaluation.cli_resolve import resolve_drafter_vocab
     from kangaroo.drafter_config import resolve_auto
+    from kangaroo_dvi.session_flags import resolve_drafter_vocab
 
     resolve_drafter_vocab(args)  # --drafter-vocab auto: a pruned --load-lora checkpoint's size
 
