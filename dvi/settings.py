@@ -6,7 +6,7 @@
 
 The training flags are the ``DVIConfig`` fields marked ``named`` (their flags default to None). A flag given on the
 command line always wins over the named settings; ``--dvi-lora-r`` / ``--dvi-lora-alpha`` left out take the
-``--load-lora`` checkpoint's shape first (``evaluation.cli_resolve.resolve_lora_shape``).
+``--load-lora`` checkpoint's shape first (``kangaroo_dvi.session_flags.resolve_lora_shape``).
 """
 from __future__ import annotations
 

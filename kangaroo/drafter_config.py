@@ -1,8 +1,8 @@
 """DrafterConfig -> drafter: resolve the ``auto`` choices, prune the drafter head, get the verify-cost curve.
 
-``DrafterConfig`` (frozen) checks itself and carries its flags (``common/config_fields.py``): the CLI generates the
-flags from it and builds it once (``evaluation/cli_checks.py``); the Python API takes it as is. Nothing here reads
-flags.
+``DrafterConfig`` (frozen) checks itself and carries its flags (``common/config_fields.py``): the command lines
+generate the flags from it and build it once (``kangaroo_dvi/session_flags.py``); the Python API takes it as is.
+Nothing here reads flags.
 
     auto drafter      deploying: AUTO_DRAFTER, the chain ngram,memory,self (prompt lookup, then the memory of
                       earlier outputs, then the self-drafter); with --dvi-online true: ONLINE_DRAFTER, the chain
