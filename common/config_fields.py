@@ -67,7 +67,7 @@ def str2bool(v: str) -> bool:
 
 
 def count_or_auto(auto: int, what: str = "a whole number") -> Callable[[str], int]:
-    """A flag's type: ``what`` (a whole number), or the word auto, which stands for ``auto``."""
+    """A flag's type: a whole number (called ``what`` in the error), or the word auto, read as the value ``auto``."""
     def parse(v: str) -> int:
         if str(v).strip().lower() == "auto":
             return auto

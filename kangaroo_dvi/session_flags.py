@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 
 from common.command_line import fail
-from common.config_fields import add_flags, from_args
+from common.config_fields import add_flags, dest_of, flag_fields, from_args
 from common.errors import ConfigError
 from dvi.config import DVIConfig
 from dvi.deploy import peek_deployment
@@ -115,12 +115,14 @@ def resolve_session_flags(args) -> None:
 
 
 def resolve_device_dtype(args) -> None:
-    """The model flags checked (``SessionConfig``), then --device and --dtype filled and checked against this
+    """The model flags checked (``SessionConfig``'s), then --device and --dtype filled and checked against this
     machine (``build_session``, or a script's ``apply_runtime``, applies --num-threads)."""
     from kangaroo.runtime import choose_device
 
     try:
-        session_config(args)
+        dests = {f.name: dest_of(f.metadata["flag"]) for f in flag_fields(SessionConfig, only=MODEL_FLAGS)}
+        # the model flags only: a script's other flags (--load-lora, --seed) may mean something else there
+        SessionConfig(**{name: getattr(args, dest) for name, dest in dests.items() if hasattr(args, dest)})
         args.device, args.dtype = choose_device(args.device, args.dtype)
     except ConfigError as e:
         fail(str(e))
