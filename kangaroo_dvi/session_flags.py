@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 
 from common.command_line import fail
-from common.config_fields import add_flags, dest_of, flag_fields, from_args
+from common.config_fields import add_flags, check_value, dest_of, flag_fields, from_args
 from common.errors import ConfigError
 from dvi.config import DVIConfig
 from dvi.deploy import peek_deployment
@@ -26,7 +26,8 @@ from dvi.settings import DEFAULT as DEFAULT_SETTINGS, SETTINGS, settings as dvi_
 from kangaroo.drafter_config import AUTO_VOCAB, DrafterConfig
 from kangaroo_dvi.session_config import SessionConfig, choose_adapter
 
-MODEL_FLAGS = ("--model-id", "--device", "--dtype", "--num-threads", "--engine", "--weights")
+RUNTIME_FLAGS = ("--device", "--dtype", "--num-threads", "--engine", "--weights")
+MODEL_FLAGS = ("--model-id", *RUNTIME_FLAGS)
 ADAPTER_FLAGS = ("--adapter-path", "--adapter-mode")
 
 
@@ -115,14 +116,14 @@ def resolve_session_flags(args) -> None:
 
 
 def resolve_device_dtype(args) -> None:
-    """The model flags checked (``SessionConfig``'s), then --device and --dtype filled and checked against this
+    """The runtime flags checked (``SessionConfig``'s rules), then --device and --dtype filled and checked against this
     machine (``build_session``, or a script's ``apply_runtime``, applies --num-threads)."""
     from kangaroo.runtime import choose_device
 
     try:
-        dests = {f.name: dest_of(f.metadata["flag"]) for f in flag_fields(SessionConfig, only=MODEL_FLAGS)}
-        # the model flags only: a script's other flags (--load-lora, --seed) may mean something else there
-        SessionConfig(**{name: getattr(args, dest) for name, dest in dests.items() if hasattr(args, dest)})
+        for f in flag_fields(SessionConfig, only=RUNTIME_FLAGS):  # a script's --load-lora may mean something else
+            if hasattr(args, dest_of(f.metadata["flag"])):
+                check_value(f, getattr(args, dest_of(f.metadata["flag"])))
         args.device, args.dtype = choose_device(args.device, args.dtype)
     except ConfigError as e:
         fail(str(e))
