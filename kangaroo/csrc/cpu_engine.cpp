@@ -65,10 +65,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::call_guard<pybind11::gil_scoped_release>());
   m.def("dequantize", &kangaroo::dequantize, "the weight's float32 values (all rows, or the rows ids)",
         pybind11::arg("w"), pybind11::arg("ids") = pybind11::none());
-#ifdef KANGAROO_AVX512
-  m.attr("isa") = "avx512";
-#else
-  m.attr("isa") = "avx2";
-#endif
+  m.attr("isa") = kangaroo::kIsaName;
   for (auto bind : kangaroo::binders()) bind(m);
 }

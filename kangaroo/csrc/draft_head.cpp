@@ -20,7 +20,7 @@
 // raises; kangaroo/packed_head.py asks ``draft_head_isa()`` first and otherwise declines to the float32 head.
 #include <torch/extension.h>
 #include "module.h"
-#include "simd.h"
+#include "isa.h"
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 
@@ -35,28 +35,7 @@ constexpr int64_t kPad = 64;   // packed rows are padded to a multiple of this m
 constexpr int kTileRows = 8;   // weight rows per tile: independent accumulator chains
 constexpr int kAhead = 4;      // prefetch the weight rows this many tiles ahead
 
-enum Isa : int64_t { kAvx2 = 1, kVnni512 = 2, kBf16_512 = 4 };
-
-int64_t compiled_isa() {
-  int64_t f = 0;
-#ifdef __AVX2__
-  f |= kAvx2;
-#endif
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
-  f |= kVnni512;
-#endif
-#if defined(__AVX512BF16__) && defined(__AVX512BW__)
-  f |= kBf16_512;
-#endif
-  return f;
-}
-
-inline int32_t hsum_epi32(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
-  return _mm_cvtsi128_si32(s);
-}
+using kangaroo::kAvx2;
 
 inline void prefetch_rows(const void* base, int64_t row_bytes, int64_t at) {
   for (int r = 0; r < kTileRows; ++r)
@@ -91,10 +70,10 @@ struct Int8Avx2 : Types<int8_t, int32_t, 32> {
                                                           reinterpret_cast<const __m256i*>(w)), x.sign));
     return _mm256_add_epi32(acc, _mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
   }
-  Out sum(Acc acc, int64_t) const { return hsum_epi32(acc); }
+  Out sum(Acc acc, int64_t) const { return kangaroo::hsum_epi32(acc); }
 };
 
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#ifdef KANGAROO_VNNI512
 // int8, AVX512-VNNI: u8 = xq + 128 times w by vpdpbusd; the 128 * rowsum_j it adds is subtracted at the end.
 struct Int8Vnni : Types<int8_t, int32_t, 64> {
   using Acc = __m512i;
@@ -120,7 +99,7 @@ struct Bf16Avx2 : Types<uint16_t, float, 8> {
   Out sum(Acc acc, int64_t) const { return kangaroo::hsum8(acc); }
 };
 
-#if defined(__AVX512BF16__) && defined(__AVX512BW__)
+#ifdef KANGAROO_BF16_512
 // bf16, AVX512-BF16: vdpbf16ps, pairs of bf16 products accumulated in float32.
 struct Bf16Avx512 : Types<uint16_t, float, 32> {
   using Acc = __m512;
@@ -336,7 +315,7 @@ std::vector<torch::Tensor> head_int8(torch::Tensor x, torch::Tensor wq, torch::T
     const Finish fin{f.data(), l.B, l.u.data(), l.r, l.s};
     float* yi = y.data_ptr<float>() + i * N;
     const int8_t* w = wq.data_ptr<int8_t>();
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#ifdef KANGAROO_VNNI512
     if (isa == 0) {
       logits_into(Int8Vnni{{}, xu.data(), rowsum.data_ptr<int32_t>()}, w, N, Kp, fin, yi);
       continue;
@@ -365,7 +344,7 @@ std::vector<torch::Tensor> head_bf16(torch::Tensor x, torch::Tensor wb, c10::opt
     if (l.B) lora_u(l, A, xi, d);
     const Finish fin{nullptr, l.B, l.u.data(), l.r, l.s};
     float* yi = y.data_ptr<float>() + i * N;
-#if defined(__AVX512BF16__) && defined(__AVX512BW__)
+#ifdef KANGAROO_BF16_512
     if (isa == 0) {
       logits_into(Bf16Avx512{{}, reinterpret_cast<const uint16_t*>(xbp)}, w, N, Kp, fin, yi);
       continue;
@@ -386,7 +365,7 @@ std::vector<torch::Tensor> softmax_top_k(torch::Tensor y, int64_t k) {
 }  // namespace
 
 static void register_draft_head(pybind11::module_& m) {
-  m.def("draft_head_isa", &compiled_isa, "bit flags of the compiled drafter-head paths: 1 AVX2, 2 VNNI-512, 4 BF16-512");
+  m.def("draft_head_isa", &kangaroo::compiled_head_paths, "bit flags of the compiled drafter-head paths: 1 AVX2, 2 VNNI-512, 4 BF16-512");
   m.def("head_int8", &head_int8, "int8 drafter head (+ float32 LoRA delta) -> top-k ids, probabilities, logits",
         pybind11::call_guard<pybind11::gil_scoped_release>());
   m.def("head_bf16", &head_bf16, "bf16 drafter head (+ float32 LoRA delta) -> top-k ids, probabilities, logits",

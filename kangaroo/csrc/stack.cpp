@@ -11,6 +11,7 @@
 
 #include "matmul.h"
 #include "module.h"
+#include "vmath.h"
 #include "weight.h"
 
 namespace kangaroo {

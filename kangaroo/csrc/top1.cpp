@@ -2,7 +2,7 @@
 // NaN where there is one) and the softmax probability of that token, 1 / sum_j exp(l_j - max) (the drafter's
 // confidence; it equals torch.softmax(...).max() up to the order of the sum's float additions).
 #include "module.h"
-#include "simd.h"
+#include "vmath.h"
 
 namespace kangaroo {
 namespace {

@@ -9,7 +9,7 @@
 #include <array>
 #include <chrono>
 
-#include "simd.h"
+#include "isa.h"
 
 namespace kangaroo {
 namespace {
@@ -55,9 +55,5 @@ double fma_rate(int64_t n) {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("stream_read", &kangaroo::stream_read, "seconds to stream every byte of a tensor (the engine's weight reads)");
   m.def("fma_rate", &kangaroo::fma_rate, "float32 FMAs per second one thread chains (the engine's vector width)");
-#ifdef KANGAROO_AVX512
-  m.attr("isa") = "avx512";
-#else
-  m.attr("isa") = "avx2";
-#endif
+  m.attr("isa") = kangaroo::kIsaName;
 }
