@@ -169,4 +169,35 @@ struct Expand<Format::Q4_0> : ExpandQ4<Format::Q4_0> {};
 template <>
 struct Expand<Format::Q4_1> : ExpandQ4<Format::Q4_1> {};
 
+// ------------------------------------------------------------------------------------------ the packed head's formats
+// The drafter head's rows in a precision this CPU multiplies fast (kangaroo/packed_head.py packs them once,
+// packed_head.cpp multiplies): [N, Kp], zero-padded from d to Kp = a multiple of kHeadPad values, as
+//   int8   w = round(W / scale_j), scale_j = max|W_j| / 127 (per row), with rowsum_j = sum_k w_jk
+//   bf16   W rounded to bfloat16 (round to nearest even)
+// and each input row is put in the same format per call (int8: ``Int8Row``; bf16: rounded by torch, as the rows
+// were). Their dots are dot.h's.
+constexpr int64_t kHeadPad = 64;
+
+// An input row x [d] in int8 with one scale, scale = max|x| / 127 (1 for x = 0), q = nearbyint(x / scale), in the
+// three forms the int8 dots read: q, |q| and q + 128 (zero past d).
+struct Int8Row {
+  float scale = 1.f;
+  std::vector<int8_t> q;
+  std::vector<uint8_t> abs, biased;
+
+  explicit Int8Row(int64_t Kp) : q(Kp, 0), abs(Kp, 0), biased(Kp, 128) {}
+
+  void quantize(const float* x, int64_t d) {
+    float amax = 0.f;
+    for (int64_t t = 0; t < d; ++t) amax = std::max(amax, std::fabs(x[t]));
+    scale = amax > 0.f ? amax / 127.f : 1.f;
+    for (int64_t t = 0; t < d; ++t) {
+      const int v = int(std::nearbyint(x[t] / scale));
+      q[t] = int8_t(v);
+      abs[t] = uint8_t(std::abs(v));
+      biased[t] = uint8_t(v + 128);
+    }
+  }
+};
+
 }  // namespace kangaroo
