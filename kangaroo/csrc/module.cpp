@@ -1,6 +1,8 @@
-// The lean CPU engine's Python module: the weight formats (formats.h), the batch-invariant matmul (matmul.h),
-// the decoder stack (stack.cpp) and whatever other sources of kangaroo/csrc/ bind (module.h). Built on first use
-// by kangaroo/cpu_engine.py (torch.utils.cpp_extension), every kangaroo/csrc/*.cpp into one extension.
+// The extension's Python module (kangaroo/cpu_engine.py builds every kangaroo/csrc/*.cpp into it on first use,
+// torch.utils.cpp_extension): the registry of the sources' binders (module.h), the engine's ``Weight`` (weight.h),
+// ``linear`` and ``dequantize`` over the batch-invariant matmul (matmul.h), and the ISA it was built for (isa.h).
+// The decoder stack (stack.cpp), the top of logits rows (top_k.cpp) and the packed drafter head (packed_head.cpp)
+// bind themselves.
 #include "matmul.h"
 #include "module.h"
 #include "weight.h"
