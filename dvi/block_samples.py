@@ -6,6 +6,10 @@ verifier's logits there. A candidate the draft policy declined is pushed too whe
 (all m drafts accepted: v_m judges d_{m+1}). n-gram blocks push none of these: no hk, and the token was not the
 drafter head's choice (docs/dvi.md).
 
+Sampled traffic (docs/dvi.md, "Sampled traffic") pushes the same tuples: the verifier's tokens are its sampled picks,
+so a reward is the coupled rule's verdict (the drafted token equals the verifier's pick there) and an accepted
+tuple's token (CE's target) is the committed sampled token; z_phi stays the verifier's raw logits (the KD target).
+
 Dense supervision (``dense=True``, issue 12): every committed position j = 0..a of the verify pass that got no
 tuple above also gives one, ``kd_only``: the hk of input j (the drafting loop's, or the shallow pass verify ran)
 and the verifier's logits row j, for the KD terms only (CE and PG skip it: there is no drafter verdict there).

@@ -157,7 +157,7 @@ class IOConfig:
 class DVIConfig:
     online: bool = setting(False, flag="--dvi-online",
                            help="train the LoRA drafter head while decoding (the output stays the verifier's greedy "
-                                "output)")
+                                "output, or its plain sampled output with the same seed)")
     buffer: BufferConfig = field(default_factory=BufferConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)

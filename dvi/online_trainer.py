@@ -207,5 +207,6 @@ class OnlineTrainer:
 
 def verifier_tokens(batch: Batch) -> torch.Tensor:
     """[n] the verifier's greedy token at each row: the first stored top-K index (``torch.topk`` sorts), or the
-    argmax of the full logits."""
+    argmax of the full logits. Also for tuples of sampled traffic: the T -> 0 target, the same at every temperature
+    (docs/dvi.md, "Sampled traffic")."""
     return batch.z_idx[:, 0] if batch.z_phi is None else batch.z_phi.argmax(dim=1)

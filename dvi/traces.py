@@ -3,7 +3,8 @@ it (``dvi/sidecar.py``, docs/scale.md). One record per block, plain tensors and 
 
     inputs        [m+1] int64    x, d_1..d_m (the verify pass's inputs)
     source        "self" | "ngram"; accepted a; committed [a+1] (d_1..d_a, v_a)
-    verified      [m+1] int64    the verifier's greedy token after each input
+    verified      [m+1] int64    the verifier's greedy token after each input (sampled: [a+1], its picks up to
+                                 the first rejection)
     top_idx/val   [m+1, K]       the verifier's top-K logits after each input (int32 / float16)
     hk            [m+1, d] f16   the drafter's layer-k features of each input (what its head projects)
     confidences   [m]            the drafter's confidence in each d_i

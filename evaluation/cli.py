@@ -8,6 +8,7 @@
     session_config(args)     the frozen ``SessionConfig`` (model, runtime, adapter, seed, --load-lora)
     drafter_config(args)     the frozen ``DrafterConfig``
     dvi_config(args)         the frozen ``DVIConfig``
+    sampling_params(args)    the frozen ``SamplingParams`` (--temperature, --top-p, --top-k, --seed)
     validate_against_config  the checks that need the model's config (the Python API runs the same ones)
     apply_runtime(args)      the side effects (torch threads, the engine switch, weights) for scripts that build no
                              session (``build_session`` applies them itself); parsing never
@@ -26,9 +27,10 @@ from evaluation.cli_flags import (add_drafter_args, add_exitlayer_arg, add_specu
                                   int_list)
 from evaluation.cli_resolve import resolve_question_file
 from kangaroo.runtime import apply_runtime
-from kangaroo_dvi.session_flags import (add_dvi_args, add_kangaroo_args, add_model_args, drafter_config, dvi_config,
-                                        resolve_device_dtype, resolve_dvi_settings, resolve_lora_shape,
-                                        resolve_model_id, resolve_session_flags, session_config)
+from kangaroo_dvi.session_flags import (add_dvi_args, add_kangaroo_args, add_model_args, add_sampling_args,
+                                        drafter_config, dvi_config, resolve_device_dtype, resolve_dvi_settings,
+                                        resolve_lora_shape, resolve_model_id, resolve_session_flags, sampling_params,
+                                        session_config)
 
 ABLATIONS = tuple(PRESETS)  # the loss presets are defined once, in dvi/presets.py
 
@@ -46,7 +48,8 @@ def parse_args(kind: str = "kangaroo", argv=None, description: str | None = None
 
 
 __all__ = ["ABLATIONS", "OneLineParser", "add_drafter_args", "add_dvi_args", "add_exitlayer_arg", "add_kangaroo_args",
-           "add_model_args", "add_speculation_args", "apply_runtime", "build_parser", "check_prompts_jsonl",
-           "drafter_config", "dvi_config", "fail", "int_list", "parse_args", "resolve_device_dtype",
-           "resolve_dvi_settings", "resolve_lora_shape", "resolve_model_id", "resolve_question_file", "run_main",
-           "session_config", "validate_against_config", "validate_configs", "validate_static"]
+           "add_model_args", "add_sampling_args", "add_speculation_args", "apply_runtime", "build_parser",
+           "check_prompts_jsonl", "drafter_config", "dvi_config", "fail", "int_list", "parse_args",
+           "resolve_device_dtype", "resolve_dvi_settings", "resolve_lora_shape", "resolve_model_id",
+           "resolve_question_file", "run_main", "sampling_params", "session_config", "validate_against_config",
+           "validate_configs", "validate_static"]

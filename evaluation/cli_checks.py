@@ -10,7 +10,7 @@ from pathlib import Path
 from common.command_line import fail
 from common.config_fields import check_against_model
 from common.errors import ConfigError
-from kangaroo_dvi.session_flags import drafter_config, dvi_config, session_config
+from kangaroo_dvi.session_flags import drafter_config, dvi_config, sampling_params, session_config
 
 
 def validate_static(args) -> None:
@@ -49,9 +49,10 @@ def validate_against_config(args, config) -> None:
 
 
 def _validate_decoding(args) -> None:
-    if args.temperature != 0.0:
-        fail(f"--temperature {args.temperature}: only greedy decoding (--temperature 0.0) is supported, "
-             "since losslessness is defined against the greedy output")
+    try:
+        sampling_params(args)
+    except ConfigError as e:
+        fail(str(e))
     if args.max_new_tokens < 1:
         fail(f"--max-new-tokens {args.max_new_tokens} must be >= 1")
 

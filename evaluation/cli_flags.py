@@ -18,7 +18,7 @@ import argparse
 from common.command_line import OneLineParser, fail
 from common.config_fields import add_flags
 from kangaroo.drafter_config import SPECULATION_FLAGS, DrafterConfig
-from kangaroo_dvi.session_flags import add_dvi_args, add_kangaroo_args, add_model_args, add_seed_arg
+from kangaroo_dvi.session_flags import add_dvi_args, add_kangaroo_args, add_model_args, add_sampling_args
 
 
 def int_list(text: str, what: str, minimum: int = 0) -> list[int]:
@@ -73,8 +73,7 @@ def add_driver_args(p: argparse.ArgumentParser) -> None:
                         "and their questions skipped unless --overwrite")
     g.add_argument("--overwrite", action="store_true", help="start the answer file afresh")
     g.add_argument("--max-new-tokens", type=int, default=1024)
-    g.add_argument("--temperature", type=float, default=0.0, help="only 0.0 (greedy) is supported")
-    add_seed_arg(g)
+    add_sampling_args(g)
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--prompts-jsonl", default=None,
                    help="stream prompts from a ShareGPT jsonl (python -m data.sharegpt_stream --convert) instead of "
@@ -92,8 +91,8 @@ def build_parser(kind: str = "kangaroo", description: str | None = None) -> argp
         add_kangaroo_args(p).add_argument(
             "--compare-greedy", action="store_true",
             help="after each decoded turn, decode it greedily too (timed alike, outside the run's time): the run's "
-                 "decode tokens/s against greedy on the same prompts, and every output checked against greedy; "
-                 "written to METRICS/vs_greedy.json")
+                 "decode tokens/s against greedy on the same prompts, and every output checked against greedy "
+                 "(under --temperature > 0: plain sampling with the same seed); written to METRICS/vs_greedy.json")
         add_dvi_args(p)
     return p
 

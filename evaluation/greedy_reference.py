@@ -1,8 +1,9 @@
 """Greedy decoding of the same prompts, interleaved with the run, for ``--compare-greedy``: the run's decode tokens/s
 against plain greedy decoding at the same thread count, measured in the same process and the same minutes (so a
-shared machine's drift hits both), and a token-for-token check of every output against greedy.
+shared machine's drift hits both), and a token-for-token check of every output against greedy. Under sampling
+(``--temperature`` > 0) the reference is plain sampling with the same params and seed, which every output equals.
 
-    ref = GreedyReference(lm, max_new_tokens, eos, device)
+    ref = GreedyReference(lm, max_new_tokens, eos, device, sampling)
     run_questions(..., after_turn=ref.after_turn)   # after each timed decode, outside its time: greedy, timed alike
     ref.summary(); ref.write(path)
 
@@ -17,12 +18,14 @@ from pathlib import Path
 from common.atomic import atomic_write_text
 from kangaroo.cache_pool import ReusableCaches, greedy_cache_factory
 from kangaroo.greedy import greedy_decode
+from kangaroo.sampling import GREEDY, SamplingParams
 from kangaroo.timing import timed
 
 
 class GreedyReference:
-    def __init__(self, lm, max_new_tokens: int, eos: set[int], device):
+    def __init__(self, lm, max_new_tokens: int, eos: set[int], device, sampling: SamplingParams = GREEDY):
         self.lm, self.max_new_tokens, self.eos, self.device = lm, max_new_tokens, eos, device
+        self.sampling = sampling
         self.pool = ReusableCaches(greedy_cache_factory(lm))
         self.turns = self.equal = 0
         self.decode_tokens = self.greedy_tokens = 0
@@ -31,11 +34,11 @@ class GreedyReference:
 
     def warm(self, ids) -> None:
         """One untimed greedy decode (lazy initialisation is not charged to the first turn)."""
-        greedy_decode(self.lm, ids, 2, self.eos, self.pool)
+        greedy_decode(self.lm, ids, 2, self.eos, self.pool, self.sampling)
 
     def after_turn(self, ids, res, wall: float) -> None:
-        ref, greedy_wall = timed(lambda: greedy_decode(self.lm, ids, self.max_new_tokens, self.eos, self.pool),
-                                 self.device)
+        ref, greedy_wall = timed(lambda: greedy_decode(self.lm, ids, self.max_new_tokens, self.eos, self.pool,
+                                                       self.sampling), self.device)
         self.turns += 1
         self.decode_tokens += len(res.tokens)
         self.decode_s += wall
@@ -53,15 +56,17 @@ class GreedyReference:
                 "decode_tokens": self.decode_tokens, "decode_s": round(self.decode_s, 3),
                 "greedy_tokens": self.greedy_tokens, "greedy_s": round(self.greedy_s, 3),
                 "decode_tokens_per_s": dec, "greedy_tokens_per_s": gre,
-                "speedup": dec / gre if dec and gre else None}
+                "speedup": dec / gre if dec and gre else None,
+                "reference": "greedy" if self.sampling.greedy else {"sampled": self.sampling.metadata()}}
 
     def line(self) -> str:
         s = self.summary()
         if not s["turns"]:
             return "[greedy-reference] no turn decoded"
-        return (f"[greedy-reference] decode {s['decode_tokens_per_s']:.2f} tok/s vs greedy "
+        plain = "greedy" if self.sampling.greedy else "plain sampling (same seed)"
+        return (f"[greedy-reference] decode {s['decode_tokens_per_s']:.2f} tok/s vs {plain} "
                 f"{s['greedy_tokens_per_s']:.2f} tok/s on the same {s['turns']} prompts = {s['speedup']:.3f}x; "
-                f"outputs equal to greedy: {s['equal_to_greedy']}/{s['turns']}")
+                f"outputs equal to {plain}: {s['equal_to_greedy']}/{s['turns']}")
 
     def write(self, path) -> Path:
         return atomic_write_text(path, json.dumps(self.summary(), indent=1))

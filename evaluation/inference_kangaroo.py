@@ -1,4 +1,4 @@
-"""Kangaroo self-speculative greedy decoding, with DVI online drafter training (lossless either way).
+"""Kangaroo self-speculative decoding, greedy or sampled, with DVI online drafter training (lossless either way).
 
     # plain Kangaroo (identity adapter, the verifier's own head drafts)
     python -m evaluation.inference_kangaroo --model-id smollm2-135m --adapter-path none \\
@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import json
 
-from evaluation.cli import parse_args, run_main, validate_against_config
+from evaluation.cli import parse_args, run_main, sampling_params, validate_against_config
 from evaluation.eval_loop import run_questions
 from evaluation.greedy_reference import GreedyReference
 from kangaroo.cache_pool import ReusableCaches
@@ -67,15 +67,16 @@ def main(argv=None) -> int:
     vocab = model.drafter_vocab
     print(f"[drafter] {json.dumps(drafter.metadata())}, drafter vocabulary "
           f"{model.config.vocab_size if vocab is None else len(vocab)}, head {model.head_precision}")
-    eos = session.eos
-    ref = GreedyReference(model.base_model, args.max_new_tokens, eos, args.device) if args.compare_greedy else None
+    eos, sampling = session.eos, sampling_params(args)
+    ref = (GreedyReference(model.base_model, args.max_new_tokens, eos, args.device, sampling)
+           if args.compare_greedy else None)
 
     def decode(ids, use_hook=True):
         dense = learner is not None and use_hook and learner.prefill_positions > 0
         return kangaroo_generate(model, ids, args.max_new_tokens, eos, drafter=drafter,
                                  on_block=hook if use_hook else None, cache_pool=pool,
                                  on_prefill=learner.on_prefill if dense else None,
-                                 prefill_positions=learner.prefill_positions if dense else 0)
+                                 prefill_positions=learner.prefill_positions if dense else 0, sampling=sampling)
 
     method = "dvi" if learner else "kangaroo"
     finished = False

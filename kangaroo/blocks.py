@@ -65,7 +65,7 @@ class Draft:
 @dataclass
 class Verification:
     logits: torch.Tensor       # [m+1, V] verifier logits; row j predicts the token after input j
-    tokens: list[int]          # v_0..v_m (greedy)
+    tokens: list[int]          # v_0..v_m (greedy); sampled: v_0..v_a, picked up to the first rejection
     ms: float = 0.0
     shallow: Optional["ShallowOut"] = None  # the shallow pass verify ran on the inputs from ``hk_from`` on
     hk_from: int = 0                        # the first of those inputs (the draft's ``covered``)

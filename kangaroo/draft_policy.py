@@ -20,10 +20,27 @@ the candidate's; ``keep`` says whether the candidate joins the block, ``go_on`` 
              p_j comes from the drafter's confidence through a ``Calibrator``: per source and confidence bin,
              (accepted + k * conf) / (tried + k), i.e. the raw confidence as a prior worth k observations,
              replaced by the verifier's observed acceptance as blocks come in.
+             Sampled (``sample_with``: the sequence's ``SamplingParams``), acceptance falls as the temperature
+             rises, so the calibrator keys its counts by a temperature bucket too (``calibrated_source``: the
+             source alone when greedy, as ever); the self-drafter's confidence is then its probability of the
+             token it picked under its tempered, truncated distribution.
 """
 from __future__ import annotations
 
 from typing import Protocol
+
+from kangaroo.sampling import GREEDY_BELOW
+
+TEMPERATURE_EDGES = (0.25, 0.5, 0.75, 1.0, 1.5)   # the calibration buckets of a sampled sequence's temperature
+
+
+def calibrated_source(source: str, temperature: float = 0.0) -> str:
+    """The source a calibration count is kept under: the draft source when greedy (as ever), else the source and its
+    temperature bucket (``self@T<=0.75``, ``ngram@T>1.5``), each bucket calibrated apart."""
+    if temperature < GREEDY_BELOW:
+        return source
+    edge = next((e for e in TEMPERATURE_EDGES if temperature <= e), None)
+    return f"{source}@T<={edge}" if edge is not None else f"{source}@T>{TEMPERATURE_EDGES[-1]}"
 
 
 class DraftPolicy(Protocol):
@@ -65,7 +82,8 @@ class ThresholdStop:
 
 
 class Calibrator:
-    """Observed acceptance rate per (source, confidence bin), with the raw confidence as a prior of weight k.
+    """Observed acceptance rate per (source, confidence bin), with the raw confidence as a prior of weight k; a
+    sampled block's counts go under its source's temperature bucket (``calibrated_source``).
     ``decay`` < 1 forgets old observations (each update scales its bin's counts by it first): a drafter that
     learns online changes its acceptance, and the counts of its first blocks would hold it back."""
 
@@ -74,16 +92,16 @@ class Calibrator:
         self.tried: dict[tuple[str, int], float] = {}
         self.accepted: dict[tuple[str, int], float] = {}
 
-    def _key(self, source: str, conf: float) -> tuple[str, int]:
-        return source, min(self.bins - 1, max(0, int(conf * self.bins)))
+    def _key(self, source: str, conf: float, temperature: float = 0.0) -> tuple[str, int]:
+        return calibrated_source(source, temperature), min(self.bins - 1, max(0, int(conf * self.bins)))
 
-    def p(self, conf: float, source: str = "self") -> float:
-        key = self._key(source, conf)
+    def p(self, conf: float, source: str = "self", temperature: float = 0.0) -> float:
+        key = self._key(source, conf, temperature)
         n, a = self.tried.get(key, 0), self.accepted.get(key, 0)
         return (a + self.k * conf) / (n + self.k)
 
-    def update(self, conf: float, accepted: bool, source: str = "self") -> None:
-        key = self._key(source, conf)
+    def update(self, conf: float, accepted: bool, source: str = "self", temperature: float = 0.0) -> None:
+        key = self._key(source, conf, temperature)
         self.tried[key] = self.decay * self.tried.get(key, 0) + 1
         self.accepted[key] = self.decay * self.accepted.get(key, 0) + int(accepted)
 
@@ -99,14 +117,14 @@ class Calibrator:
         self.tried = {(str(s), int(b)): float(n) for s, b, n, _ in sd.get("counts", [])}
         self.accepted = {(str(s), int(b)): float(a) for s, b, _, a in sd.get("counts", [])}
 
-    def observe(self, block) -> None:
+    def observe(self, block, temperature: float = 0.0) -> None:
         """Positions up to the first rejection are evidence; later drafts were never judged."""
         d = block.draft
         for i, conf in enumerate(d.confidences[:block.accepted + 1]):
-            self.update(conf, i < block.accepted, d.source)
+            self.update(conf, i < block.accepted, d.source, temperature)
         judged = block.judged_declined  # a declined candidate the verifier judged anyway: keeps learning
         if judged is not None:
-            self.update(d.declined_conf, judged, d.source)
+            self.update(d.declined_conf, judged, d.source, temperature)
 
 
 def expected_committed(ps: list[float]) -> float:
@@ -130,6 +148,12 @@ class GoodputPolicy:
         self.gate = gate       # a ProbeGate (kangaroo/probe_gate.py) decides the probes; None: the backoff below
         self.declines = 0      # wasted self probes in a row: declined, or kept and rejected by the verifier
         self.since_probe = 0   # blocks since the last probe
+        self.temperature = 0.0  # the sequence's (``sample_with``): calibrated per temperature bucket
+
+    def sample_with(self, params) -> None:
+        self.temperature = 0.0 if params.greedy else params.temperature
+        if self.gate is not None:
+            self.gate.sample_with(params)
 
     def goodput(self, ps: list[float], source: str) -> float:
         """Committed tokens per ms of the verify pass this block joins: in a batch the other sequences' rows (about
@@ -137,7 +161,7 @@ class GoodputPolicy:
         return (self.cost.batch_rows + expected_committed(ps)) / self.cost.block_ms(len(ps), source)
 
     def decide(self, confs: list[float], source: str = "self") -> tuple[bool, bool]:
-        ps = [self.calibrator.p(c, source) for c in confs]
+        ps = [self.calibrator.p(c, source, self.temperature) for c in confs]
         keep = self.goodput(ps, source) > self.goodput(ps[:-1], source)
         if source == "self" and len(confs) == 1 and not keep:
             self.declines += 1
@@ -159,7 +183,7 @@ class GoodputPolicy:
             self.gate.note(block)
 
     def observe(self, block) -> None:
-        self.calibrator.observe(block)
+        self.calibrator.observe(block, self.temperature)
         if block.draft.source == "self" and block.drafted:  # a kept first draft the verifier rejected is a
             self.declines = 0 if block.accepted else self.declines + 1  # wasted probe too
         if self.gate is not None and block.top1_agree is not None:
@@ -167,7 +191,7 @@ class GoodputPolicy:
 
     def observe_candidate(self, conf: float, accepted: bool, source: str) -> None:
         """A declined candidate the verifier judged anyway (e.g. an n-gram proposal the hybrid did not use)."""
-        self.calibrator.update(conf, accepted, source)
+        self.calibrator.update(conf, accepted, source, self.temperature)
 
 
 def make_policy(name: str, threshold: float = 0.6, cost=None, prior_weight: float = 4.0, gate: bool = False,

@@ -1,11 +1,13 @@
-"""Vanilla greedy decoding with a KV cache: the reference every lossless method must reproduce."""
+"""Vanilla decoding with a KV cache, greedy or sampled (``kangaroo/sampling.py``): the reference every lossless
+method must reproduce."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import torch
 
-from kangaroo.llama_forward import argmax_rows, final_norm, new_cache, project, run_layers
+from kangaroo.llama_forward import final_norm, new_cache, project, run_layers
+from kangaroo.sampling import GREEDY, SamplingParams, pick_rows
 
 
 @dataclass
@@ -40,11 +42,12 @@ def eos_ids_of(tokenizer, config=None) -> set[int]:
 
 @torch.no_grad()
 def greedy_decode(lm, input_ids: torch.Tensor, max_new_tokens: int, eos_ids: set[int],
-                  cache_pool=None) -> DecodeResult:
+                  cache_pool=None, sampling: SamplingParams = GREEDY) -> DecodeResult:
     """``lm`` is a Hugging Face Llama causal LM; ``input_ids`` [1, n]. The prompt but its last token is
     prefilled in one pass, then every token (the prompt's last one first) is one step: the same split as
     ``kangaroo.speculative.prefill``, so both compute each committed position the same way. ``cache_pool``
-    (``ReusableCaches(greedy_cache_factory(lm))``) lends a cache kept across calls; else a new one."""
+    (``ReusableCaches(greedy_cache_factory(lm))``) lends a cache kept across calls; else a new one. ``sampling``:
+    each token is ``pick_rows`` at its position (the prompt's length for the first); greedy by default."""
     body = lm.model
     need = input_ids.shape[1] + max_new_tokens + 1
     cache = cache_pool.get(need) if cache_pool is not None else new_cache(lm.config, len(body.layers), need,
@@ -55,7 +58,8 @@ def greedy_decode(lm, input_ids: torch.Tensor, max_new_tokens: int, eos_ids: set
     out: list[int] = []
     while True:
         h = run_layers(body.layers, body.embed_tokens(x), cache, body.rotary_emb)
-        tok = argmax_rows(project(final_norm(body.norm, h[:, -1]), lm.lm_head.weight))[0]
+        tok = pick_rows(project(final_norm(body.norm, h[:, -1]), lm.lm_head.weight), input_ids.shape[1] + len(out),
+                        sampling)[0]
         out.append(tok)
         out, stop = clip_at_stop(out, eos_ids, max_new_tokens)
         if stop:

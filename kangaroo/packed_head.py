@@ -1,4 +1,4 @@
-"""The drafter head packed for the CPU kernel (``kangaroo/csrc/draft_head.cpp``): its rows in int8 (per-row scale,
+"""The drafter head packed for the CPU kernel (``kangaroo/csrc/packed_head.cpp``): its rows in int8 (per-row scale,
 VNNI) or bfloat16, one call from hk to the drafter's top-k tokens and their probabilities.
 
 Only the drafter changes precision: the verifier's head and layers stay float32, so every committed token is still
@@ -9,6 +9,7 @@ live A and B at every call (the trainer's published weights are seen at once).
     configure(model, precision, frozen)   the precision of ``model``'s drafter head (default: auto, live LoRA)
     packed_head(model) -> PackedHead      made on first use, again when the head is replaced (or a merged one changes)
     propose(model, hk, k) -> Proposal     the drafter's top-k columns and probabilities for hk [1, d]
+    propose_sampled(model, hk, pos, params) -> Proposal   sampled: the drafter's pick at ``pos`` and its probability
 
 ``precision``: ``int8``, ``bf16``, ``float32`` (the plain head: softmax in PyTorch), or ``auto``: float32 where the
 drafter head's rows are read as stored blocks (a GGUF's Q8_0 head: the engine's exact rows are faster than the int8
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from kangaroo import cpu_engine
+from kangaroo.sampling import sample
 from kangaroo.weight_formats import BLOCK_BYTES
 
 PRECISIONS = ("auto", "int8", "bf16", "float32")
@@ -157,3 +159,15 @@ def propose(model, hk: torch.Tensor, k: int = 1) -> Proposal:
     probs = torch.softmax(model.drafter_logits_from_hk(hk).float().reshape(-1), dim=-1)
     p, idx = probs.topk(k) if k > 1 else probs.max(dim=-1, keepdim=True)
     return Proposal(idx.tolist(), p.tolist())
+
+
+@torch.no_grad()
+def propose_sampled(model, hk: torch.Tensor, pos: int, params) -> Proposal:
+    """Sampled (``kangaroo/sampling.py``): the drafter's pick for one hk [1, d] at position ``pos``, the argmax of
+    its tempered, truncated logits plus the noise of each column's full-vocabulary id, with that pick's probability
+    under the same distribution. The logits come from the packed kernel where it applies (its top-k is not used),
+    else from the float32 head."""
+    packed = packed_head(model) if cpu_engine.applies(hk) else None
+    logits = packed.top_k(hk, 1)[2][0] if packed is not None else model.drafter_logits_from_hk(hk).reshape(-1)
+    col, prob = sample(logits, pos, params, ids=model.drafter_vocab, prob=True)
+    return Proposal([col], [prob])

@@ -6,10 +6,13 @@ commits a token for a head call and one shallow pass instead of a whole step. Be
 free:
 
     p_v     the verifier's probability of the token it just committed (the committed row of the last verify pass;
-            its softmax is taken only when the gate is asked, by the engine's fused max + log-sum-exp)
-    recent  the self-drafter's recent agreement: an EMA of "the probe's top-1 was the verifier's token"
+            its softmax is taken only when the gate is asked, by the engine's fused max + log-sum-exp); sampled,
+            that token's probability under the tempered, truncated distribution it was sampled from
+    recent  the self-drafter's recent agreement: an EMA of "the probe's top-1 was the verifier's token" (sampled:
+            the probe's pick was the verifier's pick, the coupled rule)
+    T       the sequence's sampling temperature (0 greedy): agreement falls as it rises
 
-A logistic model over [1, logit p_v, logit recent], fit online by SGD on every probe's outcome (it starts as
+A logistic model over [1, logit p_v, logit recent, T], fit online by SGD on every probe's outcome (it starts as
 q = recent), gives q = P(the probe's top-1 agrees). The gate lets the probe run when a block that sends its draft,
 committing 1 + q tokens, has the better goodput than a plain block, both costed by the run's measured cost curve
 (``threshold``); otherwise the block is a plain greedy step that paid nothing for the question (``declined_free``).
@@ -24,7 +27,9 @@ import math
 
 import torch
 
-FEATURES = ("bias", "logit_p_verifier", "logit_recent")
+from kangaroo.sampling import GREEDY, token_prob
+
+FEATURES = ("bias", "logit_p_verifier", "logit_recent", "temperature")
 
 
 def _logit(p: float, eps: float = 1e-3) -> float:
@@ -47,21 +52,31 @@ class ProbeGate:
                  explore_every: int = 16):
         """``learning``: the drafter learns online, so a probe's outcome is also a training label (``threshold``)."""
         self.cost, self.learning, self.lr, self.ema, self.explore_every = cost, learning, lr, ema, explore_every
-        self.w = [0.0, 0.0, 1.0]  # start as q = recent agreement
+        self.w = [0.0, 0.0, 1.0, 0.0]  # start as q = recent agreement
         self.recent = prior
+        self.sampling = GREEDY    # the sequence's sampling params (``sample_with``)
         self._row = None          # the committed row of the last verify pass (its softmax taken lazily)
+        self._token = None        # the token committed from it
         self._pending = None      # features of the probe in flight
         self.since = 0            # blocks since the last probe
         self.probes = self.declined_free = self.explored = self.agreed = 0
 
     # ------------------------------------------------------------------------------ what is known for free
+    def sample_with(self, params) -> None:
+        self.sampling = params
+
     def note(self, block) -> None:
         """Every block, whoever drafted it: remember the verifier's row of the token it committed last."""
         self._row = block.verification.logits[block.accepted]
+        self._token = None if self.sampling.greedy else block.verification.tokens[block.accepted]
 
     def features(self) -> list[float]:
-        p_v = committed_prob(self._row) if self._row is not None else 0.5
-        return [1.0, _logit(p_v), _logit(self.recent)]
+        s = self.sampling
+        if self._row is None:
+            p_v = 0.5
+        else:
+            p_v = committed_prob(self._row) if s.greedy else token_prob(self._row, self._token, s)
+        return [1.0, _logit(p_v), _logit(self.recent), 0.0 if s.greedy else s.temperature]
 
     def q(self, f: list[float]) -> float:
         z = sum(w * x for w, x in zip(self.w, f))

@@ -11,6 +11,8 @@ One block, starting from the last committed token x at position P (not yet seen 
           Both caches are cropped to P + 1 + a: what the rejected drafts wrote is dropped.
 
 Every committed token is the verifier's greedy choice, so the output equals greedy decoding of the base model.
+Sampled (``kangaroo/sampling.py``), the verifier's token at each row is the plain sampler's pick at that position
+(the same logits, the same noise of (seed, position)): the output equals plain sampling with the same seed.
 With a trained adapter the block also carries the layer-k residuals its DVI training segments are cut from
 (``Block.context``, copied from the shallow cache's rows after the crop: committed positions only).
 
@@ -32,7 +34,7 @@ from kangaroo.draft_policy import ThresholdStop
 from kangaroo.drafters import Drafter, SelfDrafter
 from kangaroo.greedy import DecodeResult, clip_at_stop
 from kangaroo.kangaroo_model import KangarooCaches, KangarooModel
-from kangaroo.llama_forward import argmax_rows
+from kangaroo.sampling import GREEDY, SamplingParams, pick_rows
 from kangaroo.self_draft import self_draft
 from kangaroo.timing import now
 
@@ -48,18 +50,23 @@ def draft(model: KangarooModel, last_token: int, caches: KangarooCaches, steps: 
     return self_draft(model, last_token, caches, steps, ThresholdStop(threshold))
 
 
-def verify(model: KangarooModel, d: Draft, caches: KangarooCaches) -> Verification:
+def verify(model: KangarooModel, d: Draft, caches: KangarooCaches, sampling: SamplingParams = GREEDY) -> Verification:
     """Deep layers over x, d_1..d_m in one pass. Inputs the draft holds no layer-k hidden states for (an n-gram
-    draft: all of them) first go through the shallow layers here, so both caches end at the same length."""
-    return verify_batch(model, [d], [caches])[0]
+    draft: all of them) first go through the shallow layers here, so both caches end at the same length. Row j's
+    token is the pick (``sampling.pick_rows``) at the position after input j; sampled, rows past the first
+    rejection are not picked (``Verification.tokens`` ends at v_a)."""
+    return verify_batch(model, [d], [caches], [sampling])[0]
 
 
 @torch.no_grad()
-def verify_batch(model: KangarooModel, drafts: list[Draft], caches: list[KangarooCaches]) -> list[Verification]:
-    """``verify`` of several sequences' drafts, each over its own caches, their passes batched
-    (``kangaroo/batched.py``): each result equals ``verify`` on that draft alone. The pass's time is shared out
-    evenly (``Verification.ms``)."""
+def verify_batch(model: KangarooModel, drafts: list[Draft], caches: list[KangarooCaches],
+                 sampling: Optional[list[SamplingParams]] = None) -> list[Verification]:
+    """``verify`` of several sequences' drafts, each over its own caches and under its own ``sampling`` params
+    (None: all greedy), their passes batched (``kangaroo/batched.py``): each result equals ``verify`` on that draft
+    alone. The pass's time is shared out evenly (``Verification.ms``)."""
     t0 = now(model.device)
+    sampling = sampling or [GREEDY] * len(drafts)
+    first = [c.deep.length + 1 for c in caches]  # the position of the token row 0 picks (x is at deep.length)
     todo = [i for i, d in enumerate(drafts) if d.covered < len(d.tokens) + 1]
     outs = forward_shallow_batch(model, [_uncovered(drafts[i], model.device) for i in todo],
                                  [caches[i].shallow for i in todo])
@@ -67,7 +74,7 @@ def verify_batch(model: KangarooModel, drafts: list[Draft], caches: list[Kangaro
     hs = [_verifier_input(d, shallow.get(i)) for i, d in enumerate(drafts)]
     logits = verifier_logits_batch(model, forward_deep_batch(model, hs, [c.deep for c in caches]))
     ms = (now(model.device) - t0) * 1e3 / max(1, len(drafts))
-    return [Verification(z[0], argmax_rows(z[0]), ms=ms, shallow=shallow.get(i),
+    return [Verification(z[0], pick_rows(z[0], first[i], sampling[i], d.tokens), ms=ms, shallow=shallow.get(i),
                          hk_from=d.covered) for i, (d, z) in enumerate(zip(drafts, logits))]
 
 
@@ -100,19 +107,21 @@ def speculative_step(model: KangarooModel, last_token: int, caches: KangarooCach
 
 
 def drafter_step(model: KangarooModel, drafter: Drafter, history: list[int], caches: KangarooCaches) -> Block:
-    """One block: ``drafter.draft`` (``history[-1]`` is x, not yet in any cache) -> verify -> accept -> crop."""
+    """One block: ``drafter.draft`` (``history[-1]`` is x, not yet in any cache) -> verify -> accept -> crop, under
+    the sequence's sampling params (``drafter.sampling``: the drafter is the sequence's, ``Drafter.sample_with``)."""
     start = caches.shallow.length
-    return _verify_accept(model, drafter.draft(model, caches, history), caches, start)
+    d = drafter.draft(model, caches, history)
+    return _commit(model, d, verify(model, d, caches, drafter.sampling), caches, start)
 
 
 def drafter_step_batch(model: KangarooModel, drafters: list, histories: list[list[int]],
                        caches: list[KangarooCaches]) -> list[Block]:
-    """One block of each of several sequences (a request each, with its own drafter, history and caches): every
-    drafter drafts alone, then one batched verify pass (``verify_batch``), then accept/crop per sequence. Each
-    block equals ``drafter_step`` on that sequence alone."""
+    """One block of each of several sequences (a request each, with its own drafter, history, caches and sampling
+    params, ``drafter.sampling``): every drafter drafts alone, then one batched verify pass (``verify_batch``), then
+    accept/crop per sequence. Each block equals ``drafter_step`` on that sequence alone."""
     starts = [c.shallow.length for c in caches]
     drafts = [dr.draft(model, c, h) for dr, c, h in zip(drafters, caches, histories, strict=True)]
-    verdicts = verify_batch(model, drafts, caches)
+    verdicts = verify_batch(model, drafts, caches, [dr.sampling for dr in drafters])
     return [_commit(model, d, v, c, s) for d, v, c, s in zip(drafts, verdicts, caches, starts)]
 
 
@@ -168,8 +177,10 @@ def kangaroo_generate(model: KangarooModel, input_ids: torch.Tensor, max_new_tok
                       on_block: Optional[Callable[[Block], None]] = None, drafter: Optional[Drafter] = None,
                       cache_pool=None, on_prefill: Optional[Callable[[PrefillTargets], None]] = None,
                       prefill_positions: int = 0, stop_rule: Optional[StopRule] = None,
-                      on_commit: Optional[Callable[[list[int]], None]] = None) -> DecodeResult:
-    """Greedy decoding of ``input_ids`` [1, n]; ``on_block`` sees every block (DVI learns from it).
+                      on_commit: Optional[Callable[[list[int]], None]] = None,
+                      sampling: SamplingParams = GREEDY) -> DecodeResult:
+    """Greedy decoding of ``input_ids`` [1, n], or sampled under ``sampling`` (equal to ``greedy_decode`` with the
+    same params, token for token); ``on_block`` sees every block (DVI learns from it).
     ``drafter`` (``kangaroo/drafters/``) defaults to the self-drafter under the threshold rule (``steps``,
     ``threshold``); when given, its own settings apply, and it sees ``begin(prompt)``, every block
     (``observe``) and ``end(output)``. ``cache_pool`` (a ``kangaroo.cache_pool.ReusableCaches``)
@@ -183,6 +194,7 @@ def kangaroo_generate(model: KangarooModel, input_ids: torch.Tensor, max_new_tok
     need = input_ids.shape[1] + max_new_tokens + drafter.steps + 1
     caches = cache_pool.get(need) if cache_pool is not None else model.new_caches(need)
     history = input_ids[0].tolist()
+    drafter.sample_with(sampling)
     drafter.begin(history)
     prefill(model, input_ids, caches, prefill_positions, on_prefill)
     res = DecodeResult(tokens=[])

@@ -62,7 +62,9 @@ class SessionConfig:
                                               "keeps that many layer-k rows (default: the --load-lora checkpoint's, "
                                               f"else {DEFAULT_WINDOW})")
     seed: int | None = setting(123, flag="--seed", nullable=True,
-                               help="torch's seed at the start of the session (None, in Python: left as it is)")
+                               help="the run's seed: torch's generator at the start of the session, and with "
+                                    "--temperature > 0 the sampling seed of every prompt (the same seed gives the "
+                                    "same text, whoever drafts); None, in Python: torch's left as it is")
     drafter_checkpoint: str = setting("", source="load_lora")  # deployed, or resumed by an online session
     restart: bool = setting(False, source="overwrite")        # online: do not resume from the save folder
 

@@ -24,6 +24,7 @@ from dvi.config import DVIConfig
 from dvi.deploy import peek_deployment
 from dvi.settings import DEFAULT as DEFAULT_SETTINGS, SETTINGS, settings as dvi_settings
 from kangaroo.drafter_config import AUTO_VOCAB, DrafterConfig
+from kangaroo.sampling import SamplingParams
 from kangaroo_dvi.session_config import SessionConfig, choose_adapter
 
 RUNTIME_FLAGS = ("--device", "--dtype", "--num-threads", "--engine", "--weights")
@@ -41,6 +42,12 @@ def add_model_args(p: argparse.ArgumentParser):
 
 def add_seed_arg(g) -> None:
     add_flags(g, SessionConfig, only={"--seed"})
+
+
+def add_sampling_args(g) -> None:
+    """--temperature, --top-p, --top-k (``SamplingParams``) and --seed: greedy unless --temperature > 0."""
+    add_flags(g, SamplingParams)
+    add_seed_arg(g)
 
 
 def add_kangaroo_args(p: argparse.ArgumentParser):
@@ -139,6 +146,11 @@ def session_config(args) -> SessionConfig:
 def drafter_config(args) -> DrafterConfig:
     """The drafting flags as a frozen ``DrafterConfig`` (``auto`` left for the session to resolve)."""
     return from_args(DrafterConfig, args)
+
+
+def sampling_params(args) -> SamplingParams:
+    """--temperature, --top-p, --top-k and --seed as a frozen ``SamplingParams`` (greedy at temperature 0)."""
+    return from_args(SamplingParams, args)
 
 
 def dvi_config(args) -> DVIConfig:

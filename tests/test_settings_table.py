@@ -8,6 +8,7 @@ from dvi.config import BufferConfig, DenseConfig, DVIConfig, IOConfig, LoRAConfi
 from evaluation import cli
 from kangaroo.drafter_config import DrafterConfig
 from common.command_line import run_main
+from kangaroo.sampling import SamplingParams
 from kangaroo_dvi import KangarooDVI
 from kangaroo_dvi.serve.__main__ import main as serve_main
 from kangaroo_dvi.serve.config import ServeConfig
@@ -65,6 +66,12 @@ BAD = [
     (["--weights", "q2_k"], lambda: SessionConfig(model_id="tiny", weights="q2_k")),
     (["--adapter-mode", "frozen"], lambda: SessionConfig(model_id="tiny", adapter_mode="frozen")),
     (["--dvi-adapter-window", "0"], lambda: SessionConfig(model_id="tiny", adapter_window=0)),
+    (["--temperature=-0.5"], lambda: SamplingParams(temperature=-0.5)),
+    (["--temperature", "inf"], lambda: SamplingParams(temperature=float("inf"))),
+    (["--temperature", "nan"], lambda: SamplingParams(temperature=float("nan"))),
+    (["--top-p", "0"], lambda: SamplingParams(top_p=0.0)),
+    (["--top-p", "1.5"], lambda: SamplingParams(top_p=1.5)),
+    (["--top-k=-1"], lambda: SamplingParams(top_k=-1)),
 ]
 
 # the server's own flags (python -m kangaroo_dvi.serve)
@@ -121,7 +128,7 @@ def test_checks_against_the_model_are_the_same_for_the_cli_and_the_api(capsys, a
 
 
 def test_every_checked_flag_is_in_the_table():
-    checked = {f.metadata["flag"] for cls in (DVIConfig, DrafterConfig, ServeConfig, SessionConfig)
+    checked = {f.metadata["flag"] for cls in (DVIConfig, DrafterConfig, ServeConfig, SessionConfig, SamplingParams)
                for f in flag_fields(cls) if "rule" in f.metadata or "choices" in f.metadata}
     flags = {argv[0].split("=")[0] for argv, _ in BAD + BAD_SERVE}
     assert checked <= flags, checked - flags
@@ -140,6 +147,10 @@ def test_good_values_pass_both_ways():
     (lambda: DVIConfig(online="yes"), "--dvi-online 'yes' must be true or false"),
     (lambda: DVIConfig(buffer=None), "DVIConfig.buffer must be a BufferConfig, got NoneType"),
     (lambda: DrafterConfig(drafter=None), "--drafter None must be a string"),
+    (lambda: SamplingParams(seed=1.5), "SamplingParams.seed 1.5 must be a whole number"),
+    (lambda: SamplingParams(seed="7"), "SamplingParams.seed '7' must be a whole number"),
+    (lambda: SamplingParams(top_k=2.0), "--top-k 2.0 must be a whole number"),
+    (lambda: SamplingParams(temperature="hot"), "--temperature 'hot' must be a number"),
 ])
 def test_python_values_of_the_wrong_type_are_named(build, text):
     with pytest.raises(ConfigError) as e:

@@ -1,6 +1,8 @@
 """The drafter interface (llama.cpp ``common/speculative.h`` style: drafters behind one interface, chained
 cheap-first by ``DrafterChain``, each with its own counters).
 
+    sample_with(params)            the sequence's ``SamplingParams`` (before ``begin``; default greedy): the
+                                   self-drafter proposes under them, and the block is verified under them
     begin(prompt)                  a new sequence starts (token ids of the prompt)
     draft(model, caches, history)  -> Draft; history[-1] is x, the last committed token, in no cache yet
     observe(block)                 what the verifier made of the last block (the policy calibrates from it)
@@ -19,11 +21,13 @@ from kangaroo.blocks import Block, Draft
 from kangaroo.draft_policy import DraftPolicy, ThresholdStop
 from kangaroo.drafters.counters import DrafterCounters
 from kangaroo.kangaroo_model import KangarooCaches, KangarooModel
+from kangaroo.sampling import GREEDY, SamplingParams
 
 
 class Drafter(ABC):
     name: str = "drafter"
     runs_model: bool = False   # drafts through the model's layers (writes the caches): last in a chain
+    sampling: SamplingParams = GREEDY   # the sequence's (``sample_with``); a drafter that ignores it stays lossless
 
     def __init__(self, steps: int, policy: DraftPolicy | None = None):
         if steps < 1:
@@ -31,6 +35,14 @@ class Drafter(ABC):
         self.steps = steps
         self.policy: DraftPolicy = policy if policy is not None else ThresholdStop(0.0)
         self.counters = DrafterCounters()
+
+    def sample_with(self, params: SamplingParams) -> None:
+        """The sequence's sampling params: what verify picks under, and what a drafter that models the verifier
+        proposes under (a lookup proposes its token as ever); its policy calibrates per temperature."""
+        self.sampling = params
+        tell = getattr(self.policy, "sample_with", None)
+        if tell is not None:
+            tell(params)
 
     def begin(self, prompt: list[int]) -> None:
         pass

@@ -48,6 +48,11 @@ class DrafterChain(Drafter):
         self.by_source = {d.name: d.counters for d in drafters} | {NONE: DrafterCounters()}
         self._declined: list[tuple[Drafter, int, float]] = []   # this block's declined first candidates
 
+    def sample_with(self, params) -> None:
+        self.sampling = params
+        for d in self.drafters:
+            d.sample_with(params)
+
     def begin(self, prompt: list[int]) -> None:
         self._declined = []
         for d in self.drafters:

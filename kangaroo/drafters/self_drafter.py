@@ -20,7 +20,7 @@ class SelfDrafter(Drafter):
     def draft(self, model: KangarooModel, caches: KangarooCaches, history: list[int]) -> Draft:
         if not self.policy.probe("self"):  # not worth a head projection now: a plain greedy step
             return Draft([], None, None, [], source="self", last_token=history[-1])
-        return self_draft(model, history[-1], caches, self.steps, self.policy)
+        return self_draft(model, history[-1], caches, self.steps, self.policy, self.sampling)
 
     def trainable_params(self, model: KangarooModel) -> list:
         from kangaroo.drafter_head import trainable_params

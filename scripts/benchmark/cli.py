@@ -1,7 +1,10 @@
 """One command that builds the method comparison table (work plan step 10).
 
 Every method decodes the same chat prompts greedily, one question at a time, in an order that rotates per
-question (so drift of a shared machine hits all alike), and its token ids are compared with the baseline's:
+question (so drift of a shared machine hits all alike), and its token ids are compared with the baseline's.
+With --temperature > 0 (--top-p, --top-k, --seed: kangaroo/sampling.py) every method samples instead, each prompt
+with the sampling seed --seed, and is compared with plain sampling (the baseline) at the same seed; Hugging Face's
+methods sample from their own generator, so they are left out (naming them in --methods is refused):
 
   baseline           kangaroo.greedy.greedy_decode: our KV-cache greedy loop, the reference
   hf_generate        lm.generate(do_sample=False)
@@ -49,11 +52,13 @@ from pathlib import Path
 
 import torch
 
-from evaluation.cli import (OneLineParser, add_drafter_args, add_model_args, add_speculation_args, apply_runtime,
-                            drafter_config, fail, resolve_device_dtype, resolve_model_id, resolve_question_file,
-                            run_main, validate_against_config, validate_configs)
-from scripts.benchmark.methods import (LORA_METHODS, MEMORY_CHAIN, METHODS, TargetCalls, build_models, decode_question,
-                                       make_methods, rotated)
+from common.errors import ConfigError
+from evaluation.cli import (OneLineParser, add_drafter_args, add_model_args, add_sampling_args, add_speculation_args,
+                            apply_runtime, drafter_config, fail, resolve_device_dtype, resolve_model_id,
+                            resolve_question_file, run_main, sampling_params, validate_against_config,
+                            validate_configs)
+from scripts.benchmark.methods import (HF_METHODS, LORA_METHODS, MEMORY_CHAIN, METHODS, TargetCalls, build_models,
+                                       decode_question, make_methods, rotated)
 from scripts.benchmark.report import cell, fmt, match_cell, write_report
 from scripts.benchmark.store import CHECKED, check_config, raw_store, write_answer_files
 
@@ -71,14 +76,16 @@ def build_parser() -> OneLineParser:
     p.add_argument("--all-turns", action="store_true",
                    help="decode every turn (prompts hold the baseline's earlier answers); default: first turn only")
     p.add_argument("--max-new-tokens", type=int, default=64)
+    add_sampling_args(p)
     add_speculation_args(p)
     add_drafter_args(p)
     p.add_argument("--load-lora", default="runs/checkpoints/final.pt", help="DVI LoRA checkpoint for the dvi method")
     p.add_argument("--train-if-missing", type=int, default=0, metavar="N",
                    help="if --load-lora is missing, first train it online on N prompts of --train-prompts-jsonl")
     p.add_argument("--train-prompts-jsonl", default="assets/sharegpt.jsonl")
-    p.add_argument("--methods", default=",".join(METHODS),
-                   help="comma-separated subset of " + ",".join(METHODS) + " (baseline is always run)")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated subset of " + ",".join(METHODS) + " (baseline is always run; default: all, "
+                        "or all but " + ",".join(HF_METHODS) + " under --temperature > 0)")
     p.add_argument("--out", default="runs/benchmark")
     p.add_argument("--repeats", type=int, default=1,
                    help="run the whole comparison N times: the table shows mean ± std over the repeats")
@@ -94,11 +101,19 @@ def parse_args(argv=None):
         fail("--per-category, --max-new-tokens and --repeats must be >= 1")
     if min(args.question_begin or 0, args.question_end if args.question_end is not None else 0) < 0:
         fail("--question-begin and --question-end must be >= 0")
-    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    try:
+        greedy = sampling_params(args).greedy
+    except ConfigError as e:
+        fail(str(e))
+    names = [m.strip() for m in (args.methods or ",".join(METHODS)).split(",") if m.strip()]
     bad = [m for m in names if m not in METHODS]
     if bad:
         fail(f"--methods: unknown {', '.join(bad)}; pick from {','.join(METHODS)}")
-    args.methods = [m for m in METHODS if m == "baseline" or m in names]
+    hf = [m for m in names if m in HF_METHODS]
+    if hf and not greedy and args.methods:
+        fail(f"--methods {','.join(hf)} under --temperature {args.temperature}: Hugging Face samples from its own "
+             "generator, so its answers cannot equal plain sampling's; leave them out (or decode greedily)")
+    args.methods = [m for m in METHODS if m == "baseline" or (m in names and (greedy or m not in HF_METHODS))]
     validate_configs(args)  # --exitlayer, --threshold, --steps and the drafting flags: DrafterConfig checks them
     from kangaroo.drafter_config import resolve_auto
     from kangaroo_dvi.session_flags import resolve_drafter_vocab
@@ -174,9 +189,18 @@ def run_meta(args, lm, n_questions: int) -> dict:
                         f"vocabulary {'auto' if args.drafter_vocab == -1 else args.drafter_vocab or 'full'}",
             "prompt_lookup": "prompt_lookup_num_tokens=6",
             "early_exit_assist": f"assistant_early_exit={args.exitlayer}, HF draft defaults: {hf_assist_defaults(lm)}",
+            "sampling": sampling_label(args),
             "repeats": args.repeats,
             "versions": f"torch {torch.__version__}, transformers {transformers.__version__}",
             "command": shlex.join(["python", "-m", "scripts.benchmark_methods", *args.argv])}
+
+
+def sampling_label(args) -> str:
+    s = sampling_params(args)
+    if s.greedy:
+        return "greedy"
+    return (f"sampled: temperature {s.temperature}, top-p {s.top_p}, top-k {s.top_k or 'off'}, seed {s.seed} (every "
+            "prompt; the baseline is plain sampling with it)")
 
 
 def decode_runs(args, questions: list[dict], out: Path, new_methods, tokenizer, judge_fn) -> list[list[dict]]:
@@ -232,9 +256,11 @@ def main(argv=None) -> int:
         return methods
 
     names = list(args.methods)
-    runs = decode_runs(args, questions, out, new_methods, tokenizer, lambda ids, ref, o: judge(lm, ids, ref, o))
+    sampling = sampling_params(args)
+    runs = decode_runs(args, questions, out, new_methods, tokenizer,
+                       lambda ids, ref, o: judge(lm, ids, ref, o, sampling=sampling))
     summary = write_report(out, runs, names, run_meta(args, lm, len(runs[0])))
-    write_answer_files(out, runs, names, args.model_id, args.dtype)
+    write_answer_files(out, runs, names, args.model_id, args.dtype, sampling.temperature)
     overall = summary["by_group"]["overall"]
     for m in names:
         s = overall[m]

@@ -14,6 +14,8 @@ from kangaroo.timing import timed
 
 METHODS = ("baseline", "hf_generate", "prompt_lookup", "early_exit_assist", "kangaroo", "dvi", "dvi_self", "ngram",
            "memory", "dvi_threshold")
+HF_METHODS = ("hf_generate", "prompt_lookup", "early_exit_assist")  # greedy only here: HF samples from its own
+                                                                    # generator, never equal to plain sampling's
 MEMORY_CHAIN = "ngram,memory"   # the memory method: prompt lookup, then the outputs of the earlier questions
 LORA_METHODS = ("dvi", "dvi_self", "dvi_threshold")
 HF_KWARGS = {"hf_generate": {}, "prompt_lookup": {"prompt_lookup_num_tokens": 6}}
@@ -58,18 +60,20 @@ class TargetCalls:
 def make_methods(args, lm, models: dict, eos: set[int], pad_id: int | None, calls: TargetCalls,
                  tokenizer=None) -> dict:
     """name -> decode(ids) -> (new token ids, verifier passes, drafter calls or None, accept lengths or None)."""
+    from evaluation.cli import sampling_params
     from kangaroo.greedy import greedy_decode
     from kangaroo.speculative import kangaroo_generate
 
-    n = args.max_new_tokens
+    n, sampling = args.max_new_tokens, sampling_params(args)
 
     def baseline(ids):
-        r = greedy_decode(lm, ids, n, eos)
+        r = greedy_decode(lm, ids, n, eos, sampling=sampling)
         return r.tokens, r.steps, None, r.accept_lengths
 
     def ours(model, drafter=None):
         def decode(ids):
-            r = kangaroo_generate(model, ids, n, eos, steps=args.steps, threshold=args.threshold, drafter=drafter)
+            r = kangaroo_generate(model, ids, n, eos, steps=args.steps, threshold=args.threshold, drafter=drafter,
+                                  sampling=sampling)
             return r.tokens, r.steps, None, r.accept_lengths
         decode.drafter = drafter
         return decode

@@ -96,7 +96,8 @@ NOTES = ("Notes: mean accepted length = tokens per verifier pass (target-model f
 
 
 def table_markdown(summary: dict, meta: dict) -> str:
-    lines = ["# Method comparison (greedy, lossless)", ""]
+    kind = "greedy" if meta.get("sampling", "greedy") == "greedy" else "sampled"
+    lines = [f"# Method comparison ({kind}, lossless)", ""]
     lines += [f"- {k}: {v}" for k, v in meta.items() if k != "command"]
     runs = f", mean ± std over {summary['runs']} repeats" if summary["runs"] > 1 else ""
     lines += [f"- command: `{meta.get('command', '')}`", "", NOTES, "",

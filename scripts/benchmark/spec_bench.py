@@ -3,7 +3,8 @@
 
 Answer files (one json line per question, file order = question order), named as theirs:
 
-    OUT/data/spec_bench/model_answer_temp0_run_{r}/{model}-{method}-{dtype}-temp-0.0.jsonl   (baseline: "vanilla")
+    OUT/data/spec_bench/model_answer_temp0_run_{r}/{model}-{method}-{dtype}-temp-0.0.jsonl   (baseline: "vanilla";
+    sampled at temperature T: model_answer_tempT_run_{r}/...-temp-T.jsonl)
     {"question_id", "category", "answer_id", "model_id", "tstamp",
      "choices": [{"index": 0, "turns", "decoding_steps", "new_tokens", "wall_time", "accept_lengths",
                   "recounted_tokens"}]}          (recounted_tokens: ours, ignored by their scripts; see ``recount``)
@@ -86,11 +87,12 @@ def equal(answers_a: list[dict], answers_b: list[dict]) -> bool:
     return all(str(a["choices"][0]["turns"]) == str(b["choices"][0]["turns"]) for a, b in zip(answers_a, answers_b))
 
 
-def answer_file(root, run: int, model_id: str, method: str, dtype: str) -> Path:
+def answer_file(root, run: int, model_id: str, method: str, dtype: str, temperature: float = 0.0) -> Path:
     label = Path(str(model_id)).name.replace(".gguf", "") or str(model_id)
     name = BASELINE_NAME if method == "baseline" else method
-    folder = Path(root) / "data" / "spec_bench" / f"model_answer_temp0_run_{run}"
-    return folder / f"{label}-{name}-{dtype}-temp-0.0.jsonl"
+    t = float(temperature)
+    folder = Path(root) / "data" / "spec_bench" / f"model_answer_temp{t:g}_run_{run}"
+    return folder / f"{label}-{name}-{dtype}-temp-{t}.jsonl"
 
 
 def write_answers(path, answers: list[dict]) -> Path:

@@ -13,7 +13,7 @@ from evaluation.cli import fail
 # settings that change what a question's record holds: a resumed run must keep them
 CHECKED = ("model_id", "question_file", "all_turns", "max_new_tokens", "exitlayer", "threshold", "steps",
            "load_lora", "methods", "device", "dtype", "threads", "drafter", "draft_policy", "drafter_vocab",
-           "ngram_min", "ngram_max", "memory_tokens", "memory_seed")
+           "ngram_min", "ngram_max", "memory_tokens", "memory_seed", "temperature", "top_p", "top_k", "seed")
 
 
 def raw_store(out, run: int = 1) -> JsonlStore:
@@ -21,12 +21,14 @@ def raw_store(out, run: int = 1) -> JsonlStore:
     return JsonlStore(Path(out) / name, what="benchmark record", key="question_id")
 
 
-def write_answer_files(out, runs: list[list[dict]], methods: list[str], model_id: str, dtype: str) -> list[Path]:
+def write_answer_files(out, runs: list[list[dict]], methods: list[str], model_id: str, dtype: str,
+                       temperature: float = 0.0) -> list[Path]:
     """Each repeat's records as one Spec-Bench answer file per method (``spec_bench.answer_file``), rewritten."""
     from scripts.benchmark import spec_bench as sb
 
     label = Path(str(model_id)).name.replace(".gguf", "") or str(model_id)
-    return [sb.write_answers(sb.answer_file(out, r, model_id, m, dtype), sb.from_raw(recs, m, f"{label}-{m}"))
+    return [sb.write_answers(sb.answer_file(out, r, model_id, m, dtype, temperature),
+                             sb.from_raw(recs, m, f"{label}-{m}"))
             for r, recs in enumerate(runs, 1) for m in methods]
 
 

@@ -1,6 +1,7 @@
 """The sidecar loop on a tiny model: a traced block gives the training tuples of the live one; traces in, versioned
 drafter checkpoints out, the drafter side adopts each new version at a block boundary, and every output stays
 greedy."""
+import pytest
 import torch
 
 from dvi.block_samples import block_samples
@@ -14,6 +15,7 @@ from kangaroo.drafter_head import attach_drafter_head
 from kangaroo.drafters import DrafterChain, NGramDrafter, SelfDrafter
 from kangaroo.greedy import greedy_decode
 from kangaroo.kangaroo_model import KangarooModel
+from kangaroo.sampling import GREEDY, SamplingParams
 from kangaroo.speculative import kangaroo_generate
 from tests.helpers import make_tiny_llama
 from tests.dvi.test_online_loop import prompts
@@ -44,13 +46,14 @@ def top_k(z):
     return set(zip(top.indices.tolist(), top.values.to(torch.float16).tolist()))
 
 
-def test_a_traced_block_gives_the_tuples_of_the_live_block(tmp_path):
+@pytest.mark.parametrize("sampling", [GREEDY, SamplingParams(1.2, top_p=0.95, seed=3)], ids=["greedy", "sampled"])
+def test_a_traced_block_gives_the_tuples_of_the_live_block(tmp_path, sampling):
     lm = make_tiny_llama()
     km = drafter_model(lm)
     writer, live = TraceWriter(tmp_path / "t", topk=K, per_shard=5), []
     drafter = DrafterChain([NGramDrafter(3), SelfDrafter(3, ThresholdStop(0.3))])  # self and n-gram blocks
     for ids in prompts(2):
-        kangaroo_generate(km, torch.cat([ids, ids], 1), 20, set(), drafter=drafter,
+        kangaroo_generate(km, torch.cat([ids, ids], 1), 20, set(), drafter=drafter, sampling=sampling,
                           on_block=lambda b: (live.append(b), writer.on_block(b)))
     writer.flush()
     recs = [r for n in shard_numbers(tmp_path / "t") for r in read_shard(tmp_path / "t", n)]

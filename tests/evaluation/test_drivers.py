@@ -146,3 +146,45 @@ def test_kangaroo_driver_trains_an_adapter_and_deploys_it_both_ways(tiny_model_d
                  "--adapter-path", str(tmp_path / "ck" / "adapter"))
     for answers in (trained, deployed, folder):
         assert [k["token_ids"] for k in answers] == base
+
+
+def test_sampled_drivers_give_the_same_text_for_the_same_seed(tiny_model_dir, qfile, tmp_path, capsys):
+    """--temperature/--top-p/--seed: the Kangaroo driver (the deployed chain and policy) writes exactly the baseline
+    driver's sampled answers; --compare-greedy checks against plain sampling; another seed or greedy differ."""
+    flags = ["--temperature", "0.8", "--top-p", "0.9", "--seed", "5"]
+    base = run(inference_baseline, tiny_model_dir, qfile, tmp_path / "b.jsonl", *flags)
+    kang = run(inference_kangaroo, tiny_model_dir, qfile, tmp_path / "k.jsonl", "--adapter-path", "none",
+               "--steps", "4", "--compare-greedy", "--metrics-out", str(tmp_path / "m"), *flags)
+    assert [k["token_ids"] for k in kang] == [b["token_ids"] for b in base]
+    s = json.loads((tmp_path / "m" / "vs_greedy.json").read_text())
+    assert s["equal_to_greedy"] == s["turns"] == 3 and s["reference"]["sampled"]["seed"] == 5
+    assert "outputs equal to plain sampling (same seed): 3/3" in capsys.readouterr().out
+    greedy = run(inference_baseline, tiny_model_dir, qfile, tmp_path / "g.jsonl")
+    other = run(inference_baseline, tiny_model_dir, qfile, tmp_path / "o.jsonl", *flags[:-1], "6")
+    for rows in (greedy, other):
+        assert [r["token_ids"] for r in rows] != [b["token_ids"] for b in base]
+
+
+def test_real_model_sampled_speculation_equals_plain_sampling(real_lm, real_tokenizer):
+    """The bundled model on the engine (its verify pass and plain steps bit for bit), the packed drafter head where
+    built: sampled, the self-drafter and the deployed chain commit plain sampling's tokens."""
+    from kangaroo.draft_policy import ThresholdStop
+    from kangaroo.drafters import make_drafter
+    from kangaroo.packed_head import configure
+    from kangaroo.sampling import SamplingParams
+
+    km = KangarooModel(model_id="smollm2-135m", base_model=real_lm, exit_layer=2)
+    configure(km, "auto", frozen=True)
+    eos = eos_ids_of(real_tokenizer, real_lm.config)
+    ask = "Repeat this line three times: the rain in Spain stays mainly in the plain."
+    ids = chat_prompt_ids(real_tokenizer, [{"role": "user", "content": ask}], "smollm2-135m")
+    accepted = 0
+    for p in (SamplingParams(0.7, top_p=0.95, seed=1), SamplingParams(1.0, seed=2)):
+        base = greedy_decode(real_lm, ids, 32, eos, sampling=p).tokens
+        assert base != greedy_decode(real_lm, ids, 32, eos).tokens
+        for kind in ("self", "ngram,memory,self"):
+            res = kangaroo_generate(km, ids, 32, eos, drafter=make_drafter(kind, 6, lambda: ThresholdStop(0.6)),
+                                    sampling=p)
+            assert res.tokens == base, (p, kind)
+            accepted += len(res.tokens) - len(res.accept_lengths)
+    assert accepted > 0   # drafts were accepted: not only plain steps

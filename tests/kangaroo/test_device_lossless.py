@@ -10,6 +10,7 @@ from kangaroo.cache_pool import ReusableCaches
 from kangaroo.greedy import greedy_decode
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.lossless import judge
+from kangaroo.sampling import SamplingParams
 from kangaroo.speculative import kangaroo_generate
 from tests.helpers import make_tiny_llama
 
@@ -33,6 +34,20 @@ def test_tiny_model_lossless_on_device(device):
         ref = greedy_decode(lm, ids, 24, set()).tokens
         out = kangaroo_generate(km, ids, 24, set(), steps=4, threshold=0.3, cache_pool=pool).tokens
         v = judge(lm, ids, ref, out)
+        assert v.ok, v.line(f"seed {seed}")
+
+
+def test_tiny_model_sampled_lossless_on_device(device):
+    """Sampled: the noise is drawn on the device from the same integer hash; a difference is judged by the gap of
+    the perturbed scores there."""
+    lm = make_tiny_llama(dtype=DTYPE, vocab_size=256, layers=4).to(device)
+    km = KangarooModel(model_id="tiny", base_model=lm, exit_layer=2)
+    for seed in range(3):
+        p = SamplingParams(0.8, top_p=0.95, seed=seed)
+        ids = torch.randint(3, 256, (1, 9), generator=torch.Generator().manual_seed(seed)).to(device)
+        ref = greedy_decode(lm, ids, 24, set(), sampling=p).tokens
+        out = kangaroo_generate(km, ids, 24, set(), steps=4, threshold=0.3, sampling=p).tokens
+        v = judge(lm, ids, ref, out, sampling=p)
         assert v.ok, v.line(f"seed {seed}")
 
 

@@ -1,4 +1,5 @@
 """The losslessness judge: exact in float32, a stated top-2-gap allowance in float16/bfloat16."""
+import pytest
 import torch
 
 from kangaroo.greedy import greedy_decode
@@ -32,3 +33,18 @@ def test_half_precision_accepts_a_flip_only_at_a_near_tie():
     assert judge(lm, ids, ref, wrong, tolerance=gap * 2).ok          # as float16 judges a near-tie
     assert not judge(lm, ids, ref, wrong, tolerance=gap / 2).ok      # a clear winner flipped: a bug
     assert not judge(lm, ids, ref, ref[:6], tolerance=1e9).ok        # stopping early is never a tie
+
+
+def test_sampled_the_gap_is_that_of_the_perturbed_scores():
+    from kangaroo.sampling import SamplingParams, noise, sample, truncated
+
+    lm = make_tiny_llama(dtype=torch.float32)
+    ids = torch.randint(3, 97, (1, 6), generator=torch.Generator().manual_seed(1))
+    p = SamplingParams(0.8, top_k=12, seed=5)
+    z = lm(input_ids=ids).logits[0, -1]
+    cols, s = truncated(z, p)
+    scores = s + noise(p.seed, ids.shape[1], cols)
+    top = scores.topk(2)
+    assert int(cols[top.indices[0]]) == sample(z, ids.shape[1], p)   # the pick is the top perturbed score
+    assert top2_gap(lm, ids, p) == pytest.approx(float(top.values[0] - top.values[1]) * 0.8, rel=1e-5)
+    assert top2_gap(lm, ids, p) != top2_gap(lm, ids)

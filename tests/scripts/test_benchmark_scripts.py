@@ -388,3 +388,27 @@ def test_benchmark_drafting_parts_are_lossless(tiny_model_dir, qfile, lora, tmp_
     assert summary["lossless"] and summary["methods"] == ["baseline", *parts.split(",")]
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["drafter"] == "ngram,memory,self" and cfg["draft_policy"] == "goodput" and cfg["drafter_vocab"] == 300
+
+
+def test_sampled_benchmark_matches_plain_sampling_at_the_same_seed(tiny_model_dir, qfile, lora, tmp_path, capsys):
+    """--temperature > 0: the baseline is plain sampling with --seed and every method of ours equals it; Hugging
+    Face's methods are left out (refused when named)."""
+    out = tmp_path / "sampled"
+    flags = ["--temperature", "0.8", "--top-p", "0.9", "--seed", "3"]
+    assert bm.main(bench_argv(tiny_model_dir, qfile, out, "--per-category", "1", "--load-lora", str(lora),
+                              *flags)) == 0
+    ours = [m for m in bmeth.METHODS if m not in bmeth.HF_METHODS]
+    recs = [json.loads(line) for line in raw_lines(out)]
+    for r in recs:
+        assert set(r["methods"]) == set(ours) and all(m["match"] == [True] for m in r["methods"].values())
+    table = (out / "table.md").read_text()
+    assert "# Method comparison (sampled, lossless)" in table and "temperature 0.8, top-p 0.9" in table
+    assert (out / "data" / "spec_bench" / "model_answer_temp0.8_run_1").is_dir()
+    greedy = out.parent / "greedy"
+    assert bm.main(bench_argv(tiny_model_dir, qfile, greedy, "--per-category", "1", "--methods", "kangaroo")) == 0
+    assert [json.loads(x)["baseline_ids"] for x in raw_lines(greedy)] != [r["baseline_ids"] for r in recs]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        bm.main(bench_argv(tiny_model_dir, qfile, tmp_path / "hf", "--methods", "kangaroo,hf_generate", *flags))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--methods hf_generate under --temperature 0.8" in err and len(err.splitlines()) == 1
