@@ -66,23 +66,41 @@ def str2bool(v: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {v!r}")
 
 
+def count_or_auto(auto: int, what: str = "a whole number") -> Callable[[str], int]:
+    """A flag's type: a whole number (called ``what`` in the error), or the word auto, read as the value ``auto``."""
+    def parse(v: str) -> int:
+        if str(v).strip().lower() == "auto":
+            return auto
+        try:
+            return int(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what} or auto, got {v!r}") from None
+    return parse
+
+
 # ----------------------------------------------------------------------------------------------- checking
 def check_fields(obj) -> None:
     """Check every field of the config ``obj`` against its type, choices and rule; the first bad one raises."""
     for f in fields(obj):
-        value, meta = getattr(obj, f.name), f.metadata
-        name = meta.get("flag") or f"{type(obj).__name__}.{f.name}"
-        if _nested(f):
-            if not isinstance(value, f.default_factory):
-                raise ConfigError(f"{name} must be a {f.default_factory.__name__}, got {type(value).__name__}")
-            continue
-        if value is None and meta.get("nullable"):
-            continue
-        _check_type(name, value, _kind(f))
-        if "choices" in meta and value not in meta["choices"]:
-            raise ConfigError(f"{name} {value!r} is not a choice: pick one of {', '.join(meta['choices'])}")
-        if "rule" in meta and not meta["rule"].ok(value):
-            raise ConfigError(meta["rule"].message(name, value))
+        check_value(f, getattr(obj, f.name), type(obj).__name__)
+
+
+def check_value(f, value, owner: str = "") -> None:
+    """Check ``value`` for the field ``f`` (of the config class named ``owner``): its type, choices and rule; a bad
+    value raises ``ConfigError`` naming the flag."""
+    meta = f.metadata
+    name = meta.get("flag") or f"{owner}.{f.name}"
+    if _nested(f):
+        if not isinstance(value, f.default_factory):
+            raise ConfigError(f"{name} must be a {f.default_factory.__name__}, got {type(value).__name__}")
+        return
+    if value is None and meta.get("nullable"):
+        return
+    _check_type(name, value, _kind(f))
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(f"{name} {value!r} is not a choice: pick one of {', '.join(meta['choices'])}")
+    if "rule" in meta and not meta["rule"].ok(value):
+        raise ConfigError(meta["rule"].message(name, value))
 
 
 def _nested(f) -> bool:

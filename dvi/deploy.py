@@ -1,34 +1,76 @@
-"""One way to load a trained drafter for deployment (no trainer): attach a LoRA drafter head shaped as the
-checkpoint says (rank, scale) and load its tensors, after every check of ``dvi.checkpoint.load_ckpt``. A checkpoint
-with a trained adapter loads into a model built with ``adapter_mode="train"`` and its window (``meta
-["adapter_window"]``); ``load_ckpt`` refuses it otherwise, naming the flag.
-Prune the drafter vocabulary first (``model.set_drafter_vocab``) if wanted: a full-vocabulary checkpoint loads
-into a pruned head as its kept rows."""
+"""A drafter checkpoint in a new run, read once: what it says about the drafter it holds (``DeploymentMeta``: the
+model and exit layer, a trained adapter's window, the LoRA shape, the pruned drafter vocabulary, the state saved
+beside it), the one way to deploy it (``deploy_drafter``: no trainer), and the checkpoint an online run resumes from
+(``resume_checkpoint``: the newest in its folder).
+
+Every entry point builds its session through ``kangaroo_dvi.session.build_session``, which calls these; the command
+line's resolve steps (``kangaroo_dvi/session_flags.py``) read the same ``read_deployment``. A checkpoint with a
+trained adapter loads into a model built with ``adapter_mode="train"`` and its window, one trained on a pruned
+vocabulary into a head pruned to the same ids (``dvi.checkpoint.load_ckpt`` checks both, naming the flag)."""
 from __future__ import annotations
 
-from dvi.checkpoint import load_ckpt, read_ckpt
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dvi.checkpoint import latest_checkpoint, load_ckpt, read_ckpt
 from dvi.config import LoRAConfig
 from kangaroo.drafter_head import attach_drafter_head
 
 
-def deploy_drafter(model, path) -> dict:
-    """Attach and load the drafter head of checkpoint ``path`` into ``model``; returns the checkpoint's meta."""
-    meta = read_ckpt(path)["meta"]
-    lora = LoRAConfig(r=int(meta.get("lora_r", 8)), alpha=float(meta.get("lora_alpha", 8.0)))
-    attach_drafter_head(model, r=lora.r, alpha=lora.alpha)
-    load_ckpt(path, model, None, None)
-    return meta
+@dataclass(frozen=True, eq=False)
+class DeploymentMeta:
+    path: str
+    model_id: str
+    exit_layer: int
+    adapter_window: int | None          # a trained adapter's window; None: the LoRA head alone
+    lora: LoRAConfig                    # rank and scale of the LoRA head
+    drafter_vocab: torch.Tensor | None  # [N] the ids of a pruned drafter vocabulary; None: the full one
+    extra: dict                         # plain state saved beside the drafter (calibration, trainer steps, finished)
 
 
-def deployed_model(model_id: str, exit_layer: int, base_model, path, drafter_vocab_setup=None):
-    """A ``KangarooModel`` built the way checkpoint ``path`` needs (with a trained adapter and its window when it
-    holds one) and its drafter deployed. ``drafter_vocab_setup(model)`` runs before the head is attached (pruning)."""
-    from kangaroo.kangaroo_model import KangarooModel
+def read_deployment(path) -> DeploymentMeta:
+    """The deployment metadata of checkpoint ``path`` (a ``CheckpointError`` naming the problem when it is missing
+    or not a checkpoint). A LoRA shape the file does not record is ``LoRAConfig``'s default."""
+    ck = read_ckpt(path)
+    meta, default = ck["meta"], LoRAConfig()
+    vocab = meta.get("drafter_vocab")
+    window = meta.get("adapter_window")
+    return DeploymentMeta(path=str(path), model_id=str(meta.get("model_id") or ""),
+                          exit_layer=int(meta.get("exit_layer", 0)),
+                          adapter_window=None if window is None else int(window),
+                          lora=LoRAConfig(r=int(meta.get("lora_r", default.r)),
+                                          alpha=float(meta.get("lora_alpha", default.alpha))),
+                          drafter_vocab=None if vocab is None else torch.as_tensor(vocab, dtype=torch.long),
+                          extra=dict(ck.get("extra") or {}))
 
-    window = read_ckpt(path)["meta"].get("adapter_window")
-    model = KangarooModel(model_id=model_id, exit_layer=exit_layer, base_model=base_model,
-                          adapter_mode="none" if window is None else "train", adapter_window=window)
-    if drafter_vocab_setup is not None:
-        drafter_vocab_setup(model)
-    deploy_drafter(model, path)
-    return model
+
+def peek_deployment(path) -> DeploymentMeta | None:
+    """``read_deployment``, or None without a path or when the file cannot be read: for filling flags left open,
+    where a missing file is reported when the configs are built and a damaged one where it is loaded, in one line."""
+    if not path or not Path(path).is_file():
+        return None
+    try:
+        return read_deployment(path)
+    except Exception:
+        return None
+
+
+def deploy_drafter(model, deployment: DeploymentMeta) -> None:
+    """Attach the LoRA drafter head shaped as the checkpoint says and load its tensors (and a trained adapter's),
+    after every check of ``load_ckpt``. Prune the drafter vocabulary first (``model.set_drafter_vocab``): a
+    full-vocabulary checkpoint loads into a pruned head as its kept rows."""
+    attach_drafter_head(model, r=deployment.lora.r, alpha=deployment.lora.alpha)
+    load_ckpt(deployment.path, model, None, None)
+
+
+def resume_checkpoint(save_dir, print_fn=print) -> str:
+    """The newest checkpoint in an online run's folder ``save_dir`` ("" when there is none): the same command run
+    again resumes from it."""
+    found = latest_checkpoint(save_dir)
+    if found is None:
+        return ""
+    print_fn(f"[dvi] resuming from {found} (the newest checkpoint in --save-lora-path; pass --overwrite to start "
+             "afresh)")
+    return str(found)

@@ -6,7 +6,7 @@ file, the server's load run (``python -m scripts.serve_load``) serves its first 
 ``--train-if-missing`` and the sweeps train on the first 100-300, and ``build_subvocab`` counts tokens from line 1000
 on (prompt 2000 is near line 600). A file may hold ShareGPT conversations (its human -> gpt exchanges, as the drivers'
 ``--prompts-jsonl`` reads them), question records (the first of their ``turns``) or ``{"prompt_ids": [...]}``
-records (token ids: no tokenizer needed). Text is rendered with the model's chat template (``data/chat_prompt.py``),
+records (token ids: no tokenizer needed). Text is rendered with the model's chat template (``kangaroo/chat.py``),
 as the drivers and the server render a question.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dvi.config import HELDOUT_SKIP, HELDOUT_SOURCE, HeldoutConfig
 
 def heldout_prompts(cfg: HeldoutConfig, tokenizer, model_id: str) -> Iterator[list[int]]:
     """Token ids of the held-out prompts, in order: ``cfg.file`` from its first line, or the bundled ShareGPT from
-    its prompt ``HELDOUT_SKIP`` on. Text is rendered with the model's chat template (``data/chat_prompt.py``), as
+    its prompt ``HELDOUT_SKIP`` on. Text is rendered with the model's chat template (``kangaroo/chat.py``), as
     the drivers and the server render a question; ``prompt_ids`` records need no tokenizer."""
     for kind, value in _records(source_path(cfg), bool(cfg.file)):
         if kind == "ids":
@@ -30,7 +30,7 @@ def heldout_prompts(cfg: HeldoutConfig, tokenizer, model_id: str) -> Iterator[li
         if tokenizer is None:
             raise NoTokenizer("the held-out prompts are text and no tokenizer was given: pass one, or a --heldout-file "
                               "of {\"prompt_ids\": [...]} records, or --heldout-positions 0")
-        from data.chat_prompt import chat_prompt_ids
+        from kangaroo.chat import chat_prompt_ids
 
         yield chat_prompt_ids(tokenizer, [{"role": "user", "content": value}], model_id)[0].tolist()
 

@@ -6,7 +6,7 @@
 
 The training flags are the ``DVIConfig`` fields marked ``named`` (their flags default to None). A flag given on the
 command line always wins over the named settings; ``--dvi-lora-r`` / ``--dvi-lora-alpha`` left out take the
-``--load-lora`` checkpoint's shape first (``evaluation.cli_resolve.resolve_lora_shape``).
+``--load-lora`` checkpoint's shape first (``kangaroo_dvi.session_flags.resolve_lora_shape``).
 """
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from common.config_fields import dest_of, walk_fields
 from common.errors import ConfigError
 from dvi.config import DVIConfig
 
-# training flag (argparse destination) -> path of its DVIConfig field, e.g. "dvi_lr" -> ("trainer", "lr")
+# training flag (its parsed destination) -> path of its DVIConfig field, e.g. "dvi_lr" -> ("trainer", "lr")
 FLAG_FIELDS = {dest_of(f.metadata["flag"]): path for path, f in walk_fields(DVIConfig) if f.metadata.get("named")}
 
 
 def flag_values(c: DVIConfig) -> dict:
-    """The training flags' values (argparse destinations) of a ``DVIConfig``."""
+    """The training flags' values (parsed destinations) of a ``DVIConfig``."""
     return {dest: reduce(getattr, path, c) for dest, path in FLAG_FIELDS.items()}
 
 

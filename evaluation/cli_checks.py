@@ -7,33 +7,10 @@ import contextlib
 import io
 from pathlib import Path
 
-from common.config_fields import check_against_model, from_args
+from common.command_line import fail
+from common.config_fields import check_against_model
 from common.errors import ConfigError
-from evaluation.cli_errors import fail
-
-
-def drafter_config(args):
-    """The drafting flags as a frozen ``DrafterConfig`` (``auto`` left for ``build_drafter`` to resolve); a bad value
-    raises ``ConfigError`` naming its flag."""
-    from kangaroo.drafter_config import DrafterConfig
-
-    return from_args(DrafterConfig, args)
-
-
-def dvi_config(args):
-    """The ``--dvi-*`` flags (and the checkpoint/metrics ones) as a frozen ``DVIConfig``; a bad value raises
-    ``ConfigError`` naming its flag."""
-    from dvi.config import DVIConfig
-
-    return from_args(DVIConfig, args)
-
-
-def sampling_params(args):
-    """--temperature, --top-p, --top-k and --seed as a frozen ``SamplingParams`` (greedy at temperature 0); a bad
-    value raises ``ConfigError`` naming its flag."""
-    from kangaroo.sampling import SamplingParams
-
-    return from_args(SamplingParams, args)
+from kangaroo_dvi.session_flags import drafter_config, dvi_config, sampling_params, session_config
 
 
 def validate_static(args) -> None:
@@ -46,9 +23,10 @@ def validate_static(args) -> None:
 
 
 def validate_configs(args) -> None:
-    """Build the typed configs the flags make (drafter, and DVI where the parser has its flags): one line on the
-    first bad value."""
+    """Build the typed configs the flags make (session, drafter, and DVI where the parser has its flags): one line on
+    the first bad value."""
     try:
+        session_config(args)
         drafter_config(args)
         if hasattr(args, "dvi_online"):
             dvi_config(args)

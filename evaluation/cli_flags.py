@@ -1,7 +1,7 @@
-"""Every driver's flags, in groups. The drafting and DVI flags are generated from the typed configs' fields
-(``DrafterConfig``, ``DVIConfig``: ``common.config_fields.add_flags``), so each is defined once, with its default and
-help, where it is checked; the flags written here are the driver's own (model, questions and answers) and those
-resolved before any config is built (adapter mode and window, the named settings).
+"""Every driver's flags, in groups. The model, drafting and DVI flags are a session's
+(``kangaroo_dvi/session_flags.py``: generated from ``SessionConfig``, ``DrafterConfig`` and ``DVIConfig``), so each is
+defined once, with its default and help, where it is checked; the flags written here are the driver's own (questions
+and answers, --compare-greedy).
 
 Defaults follow the work plan's quick reference:
   Kangaroo  --exitlayer 2 --threshold 0.6 --steps 6
@@ -15,14 +15,10 @@ from __future__ import annotations
 
 import argparse
 
+from common.command_line import OneLineParser, fail
 from common.config_fields import add_flags
-from dvi.config import DVIConfig
-from dvi.settings import DEFAULT as DEFAULT_SETTINGS, SETTINGS
-from evaluation.cli_errors import OneLineParser, fail
 from kangaroo.drafter_config import SPECULATION_FLAGS, DrafterConfig
-from kangaroo.sampling import SamplingParams
-
-DTYPES = ("float32", "float16", "bfloat16")
+from kangaroo_dvi.session_flags import add_dvi_args, add_kangaroo_args, add_model_args, add_sampling_args
 
 
 def int_list(text: str, what: str, minimum: int = 0) -> list[int]:
@@ -45,28 +41,6 @@ def category_list(v: str) -> list[str]:
     return names
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model")
-    g.add_argument("--model-id", default=None,
-                   help="Hugging Face id, local model folder, local .gguf file, or the alias 'smollm2-135m' "
-                        "(the bundled SmolLM2-135M-Instruct). Required.")
-    g.add_argument("--model-path", default=None, help="legacy name of --model-id; if given it must equal it")
-    g.add_argument("--device", default=None,
-                   help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
-    g.add_argument("--dtype", default=None, choices=DTYPES,
-                   help="default: float32 on cpu, float16 on cuda")
-    g.add_argument("--num-threads", type=int, default=None,
-                   help="CPU threads for torch (default: torch's own choice); 1 lets two runs share 2 cores cleanly")
-    g.add_argument("--engine", default="auto", choices=("auto", "plain"),
-                   help="auto: decode steps and verify passes run the lean C++ CPU engine where it applies "
-                        "(CPU, float32; kangaroo/cpu_engine.py); plain: PyTorch ops only")
-    g.add_argument("--weights", default="stored",
-                   choices=("stored", "float32", "bfloat16", "float16", "q8_0", "q4_0", "q4_1"),
-                   help="the bytes the CPU engine reads: stored = as the file holds them (a .gguf's blocks, a "
-                        "16-bit checkpoint's weights; same floats as float32), float32 = the float32 weights; the "
-                        "others convert (round/quantize) the model to that format (kangaroo/stored_weights.py)")
-
-
 def add_exitlayer_arg(g) -> None:
     add_flags(g, DrafterConfig, only={"--exitlayer"})
 
@@ -79,22 +53,6 @@ def add_speculation_args(g) -> None:
 def add_drafter_args(g) -> None:
     """Who drafts and when to stop (kangaroo/drafters/, kangaroo/draft_policy.py, kangaroo/drafter_config.py)."""
     add_flags(g, DrafterConfig, skip=SPECULATION_FLAGS)
-
-
-def add_kangaroo_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("kangaroo (self-speculative decoding)")
-    g.add_argument("--compare-greedy", action="store_true",
-                   help="after each decoded turn, decode it greedily too (timed alike, outside the run's time): "
-                        "the run's decode tokens/s against greedy on the same prompts, and every output checked "
-                        "against greedy (under --temperature > 0: plain sampling with the same seed); written to "
-                        "METRICS/vs_greedy.json")
-    g.add_argument("--adapter-path", default="none",
-                   help="Kangaroo adapter checkpoint folder, or 'none' for the identity adapter (no file access)")
-    g.add_argument("--adapter-mode", default="auto", choices=("auto", "none", "load", "train"),
-                   help="load: the --adapter-path adapter, frozen; train: DVI trains an adapter online with the LoRA "
-                        "head (starting as the identity drafter, or from --adapter-path); auto: train when --load-lora "
-                        "holds a trained adapter, else load when --adapter-path is a path, else none")
-    add_flags(g, DrafterConfig)
 
 
 def add_driver_args(p: argparse.ArgumentParser) -> None:
@@ -123,26 +81,6 @@ def add_driver_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-prompts", type=int, default=None, help="use the first N usable prompts of --prompts-jsonl")
 
 
-def add_sampling_args(g) -> None:
-    """--temperature, --top-p, --top-k (``SamplingParams``) and --seed: greedy unless --temperature > 0."""
-    add_flags(g, SamplingParams)
-    g.add_argument("--seed", type=int, default=123,
-                   help="the run's seed: torch's generator, and with --temperature > 0 the sampling seed of every "
-                        "prompt (the same seed gives the same text, whoever drafts)")
-
-
-def add_dvi_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("DVI (online drafter training)")
-    g.add_argument("--dvi-settings", default=DEFAULT_SETTINGS, choices=tuple(SETTINGS),
-                   help="named values of the training flags left out: tuned (measured on the bundled SmolLM2-135M) "
-                        "or workplan (the work plan's 7B values); see dvi/settings.py")
-    add_flags(g, DVIConfig)
-    g.add_argument("--dvi-adapter-window", type=int, default=None,
-                   help="with --adapter-mode train: positions the adapter's attention sees (itself included), at draft "
-                        "time and in training; each buffer slot keeps that many layer-k rows (default: the "
-                        "--load-lora checkpoint's, else 16)")
-
-
 def build_parser(kind: str = "kangaroo", description: str | None = None) -> argparse.ArgumentParser:
     if kind not in ("baseline", "kangaroo"):
         raise ValueError(kind)
@@ -150,7 +88,11 @@ def build_parser(kind: str = "kangaroo", description: str | None = None) -> argp
     add_model_args(p)
     add_driver_args(p)
     if kind == "kangaroo":
-        add_kangaroo_args(p)
+        add_kangaroo_args(p).add_argument(
+            "--compare-greedy", action="store_true",
+            help="after each decoded turn, decode it greedily too (timed alike, outside the run's time): the run's "
+                 "decode tokens/s against greedy on the same prompts, and every output checked against greedy "
+                 "(under --temperature > 0: plain sampling with the same seed); written to METRICS/vs_greedy.json")
         add_dvi_args(p)
     return p
 

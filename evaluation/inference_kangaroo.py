@@ -18,44 +18,24 @@ from __future__ import annotations
 import itertools
 import json
 
-import torch
-
-from dvi.heldout_eval import attach as attach_heldout
-from evaluation.cli import (apply_runtime, drafter_config, dvi_config, parse_args, run_main, sampling_params,
-                            validate_against_config)
+from evaluation.cli import parse_args, run_main, sampling_params, validate_against_config
 from evaluation.eval_loop import run_questions
 from evaluation.greedy_reference import GreedyReference
 from kangaroo.cache_pool import ReusableCaches
-from kangaroo.drafter_config import apply_drafter_vocab, build_drafter
 from kangaroo.drafters.counters import source_summary
-from kangaroo.greedy import eos_ids_of
 from kangaroo.probe_gate import gate_counters
-from kangaroo.kangaroo_model import KangarooModel
-from kangaroo.model_loading import load_causal_lm, load_tokenizer
 from kangaroo.speculative import kangaroo_generate
+from kangaroo_dvi.session import build_session
+from kangaroo_dvi.session_flags import drafter_config, dvi_config, session_config
 
 
-def build_model(args) -> KangarooModel:
-    lm = load_causal_lm(args.model_id, device=args.device, dtype=args.dtype)
-    validate_against_config(args, lm.config)
-    return KangarooModel(model_id=args.model_id, adapter_mode=args.adapter_mode, adapter_path=args.adapter_path,
-                         exit_layer=args.exitlayer, base_model=lm, adapter_window=args.dvi_adapter_window)
-
-
-def prepare_checkpoints(args) -> None:
-    """Online runs: the checkpoint folder must be writable now (not at the first save, after the training), and
-    the same command run again resumes from the newest checkpoint there (unless --load-lora or --overwrite)."""
-    if not args.dvi_online:
-        return
-    from dvi.checkpoint import check_writable_dir, latest_checkpoint
-
-    check_writable_dir(args.save_lora_path)
-    if not args.load_lora and not args.overwrite:
-        found = latest_checkpoint(args.save_lora_path)
-        if found is not None:
-            print(f"[dvi] resuming from {found} (the newest checkpoint in --save-lora-path; pass --overwrite to "
-                  "start afresh)")
-            args.load_lora = str(found)
+def open_session(args):
+    """The session the flags describe (``kangaroo_dvi.session.build_session``, as the server and the library build
+    theirs): a learner when training online or deploying a --load-lora checkpoint; an online run resumes from the
+    newest checkpoint in --save-lora-path (unless --load-lora or --overwrite)."""
+    learns = args.dvi_online or args.load_lora
+    return build_session(session_config(args), drafter_config(args), dvi_config(args) if learns else None,
+                         check_model=lambda config: validate_against_config(args, config))
 
 
 def plain_metrics(model, args):
@@ -77,32 +57,17 @@ def plain_metrics(model, args):
 
 def main(argv=None) -> int:
     args = parse_args("kangaroo", argv, description=__doc__.splitlines()[0])
-    apply_runtime(args)
-    prepare_checkpoints(args)
-    torch.manual_seed(args.seed)
-    tokenizer = load_tokenizer(args.model_id)
-    model = build_model(args)
-    eos = eos_ids_of(tokenizer, model.config)
-    dcfg = drafter_config(args)
-    vocab = apply_drafter_vocab(dcfg, model, tokenizer)
-    learner, log, hook = None, None, None
-    if args.dvi_online or args.load_lora:
-        from dvi.online_loop import DVILearner
-        from kangaroo.drafter_head import attach_drafter_head
-
-        cfg = dvi_config(args)
-        attach_drafter_head(model, r=cfg.lora.r, alpha=cfg.lora.alpha)
-        learner = DVILearner(model, cfg)
+    session = open_session(args)
+    model, drafter, learner, log, hook = session.model, session.drafter, session.learner, None, None
+    if learner is not None:
         hook = learner.on_block
     elif args.metrics_out:
         log, hook = plain_metrics(model, args)
     pool = ReusableCaches(model.new_caches)
-    drafter = build_drafter(dcfg, model, online=args.dvi_online)
-    if learner is not None:  # the held-out set, once the drafter's head precision is set (dvi/heldout_eval.py)
-        attach_heldout(learner, tokenizer)
+    vocab = model.drafter_vocab
     print(f"[drafter] {json.dumps(drafter.metadata())}, drafter vocabulary "
           f"{model.config.vocab_size if vocab is None else len(vocab)}, head {model.head_precision}")
-    sampling = sampling_params(args)
+    eos, sampling = session.eos, sampling_params(args)
     ref = (GreedyReference(model.base_model, args.max_new_tokens, eos, args.device, sampling)
            if args.compare_greedy else None)
 
@@ -116,7 +81,7 @@ def main(argv=None) -> int:
     method = "dvi" if learner else "kangaroo"
     finished = False
     try:
-        run_questions(args, method, decode, tokenizer, warmup=lambda ids: warmup(decode, ref, ids),
+        run_questions(args, method, decode, session.tokenizer, warmup=lambda ids: warmup(decode, ref, ids),
                       max_positions=model.config.max_position_embeddings, after_turn=ref and ref.after_turn)
         finished = True
         print(f"[drafter] verifier passes by draft source (share, tokens per pass): "

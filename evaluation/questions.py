@@ -1,8 +1,7 @@
-"""question -> tokens: read Spec-Bench / MT-bench question files and build chat prompts.
+"""question -> tokens: read Spec-Bench / MT-bench question files; their chat prompts are rendered by
+``kangaroo.chat.chat_prompt_ids`` (re-exported here for the drivers and scripts).
 
 Question files are jsonl: {"question_id": .., "category": .., "turns": ["first user turn", "second", ...]}.
-Prompts are rendered by ``data/chat_prompt.py`` (re-exported here): fschat's ``vicuna_v1.1`` template for Vicuna
-models and the tokenizer's own chat template otherwise.
 """
 from __future__ import annotations
 
@@ -10,9 +9,9 @@ import json
 from pathlib import Path
 
 from common.errors import UserError
-from data.chat_prompt import chat_prompt_ids, uses_vicuna_template
+from kangaroo.chat import chat_prompt_ids
 
-__all__ = ["chat_prompt_ids", "load_questions", "select_categories", "uses_vicuna_template"]
+__all__ = ["chat_prompt_ids", "load_questions", "select_categories"]
 
 
 def load_questions(path: str | Path, begin: int | None = None, end: int | None = None,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Optional
 import torch
 
 if TYPE_CHECKING:
-    from kangaroo.kangaroo_model import ShallowOut
+    from kangaroo.shallow import ShallowOut
 
 NONE = "none"   # the source of a block that drafted nothing (a plain greedy step)
 

@@ -15,7 +15,9 @@ and the speculative verify pass both run here, so verifying a drafted block repr
 The extension is every ``kangaroo/csrc/*.cpp`` compiled into one module on first use (``torch.utils.
 cpp_extension``, cached under ``TORCH_EXTENSIONS_DIR``, one build per source text, flags, CPU and checkout); the
 time is printed. ``KANGAROO_ENGINE=plain`` (or ``set_enabled(False)``, the drivers' ``--engine plain``) selects
-the plain path everywhere; ``KANGAROO_ENGINE_ISA=avx2`` builds the AVX2 kernels on an AVX-512 CPU.
+the plain path everywhere; ``KANGAROO_ENGINE_ISA=avx2`` builds the AVX2 kernels on an AVX-512 CPU. The profiler's
+rate probes (``csrc/profiling/``) are a second, small extension built the same way by ``rate_probes()``; decoding
+never loads it.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ MAX_ROWS = 16  # rows per sequence the engine takes; more (a prompt's prefill) g
 CSRC = Path(__file__).resolve().parent / "csrc"
 FLAGS = ["-O3", "-march=native", "-mavx2", "-mfma", "-mf16c", "-ffp-contract=off", "-fopenmp"]
 _state = {"enabled": os.environ.get("KANGAROO_ENGINE", "auto") != "plain", "ext": None, "failed": False}
+_probes = {"ext": None, "failed": False}  # the profiler's rate probes (``rate_probes``)
 _stacks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -57,32 +60,45 @@ def build_flags() -> list[str]:
 
 def extension():
     """The compiled extension, built on first use; None (with a one-line notice) where it cannot be built."""
-    if _state["ext"] is not None or _state["failed"]:
-        return _state["ext"]
+    return _built(_state, "kangaroo_cpu_engine", sorted(CSRC.glob("*.cpp")), "C++ kernels",
+                  "using the plain PyTorch path")
+
+
+def rate_probes():
+    """The profiler's rate probes (``csrc/profiling/rate_probes.cpp``: ``stream_read``, ``fma_rate``), a small
+    extension of their own built on first use like ``extension()``; None where it cannot be built."""
+    return _built(_probes, "kangaroo_rate_probes", [CSRC / "profiling" / "rate_probes.cpp"], "rate probes",
+                  "the profiler cannot measure this core's limits")
+
+
+def _built(state: dict, stem: str, sources: list[Path], what: str, fallback: str):
+    """``state``'s extension, compiled from ``sources`` on first use (cached per ``_build_name``); None, with one
+    notice (``what`` could not be built; ``fallback``), where this CPU has no AVX2 or the build fails."""
+    if state["ext"] is not None or state["failed"]:
+        return state["ext"]
     if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
-        _state["failed"] = True
-        _notice("this CPU has no AVX2: using the plain PyTorch path")
+        state["failed"] = True
+        _notice(f"this CPU has no AVX2: {fallback}")
         return None
     t0 = time.perf_counter()
     try:
         from torch.utils.cpp_extension import get_default_build_root, load
 
         flags = build_flags()
-        name = _build_name(flags)
+        name = _build_name(stem, sources, flags)
         build_dir = Path(get_default_build_root()) / name
         build_dir.mkdir(parents=True, exist_ok=True)
-        ext = load(name=name, sources=[str(p) for p in sorted(CSRC.glob("*.cpp"))], verbose=False,
-                   build_directory=str(build_dir), extra_cflags=flags, extra_ldflags=["-fopenmp"],
-                   extra_include_paths=[str(CSRC)])
+        ext = load(name=name, sources=[str(p) for p in sources], verbose=False, build_directory=str(build_dir),
+                   extra_cflags=flags, extra_ldflags=["-fopenmp"], extra_include_paths=[str(CSRC)])
     except Exception as e:  # no compiler, no ninja, a failed build: the plain path still runs
-        _state["failed"] = True
-        _notice(f"could not build the C++ kernels ({type(e).__name__}: {str(e).strip().splitlines()[-1][:160]}); "
-                "using the plain PyTorch path (install a C++ compiler and `ninja` for the fast one)")
+        state["failed"] = True
+        _notice(f"could not build the {what} ({type(e).__name__}: {str(e).strip().splitlines()[-1][:160]}); "
+                f"{fallback} (install a C++ compiler and `ninja` for the fast one)")
         return None
     seconds = time.perf_counter() - t0
     if seconds > 2.0:  # a build, not a load of the cached library
-        _notice(f"C++ kernels ({ext.isa}) built in {seconds:.0f}s (cached for later runs)")
-    _state["ext"] = ext
+        _notice(f"{what} ({ext.isa}) built in {seconds:.0f}s (cached for later runs)")
+    state["ext"] = ext
     return ext
 
 
@@ -99,14 +115,14 @@ def cpu_features() -> str:
     return platform.processor() + " " + str(torch.backends.cpu.get_cpu_capability())
 
 
-def _build_name(flags: list[str]) -> str:
-    """One build per source text, flags, CPU and checkout: a second checkout (or an edited source) builds apart,
-    and never rewrites a library another running process has loaded."""
+def _build_name(stem: str, sources: list[Path], flags: list[str]) -> str:
+    """One build per source text (``sources`` and every header of csrc/), flags, CPU and checkout: a second
+    checkout (or an edited source) builds apart, and never rewrites a library another running process has loaded."""
     h = hashlib.sha1()
-    for p in sorted(CSRC.glob("*.cpp")) + sorted(CSRC.glob("*.h")):
+    for p in list(sources) + sorted(CSRC.glob("*.h")):
         h.update(p.name.encode() + p.read_bytes())
     h.update(str(CSRC).encode() + " ".join(flags).encode() + cpu_features().encode())
-    return f"kangaroo_cpu_engine_{h.hexdigest()[:12]}"
+    return f"{stem}_{h.hexdigest()[:12]}"
 
 
 def applies(h: torch.Tensor) -> bool:

@@ -1,8 +1,8 @@
 """DrafterConfig -> drafter: resolve the ``auto`` choices, prune the drafter head, get the verify-cost curve.
 
-``DrafterConfig`` (frozen) checks itself and carries its flags (``common/config_fields.py``): the CLI generates the
-flags from it and builds it once (``evaluation/cli_checks.py``); the Python API takes it as is. Nothing here reads
-flags.
+``DrafterConfig`` (frozen) checks itself and carries its flags (``common/config_fields.py``): the command lines
+generate the flags from it and build it once (``kangaroo_dvi/session_flags.py``); the Python API takes it as is.
+Nothing here reads flags.
 
     auto drafter      deploying: AUTO_DRAFTER, the chain ngram,memory,self (prompt lookup, then the memory of
                       earlier outputs, then the self-drafter); with --dvi-online true: ONLINE_DRAFTER, the chain
@@ -12,7 +12,8 @@ flags.
                       the gate probes nearly every block and the trainer gets the judged candidates (kept or
                       declined) and the dense KD rows of every block; threshold made every block draft, costing
                       the online run its speed
-    auto vocabulary   DEFAULT_VOCAB (FR-Spec) where the model's token counts are in runs/subvocab
+    auto vocabulary   the pruned vocabulary of the drafter checkpoint loaded, else DEFAULT_VOCAB (FR-Spec) where the
+                      model's token counts are in runs/subvocab
     head precision    auto: int8 on the engine, float32 (the stored rows) for a head stored in blocks
                       (kangaroo/packed_head.py); the LoRA merged when deployed
 
@@ -21,30 +22,19 @@ Call ``apply_drafter_vocab`` before ``drafter_head.attach_drafter_head`` (the Lo
 """
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from common.config_fields import Rule, above, at_least, check_fields, setting, within
+from common.config_fields import Rule, above, at_least, check_fields, count_or_auto, setting, within
 from common.errors import ConfigError, UserError
 from kangaroo.draft_policy import Calibrator, GoodputPolicy, make_policy
 from kangaroo.drafters import SuffixMemory, chain_names, make_drafter
-from kangaroo.kangaroo_model import check_exit_layer
+from kangaroo.kangaroo_model import DEFAULT_EXIT_LAYER, check_exit_layer
 from kangaroo.packed_head import PRECISIONS
 
 AUTO_VOCAB = -1
 DEFAULT_VOCAB = 8192  # auto: the pruned drafter vocabulary when the model's token counts are in runs/subvocab
-
-
-def vocab_size(v: str) -> int:
-    """``--drafter-vocab``: a token count, or auto (``AUTO_VOCAB``)."""
-    if str(v).strip().lower() == "auto":
-        return AUTO_VOCAB
-    try:
-        return int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a token count or auto, got {v!r}") from None
 
 
 AUTO_DRAFTER = "ngram,memory,self"
@@ -55,7 +45,8 @@ SEED_EXISTS = Rule("does not exist: pass an answer file of an earlier run", lamb
 @dataclass(frozen=True)
 class DrafterConfig:
     model_id: str = setting("", source="model_id")
-    exit_layer: int = setting(2, flag="--exitlayer", rule=at_least(1), help="k: the first k layers form the drafter")
+    exit_layer: int = setting(DEFAULT_EXIT_LAYER, flag="--exitlayer", rule=at_least(1),
+                              help="k: the first k layers form the drafter")
     drafter: str = setting("auto", flag="--drafter",
                            help="self: shallow layers + drafter head; ngram: prompt lookup; memory: lookup over "
                                 "earlier outputs of the run; a chain such as ngram,memory,self: the first that drafts "
@@ -84,7 +75,7 @@ class DrafterConfig:
     goodput_prior: float = setting(4.0, flag="--goodput-prior", rule=above(0),
                                    help="goodput: weight (in observations) of the drafter's raw confidence as the "
                                         "acceptance prior")
-    drafter_vocab: int = setting(AUTO_VOCAB, flag="--drafter-vocab", type=vocab_size,
+    drafter_vocab: int = setting(AUTO_VOCAB, flag="--drafter-vocab", type=count_or_auto(AUTO_VOCAB, "a token count"),
                                  rule=at_least(AUTO_VOCAB, "0: the full vocabulary; -1 or auto: auto"),
                                  help="pruned drafter head (FR-Spec): draft only the N most frequent tokens; 0: full "
                                       "vocabulary; auto: that of the --load-lora checkpoint, else 8192 where "
@@ -134,12 +125,17 @@ def resolve_auto(cfg: DrafterConfig, online: bool = False) -> DrafterConfig:
                    draft_policy="goodput" if cfg.draft_policy == "auto" else cfg.draft_policy)
 
 
-def apply_drafter_vocab(cfg: DrafterConfig, model, tokenizer=None, print_fn=print):
+def apply_drafter_vocab(cfg: DrafterConfig, model, tokenizer=None, print_fn=print, trained_on=None):
     """Prune the drafter head to ``cfg.drafter_vocab`` N tokens (no-op for 0). Counts come from
-    ``cfg.drafter_vocab_file``, or are counted once from assets/sharegpt.jsonl and written to the default path."""
+    ``cfg.drafter_vocab_file``, or are counted once from assets/sharegpt.jsonl and written to the default path.
+    ``trained_on``: the pruned vocabulary (ids) of the drafter checkpoint this run loads; with auto, or N its size,
+    those ids are the vocabulary (the checkpoint's tensors load only into those rows)."""
     from kangaroo.greedy import eos_ids_of
     from kangaroo.subvocab import count_tokens, default_counts_path, load_counts, save_counts, top_ids
 
+    if trained_on is not None and cfg.drafter_vocab in (AUTO_VOCAB, len(trained_on)):
+        model.set_drafter_vocab(trained_on)
+        return model.drafter_vocab
     path = Path(cfg.drafter_vocab_file) if cfg.drafter_vocab_file else default_counts_path(cfg.model_id)
     n = auto_vocab(cfg, model, path)
     if not n:

@@ -36,6 +36,9 @@ from kangaroo import cpu_engine
 from kangaroo.blocks import HiddenContext
 from kangaroo.llama_forward import causal_mask, final_norm, new_cache, project, rotary_for, run_layers
 from kangaroo.kv_cache import KVCache
+from kangaroo.shallow import ShallowOut
+
+DEFAULT_EXIT_LAYER = 2  # k: the drafter is layers [0, k) (--exitlayer's default; the one place it is written)
 
 
 def check_exit_layer(exit_layer: int, config) -> None:
@@ -43,24 +46,7 @@ def check_exit_layer(exit_layer: int, config) -> None:
     n = config.num_hidden_layers
     if not 1 <= exit_layer <= n - 1:
         raise ConfigError(f"--exitlayer {exit_layer} is outside 1..{n - 1} for this {n}-layer model: pick a layer in "
-                          "that range (default 2)")
-
-
-class ShallowOut:
-    """The shallow pass over n inputs: ``h`` [1, n, d], the layer-k residual stream (pre-norm, the verifier's
-    input), and ``hk`` [1, n, d], the post-norm drafter features the drafter head projects: given, or computed by
-    ``features()`` on first use (a windowed adapter's layer)."""
-
-    def __init__(self, h: torch.Tensor, hk: Optional[torch.Tensor] = None, features=None):
-        if (hk is None) == (features is None):
-            raise ValueError("ShallowOut takes hk or features, one of them")
-        self.h, self._hk, self._features = h, hk, features
-
-    @property
-    def hk(self) -> torch.Tensor:
-        if self._hk is None:
-            self._hk, self._features = self._features(), None
-        return self._hk
+                          f"that range (default {DEFAULT_EXIT_LAYER})")
 
 
 @dataclass
@@ -75,8 +61,8 @@ class KangarooCaches:
 
 class KangarooModel(nn.Module):
     def __init__(self, *, model_id: str, adapter_mode: str = "none", adapter_path: Optional[str] = None,
-                 exit_layer: int = 2, device: str = "cpu", dtype: str | torch.dtype = "float32", base_model=None,
-                 adapter_window: Optional[int] = None):
+                 exit_layer: int = DEFAULT_EXIT_LAYER, device: str = "cpu", dtype: str | torch.dtype = "float32",
+                 base_model=None, adapter_window: Optional[int] = None):
         super().__init__()
         if base_model is None:
             from kangaroo.model_loading import load_causal_lm

@@ -1,4 +1,4 @@
-"""The drafter head packed for the CPU kernel (``kangaroo/csrc/draft_head.cpp``): its rows in int8 (per-row scale,
+"""The drafter head packed for the CPU kernel (``kangaroo/csrc/packed_head.cpp``): its rows in int8 (per-row scale,
 VNNI) or bfloat16, one call from hk to the drafter's top-k tokens and their probabilities.
 
 Only the drafter changes precision: the verifier's head and layers stay float32, so every committed token is still

@@ -11,8 +11,9 @@
     kd.heldout.latest()                                 # its held-out agreement now (DVIConfig.heldout: the set)
     kd.close()                                                                       # final checkpoint + metrics
 
-Every output equals the model's own greedy output, whatever the drafter. The same parts as the drivers:
-``KangarooModel``, ``DrafterConfig`` -> drafter, ``DVIConfig`` -> ``DVILearner``, ``dvi.deploy.deploy_drafter``.
+Every output equals the model's own greedy output, whatever the drafter. The session is built as every entry point
+builds it (``kangaroo_dvi.session.build_session``: a ``SessionConfig``, a ``DrafterConfig`` and a ``DVIConfig``;
+``KangarooDVI.from_session`` takes one built so).
 """
 from __future__ import annotations
 
@@ -20,12 +21,13 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from common.config_fields import check_against_model
 from common.errors import ConfigError
 from dvi.config import DVIConfig
-from kangaroo.drafter_config import DrafterConfig, apply_drafter_vocab, build_drafter
+from kangaroo.drafter_config import DrafterConfig
+from kangaroo_dvi.session import Session, build_session
+from kangaroo_dvi.session_config import SessionConfig
 
-__all__ = ["KangarooDVI", "Generation", "DVIConfig", "DrafterConfig", "ConfigError"]
+__all__ = ["KangarooDVI", "Generation", "DVIConfig", "DrafterConfig", "SessionConfig", "ConfigError"]
 
 
 @dataclass
@@ -43,53 +45,27 @@ class KangarooDVI:
         self._pool = ReusableCaches(model.new_caches)
 
     @classmethod
+    def from_session(cls, session: Session) -> "KangarooDVI":
+        return cls(session.model, session.tokenizer, session.drafter, session.eos, session.learner)
+
+    @classmethod
     def load(cls, model_id: str, *, exit_layer: int | None = None, lora: str | None = None,
              dvi: DVIConfig | None = None, drafter: DrafterConfig | None = None, device: str = "cpu",
              dtype: str = "float32", base_model=None, tokenizer=None, print_fn=print) -> "KangarooDVI":
         """``model_id``: as ``--model-id`` (``base_model``: an already loaded Llama instead). ``lora``: a trained
-        drafter checkpoint to deploy (with ``dvi``: to resume). ``dvi``: learn online (``DVIConfig(online=True)``;
-        its ``io.load`` resumes). ``exit_layer``: shorthand for ``drafter.exit_layer``. The configs checked their own
-        values when they were made; here they are checked against the model's config, as the command line does (a
-        ``ConfigError`` with the same one line)."""
-        from kangaroo.greedy import eos_ids_of
-        from kangaroo.kangaroo_model import KangarooModel
-        from kangaroo.model_loading import load_causal_lm, load_tokenizer
-
+        drafter checkpoint to deploy (with ``dvi``: to resume; online without one, the newest checkpoint of
+        ``dvi.io.save_dir`` is resumed). ``dvi``: learn online (``DVIConfig(online=True)``). ``exit_layer``:
+        shorthand for ``drafter.exit_layer``. The checkpoint decides what it was trained with (a trained adapter and
+        its window, a pruned drafter vocabulary, the LoRA shape when deployed). The configs checked their own values
+        when they were made; here they are checked against the model's config, as the command line does (a
+        ``ConfigError`` with the same one line). The process's torch seed is left as it is."""
         dcfg = drafter or DrafterConfig(model_id=model_id)
         if exit_layer is not None:
             dcfg = replace(dcfg, exit_layer=exit_layer)
-        if base_model is None:
-            base_model = load_causal_lm(model_id, device=device, dtype=dtype)
-            tokenizer = tokenizer or load_tokenizer(model_id)
-        check_against_model(base_model.config, dcfg, dvi)
-        if dvi is not None and lora and not dvi.io.load:  # learn online from the checkpoint (resume)
-            dvi = replace(dvi, io=replace(dvi.io, load=str(lora)))
-
-        def prune(km):
-            apply_drafter_vocab(dcfg, km, tokenizer, print_fn)
-
-        learner = None
-        if dvi is None and lora:  # deploy: built as the checkpoint needs (its trained adapter too)
-            from dvi.deploy import deployed_model
-
-            model = deployed_model(model_id, dcfg.exit_layer, base_model, lora, prune)
-        else:
-            model = KangarooModel(model_id=model_id, exit_layer=dcfg.exit_layer, base_model=base_model)
-            prune(model)
-        if dvi is not None:
-            from dvi.online_loop import DVILearner
-            from kangaroo.drafter_head import attach_drafter_head
-
-            attach_drafter_head(model, r=dvi.lora.r, alpha=dvi.lora.alpha)
-            learner = DVILearner(model, dvi, print_fn=print_fn)
-        online = dvi is not None and dvi.online
-        eos = eos_ids_of(tokenizer, model.config) if tokenizer is not None else set()
-        built = build_drafter(dcfg, model, print_fn, online=online)
-        if learner is not None:  # the held-out set, once the drafter's head precision is set (dvi/heldout_eval.py)
-            from dvi.heldout_eval import attach
-
-            attach(learner, tokenizer, steps=dcfg.steps, print_fn=print_fn)
-        return cls(model, tokenizer, built, eos, learner)
+        session_cfg = SessionConfig(model_id=model_id, device=device, dtype=dtype, seed=None,
+                                    drafter_checkpoint=str(lora) if lora else "")
+        return cls.from_session(build_session(session_cfg, dcfg, dvi, base_model=base_model, tokenizer=tokenizer,
+                                              print_fn=print_fn))
 
     @property
     def heldout(self):
@@ -101,7 +77,7 @@ class KangarooDVI:
         if isinstance(prompt, str):
             if self.tokenizer is None:
                 raise ValueError("a text prompt needs a tokenizer: pass token ids, or load by model id")
-            from evaluation.questions import chat_prompt_ids
+            from kangaroo.chat import chat_prompt_ids
 
             return chat_prompt_ids(self.tokenizer, [{"role": "user", "content": prompt}], self.model.model_id,
                                    device=self.model.device)

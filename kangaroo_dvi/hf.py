@@ -6,11 +6,12 @@
     model = AutoModelForCausalLM.from_pretrained("assets/smollm2-135m-instruct")
     inputs = AutoTokenizer.from_pretrained("assets/smollm2-135m-instruct")("The sea is", return_tensors="pt")
     out = model.generate(**inputs, max_new_tokens=32, custom_generate=kangaroo_dvi.hf.generate,
-                         exit_layer=2, lora="runs/main/checkpoints/final.pt")    # == model.generate(**inputs, ...)
+                         lora="runs/main/checkpoints/final.pt")    # == model.generate(**inputs, do_sample=False, ...)
 
 ``generate`` does its usual preparation (generation config, stopping criteria: ``max_new_tokens`` / ``max_length``,
 EOS, your ``stopping_criteria``), then calls ``generate`` below with the prepared pieces and the
-extra keywords: ``exit_layer`` (2), ``lora`` (a drafter checkpoint to deploy; none: the identity drafter),
+extra keywords: ``exit_layer`` (default: ``DrafterConfig``'s), ``lora`` (a drafter checkpoint to deploy, as the
+drivers deploy it: its trained adapter and pruned drafter vocabulary come along; none: the identity drafter),
 ``drafter`` (a ``DrafterConfig``; default: the deployed settings, the ngram,memory,self chain + goodput policy,
 whose memory holds the outputs of the earlier calls with the same settings) and ``dvi`` (a ``DVIConfig``;
 ``DVIConfig(online=True)`` learns online while generating, from ``lora`` if given; ``close(model)`` saves its
@@ -38,7 +39,7 @@ CACHE_ATTR = "_kangaroo_dvi"
 
 
 def generate(model, input_ids: torch.Tensor, logits_processor=None, stopping_criteria=None, generation_config=None,
-             *, exit_layer: int = 2, lora: str | None = None, drafter: DrafterConfig | None = None,
+             *, exit_layer: int | None = None, lora: str | None = None, drafter: DrafterConfig | None = None,
              dvi: DVIConfig | None = None, **model_kwargs):
     """``custom_generate`` for ``GenerationMixin.generate``: Kangaroo-DVI decoding, equal to greedy decoding."""
     check_supported(model, input_ids, logits_processor, generation_config, model_kwargs)
@@ -113,7 +114,7 @@ def check_supported(model, input_ids, logits_processor, generation_config, model
         raise UserError("kangaroo_dvi.hf.generate keeps its own caches: do not pass a filled past_key_values/cache")
 
 
-def kangaroo_for(model, *, exit_layer: int, lora, drafter, dvi):
+def kangaroo_for(model, *, exit_layer: int | None, lora, drafter, dvi):
     """The ``KangarooDVI`` of these settings on ``model``, built once and kept on it (rebuilt when ``lora``'s file
     changes)."""
     from kangaroo_dvi import KangarooDVI

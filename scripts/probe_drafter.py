@@ -33,7 +33,7 @@ from evaluation.draft_ceiling import (StepCosts, lookup_agreement, needed_agreem
                                       source_table)
 from evaluation.eval_loop import sharegpt_questions
 from evaluation.questions import chat_prompt_ids
-from evaluation.cli_errors import run_main
+from common.command_line import run_main
 from evaluation.cli_resolve import resolve_question_file
 from evaluation.cli import (OneLineParser, add_exitlayer_arg, add_model_args, apply_runtime, resolve_device_dtype,
                             resolve_model_id)

@@ -10,6 +10,7 @@ gate counters.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,15 +24,12 @@ def checkpoint(out, trained) -> Path:
 
 def build_methods(args, lm, tokenizer, deployed) -> tuple[dict, dict]:
     """name -> decode(ids) -> (tokens, verifier passes, None, accept lengths), greedy first; and name -> drafter."""
-    from dvi.deploy import deployed_model
     from kangaroo.cache_pool import ReusableCaches, greedy_cache_factory
-    from kangaroo.drafter_config import (
-        DrafterConfig,
-        apply_drafter_vocab,
-        build_drafter,
-    )
+    from kangaroo.drafter_config import DrafterConfig, build_drafter
     from kangaroo.greedy import eos_ids_of, greedy_decode
     from kangaroo.speculative import kangaroo_generate
+    from kangaroo_dvi.session import NO_DRAFTER, build_session
+    from kangaroo_dvi.session_config import SessionConfig
 
     eos, n, pool = eos_ids_of(tokenizer, lm.config), args.max_new_tokens, ReusableCaches(greedy_cache_factory(lm))
 
@@ -54,8 +52,11 @@ def build_methods(args, lm, tokenizer, deployed) -> tuple[dict, dict]:
             ck = checkpoint(args.out, v.trained)
             if not ck.is_file():
                 fail(f"{ck} does not exist: run the online phase first (--phases online)")
-            models[v.trained] = deployed_model(args.model_id, v.trained.exit_layer, lm, ck,
-                                               lambda km, c=cfg: apply_drafter_vocab(c, km, tokenizer, lambda *_: None))
+            session_cfg = SessionConfig(model_id=args.model_id, device="cpu", dtype="float32", seed=None,
+                                        drafter_checkpoint=str(ck))
+            models[v.trained] = build_session(session_cfg, replace(cfg, exit_layer=v.trained.exit_layer),
+                                              base_model=lm, tokenizer=tokenizer, drafting=NO_DRAFTER,
+                                              print_fn=lambda *_: None).model
         drafters[v.name] = build_drafter(cfg, models[v.trained], print_fn=lambda *_: None)
         methods[v.name] = ours(models[v.trained], drafters[v.name])
     return methods, drafters

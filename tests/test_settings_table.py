@@ -8,11 +8,12 @@ from dvi.config import (BufferConfig, DenseConfig, DVIConfig, HeldoutConfig, IOC
                         TrainerConfig)
 from evaluation import cli
 from kangaroo.drafter_config import DrafterConfig
+from common.command_line import run_main
 from kangaroo.sampling import SamplingParams
-from evaluation.cli_errors import run_main
 from kangaroo_dvi import KangarooDVI
 from kangaroo_dvi.serve.__main__ import main as serve_main
 from kangaroo_dvi.serve.config import ServeConfig
+from kangaroo_dvi.session_config import SessionConfig
 from tests.helpers import make_tiny_llama, tiny_config
 
 # flag and value -> the same value given to the typed config in Python (argparse gives floats for float flags)
@@ -62,6 +63,14 @@ BAD = [
     (["--goodput-prior", "0"], lambda: DrafterConfig(goodput_prior=0.0)),
     (["--drafter-vocab", "-2"], lambda: DrafterConfig(drafter_vocab=-2)),  # -1 is auto
     (["--drafter-head-precision", "fp8"], lambda: DrafterConfig(head_precision="fp8")),
+    (["--device", "tpu"], lambda: SessionConfig(model_id="tiny", device="tpu")),
+    (["--device", "cpu:1"], lambda: SessionConfig(model_id="tiny", device="cpu:1")),
+    (["--dtype", "int8"], lambda: SessionConfig(model_id="tiny", dtype="int8")),
+    (["--num-threads", "0"], lambda: SessionConfig(model_id="tiny", num_threads=0)),
+    (["--engine", "gpu"], lambda: SessionConfig(model_id="tiny", engine="gpu")),
+    (["--weights", "q2_k"], lambda: SessionConfig(model_id="tiny", weights="q2_k")),
+    (["--adapter-mode", "frozen"], lambda: SessionConfig(model_id="tiny", adapter_mode="frozen")),
+    (["--dvi-adapter-window", "0"], lambda: SessionConfig(model_id="tiny", adapter_window=0)),
     (["--temperature=-0.5"], lambda: SamplingParams(temperature=-0.5)),
     (["--temperature", "inf"], lambda: SamplingParams(temperature=float("inf"))),
     (["--temperature", "nan"], lambda: SamplingParams(temperature=float("nan"))),
@@ -124,9 +133,8 @@ def test_checks_against_the_model_are_the_same_for_the_cli_and_the_api(capsys, a
 
 
 def test_every_checked_flag_is_in_the_table():
-    checked = {f.metadata["flag"] for cls in (DVIConfig, DrafterConfig, ServeConfig, SamplingParams)
-               for f in flag_fields(cls)
-               if "rule" in f.metadata or "choices" in f.metadata}
+    checked = {f.metadata["flag"] for cls in (DVIConfig, DrafterConfig, ServeConfig, SessionConfig, SamplingParams)
+               for f in flag_fields(cls) if "rule" in f.metadata or "choices" in f.metadata}
     flags = {argv[0].split("=")[0] for argv, _ in BAD + BAD_SERVE}
     assert checked <= flags, checked - flags
 

@@ -2,8 +2,11 @@
 
     no file over 300 lines        outside tests/ and the C++ kernel (kangaroo/csrc/)
     no function over 60 lines     anywhere, tests included
-    imports point down            common/ <- data/ <- kangaroo/ <- dvi/ <- evaluation/ (and kangaroo_dvi/, scripts/):
-                                  kangaroo/ imports nothing from dvi/ or evaluation/, dvi/ nothing from evaluation/
+    imports point down            common/ <- data/ <- kangaroo/ <- dvi/ <- kangaroo_dvi/ <- evaluation/ <- scripts/:
+                                  kangaroo/ imports nothing from dvi/, the library (kangaroo/, dvi/, kangaroo_dvi/)
+                                  nothing from its command lines (evaluation/) or scripts/
+    flags stay out of the core    no argparse in kangaroo/ or dvi/ (configs carry their flags; common/ and the
+                                  command lines parse them)
 """
 import ast
 import subprocess
@@ -18,7 +21,10 @@ MAX_FILE_LINES, MAX_FUNCTION_LINES = 300, 60
 FORBIDDEN = {"common": {"data", "kangaroo", "dvi", "evaluation", "kangaroo_dvi", "scripts"},
              "data": {"kangaroo", "dvi", "evaluation", "kangaroo_dvi", "scripts"},
              "kangaroo": {"dvi", "evaluation", "kangaroo_dvi", "scripts"},
-             "dvi": {"evaluation", "kangaroo_dvi", "scripts"}}
+             "dvi": {"evaluation", "kangaroo_dvi", "scripts"},
+             "kangaroo_dvi": {"evaluation", "scripts"},
+             "evaluation": {"scripts"}}
+NO_ARGPARSE = ("kangaroo", "dvi")
 
 
 def source_files(suffixes=(".py",)) -> list[Path]:
@@ -69,6 +75,12 @@ def test_imports_point_down(package):
              if rel(p).startswith(package + "/")}
     wrong = {k: v for k, v in wrong.items() if v}
     assert not wrong, f"{package}/ must not import {sorted(FORBIDDEN[package])}: {wrong}"
+
+
+@pytest.mark.parametrize("package", NO_ARGPARSE)
+def test_no_argparse_in_the_core(package):
+    wrong = [rel(p) for p in source_files() if rel(p).startswith(package + "/") and "argparse" in imported_packages(p)]
+    assert not wrong, f"{package}/ must not parse flags (a config carries its flag; common/ parses): {wrong}"
 
 
 def test_the_checks_can_fail(tmp_path):

@@ -1,4 +1,6 @@
-// Weight formats the engine reads as stored and expands in registers to float32, the exact values that
+// The row formats the engine reads, in one place. Two families:
+//
+// The engine's exact formats, read as stored and expanded in registers to float32, the exact values that
 // dequantization gives (gguf-py's, which transformers uses to load a .gguf):
 //
 //   F32    4 bytes a weight
@@ -16,11 +18,31 @@
 // ``Expand<F>::group`` turns one group of stored bytes of ``kRowsPerVec`` rows (a Q block: 32 weights, 4 chunks
 // of 8; a float format: one chunk of 8) into ``Vec``s, chunk c of row r in half r of out[c];
 // ``Expand<F>::value`` is the same weight as a scalar (tails, tests).
+//
+// The packed drafter head's formats (the end of this file), which round: only the drafter may change precision.
 #pragma once
-#include "simd.h"
+#include <vector>
+
+#include "isa.h"
 
 namespace kangaroo {
 
+inline float f16_to_f32(const uint8_t* p) {  // IEEE half -> float: exact
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
+inline float bf16_to_f32(const uint8_t* p) {  // bfloat16 -> float: exact (the high half of the float's bits)
+  uint16_t b;
+  std::memcpy(&b, p, 2);
+  const uint32_t u = uint32_t(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// ------------------------------------------------------------------------------------------ the engine's formats
 enum class Format : int { F32 = 0, BF16 = 1, F16 = 2, Q8_0 = 3, Q4_0 = 4, Q4_1 = 5 };
 
 // Bytes a row of ``cols`` weights takes (0: not a whole number of blocks).
@@ -56,14 +78,7 @@ struct Expand<Format::F32> {
     std::memcpy(&f, row + 4 * k, 4);
     return f;
   }
-  static void group(const uint8_t* const* r, Vec* out) {
-#ifdef KANGAROO_AVX512
-    out[0] = vjoin(_mm256_loadu_ps(reinterpret_cast<const float*>(r[0])),
-                   _mm256_loadu_ps(reinterpret_cast<const float*>(r[1])));
-#else
-    out[0] = _mm256_loadu_ps(reinterpret_cast<const float*>(r[0]));
-#endif
-  }
+  static void group(const uint8_t* const* r, Vec* out) { out[0] = vload_rows(r); }
 };
 
 // bfloat16 (the float's high 16 bits) and float16 (F16C): 8 halves of each row, one exact conversion
@@ -74,39 +89,12 @@ struct ExpandHalf {
   static float value(const uint8_t* row, int64_t k) {
     return F == Format::BF16 ? bf16_to_f32(row + 2 * k) : f16_to_f32(row + 2 * k);
   }
-  static void group(const uint8_t* const* r, Vec* out) {
-    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[0]));
-#ifdef KANGAROO_AVX512
-    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[1]));
-    const __m256i ab = _mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1);
-    out[0] = F == Format::BF16 ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(ab), 16))
-                               : _mm512_cvtph_ps(ab);
-#else
-    out[0] = F == Format::BF16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(a), 16))
-                               : _mm256_cvtph_ps(a);
-#endif
-  }
+  static void group(const uint8_t* const* r, Vec* out) { out[0] = vload_half_rows<F == Format::BF16>(r); }
 };
 template <>
 struct Expand<Format::BF16> : ExpandHalf<Format::BF16> {};
 template <>
 struct Expand<Format::F16> : ExpandHalf<Format::F16> {};
-
-// int -> float of 8 quants per row (8 bytes of row r in bytes 8r..8r+7 of q), signed or unsigned
-#ifdef KANGAROO_AVX512
-inline Vec u8_to_vec(__m128i q) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q)); }
-inline Vec i8_to_vec(__m128i q) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)); }
-// the low 8 bytes of a (row 0) and of b (row 1) side by side; the high 8 bytes likewise
-inline __m128i lo8(__m128i a, __m128i b) { return _mm_unpacklo_epi64(a, b); }
-inline __m128i hi8(__m128i a, __m128i b) { return _mm_unpackhi_epi64(a, b); }
-#else
-inline Vec u8_to_vec(__m128i q) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q)); }
-inline Vec i8_to_vec(__m128i q) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)); }
-inline __m128i lo8(__m128i a, __m128i) { return a; }
-inline __m128i hi8(__m128i a, __m128i) { return _mm_srli_si128(a, 8); }
-#endif
-
-inline __m128i load16(const uint8_t* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
 
 // The f16 scalars at the start of each row's block as floats: lanes 2r, 2r+1 = the first two halves of row r
 // (Q4_1: d, m), or lane r = the first half of row r (``two`` false: d).
@@ -180,5 +168,36 @@ template <>
 struct Expand<Format::Q4_0> : ExpandQ4<Format::Q4_0> {};
 template <>
 struct Expand<Format::Q4_1> : ExpandQ4<Format::Q4_1> {};
+
+// ------------------------------------------------------------------------------------------ the packed head's formats
+// The drafter head's rows in a precision this CPU multiplies fast (kangaroo/packed_head.py packs them once,
+// packed_head.cpp multiplies): [N, Kp], zero-padded from d to Kp = a multiple of kHeadPad values, as
+//   int8   w = round(W / scale_j), scale_j = max|W_j| / 127 (per row), with rowsum_j = sum_k w_jk
+//   bf16   W rounded to bfloat16 (round to nearest even)
+// and each input row is put in the same format per call (int8: ``Int8Row``; bf16: rounded by torch, as the rows
+// were). Their dots are dot.h's.
+constexpr int64_t kHeadPad = 64;
+
+// An input row x [d] in int8 with one scale, scale = max|x| / 127 (1 for x = 0), q = nearbyint(x / scale), in the
+// three forms the int8 dots read: q, |q| and q + 128 (zero past d).
+struct Int8Row {
+  float scale = 1.f;
+  std::vector<int8_t> q;
+  std::vector<uint8_t> abs, biased;
+
+  explicit Int8Row(int64_t Kp) : q(Kp, 0), abs(Kp, 0), biased(Kp, 128) {}
+
+  void quantize(const float* x, int64_t d) {
+    float amax = 0.f;
+    for (int64_t t = 0; t < d; ++t) amax = std::max(amax, std::fabs(x[t]));
+    scale = amax > 0.f ? amax / 127.f : 1.f;
+    for (int64_t t = 0; t < d; ++t) {
+      const int v = int(std::nearbyint(x[t] / scale));
+      q[t] = int8_t(v);
+      abs[t] = uint8_t(std::abs(v));
+      biased[t] = uint8_t(v + 128);
+    }
+  }
+};
 
 }  // namespace kangaroo

@@ -3,7 +3,7 @@
 //     static void bind_mine(pybind11::module_& m) { m.def("mine", &mine); }
 //     static kangaroo::Bind bind_mine_once(bind_mine);
 //
-// and cpu_engine.cpp's PYBIND11_MODULE runs every such binder.
+// and module.cpp's PYBIND11_MODULE runs every such binder.
 #pragma once
 #include <torch/extension.h>
 

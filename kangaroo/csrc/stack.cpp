@@ -9,8 +9,10 @@
 
 #include <vector>
 
+#include "dot.h"
 #include "matmul.h"
 #include "module.h"
+#include "vmath.h"
 #include "weight.h"
 
 namespace kangaroo {
@@ -43,15 +45,6 @@ void rope_row(float* x, int64_t H, int64_t D, const float* cos, const float* sin
     }
     std::copy(tmp, tmp + D, xh);
   }
-}
-
-float dot(const float* a, const float* b, int64_t D) {
-  __m256 acc = _mm256_setzero_ps();
-  const int64_t D8 = D & ~int64_t(7);
-  for (int64_t t = 0; t < D8; t += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + t), _mm256_loadu_ps(b + t), acc);
-  float s = hsum8(acc);
-  for (int64_t t = D8; t < D; ++t) s = std::fma(a[t], b[t], s);
-  return s;
 }
 
 void add_into(float* h, const float* x, int64_t m) {
@@ -218,7 +211,7 @@ class Stack {
   void attend_one(const float* q, const float* K, const float* V, int64_t keys, float* s, float* o) const {
     float m = -INFINITY;
     for (int64_t j = 0; j < keys; ++j) {
-      s[j] = dot(q, K + j * D_, D_) * scale_;
+      s[j] = dot_f32(q, K + j * D_, D_) * scale_;
       m = std::max(m, s[j]);
     }
     const __m256 mv = _mm256_set1_ps(m);

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from evaluation.cli import OneLineParser, fail, run_main
+from common.command_line import OneLineParser, fail, run_main
 from kangaroo_dvi.export.standalone import ATTENTION
 
 

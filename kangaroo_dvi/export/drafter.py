@@ -16,20 +16,24 @@ from common.errors import UserError
 
 
 def load_drafter(ckpt, model_id: str | None = None, base_model=None, device: str = "cpu"):
-    """The deployed drafter of checkpoint ``ckpt`` on ``model_id`` (default: the one it was trained on)."""
-    from dvi.checkpoint import read_ckpt
-    from dvi.deploy import deployed_model
-    from kangaroo.model_loading import load_causal_lm
+    """The deployed drafter of checkpoint ``ckpt`` on ``model_id`` (default: the one it was trained on), built as
+    every entry point builds a session (``kangaroo_dvi.session.build_session``) at the checkpoint's exit layer and
+    with exactly its drafter vocabulary."""
+    from dvi.deploy import read_deployment
+    from kangaroo.drafter_config import AUTO_VOCAB, DrafterConfig
+    from kangaroo_dvi.session import NO_DRAFTER, build_session
+    from kangaroo_dvi.session_config import SessionConfig
 
-    meta = read_ckpt(ckpt)["meta"]
-    model_id = model_id or meta.get("model_id")
+    saved = read_deployment(ckpt)
+    model_id = model_id or saved.model_id
     if not model_id:
         raise UserError(f"checkpoint {ckpt} does not name its model: pass --model-id")
-    if base_model is None:
-        base_model = load_causal_lm(model_id, device=device, dtype="float32")
-    vocab = meta.get("drafter_vocab")
-    prune = None if vocab is None else (lambda km: km.set_drafter_vocab(vocab))
-    return deployed_model(model_id, int(meta["exit_layer"]), base_model, ckpt, prune)
+    session_cfg = SessionConfig(model_id=model_id, device=device, dtype="float32", seed=None,
+                                drafter_checkpoint=str(ckpt))
+    vocab = AUTO_VOCAB if saved.drafter_vocab is not None else 0  # its pruned ids, or the full vocabulary
+    drafter_cfg = DrafterConfig(model_id=model_id, exit_layer=saved.exit_layer, drafter_vocab=vocab)
+    return build_session(session_cfg, drafter_cfg, base_model=base_model, drafting=NO_DRAFTER,
+                         print_fn=lambda *_: None).model
 
 
 def _scatter_rows(model, rows: torch.Tensor) -> torch.Tensor:

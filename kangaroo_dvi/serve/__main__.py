@@ -34,16 +34,14 @@ def bind(host: str, port: int) -> socket.socket:
 def main(argv=None) -> int:
     import uvicorn
 
-    from evaluation.runtime import apply_runtime
     from kangaroo_dvi.serve.app import create_app
     from kangaroo_dvi.serve.config import parse_serve_args
     from kangaroo_dvi.serve.service import load_service
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args, cfg = parse_serve_args(argv)
-    apply_runtime(args)  # --num-threads, --engine
     sock = bind(cfg.host, cfg.port)
-    service = load_service(args, cfg, argv)
+    service = load_service(args, cfg, argv)  # applies --num-threads, --engine, --weights
     host, port = sock.getsockname()[:2]
     print(f"[serve] {cfg.served_model_name} loaded, serving at http://{host}:{port}/v1 (max batch {cfg.max_batch}, "
           f"queue {cfg.queue_size}, state {cfg.state_dir}); drafter {json.dumps(service.factory.metadata())}",
@@ -60,6 +58,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from evaluation.cli import run_main
+    from common.command_line import run_main
 
     raise SystemExit(run_main(main))

@@ -1,5 +1,6 @@
-"""The server's flags: the drivers' model, Kangaroo, drafter and DVI flags (``evaluation/cli.py``'s groups, so they
-mean there what they mean here), plus a few of its own, typed in ``ServeConfig``.
+"""The server's flags: a session's model, Kangaroo, drafter and DVI flags, resolved by the same steps as the drivers'
+(``kangaroo_dvi/session_flags.py``, so they mean there what they mean here), plus a few of its own, typed in
+``ServeConfig``.
 
     python -m kangaroo_dvi.serve --model-id smollm2-135m --host 127.0.0.1 --port 8000 --dvi-online true \\
         --state-dir runs/serve
@@ -15,12 +16,11 @@ import argparse
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from common.command_line import OneLineParser
 from common.config_fields import Rule, add_flags, at_least, check_fields, from_args, setting
+from kangaroo_dvi import session_flags
 
 SERVE_DEFAULTS = {"save_lora_every": 500}  # periodic checkpoints by default when serving (the drivers: only final)
-# the drivers' question/answer flags the shared checks read; a server has none of them
-NO_QUESTIONS = {"temperature": 0.0, "question_begin": None, "question_end": None, "categories": None,
-                "exclude_categories": None, "prompts_jsonl": None, "max_prompts": None, "overwrite": False}
 
 
 PORT = Rule("is not a TCP port: pass 1..65535 (0: any free port)", lambda p: 0 <= p <= 65535)
@@ -56,7 +56,7 @@ class ServeConfig:
 def add_serve_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("serving (OpenAI-compatible HTTP)")
     add_flags(g, ServeConfig)
-    g.add_argument("--seed", type=int, default=123)
+    session_flags.add_seed_arg(g)
 
 
 def serve_config(args) -> ServeConfig:
@@ -67,39 +67,33 @@ def serve_config(args) -> ServeConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from evaluation.cli import (
-        OneLineParser,
-        add_dvi_args,
-        add_kangaroo_args,
-        add_model_args,
-    )
-
     p = OneLineParser(description="Kangaroo-DVI as an OpenAI-compatible server whose drafter learns from its traffic",
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_model_args(p)
-    add_kangaroo_args(p)
-    add_dvi_args(p)
+    session_flags.add_model_args(p)
+    session_flags.add_kangaroo_args(p)
+    session_flags.add_dvi_args(p)
     add_serve_args(p)
-    p.set_defaults(**SERVE_DEFAULTS, **NO_QUESTIONS)
+    p.set_defaults(**SERVE_DEFAULTS)
     return p
 
 
 def parse_serve_args(argv=None):
-    """Flags -> (resolved args as the drivers resolve them, ServeConfig). An online server resumes from the newest
-    checkpoint of its state folder; that checkpoint then decides the adapter mode and LoRA shape, as ``--load-lora``
+    """Flags -> (resolved args as the drivers resolve them, ServeConfig); every config the flags make is built once
+    here (a bad value: ``ConfigError``, one line). An online server resumes from the newest checkpoint of its state
+    folder; that checkpoint then decides the adapter mode, LoRA shape and drafter vocabulary, as ``--load-lora``
     does."""
-    from evaluation import cli
-    from evaluation.inference_kangaroo import prepare_checkpoints
+    from dvi.deploy import resume_checkpoint
 
     args = build_parser().parse_args(argv)
-    cli.resolve_model_id(args)
+    session_flags.resolve_model_id(args)
     cfg = serve_config(args)
     args.save_lora_path = str(cfg.checkpoints)
     args.metrics_out = args.metrics_out or str(Path(cfg.state_dir) / "metrics")
-    prepare_checkpoints(args)
-    cli.resolve_adapter_mode(args)
-    cli.resolve_lora_shape(args)
-    cli.resolve_dvi_settings(args)
-    cli.validate_static(args)
-    cli.resolve_device_dtype(args)
+    if args.dvi_online and not args.load_lora:
+        args.load_lora = resume_checkpoint(args.save_lora_path)
+    session_flags.resolve_session_flags(args)
+    session_flags.session_config(args)
+    session_flags.drafter_config(args)
+    session_flags.dvi_config(args)
+    session_flags.resolve_device_dtype(args)
     return args, cfg

@@ -9,7 +9,8 @@ buffer, one trainer), its checkpoints, and the run record.
 
 A checkpoint holds the LoRA head (and a trained adapter), the optimizer, the schedule, the reward baseline and the
 block count (``dvi/checkpoint.py``), and in ``extra`` the goodput policy's calibration and the trainer steps so far;
-a restart with the same state folder resumes all of them (``config.parse_serve_args`` picks the newest checkpoint).
+a restart with the same state folder resumes all of them (``config.parse_serve_args`` picks the newest checkpoint,
+``kangaroo_dvi.session.build_session`` loads it).
 """
 from __future__ import annotations
 
@@ -20,28 +21,27 @@ import time
 from pathlib import Path
 
 from common.atomic import atomic_write_text
-from dvi.config import DVIConfig
+from dvi.deploy import DeploymentMeta
 from dvi.online_loop import DVILearner
-from kangaroo.drafter_head import attach_drafter_head
 
 KEEP_STEPS = 3
 
 
 class ServeLearner:
-    """``on_block``/``on_prefill`` from the decode thread, in each request's block order; ``status`` from any."""
+    """``on_block``/``on_prefill`` from the decode thread, in each request's block order; ``status`` from any.
+    ``dvi``: the session's learner; ``loaded``: the checkpoint the session deployed or resumed (None: none)."""
 
-    def __init__(self, model, cfg: DVIConfig, print_fn=print):
-        attach_drafter_head(model, r=cfg.lora.r, alpha=cfg.lora.alpha)
-        self.dvi = DVILearner(model, cfg, print_fn=print_fn)
-        self.cfg, self.online = cfg, cfg.online
-        self.resumed_from = cfg.io.load or None
-        extra = self.dvi.loaded_extra
+    def __init__(self, dvi: DVILearner, loaded: DeploymentMeta | None = None):
+        self.dvi, self.cfg, self.online = dvi, dvi.cfg, dvi.online
+        self.resumed_from = None if loaded is None else loaded.path
+        self.loaded_extra = {} if loaded is None else loaded.extra
+        extra = self.loaded_extra
         self.steps_before = int(extra.get("trainer_steps_total", extra.get("train_steps", 0))) if self.online else 0
         self.calibration_restored = False
 
     def bind(self, factory) -> None:
         """Share the drafter factory's calibration: restored from the loaded checkpoint, saved in every new one."""
-        self.calibration_restored = factory.load_state_dict(self.dvi.loaded_extra)
+        self.calibration_restored = factory.load_state_dict(self.loaded_extra)
         self.dvi.extra_state = lambda: {**factory.state_dict(), "trainer_steps_total": self.trainer_steps}
 
     @property

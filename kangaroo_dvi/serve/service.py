@@ -1,13 +1,14 @@
 """The server's parts, built once from the flags (``load_service``), and what the HTTP routes ask of them:
 
     request -> tokens   chat messages through the model's chat template, exactly as the drivers render a question
-                        (``evaluation.questions.chat_prompt_ids``), or a completion prompt's text / token ids
+                        (``kangaroo.chat.chat_prompt_ids``), or a completion prompt's text / token ids
     length checks       prompt and max_tokens against the model's context (a 400 naming the largest that fits)
     submit              a ``Sequence`` into the scheduler's bounded queue (full: 503 + Retry-After)
     health, close       status for GET /health; the bounded drain and the final checkpoint at shutdown
 
-The model, drafter and learner are built as the driver builds them (``evaluation/inference_kangaroo.py``), so a
-flag means the same thing in both, and a response equals the baseline driver's answer to the same question.
+The model, drafters and learner are built as every entry point builds its session (``kangaroo_dvi.session``), so a
+flag means the same thing here and in the drivers, and a response equals the baseline driver's answer to the same
+question.
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ class ServeService:
 
     # ------------------------------------------------------------------------------ request -> tokens
     def chat_ids(self, messages: list[dict]) -> torch.Tensor:
-        from evaluation.questions import chat_prompt_ids
+        from kangaroo.chat import chat_prompt_ids
 
         try:
             return chat_prompt_ids(self.tokenizer, messages, self.model.model_id, device=self.model.device)
@@ -106,29 +107,21 @@ class ServeService:
 
 
 def load_service(args, cfg: ServeConfig, argv: list[str], print_fn=print) -> ServeService:
-    """Tokenizer, model (+ a deployed or learning drafter head), drafter factory, warm-up (builds the engine)."""
-    from evaluation.cli import drafter_config, dvi_config
-    from evaluation.inference_kangaroo import build_model
-    from kangaroo.drafter_config import apply_drafter_vocab
-    from kangaroo.greedy import eos_ids_of
-    from kangaroo.model_loading import load_tokenizer
+    """The session (tokenizer, model, a deployed or learning drafter head, the per-request drafter factory), the
+    learner shared by every request, the run record, and a warm-up (builds the engine)."""
+    from kangaroo_dvi.session import PER_REQUEST, build_session
+    from kangaroo_dvi.session_flags import drafter_config, dvi_config, session_config
 
-    torch.manual_seed(args.seed)
-    tokenizer = load_tokenizer(args.model_id)
-    model = build_model(args)
-    dcfg = drafter_config(args)
-    apply_drafter_vocab(dcfg, model, tokenizer, print_fn)
-    learner = ServeLearner(model, dvi_config(args), print_fn) if args.dvi_online or args.load_lora else None
-    factory = DrafterFactory(dcfg, model, online=args.dvi_online, print_fn=print_fn)
+    learns = args.dvi_online or args.load_lora
+    session = build_session(session_config(args), drafter_config(args), dvi_config(args) if learns else None,
+                            drafting=PER_REQUEST, print_fn=print_fn)
+    learner = ServeLearner(session.learner, session.checkpoint) if session.learner is not None else None
     if learner is not None:
-        from dvi.heldout_eval import attach
-
-        learner.bind(factory)
-        attach(learner.dvi, tokenizer, print_fn=print_fn)  # once the factory set the head precision
-    eos = eos_ids_of(tokenizer, model.config)
-    warm_up(model, eos)
+        learner.bind(session.drafter_factory)
+    warm_up(session.model, session.eos)
     record = RunRecord(Path(cfg.state_dir) / "run.json", argv, learner.resumed_from if learner else None)
-    return ServeService(cfg, model, tokenizer, eos, factory, learner, record, print_fn)
+    return ServeService(cfg, session.model, session.tokenizer, session.eos, session.drafter_factory, learner, record,
+                        print_fn)
 
 
 def warm_up(model, eos: set[int]) -> None:

@@ -123,8 +123,8 @@ def parse_args(argv=None):
     args.methods = [m for m in METHODS if m == "baseline" or (m in names and (greedy or m not in HF_METHODS))]
     validate_configs(args)  # --exitlayer, --threshold, --steps and the drafting flags: DrafterConfig checks them
     heldout_config(args)
-    from evaluation.cli_resolve import resolve_drafter_vocab
     from kangaroo.drafter_config import resolve_auto
+    from kangaroo_dvi.session_flags import resolve_drafter_vocab
 
     resolve_drafter_vocab(args)  # --drafter-vocab auto: a pruned --load-lora checkpoint's size
 

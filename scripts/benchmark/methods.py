@@ -113,19 +113,19 @@ def make_methods(args, lm, models: dict, eos: set[int], pad_id: int | None, call
 
 
 def build_models(args, lm, tokenizer=None) -> dict:
-    from dvi.deploy import deployed_model
-    from evaluation.cli import drafter_config
-    from kangaroo.drafter_config import apply_drafter_vocab
+    from evaluation.cli import drafter_config, session_config
     from kangaroo.kangaroo_model import KangarooModel
+    from kangaroo_dvi.session import NO_DRAFTER, build_session
 
     models = {}
     if {"kangaroo", "ngram", "memory"} & set(args.methods):
         models["kangaroo"] = KangarooModel(model_id=args.model_id, exit_layer=args.exitlayer, base_model=lm)
     if set(LORA_METHODS) & set(args.methods):
-        # deploy: the LoRA tensors (and a trained adapter), no trainer; a full-vocabulary LoRA loads sliced to the
-        # kept rows of a pruned drafter vocabulary
-        models["dvi"] = deployed_model(args.model_id, args.exitlayer, lm, args.load_lora,
-                                       lambda km: apply_drafter_vocab(drafter_config(args), km, tokenizer))
+        # deploy --load-lora as every entry point does (its trained adapter and pruned vocabulary come along), no
+        # trainer; the methods build their own drafters (make_methods)
+        session = build_session(session_config(args), drafter_config(args), base_model=lm, tokenizer=tokenizer,
+                                drafting=NO_DRAFTER)
+        models["dvi"] = session.model
     return models
 
 def decode_question(q: dict, order: list[str], methods: dict, tokenizer, args, judge_fn=None) -> dict:

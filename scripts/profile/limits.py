@@ -1,4 +1,5 @@
-"""What bounds a decode step on this core, measured with the engine's own kernels (``kangaroo/csrc/probe.cpp``):
+"""What bounds a decode step on this core, measured with the engine's own kind of code (the rate probes,
+``kangaroo/csrc/profiling/rate_probes.cpp``, an extension of their own: ``cpu_engine.rate_probes()``):
 
     stream rate   bytes per second one thread reads from memory with the engine's streaming read (not a BLAS call)
     FMA rate      float32 FMAs per second one thread chains at the engine's vector width
@@ -12,21 +13,30 @@ from __future__ import annotations
 
 import torch
 
+from common.errors import UserError
 from kangaroo import cpu_engine
+
+
+def _probes():
+    ext = cpu_engine.rate_probes()
+    if ext is None:
+        raise UserError("the rate probes could not be built (see the notice above): the limits need a C++ compiler, "
+                        "`ninja` and an AVX2 CPU")
+    return ext
 
 
 def stream_rate(mb: int, repeats: int) -> float:
     """Bytes per second the engine's streaming read reaches over an ``mb`` MiB buffer (the best of ``repeats``:
     a limit, so the least disturbed run)."""
     buf = torch.empty(mb * 2 ** 20, dtype=torch.uint8).random_()
-    ext = cpu_engine.extension()
+    ext = _probes()
     ext.stream_read(buf)
     return buf.numel() / min(ext.stream_read(buf) for _ in range(repeats))
 
 
 def fma_rate(repeats: int) -> float:
     """float32 FMAs per second one thread runs (the best of ``repeats`` runs of ~50M)."""
-    ext = cpu_engine.extension()
+    ext = _probes()
     ext.fma_rate(10 ** 5)
     return max(ext.fma_rate(5 * 10 ** 5) for _ in range(repeats))
 

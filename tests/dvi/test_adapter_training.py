@@ -194,14 +194,3 @@ def test_mismatched_checkpoint_is_one_line_naming_the_fix(tmp_path, saved, run, 
             learner(km2, tmp_path, "--dvi-online", online, "--load-lora", str(ck))
         assert match in str(e.value) and "\n" not in str(e.value)
     assert ck.read_bytes() == before and torch.equal(km2.drafter_head.proj.B, B)  # nothing loaded
-
-
-def test_deployed_model_builds_what_the_checkpoint_needs(tmp_path):
-    """The benchmark's deploy path: a checkpoint with a trained adapter gives a model with that adapter and window."""
-    from dvi.deploy import deployed_model
-
-    lm, km, dvi, _ = train_and_save(tmp_path, window=5)
-    dep = deployed_model("tiny", km.exit_layer, lm, tmp_path / "ckpt" / "final.pt")
-    assert dep.trained_adapter is not None and dep.trained_adapter.window == 5
-    assert all(torch.equal(v, tensors(km.trained_adapter)[k]) for k, v in tensors(dep.trained_adapter).items())
-    assert torch.equal(dep.drafter_head.proj.B, km.drafter_head.proj.B)

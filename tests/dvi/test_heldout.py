@@ -243,11 +243,15 @@ def test_the_rows_reach_the_csv_the_line_the_plot_and_the_summary(tmp_path):
 
 def test_the_server_shows_each_drafter_as_a_gauge_and_in_health(tmp_path):
     from tests.dvi.test_online_loop import dvi_args
+    from dvi.online_loop import DVILearner
+    from kangaroo.drafter_head import attach_drafter_head
     from kangaroo_dvi.serve.learning import ServeLearner
     from kangaroo_dvi.serve.metrics import ServeMetrics
 
     _, km = tiny()
-    learner = ServeLearner(km, dvi_args(tmp_path, "--dvi-online", "true", *flags(tmp_path)), print_fn=lambda *_: None)
+    cfg = dvi_args(tmp_path, "--dvi-online", "true", *flags(tmp_path))
+    attach_drafter_head(km, r=cfg.lora.r, alpha=cfg.lora.alpha)
+    learner = ServeLearner(DVILearner(km, cfg, print_fn=lambda *_: None))
     attach(learner.dvi, None, print_fn=lambda *_: None)
     status = learner.status()["heldout"]["self"]
     text = ServeMetrics(learner).text().decode()

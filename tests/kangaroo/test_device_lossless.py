@@ -53,7 +53,7 @@ def test_tiny_model_sampled_lossless_on_device(device):
 
 @pytest.mark.skipif(DEVICE == "cpu", reason="on the CPU tests/evaluation/test_drivers.py checks the real model")
 def test_real_model_lossless_on_device(device, real_tokenizer):
-    from evaluation.questions import chat_prompt_ids
+    from kangaroo.chat import chat_prompt_ids
     from kangaroo.greedy import eos_ids_of
     from kangaroo.model_loading import load_causal_lm
 

@@ -232,7 +232,7 @@ def test_measured_cost_curve_has_the_right_shape(tiny_llama, tmp_path):
 
 
 def test_real_model_drafters_lossless(real_lm, real_tokenizer):
-    from evaluation.questions import chat_prompt_ids
+    from kangaroo.chat import chat_prompt_ids
     from kangaroo.greedy import eos_ids_of
 
     km = KangarooModel(model_id="smollm2-135m", base_model=real_lm, exit_layer=2)

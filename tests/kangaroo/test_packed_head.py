@@ -1,4 +1,4 @@
-"""The drafter head in int8 / bf16 (kangaroo/csrc/draft_head.cpp, kangaroo/packed_head.py): the kernel's logits equal a
+"""The drafter head in int8 / bf16 (kangaroo/csrc/packed_head.cpp, kangaroo/packed_head.py): the kernel's logits equal a
 reference of the same quantized math, every ISA path agrees, top-k and probabilities are the softmax's, the LoRA
 delta is live (or merged when frozen), proposals stay close to the float32 head's, and decoding stays greedy."""
 import pytest
@@ -68,6 +68,15 @@ def test_top_k_and_probabilities_are_the_softmax_of_the_logits(precision):
     ref = torch.softmax(row, -1).topk(3)
     assert torch.equal(i2, ref.indices)
     torch.testing.assert_close(p2, ref.values, rtol=1e-5, atol=1e-7)
+
+
+def test_the_build_says_which_head_paths_it_has():
+    """AVX2 always; the AVX2 build (``KANGAROO_ENGINE_ISA=avx2``) no AVX-512 path, even on an AVX-512 CPU."""
+    ext = cpu_engine.extension()
+    paths = ext.packed_head_isa()
+    assert paths & AVX2 and paths < 8
+    if ext.isa == "avx2":
+        assert paths == AVX2
 
 
 def test_kernel_checks_shapes():

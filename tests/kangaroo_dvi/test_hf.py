@@ -45,6 +45,33 @@ def test_bundled_model_equals_hf_greedy_streamer_included(real_lm, real_tokenize
     assert hf.close(real_lm) == [] and hf.CACHE_ATTR not in real_lm.__dict__
 
 
+def test_readme_example_with_a_checkpoint_trained_by_the_defaults(real_lm, real_tokenizer, tmp_path):
+    """The README's example: the bundled model, and a drafter checkpoint as ``--dvi-online true`` leaves it by
+    default (the pruned vocabulary of 8192 tokens, DVIConfig's LoRA shape); the hook deploys it as the driver does."""
+    from dvi.checkpoint import save_ckpt
+    from dvi.config import LoRAConfig
+    from kangaroo.drafter_config import apply_drafter_vocab
+    from kangaroo.drafter_head import attach_drafter_head
+    from kangaroo.kangaroo_model import KangarooModel
+
+    km = KangarooModel(model_id="smollm2-135m", base_model=real_lm)
+    vocab = apply_drafter_vocab(DrafterConfig(model_id="smollm2-135m"), km, real_tokenizer, print_fn=lambda *_: None)
+    head = attach_drafter_head(km, r=LoRAConfig().r, alpha=LoRAConfig().alpha)
+    with torch.no_grad():
+        head.proj.B.copy_(torch.randn(head.proj.B.shape, generator=torch.Generator().manual_seed(0)) * 0.01)
+    ckpt = str(tmp_path / "final.pt")
+    save_ckpt(ckpt, km, None, None, 0.0)
+    inputs = real_tokenizer.apply_chat_template([{"role": "user", "content": "Explain rain."}],
+                                                add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    ref = real_lm.generate(**inputs, max_new_tokens=32, do_sample=False)
+    out = real_lm.generate(**inputs, max_new_tokens=32, custom_generate=hf.generate, exit_layer=2, lora=ckpt)
+    assert len(vocab) == 8192 and torch.equal(out, ref)
+    built = next(iter(real_lm.__dict__[hf.CACHE_ATTR].values()))
+    assert torch.equal(built.model.drafter_vocab, km.drafter_vocab)
+    assert torch.equal(built.model.drafter_head.proj.B, head.proj.B)
+    assert hf.close(real_lm) == []
+
+
 class StopAt(StoppingCriteria):
     def __init__(self, token):
         self.token, self.scored = token, []

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from evaluation.cli import add_exitlayer_arg, add_model_args
-from evaluation.cli_errors import run_main
+from common.command_line import run_main
 from evaluation.draft_ceiling import StepCosts, lookup_agreement
 from scripts import draft_ceiling, probe_drafter
 from scripts.replay_lookup import questions_data

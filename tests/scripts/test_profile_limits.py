@@ -1,5 +1,5 @@
 """The physical limits the profiler reports: bytes per token in the format the engine reads, and one core's
-stream and FMA rates measured with the engine's kernels."""
+stream and FMA rates measured by the rate probes (an extension of their own, not the engine's)."""
 import pytest
 import torch
 
@@ -23,6 +23,9 @@ def test_bytes_per_token_counts_each_matrix_in_the_format_read_and_the_head_once
     assert limits.stored_formats(lm) == f"q4_1 x{4 * 7 + 1}"
 
 
-def test_stream_and_fma_rates_are_measured():
+def test_stream_and_fma_rates_are_measured_by_an_extension_decoding_never_loads():
     assert 1e8 < limits.stream_rate(8, 2) < 1e12  # bytes/s
     assert 1e8 < limits.fma_rate(2) < 1e12        # FMAs/s
+    probes, engine = cpu_engine.rate_probes(), cpu_engine.extension()
+    assert probes is not engine and probes.isa == engine.isa
+    assert not any(hasattr(engine, f) for f in ("stream_read", "fma_rate"))  # not in the production extension

@@ -40,7 +40,7 @@ def _reference(model_dir: str):
 
 def greedy_chat(model_dir, text: str, max_tokens: int) -> tuple[list[int], str]:
     """The baseline driver's answer to ``text`` as a question: its token ids and the decoded text."""
-    from evaluation.questions import chat_prompt_ids
+    from kangaroo.chat import chat_prompt_ids
     from kangaroo.greedy import greedy_decode
 
     tok, lm, eos = _reference(str(model_dir))

@@ -7,7 +7,10 @@ import torch
 
 from dvi.checkpoint import checkpoint_path, read_ckpt
 from dvi.config import BufferConfig, DVIConfig, IOConfig, LoRAConfig, TrainerConfig
+from dvi.deploy import read_deployment
+from dvi.online_loop import DVILearner
 from kangaroo.drafter_config import DrafterConfig
+from kangaroo.drafter_head import attach_drafter_head
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo_dvi.serve.drafting import DrafterFactory
 from kangaroo_dvi.serve.learning import RunRecord, ServeLearner, prune_steps
@@ -24,9 +27,15 @@ def learner_cfg(tmp_path, load=""):
                      io=IOConfig(load=load, save_dir=str(tmp_path / "ck"), metrics_out=str(tmp_path / "m"), max_k=4))
 
 
+def serve_learner(km, cfg, loaded=None):
+    """The server's learner as a session builds it: a LoRA head, the ``DVILearner``, the checkpoint it loaded."""
+    attach_drafter_head(km, r=cfg.lora.r, alpha=cfg.lora.alpha)
+    return ServeLearner(DVILearner(km, cfg, **QUIET), loaded)
+
+
 def serve_some(lm, tmp_path, load=""):
     km = KangarooModel(model_id="tiny", base_model=lm, exit_layer=2)
-    learner = ServeLearner(km, learner_cfg(tmp_path, load), **QUIET)
+    learner = serve_learner(km, learner_cfg(tmp_path, load))
     sched, factory = scheduler(km, learner=learner, cfg=GOODPUT)
     learner.bind(factory)
     reqs = [request(ids, 24) for ids in prompts([5, 9, 4])]
@@ -49,7 +58,7 @@ def test_restart_resumes_drafter_optimizer_schedule_and_calibration(tmp_path):
     assert ck["extra"]["trainer_steps_total"] == learner.trainer_steps > 0
 
     km2 = KangarooModel(model_id="tiny", base_model=lm, exit_layer=2)
-    again = ServeLearner(km2, learner_cfg(tmp_path / "2", load=final), **QUIET)
+    again = serve_learner(km2, learner_cfg(tmp_path / "2", load=final), read_deployment(final))
     factory2 = DrafterFactory(GOODPUT, km2, online=True, **QUIET)
     again.bind(factory2)
     assert again.calibration_restored and factory2.calibrator.tried == factory.calibrator.tried

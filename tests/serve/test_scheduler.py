@@ -12,7 +12,6 @@ from kangaroo.drafter_config import DrafterConfig
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.speculative import kangaroo_generate
 from kangaroo_dvi.serve.drafting import DrafterFactory
-from kangaroo_dvi.serve.learning import ServeLearner
 from kangaroo_dvi.serve.metrics import ServeMetrics
 from kangaroo_dvi.serve.request_state import Sequence
 from kangaroo_dvi.serve.scheduler import QueueFull, Scheduler
@@ -87,11 +86,13 @@ def test_requests_in_flight_together_each_equal_kangaroo_generate_alone(adapter_
 
 
 def test_every_block_of_every_request_reaches_the_one_learner(tmp_path):
+    from tests.serve.test_learning import serve_learner
+
     km = tiny()
     cfg = DVIConfig(online=True, lora=LoRAConfig(r=4, alpha=8.0), buffer=BufferConfig(capacity=64, topk=16),
                     trainer=TrainerConfig(lr=0.05, batch_size=4, update_every=1, kind="inline", max_ms=None),
                     io=IOConfig(save_dir=str(tmp_path / "ck"), metrics_out=str(tmp_path / "m"), max_k=4))
-    learner = ServeLearner(km, cfg, print_fn=lambda *_: None)
+    learner = serve_learner(km, cfg)
     sched, _ = scheduler(km, learner=learner)
     blocks = []
     orig = learner.dvi.on_block

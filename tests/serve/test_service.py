@@ -8,7 +8,7 @@ import torch
 
 from common.errors import UserError
 from dvi.checkpoint import read_ckpt
-from evaluation.questions import chat_prompt_ids
+from kangaroo.chat import chat_prompt_ids
 from kangaroo_dvi.serve.__main__ import bind
 from kangaroo_dvi.serve.config import parse_serve_args
 from kangaroo_dvi.serve.service import load_service

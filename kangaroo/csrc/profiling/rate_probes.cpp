@@ -1,11 +1,15 @@
-// What one core can do, measured by the engine's own kind of code (for scripts/profile_block.py): the rate it
-// streams bytes from memory (loads with the matmul's prefetch, nothing computed) and the rate it runs the FMAs
-// a dot product chains (independent accumulators, so throughput, not latency, bounds it).
+// What one core can do, measured by the engine's own kind of code (for the profiler, scripts/profile/limits.py):
+// the rate it streams bytes from memory (loads with the matmul's prefetch, nothing computed) and the rate it runs
+// the FMAs a dot product chains (independent accumulators, so throughput, not latency, bounds it).
+//
+// A small extension of its own, not part of the engine's: kangaroo/cpu_engine.py's rate_probes() builds it on
+// first use, with the engine's flags; decoding never loads it.
+#include <torch/extension.h>
+
 #include <array>
 #include <chrono>
 
-#include "module.h"
-#include "simd.h"
+#include "isa.h"
 
 namespace kangaroo {
 namespace {
@@ -45,11 +49,11 @@ double fma_rate(int64_t n) {
   return double(n) * 12 * 8 * kRowsPerVec / s;
 }
 
-void bind(pybind11::module_& m) {
-  m.def("stream_read", &stream_read, "seconds to stream every byte of a tensor (the engine's weight reads)");
-  m.def("fma_rate", &fma_rate, "float32 FMAs per second one thread chains (the engine's vector width)");
-}
-Bind bind_once(bind);
-
 }  // namespace
 }  // namespace kangaroo
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("stream_read", &kangaroo::stream_read, "seconds to stream every byte of a tensor (the engine's weight reads)");
+  m.def("fma_rate", &kangaroo::fma_rate, "float32 FMAs per second one thread chains (the engine's vector width)");
+  m.attr("isa") = kangaroo::kIsaName;
+}

@@ -1,6 +1,8 @@
-// The lean CPU engine's Python module: the weight formats (formats.h), the batch-invariant matmul (matmul.h),
-// the decoder stack (stack.cpp) and whatever other sources of kangaroo/csrc/ bind (module.h). Built on first use
-// by kangaroo/cpu_engine.py (torch.utils.cpp_extension), every kangaroo/csrc/*.cpp into one extension.
+// The extension's Python module (kangaroo/cpu_engine.py builds every kangaroo/csrc/*.cpp into it on first use,
+// torch.utils.cpp_extension): the registry of the sources' binders (module.h), the engine's ``Weight`` (weight.h),
+// ``linear`` and ``dequantize`` over the batch-invariant matmul (matmul.h), and the ISA it was built for (isa.h).
+// The decoder stack (stack.cpp), the top of logits rows (top_k.cpp) and the packed drafter head (packed_head.cpp)
+// bind themselves.
 #include "matmul.h"
 #include "module.h"
 #include "weight.h"
@@ -65,10 +67,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::call_guard<pybind11::gil_scoped_release>());
   m.def("dequantize", &kangaroo::dequantize, "the weight's float32 values (all rows, or the rows ids)",
         pybind11::arg("w"), pybind11::arg("ids") = pybind11::none());
-#ifdef KANGAROO_AVX512
-  m.attr("isa") = "avx512";
-#else
-  m.attr("isa") = "avx2";
-#endif
+  m.attr("isa") = kangaroo::kIsaName;
   for (auto bind : kangaroo::binders()) bind(m);
 }

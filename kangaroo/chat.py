@@ -1,6 +1,5 @@
-"""A chat prompt's token ids: the model's chat template (fschat's ``vicuna_v1.1`` for Vicuna models and tokenizers
-without a template), followed by the assistant's turn. The drivers, the server, the library and the held-out set
-(``dvi/heldout_capture.py``) all render prompts here, so the same question gives the same ids everywhere."""
+"""Chat messages -> prompt token ids, as every entry point renders them (drivers, server, library): fschat's
+``vicuna_v1.1`` template for Vicuna models and the tokenizer's own chat template otherwise."""
 from __future__ import annotations
 
 import torch
