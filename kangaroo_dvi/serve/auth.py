@@ -33,10 +33,11 @@ def key_from_env(flag_value: str) -> str:
 
 
 def authorized(header: bytes | None, key: str) -> bool:
-    """Whether an ``Authorization`` header value carries ``Bearer KEY`` (constant-time in the key)."""
-    scheme, _, token = (header or b"").decode("latin-1").strip().partition(" ")
-    ok = hmac.compare_digest(token.strip().encode("latin-1", "replace"), key.encode("latin-1", "replace"))
-    return scheme.lower() == "bearer" and ok
+    """Whether an ``Authorization`` header value carries ``Bearer KEY`` (the key's UTF-8 bytes, compared in constant
+    time)."""
+    scheme, _, token = (header or b"").strip().partition(b" ")
+    ok = hmac.compare_digest(token.strip(), key.encode("utf-8"))
+    return scheme.lower() == b"bearer" and ok
 
 
 def unauthorized() -> RequestError:

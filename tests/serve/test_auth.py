@@ -14,6 +14,7 @@ def test_only_the_bearer_key_is_authorized():
     for header in (None, b"", b"sk-abc123", b"Basic sk-abc123", b"Bearer sk-abc12", b"Bearer sk-abc1234",
                    b"Bearer \xff"):
         assert not auth.authorized(header, KEY), header
+    assert auth.authorized("Bearer ключ".encode(), "ключ") and not auth.authorized(b"Bearer ????", "ключ")
     e = auth.unauthorized()
     assert e.status == 401 and e.body()["error"]["code"] == "invalid_api_key" and KEY not in e.message
 
