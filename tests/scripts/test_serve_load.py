@@ -1,5 +1,5 @@
-"""The load run's figures (scripts/serve_load/report.py) on made-up records: what counts as equal to greedy, lost,
-a 5xx or a 503, the percentiles, the agreement quarters, and the targets line."""
+"""The load run's figures (scripts/serve_load/report.py) on made-up records: what counts as equal to the reference,
+lost, a 5xx or a 503, the percentiles, the agreement quarters, the targets line, the README's reference."""
 import csv
 
 from dvi.metrics import heldout_ends
@@ -63,3 +63,11 @@ def test_agreement_quarters_and_targets(tmp_path):
     assert "| clients | 4 |" in readme and "3.00x" in readme and "last quarter **1.0**" in readme
     assert "Held-out agreement of `self`" in readme and "top-1 0.050 -> **0.250**, accepted length 0.06 -> 0.40" \
         in readme and "over 120 trainer steps" in readme
+    assert "Reference (every answer checked against it): greedy decoding" in readme
+    sampled = {"temperature": 0.7, "top_p": 0.95, "seed": 1}
+    lines = targets([one], "plain sampling (same seed)")
+    assert "1/1 answers equal to plain sampling (same seed)" in lines[0]
+    readme = write_readme(tmp_path, {"model_id": "m", "command": "cmd", "server_commands": ["a", "b"], "machine": "cpu",
+                                     "phases": [one], "targets": lines, "sampling": sampled}).read_text()
+    assert "plain sampling with the same params and seed (the baseline driver's --temperature 0.7 --top-p 0.95 " \
+           "--seed 1" in readme
