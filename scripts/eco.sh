@@ -14,9 +14,9 @@ OUT=${OUT:-runs/eco}
 THREADS=${THREADS:-1}
 export OMP_NUM_THREADS=$THREADS
 python3 -m kangaroo_dvi.export "$CKPT" --peft "$OUT/exports/drafter_peft" --standalone "$OUT/exports/drafter"
-python3 -m scripts.compare_standalone --load-lora "$CKPT" --out "$OUT/standalone" --num-threads "$THREADS" \
+python3 -m scripts.experiments.standalone --load-lora "$CKPT" --out "$OUT/standalone" --num-threads "$THREADS" \
     --max-new-tokens "${MAX_NEW_TOKENS:-64}"
-python3 -m scripts.benchmark_methods --model-id smollm2-135m --per-category "${PER_CATEGORY:-5}" \
+python3 -m scripts.benchmark --model-id smollm2-135m --per-category "${PER_CATEGORY:-5}" \
     --max-new-tokens "${MAX_NEW_TOKENS:-64}" --load-lora "$CKPT" --repeats "${REPEATS:-3}" \
     --methods baseline,hf_generate,prompt_lookup,kangaroo,ngram,dvi_self,dvi --out "$OUT/benchmark" \
     --num-threads "$THREADS" --no-progress

@@ -14,7 +14,7 @@ from evaluation import inference_baseline, inference_kangaroo
 from kangaroo.model_loading import load_causal_lm
 from kangaroo.subvocab import save_counts
 from kangaroo_dvi.export import __main__ as export_cli
-from scripts import benchmark_methods
+from scripts.benchmark import cli as benchmark_methods
 from tests.evaluation.test_drivers import qfile, run  # noqa: F401 - the fixture
 from tests.kangaroo_dvi.helpers import drafter_checkpoint
 from tests.serve.server_process import greedy_chat

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from evaluation import inference_kangaroo
-from scripts import run_ablations as ra
+from scripts.experiments import ablations as ra
 from scripts.experiments import __main__ as exp_main, heldout, heldout_report as hrep, sweep_report as srep, sweeps
 from scripts.experiments.prompt_stream import stream_plan
 from scripts.experiments.question_mix import round_robin, write_questions
@@ -16,7 +16,7 @@ from scripts.experiments.series import RunMetrics, quarters, segment_stats
 from scripts.experiments.spread import band, spread
 from tests.scripts.metrics_fakes import fake_metrics
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def one_error_line(capsys, fn, *args) -> str:

@@ -5,7 +5,7 @@ import subprocess
 import pytest
 import torch
 
-from scripts import profile_shape
+from scripts.profile import shape as profile_shape
 from tests.helpers import REPO
 
 
@@ -40,6 +40,6 @@ def test_gpu_check_script_parses_and_runs_each_part():
     script = REPO / "scripts" / "gpu_check.sh"
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     text = script.read_text()
-    for part in ("KANGAROO_TEST_DEVICE=$DEVICE python3 -m pytest tests", "scripts.benchmark_methods",
-                 "--dtype float16", "scripts.profile_shape --shape 7b"):
+    for part in ("KANGAROO_TEST_DEVICE=$DEVICE python3 -m pytest tests", "scripts.benchmark ",
+                 "--dtype float16", "scripts.profile.shape --shape 7b"):
         assert part in text

@@ -24,7 +24,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ASSETS = REPO / "assets"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 HF_DIR_NAME = "smollm2-135m-instruct"

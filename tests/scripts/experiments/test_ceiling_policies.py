@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from common.errors import UserError
-from evaluation.draft_ceiling import (StepCosts, best_threshold, foresight, lookup_agreement, needed_agreement,
-                                      policy_table, prefill_steps, source_table, speed, speedup_with_prefill)
+from scripts.experiments.ceiling.policies import (StepCosts, best_threshold, foresight, lookup_agreement,
+                                                  needed_agreement, policy_table, prefill_steps, source_table, speed,
+                                                  speedup_with_prefill)
 
 C = StepCosts(draft=0.1, row=0.2)
 

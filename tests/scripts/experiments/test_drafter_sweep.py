@@ -2,8 +2,8 @@
 (online runs with their greedy reference, deployed variants interleaved with greedy, the report and resume)."""
 import json
 
-from scripts import sweep_drafter as sd
-from tests.scripts.test_experiments import TINY_DVI, one_error_line, prompts  # noqa: F401 - the prompts fixture
+from scripts.experiments.drafter_sweep import sweep as sd
+from tests.scripts.experiments.test_experiments import TINY_DVI, one_error_line, prompts  # noqa: F401 - the prompts fixture
 
 
 def test_coordinate_sweep_varies_one_setting_at_a_time():

@@ -8,9 +8,9 @@ import torch
 
 from evaluation.cli import add_exitlayer_arg, add_model_args
 from common.command_line import run_main
-from evaluation.draft_ceiling import StepCosts, lookup_agreement
-from scripts import draft_ceiling, probe_drafter
-from scripts.replay_lookup import questions_data
+from scripts.experiments.ceiling.policies import StepCosts, lookup_agreement
+from scripts.experiments.ceiling import draft_ceiling, learnability as probe_drafter
+from scripts.experiments.replay.lookup import questions_data
 
 
 def sharegpt(path, n=3):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from scripts.replay_online import calibration, parse_run
+from scripts.experiments.replay.online import calibration, parse_run
 
 BASE = {"lr": 3e-3, "ablation": "full", "kd_top1": 0.0, "warmup": 500, "r": 64, "steps_per_answer": 3}
 

@@ -35,7 +35,7 @@ from dvi.online_trainer import OnlineTrainer
 from dvi.types import DVITrainSample
 from evaluation.cli import OneLineParser, add_exitlayer_arg, add_model_args, fail
 from kangaroo.drafter_head import attach_drafter_head
-from scripts.probe_drafter import load_answer_data
+from scripts.experiments.ceiling.learnability import load_answer_data
 
 TRAINER_KEYS = {f.name for f in fields(TrainerConfig)}
 SCHEDULE_KEYS = {f.name for f in fields(ScheduleConfig)}

@@ -6,7 +6,7 @@ import pytest
 
 from kangaroo.blocks import Draft
 from kangaroo.verify_cost import CostCurve
-from scripts import replay_lookup as rl
+from scripts.experiments.replay import lookup as rl
 
 FLAT = CostCurve([1.0] * 8, [10.0] * 8, 0.5)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from scripts.profile.cost_model import block_ms, break_even
-from scripts.profile_block import main
+from scripts.profile.block import main
 
 COSTS = {"ar_ms": 10.0, "shallow_ms": 1.0, "head_identity_ms": 0.5, "head_lora_ms": 1.0,
          "deep_ms": {1: 9.0, 2: 12.0, 3: 14.0}, "train_ms": 80.0}

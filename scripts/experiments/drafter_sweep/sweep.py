@@ -149,10 +149,10 @@ def main(argv=None) -> int:
         run_online(args, trained)
     lossless = True
     if "deployed" in args.phases:
-        from scripts.sweep_deployed import run_deployed
+        from scripts.experiments.drafter_sweep.deployed import run_deployed
 
         lossless = run_deployed(args, deployed, command)
-    from scripts.sweep_drafter_report import write_sweep_report
+    from scripts.experiments.drafter_sweep.report import write_sweep_report
 
     lossless = write_sweep_report(out, trained, deployed, command) and lossless
     return 0 if lossless else 1

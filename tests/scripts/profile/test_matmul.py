@@ -2,7 +2,7 @@
 import pytest
 
 from kangaroo import cpu_engine
-from scripts import profile_matmul
+from scripts.profile import matmul as profile_matmul
 
 pytestmark = pytest.mark.skipif(cpu_engine.extension() is None, reason="no C++ compiler / AVX2 on this machine")
 

@@ -7,7 +7,7 @@
 #   LLAMACPP_DIR=/elsewhere bash scripts/build_llamacpp.sh
 set -euo pipefail
 VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 DIR="${LLAMACPP_DIR:-$ROOT/.llamacpp}"
 JOBS="${JOBS:-2}"
 mkdir -p "$DIR"

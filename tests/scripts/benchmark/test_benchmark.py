@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from scripts import bench_baseline
-from scripts import benchmark_methods as bm
+from scripts.benchmark import cli as bm
 from scripts.benchmark import cli as bcli, methods as bmeth, report as brep, spec_bench as sb, store as bstore
-from scripts import run_ablations as ra
+from scripts.experiments import ablations as ra
 from tests.scripts.metrics_fakes import fake_metrics
 
 V = 49152  # the tiny folder keeps the real tokenizer's vocabulary

@@ -1,6 +1,6 @@
 """All the engine's figures of issue 18 in one run, with llama.cpp beside them, into OUT/README.md:
 
-    bash scripts/build_llamacpp.sh        # once
+    bash scripts/setup/build_llamacpp.sh        # once
     python -m scripts.engine_report --model-id smollm2-135m --out runs/engine
 
   1. llama.cpp's ``llama-bench`` (pp512, tg64, 1 thread) on the bundled GGUF (Q4_1) and on its F32, BF16 and Q8_0
@@ -25,7 +25,7 @@ import torch
 
 from evaluation.cli import OneLineParser, add_model_args, apply_runtime, resolve_device_dtype, resolve_model_id
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 LLAMA_FORMATS = {"stored": None, "float32": "F32", "bfloat16": "BF16", "q8_0": "Q8_0"}  # ours -> llama-quantize type
 
 
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     resolve_device_dtype(args)
     apply_runtime(args)
     from kangaroo.model_loading import resolve_model_source
-    from scripts import profile_block, profile_overhead
+    from scripts.profile import block as profile_block, overhead as profile_overhead
 
     out, load_before = Path(args.out), machine()
     out.mkdir(parents=True, exist_ok=True)

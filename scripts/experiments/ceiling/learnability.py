@@ -29,8 +29,8 @@ from common.atomic import atomic_write_text
 from dvi.config import ScheduleConfig, TrainerConfig
 from dvi.online_trainer import OnlineTrainer
 from dvi.types import Batch
-from evaluation.draft_ceiling import (StepCosts, lookup_agreement, needed_agreement, policy_table, prefill_steps,
-                                      source_table)
+from scripts.experiments.ceiling.policies import (StepCosts, lookup_agreement, needed_agreement, policy_table,
+                                                  prefill_steps, source_table)
 from evaluation.eval_loop import sharegpt_questions
 from evaluation.questions import chat_prompt_ids
 from common.command_line import run_main
@@ -40,7 +40,7 @@ from evaluation.cli import (OneLineParser, add_exitlayer_arg, add_model_args, ap
 from kangaroo.drafter_head import attach_drafter_head
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.model_loading import load_causal_lm, load_tokenizer
-from scripts.replay_lookup import questions_data
+from scripts.experiments.replay.lookup import questions_data
 
 
 @torch.no_grad()

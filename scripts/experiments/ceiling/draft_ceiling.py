@@ -19,8 +19,9 @@ from pathlib import Path
 
 from common.atomic import atomic_write_text
 from evaluation.cli import OneLineParser, int_list, run_main
-from evaluation.draft_ceiling import StepCosts, needed_agreement
-from scripts import probe_drafter, profile_block
+from scripts.experiments.ceiling.policies import StepCosts, needed_agreement
+from scripts.experiments.ceiling import learnability as probe_drafter
+from scripts.profile import block as profile_block
 
 COLUMNS = ["agreement top-1", "agreement top-2", "always draft one", "drafter confidence decides the row",
            "verifier's last confidence decides the draft", "top-2 tree, always", "foresight: only agreeing drafts"]

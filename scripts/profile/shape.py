@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     from kangaroo.model_loading import DTYPES
     from scripts.profile.cost_model import report_markdown
     from scripts.profile.measure import measure
-    from scripts.profile_block import write_report
+    from scripts.profile.block import write_report
 
     lm = random_llama(args.shape, args.device, DTYPES[args.dtype])
     if not 1 <= args.exitlayer < lm.config.num_hidden_layers:
