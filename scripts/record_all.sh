@@ -24,9 +24,9 @@ step() { echo "== $(date -u +%H:%M:%S) step $1: ${*:2}" | tee -a "$OUT/steps.log
 for s in ${STEPS:-1 2 3 4 5 6 7}; do
   case $s in
     1) step 1 engine; [ -x .llamacpp/build/bin/llama-bench ] || bash scripts/setup/build_llamacpp.sh
-       python3 -m scripts.profile.engine --model-id smollm2-135m --repeats 9 --out "$OUT/engine" ;;
+       python3 -m scripts.profile engine --model-id smollm2-135m --repeats 9 --out "$OUT/engine" ;;
     2) step 2 profile
-       python3 -m scripts.profile.block --model-id smollm2-135m --context 160 --threads 1 --engines auto \
+       python3 -m scripts.profile block --model-id smollm2-135m --context 160 --threads 1 --engines auto \
            --weights-list stored,bfloat16,float32 --out "$OUT/profile" ;;
     3) step 3 main job; OUT="$OUT/main" NOTE="quiet machine, record_all" bash scripts/main.sh ;;
     4) step 4 spec-bench

@@ -1,6 +1,6 @@
 """What one Kangaroo/DVI block costs on this machine, part by part, and the mean accepted length it needs to win.
 
-    python -m scripts.profile_block --model-id smollm2-135m --context 160 --out runs/profile [--num-threads 1]
+    python -m scripts.profile block --model-id smollm2-135m --context 160 --out runs/profile [--num-threads 1]
 
 Times (median of --repeats, each after a warm-up), all at a context of --context tokens in the KV cache:
 
@@ -15,7 +15,7 @@ Times (median of --repeats, each after a warm-up), all at a context of --context
   fma_floor(n)  n x the weights a token row multiplies by / the float32 FMA rate of one core: the floor of
              deep(n) + shallow, whatever the weight format (``scripts/profile/limits.py``)
   batch(c)   one greedy step of c sequences at once, each over its own caches, as the server batches requests
-             (--batch-sizes; ``scripts/profile/batch.py``), and the ceiling c x batch(1) / batch(c) it sets
+             (--batch-sizes; ``batch.py``), and the ceiling c x batch(1) / batch(c) it sets
 
 Each part is timed for every weight format of --weights-list (stored: as the file holds them, float32, or a
 conversion: bfloat16, float16, q8_0, q4_0, q4_1), engine of --engines (auto: the lean C++ CPU engine, plain:
@@ -28,36 +28,28 @@ Cost model of a block that drafts m tokens and commits c of them (c = accepted +
   block(m)  = (m + 1) shallow + m head + deep(m + 1) [+ train / --dvi-update-every while learning online]
   speedup   = c * ar / block(m),  so the block breaks even at c = block(m) / ar committed tokens
 
-The cost model and its tables are ``scripts/profile/cost_model.py`` (pure), the timing ``scripts/profile/measure.py``;
-one self-drafted token's cost as a share of ``ar``, per drafter vocabulary and head precision, is
-``scripts/profile/draft.py`` (--drafter-vocabs, --head-precisions, --draft-adapter).
+The cost model and its tables are ``cost_model.py`` (pure), the timing ``measure.py``; one self-drafted token's
+cost as a share of ``ar``, per drafter vocabulary and head precision, is ``draft.py`` (--drafter-vocabs,
+--head-precisions, --draft-adapter).
 Writes OUT/block_costs.json and OUT/block_costs.md. The DVI head's rank is --dvi-lora-r (default: the rank of
 --load-lora when given, else 64). Timing only: no answer is decoded and nothing is asserted.
 """
 from __future__ import annotations
 
-import json
-import shlex
-import sys
-from pathlib import Path
-
 import torch
 
-from common.atomic import atomic_write_text
-from evaluation.cli import (OneLineParser, add_model_args, add_speculation_args, apply_runtime, int_list,
-                            resolve_device_dtype, resolve_model_id)
+from evaluation.cli import OneLineParser, apply_runtime, int_list, resolve_device_dtype, resolve_model_id
 from kangaroo import cpu_engine
-from scripts.profile.cost_model import report_markdown, variants_markdown
 from scripts.profile import limits
 from scripts.profile.batch import batch_costs, batch_markdown
+from scripts.profile.cost_model import report_markdown, variants_markdown
 from scripts.profile.draft import draft_markdown, measure_draft
 from scripts.profile.measure import measure
+from scripts.profile.report import command, mode_parser, write_report
 
 
 def build_parser() -> OneLineParser:
-    p = OneLineParser(description=__doc__.splitlines()[0])
-    add_model_args(p)
-    add_speculation_args(p)
+    p = mode_parser("block", __doc__)
     p.add_argument("--context", type=int, default=160, help="tokens already in the KV cache when timing")
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--load-lora", default=None, help="a DVI checkpoint: its rank/alpha set the LoRA head")
@@ -97,8 +89,8 @@ def lora_shape(args) -> tuple[int, float]:
 
 def measure_formats(args, r: int, alpha: float, rate: float, fmas: float) -> tuple[dict, dict, list, dict]:
     """Every variant's costs (with its stream limit and FMA floors), bytes per token per format, and, in the first
-    format, engine and thread count, one self-drafted token's costs (scripts/profile/draft.py) and the batched
-    greedy steps (scripts/profile/batch.py)."""
+    format, engine and thread count, one self-drafted token's costs (``draft.py``) and the batched greedy steps
+    (``batch.py``)."""
     from kangaroo.kangaroo_model import KangarooModel
     from kangaroo.model_loading import load_causal_lm
 
@@ -150,26 +142,11 @@ def main(argv=None) -> int:
             "stream GB/s (1 thread, engine read loop)": round(rate / 1e9, 2),
             "float32 FMA G/s (1 thread)": round(fmas / 1e9, 2),
             **{f"{fmt}: MB per token (read as)": v for fmt, v in per_format.items()},
-            "command": shlex.join(["python", "-m", "scripts.profile_block", *(sys.argv[1:] if argv is None else argv)])}
+            "command": command("block", argv)}
     md = report_markdown(costs, meta, args.steps, args.dvi_update_every)
     md += "\n" + "\n".join(draft_markdown(costs["draft"], costs["ar_ms"], costs["shallow_ms"])) + "\n"
     if batch:
         md += "\n".join(batch_markdown(batch)) + "\n"
     md += "\nAll variants (ms; head = the identity drafter head):\n\n" + "\n".join(variants_markdown(variants)) + "\n"
-    write_report(args.out, md, meta, costs)
+    write_report(args.out, "block_costs", md, {"meta": meta, "costs": costs})
     return 0
-
-
-def write_report(out: str, md: str, meta: dict, costs: dict) -> None:
-    """OUT/block_costs.md and OUT/block_costs.json, and the markdown on stdout."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "block_costs.md", md)
-    atomic_write_text(out / "block_costs.json", json.dumps({"meta": meta, "costs": costs}, indent=2))
-    print(md)
-
-
-if __name__ == "__main__":
-    from evaluation.cli import run_main
-
-    raise SystemExit(run_main(main))

@@ -1,21 +1,21 @@
 """All the engine's figures of issue 18 in one run, with llama.cpp beside them, into OUT/README.md:
 
     bash scripts/setup/build_llamacpp.sh        # once
-    python -m scripts.engine_report --model-id smollm2-135m --out runs/engine
+    python -m scripts.profile engine --model-id smollm2-135m --out runs/engine
 
   1. llama.cpp's ``llama-bench`` (pp512, tg64, 1 thread) on the bundled GGUF (Q4_1) and on its F32, BF16 and Q8_0
      conversions (``llama-quantize --allow-requantize``, into .llamacpp/models/)
-  2. ``scripts/profile_block.py``: our step (ar), verify(n), the stream limit and FMA floor, per weight format
+  2. the block mode (``block.py``): our step (ar), verify(n), the stream limit and FMA floor, per weight format
      (--weights-list; ours converts the model as llama-quantize does, so the rows compare like with like)
   3. our prefill, tokens/s over a 512-token prompt (the plain path through MKL, as before issue 18)
-  4. ``scripts/profile_overhead.py``: the Python work per block
+  4. the overhead mode (``overhead.py``): the Python work per block
 
 The machine's load average is recorded before and after: the figures mean what they say on a quiet machine only.
 """
 from __future__ import annotations
 
+import json
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -23,15 +23,16 @@ from pathlib import Path
 
 import torch
 
-from evaluation.cli import OneLineParser, add_model_args, apply_runtime, resolve_device_dtype, resolve_model_id
+from evaluation.cli import OneLineParser, apply_runtime, resolve_device_dtype, resolve_model_id
+from scripts.profile import block, overhead
+from scripts.profile.report import command, mode_parser, write_report
 
 REPO = Path(__file__).resolve().parents[2]
 LLAMA_FORMATS = {"stored": None, "float32": "F32", "bfloat16": "BF16", "q8_0": "Q8_0"}  # ours -> llama-quantize type
 
 
 def build_parser() -> OneLineParser:
-    p = OneLineParser(description=__doc__.splitlines()[0])
-    add_model_args(p)
+    p = mode_parser("engine", __doc__, speculation=False)
     p.add_argument("--weights-list", default="stored,float32,bfloat16,q8_0")
     p.add_argument("--llamacpp-bin", default=str(REPO / ".llamacpp" / "build" / "bin"))
     p.add_argument("--repeats", type=int, default=15)
@@ -105,10 +106,8 @@ def main(argv=None) -> int:
     resolve_device_dtype(args)
     apply_runtime(args)
     from kangaroo.model_loading import resolve_model_source
-    from scripts.profile import block as profile_block, overhead as profile_overhead
 
     out, load_before = Path(args.out), machine()
-    out.mkdir(parents=True, exist_ok=True)
     gguf, bin_dir = resolve_model_source(args.model_id).blocks_gguf, Path(args.llamacpp_bin)
     formats = args.weights_list.split(",")
     llama = {}
@@ -116,26 +115,17 @@ def main(argv=None) -> int:
         llama = {f: llama_bench(bin_dir, Path(gguf), LLAMA_FORMATS[f], REPO / ".llamacpp" / "models")
                  for f in formats if f in LLAMA_FORMATS}
     common = ["--model-id", args.model_id, "--num-threads", "1", "--engines", "auto", "--threads", "1"]
-    profile_block.main(common + ["--weights-list", args.weights_list, "--repeats", str(args.repeats),
-                                 "--out", str(out / "profile")])
-    profile_overhead.main(["--model-id", args.model_id, "--num-threads", "1", "--out", str(out / "overhead")])
-    import json
-
+    block.main(common + ["--weights-list", args.weights_list, "--repeats", str(args.repeats),
+                         "--out", str(out / "profile")])
+    overhead.main(["--model-id", args.model_id, "--num-threads", "1", "--out", str(out / "overhead")])
     costs = json.loads((out / "profile" / "block_costs.json").read_text())["costs"]
     md = ["# The engine per weight format, beside llama.cpp (issue 18)", "",
-          f"- command: `{shlex.join(['python', '-m', 'scripts.engine_report', *argv])}`",
+          f"- command: `{command('engine', argv)}`",
           f"- machine before: {load_before}", f"- machine after: {machine()}", "- 1 thread everywhere", "",
           *steps_table(costs, {f: tg_ms(r) for f, r in llama.items()}), "",
           f"Our prefill (512 tokens, plain path, MKL): {prefill_rate(args.model_id):.0f} tokens/s", "",
           "llama-bench (pp512 = prefill, tg64 = decode):", "", "\n\n".join(llama.values()), "",
           "Block costs: [profile/block_costs.md](profile/block_costs.md); Python work per block:", "",
           (out / "overhead" / "overhead.md").read_text().split("\n\n", 2)[-1]]
-    (out / "README.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    write_report(out, "README", "\n".join(md) + "\n")
     return 0
-
-
-if __name__ == "__main__":
-    from evaluation.cli import run_main
-
-    raise SystemExit(run_main(main))

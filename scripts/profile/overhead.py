@@ -2,7 +2,7 @@
 draft -> verify -> accept of ``kangaroo_generate``), split into the drafting phase, the verify phase and the loop
 around them (accept, policy, calibration, bookkeeping), on real Spec-Bench prompts.
 
-    python -m scripts.profile_overhead --model-id smollm2-135m --num-threads 1 --questions 6 --out runs/engine/overhead
+    python -m scripts.profile overhead --model-id smollm2-135m --num-threads 1 --questions 6 --out runs/engine/overhead
 
 Thread CPU time (``time.thread_time``: the machine's other processes do not count; with one thread every engine
 call runs on it). "engine" is the time inside the engine's calls (the stack, the head matmul, the final norm); the
@@ -12,22 +12,16 @@ both with the identity drafter head. Writes OUT/overhead.md and OUT/overhead.jso
 """
 from __future__ import annotations
 
-import json
-import shlex
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-from evaluation.cli import (OneLineParser, add_model_args, add_speculation_args, apply_runtime, resolve_device_dtype,
-                            resolve_model_id, resolve_question_file)
+from evaluation.cli import OneLineParser, apply_runtime, resolve_device_dtype, resolve_model_id, resolve_question_file
+from scripts.profile.report import command, mode_parser, write_report
 
 
 def build_parser() -> OneLineParser:
-    p = OneLineParser(description=__doc__.splitlines()[0])
-    add_model_args(p)
-    add_speculation_args(p)
+    p = mode_parser("overhead", __doc__)
     p.add_argument("--questions", type=int, default=6, help="Spec-Bench questions, spread over the file")
     p.add_argument("--question-file", default=None, help="default: the Spec-Bench question.jsonl")
     p.set_defaults(bench_name="spec_bench")
@@ -150,17 +144,6 @@ def write(args, res: dict, argv) -> None:
         phases = ", ".join(f"{k} {v:.2f}" for k, v in r["python_by_phase_ms"].items()) or "-"
         lines.append(f"| {name} | {r['blocks']} | {r['ms_per_block']:.2f} | {r['engine_ms_per_block']:.2f} | "
                      f"{r['python_ms_per_block']:.2f} | {r['python_share'] * 100:.0f}% | {phases} |")
-    cmd = shlex.join(["python", "-m", "scripts.profile_overhead", *(sys.argv[1:] if argv is None else argv)])
-    md = f"# Python work per block\n\n- command: `{cmd}`\n- threads: {torch.get_num_threads()}\n\n" + \
-        "\n".join(lines) + "\n"
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "overhead.md").write_text(md)
-    (out / "overhead.json").write_text(json.dumps(res, indent=1))
-    print(md)
-
-
-if __name__ == "__main__":
-    from evaluation.cli import run_main
-
-    raise SystemExit(run_main(main))
+    md = (f"# Python work per block\n\n- command: `{command('overhead', argv)}`\n- threads: {torch.get_num_threads()}"
+          "\n\n" + "\n".join(lines) + "\n")
+    write_report(args.out, "overhead", md, res)

@@ -1,10 +1,10 @@
 """Block costs of a Llama of a given shape with random weights (no checkpoint needed), e.g. 7B on a GPU.
 
-    python -m scripts.profile_shape --shape 7b --device cuda --dtype float16 --out runs/gpu_check/profile_7b
-    python -m scripts.profile_shape --shape tiny --device cpu --out /tmp/profile_tiny     # what the tests run
+    python -m scripts.profile shape --shape 7b --device cuda --dtype float16 --out runs/gpu_check/profile_7b
+    python -m scripts.profile shape --shape tiny --device cpu --out /tmp/profile_tiny     # what the tests run
 
 Timing is what a block costs, whatever the weights, so random weights give the real costs of that shape:
-ar, shallow, the drafter heads, deep(n) for n = 1..--steps + 1 and one trainer step (scripts/profile_block.py
+ar, shallow, the drafter heads, deep(n) for n = 1..--steps + 1 and one trainer step (the block mode
 does the measuring and writes the same report). The weights are created on --device directly (never whole in
 host RAM). The report adds the speedup projected for that shape at the mean committed tokens per block measured
 elsewhere (--committed, default: the identity drafter's 1.05 and the KD+CE drafter's 1.14 from the README), for
@@ -13,14 +13,14 @@ a block that drafts m tokens.
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from types import SimpleNamespace
 
 import torch
 
-from evaluation.cli import (OneLineParser, add_model_args, add_speculation_args, apply_runtime, fail,
-                            resolve_device_dtype)
+from evaluation.cli import OneLineParser, apply_runtime, fail, resolve_device_dtype
+from scripts.profile.cost_model import block_ms, report_markdown
+from scripts.profile.measure import measure
+from scripts.profile.report import command, mode_parser, write_report
 
 SHAPES = {
     "7b": dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
@@ -31,9 +31,7 @@ SHAPES = {
 
 
 def build_parser() -> OneLineParser:
-    p = OneLineParser(description=__doc__.splitlines()[0])
-    add_model_args(p)
-    add_speculation_args(p)
+    p = mode_parser("shape", __doc__)
     p.add_argument("--shape", default="7b", choices=sorted(SHAPES), help="Llama shape (7b: Llama-2-7B / Vicuna-7B)")
     p.add_argument("--context", type=int, default=160)
     p.add_argument("--repeats", type=int, default=15)
@@ -63,8 +61,6 @@ def random_llama(shape: str, device: str, dtype: torch.dtype):
 
 
 def projection_markdown(costs: dict, steps: int, committed: list[float]) -> str:
-    from scripts.profile.cost_model import block_ms
-
     lines = ["", "Projected speedup over plain greedy decoding (c x ar / block(m)) at the mean committed tokens per "
              "block c measured elsewhere:", "",
              "| drafts m | " + " | ".join(f"c = {c:.2f}, identity | c = {c:.2f}, DVI" for c in committed) + " |",
@@ -90,9 +86,6 @@ def main(argv=None) -> int:
         fail("--committed values must be >= 1 (a block commits at least one token); --context, --repeats >= 1")
     from kangaroo.kangaroo_model import KangarooModel
     from kangaroo.model_loading import DTYPES
-    from scripts.profile.cost_model import report_markdown
-    from scripts.profile.measure import measure
-    from scripts.profile.block import write_report
 
     lm = random_llama(args.shape, args.device, DTYPES[args.dtype])
     if not 1 <= args.exitlayer < lm.config.num_hidden_layers:
@@ -106,14 +99,8 @@ def main(argv=None) -> int:
             "dtype": args.dtype, "threads": torch.get_num_threads(), "exit layer": args.exitlayer,
             "context": args.context, "repeats": args.repeats, "lora r": args.lora_r,
             "trainer batch": args.dvi_batch_size, "top-K": args.dvi_topk, "update every": args.dvi_update_every,
-            "command": shlex.join(["python", "-m", "scripts.profile_shape", *(sys.argv[1:] if argv is None else argv)])}
+            "command": command("shape", argv)}
     md = report_markdown(costs, meta, args.steps, args.dvi_update_every) + projection_markdown(costs, args.steps,
                                                                                               committed)
-    write_report(args.out, md, meta, costs)
+    write_report(args.out, "block_costs", md, {"meta": meta, "costs": costs})
     return 0
-
-
-if __name__ == "__main__":
-    from evaluation.cli import run_main
-
-    raise SystemExit(run_main(main))

@@ -1,4 +1,4 @@
-"""The block cost model (pure) and one profiler run on a tiny random Llama."""
+"""The block cost model (pure), one profiler run on a tiny random Llama, and the profiler's modes."""
 from __future__ import annotations
 
 import json
@@ -60,7 +60,15 @@ def test_profiler_writes_costs_for_every_verify_width(tmp_path):
     assert re.search(r"\| 3 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+x \|", md)
 
 
-def test_a_bad_batch_size_is_one_line(capsys):
-    with pytest.raises(SystemExit) as e:
-        main(["--batch-sizes", "1,zero", "--out", "unused"])
+def test_the_profiler_names_its_modes_and_hands_a_mode_the_rest(capsys):
+    from scripts.profile.__main__ import MODES, main as profile
+
+    assert list(MODES) == ["block", "shape", "overhead", "matmul", "engine"]
+    for argv in ([], ["blocks"]):
+        with pytest.raises(SystemExit) as e:
+            profile(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and "python -m scripts.profile {block,shape," in err[0]
+    with pytest.raises(SystemExit) as e:  # the block mode's own check of its flags
+        profile(["block", "--batch-sizes", "1,zero", "--out", "unused"])
     assert e.value.code == 2 and "--batch-sizes" in capsys.readouterr().err

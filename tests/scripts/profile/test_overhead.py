@@ -15,10 +15,10 @@ def test_overhead_splits_every_loops_block_into_engine_and_python(tmp_path):
     require_real_model()
     out, q = tmp_path / "overhead", tmp_path / "question.jsonl"
     q.write_text(json.dumps({"question_id": 1, "category": "writing", "turns": ["Write a haiku about rain."]}) + "\n")
-    subprocess.run([sys.executable, "-m", "scripts.profile.overhead", "--model-id", "smollm2-135m", "--questions", "1",
-                    "--question-file", str(q), "--max-new-tokens", "8", "--num-threads", "1", "--out", str(out)],
-                   cwd=REPO, check=True,
-                   env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True)
+    subprocess.run([sys.executable, "-m", "scripts.profile", "overhead", "--model-id", "smollm2-135m",
+                    "--questions", "1", "--question-file", str(q), "--max-new-tokens", "8", "--num-threads", "1",
+                    "--out", str(out)],
+                   cwd=REPO, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True)
     res = json.loads((out / "overhead.json").read_text())
     assert sorted(res) == ["greedy", "hybrid/goodput", "self/threshold"]
     for r in res.values():

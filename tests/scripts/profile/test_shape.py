@@ -1,4 +1,4 @@
-"""scripts/profile_shape.py on a tiny shape on the CPU (gpu_check.sh runs it with --shape 7b on a GPU)."""
+"""python -m scripts.profile shape on a tiny shape on the CPU (gpu_check.sh runs it with --shape 7b on a GPU)."""
 import json
 import subprocess
 
@@ -41,5 +41,5 @@ def test_gpu_check_script_parses_and_runs_each_part():
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     text = script.read_text()
     for part in ("KANGAROO_TEST_DEVICE=$DEVICE python3 -m pytest tests", "scripts.benchmark ",
-                 "--dtype float16", "scripts.profile.shape --shape 7b"):
+                 "--dtype float16", "scripts.profile shape --shape 7b"):
         assert part in text
