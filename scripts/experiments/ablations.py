@@ -1,6 +1,6 @@
 """DVI loss ablations (work plan step 11): one online run per preset on identical data, then one plot and one table.
 
-    python -m scripts.run_ablations --model-id smollm2-135m --prompts-jsonl assets/sharegpt.jsonl \\
+    python -m scripts.experiments ablations --model-id smollm2-135m --prompts-jsonl assets/sharegpt.jsonl \\
         --max-prompts 300 --max-new-tokens 32 --out runs/ablations [--presets full,kd_only] [--num-threads 1] \\
         [any other evaluation.inference_kangaroo flag, e.g. --dvi-update-every 4, passed to every preset]
 
@@ -8,8 +8,8 @@ Each preset (full, kd_only, ce_only, pg_only, kd+ce, kd+pg) runs the online DVI 
 (``evaluation.inference_kangaroo.main``) with the same prompts, seed, cadence and flags; only --dvi-ablation and
 the output paths differ: OUT/PRESET/{metrics/, checkpoints/final.pt, answers.jsonl, done.json}.
 
-Runs, resume and report parts are those of every experiment (``scripts/experiments/``: runner.py, series.py,
-plots.py, report_files.py). Resume: a preset is skipped when its done.json (written only after the driver returned
+Runs, resume and report parts are those of every experiment of this package (runner.py, series.py, plots.py,
+report_files.py). Resume: a preset is skipped when its done.json (written only after the driver returned
 normally), final.pt and metrics/acceptance.csv exist and done.json records the same driver command; a finished
 preset run with other settings is refused (pass --overwrite or another --out). An interrupted preset restarts from
 scratch (the driver saves final.pt even when interrupted, so final.pt alone does not mean finished).
@@ -25,13 +25,13 @@ import sys
 from pathlib import Path
 
 from dvi.presets import PRESETS
-from evaluation.cli import OneLineParser, fail, run_main
+from evaluation.cli import OneLineParser, fail
 from scripts.experiments.cli import add_common_args, check_common, names_list
 from scripts.experiments.plots import plot_panels
 from scripts.experiments.prompt_stream import run_stream
-from scripts.experiments.report_files import command_line, fmt as _f, meta_markdown, write_report
+from scripts.experiments.report_files import ENTRY, command_line, fmt as _f, meta_markdown, write_report
 from scripts.experiments.runner import LAYOUT_FLAGS, Variant
-from scripts.experiments.series import curve, load_metrics, rolling_mean, segment_stats  # noqa: F401 (rolling_mean: API)
+from scripts.experiments.series import curve, load_metrics, segment_stats
 
 ABLATIONS = tuple(PRESETS)
 
@@ -40,7 +40,7 @@ OWNED = ("--dvi-ablation", *LAYOUT_FLAGS)
 
 
 def build_parser() -> OneLineParser:
-    p = OneLineParser(description=__doc__.splitlines()[0])
+    p = OneLineParser(prog=f"{ENTRY} ablations", description=__doc__.splitlines()[0])
     p.add_argument("--model-id", default=None,
                    help="as for evaluation.inference_kangaroo (required unless --report-only)")
     p.add_argument("--prompts-jsonl", default=None, help="ShareGPT jsonl (required unless --report-only)")
@@ -52,7 +52,7 @@ def build_parser() -> OneLineParser:
 def parse_args(argv):
     args, extra = build_parser().parse_known_args(argv)
     args.presets = names_list(args.presets, "--presets", ABLATIONS)
-    check_common(args, extra, OWNED, "run_ablations", needs=("model_id", "prompts_jsonl"))
+    check_common(args, extra, OWNED, "the ablations experiment", needs=("model_id", "prompts_jsonl"))
     args.extra = extra
     return args
 
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     out = Path(args.out)
-    meta = run_stream(args, command_line("scripts.run_ablations", argv), "ablations",
+    meta = run_stream(args, command_line("ablations", argv), "ablations",
                       [preset_variant(p) for p in args.presets],
                       {"out": str(out), "window": args.window, "presets": ",".join(args.presets)})
     summaries = build_report(out, args.presets, args.window, meta)
@@ -132,7 +132,3 @@ def main(argv=None) -> int:
               f"{_f(s['last']['tokens_per_s'], '.1f')}")
     print(f"[ablations] {out / 'table.md'}, {out / 'ablation_acceptance.png'}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_main(main))

@@ -2,7 +2,7 @@
 and losslessness of each (issue 20's target: HF assisted generation with the export equals greedy, and its mean
 accepted length is within 0.05 of the self-drafter's).
 
-    python -m scripts.compare_standalone --load-lora runs/main/checkpoints/final.pt --out runs/eco/standalone
+    python -m scripts.experiments standalone --load-lora runs/main/checkpoints/final.pt --out runs/eco/standalone
 
   greedy            kangaroo.greedy.greedy_decode: the reference every output must equal
   self_drafter      kangaroo_generate with the checkpoint's self-drafter (LoRA head, trained adapter), Kangaroo's
@@ -19,7 +19,6 @@ OUT/compare.json and OUT/compare.md; exit 1 if some output differs from greedy.
 from __future__ import annotations
 
 import json
-import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -27,13 +26,14 @@ from pathlib import Path
 import torch
 
 from common.atomic import atomic_write_text
-from evaluation.cli import OneLineParser, apply_runtime, fail, run_main
+from evaluation.cli import OneLineParser, apply_runtime, fail
+from scripts.experiments.report_files import ENTRY, command_line
 
 METHODS = ("self_drafter", "hf_assist_window", "hf_assist_full")
 
 
 def build_parser() -> OneLineParser:
-    p = OneLineParser(description=__doc__.splitlines()[0])
+    p = OneLineParser(prog=f"{ENTRY} standalone", description=__doc__.splitlines()[0])
     p.add_argument("--load-lora", default="runs/main/checkpoints/final.pt", help="the trained drafter checkpoint")
     p.add_argument("--model-id", default=None, help="default: the checkpoint's model")
     p.add_argument("--prompts-jsonl", default="assets/sharegpt.jsonl")
@@ -138,13 +138,9 @@ def main(argv=None) -> int:
     result = compare(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    command = shlex.join(["python", "-m", "scripts.compare_standalone", *argv])
+    command = command_line("standalone", argv)
     atomic_write_text(out / "compare.json", json.dumps({"command": command, **result}, indent=2))
     atomic_write_text(out / "compare.md", markdown(result, command))
     print(markdown(result, command))
     lossless = all(r["matches"] == result["prompts"] for r in result["methods"].values())
     return 0 if lossless else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_main(main))

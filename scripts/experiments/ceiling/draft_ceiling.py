@@ -1,27 +1,26 @@
 """What can a self-drafter buy on this engine, at each exit layer? The measured costs of drafting and verifying
-(``scripts/profile_block.py`` at that exit layer) against the skill a LoRA drafter head reaches there when trained
-offline on teacher-forced answers (``scripts/probe_drafter.py``), under ideal policies
-(``evaluation/draft_ceiling.py``): the ceiling of ``dvi_self`` and of a top-2 token tree, and the agreement the
-targets would need.
+(``python -m scripts.profile block`` at that exit layer) against the skill a LoRA drafter head reaches there when
+trained offline on teacher-forced answers (``learnability.py``), under ideal policies (``policies.py``): the
+ceiling of ``dvi_self`` and of a top-2 token tree, and the agreement the targets would need.
 
-    python -m scripts.draft_ceiling --answers runs/record_nov30b/main/answers.jsonl --exitlayers 1,2,4,8,12,16 \
+    python -m scripts.experiments ceiling --answers runs/record_nov30b/main/answers.jsonl --exitlayers 1,2,4,8,12,16 \
         --out runs/exp_draft_ceiling
 
-Every profile runs first (nothing else may run while they time), then the probes; ``--reuse-profiles`` keeps those
-already in OUT; ``--report-only`` rebuilds the table from OUT's probes. Output: OUT/k{K}/profile/,
+Every profile runs first (nothing else may run while they time), then the offline trainings; ``--reuse-profiles``
+keeps the profiles already in OUT; ``--report-only`` rebuilds the table from OUT's trainings. Output: OUT/k{K}/profile/,
 OUT/k{K}/probe/probe.json, OUT/table.md (also on stdout).
 """
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from common.atomic import atomic_write_text
-from evaluation.cli import OneLineParser, int_list, run_main
+from evaluation.cli import OneLineParser, int_list
+from scripts.experiments.ceiling import learnability
 from scripts.experiments.ceiling.policies import StepCosts, needed_agreement
-from scripts.experiments.ceiling import learnability as probe_drafter
-from scripts.profile import block as profile_block
+from scripts.experiments.report_files import ENTRY, command_line
+from scripts.profile import block
 
 COLUMNS = ["agreement top-1", "agreement top-2", "always draft one", "drafter confidence decides the row",
            "verifier's last confidence decides the draft", "top-2 tree, always", "foresight: only agreeing drafts"]
@@ -33,7 +32,7 @@ BENCH_COLUMNS = ["agreement self", "agreement ngram", "agreement memory", "agree
 
 
 def rows(records: dict[int, dict], key: str, columns: list[str]) -> list[str]:
-    """One markdown row per exit layer's probe record: its costs, its ``key`` table in ``columns``, the agreement
+    """One markdown row per exit layer's training record: its costs, its ``key`` table in ``columns``, the agreement
     needed."""
     lines = []
     for k, rec in records.items():
@@ -62,7 +61,7 @@ def table(out: Path, ks: list[int], command: str) -> str:
 
 
 def main(argv=None) -> int:
-    ap = OneLineParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(prog=f"{ENTRY} ceiling", description=__doc__.splitlines()[0])
     ap.add_argument("--answers", default="", help="an answer file with token_ids (a main job's answers.jsonl); "
                     "needed but with --report-only")
     ap.add_argument("--prompts-jsonl", default="assets/sharegpt.jsonl", help="the ShareGPT prompts of --answers")
@@ -71,8 +70,8 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-raw", default="", help="a benchmark's raw.jsonl: the ceilings on its questions too")
     ap.add_argument("--question-file", default="", help="the questions of --eval-raw (default: Spec-Bench's)")
     ap.add_argument("--reuse-profiles", action="store_true", help="keep the profiles OUT already holds (a rerun of "
-                    "the probes alone: each profile's own command is in its block_costs.md)")
-    ap.add_argument("--report-only", action="store_true", help="rebuild OUT/table.md from the probes OUT holds")
+                    "the trainings alone: each profile's own command is in its block_costs.md)")
+    ap.add_argument("--report-only", action="store_true", help="rebuild OUT/table.md from the trainings OUT holds")
     ap.add_argument("--model-id", default="smollm2-135m")
     ap.add_argument("--out", default="runs/exp_draft_ceiling")
     args = ap.parse_args(argv)
@@ -82,31 +81,26 @@ def main(argv=None) -> int:
         if not args.answers:
             ap.error("--answers is needed (an answer file with token_ids), unless --report-only")
         measure(args, out)
-    command = "python -m scripts.draft_ceiling " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = table(out, args.exitlayers, command)
+    text = table(out, args.exitlayers, command_line("ceiling", argv or []))
     atomic_write_text(out / "table.md", text)
     print(text)
     return 0
 
 
 def measure(args, out: Path) -> None:
-    """Every exit layer's profile (unless --reuse-profiles finds it), then every exit layer's probe."""
+    """Every exit layer's profile (unless --reuse-profiles finds it), then every exit layer's offline training."""
     common = ["--model-id", args.model_id]
     for k in args.exitlayers:
         if args.reuse_profiles and (out / f"k{k}/profile/block_costs.json").is_file():
             continue
-        profile_block.main(common + ["--context", "160", "--threads", "1", "--engines", "auto", "--weights-list",
-                                     "stored", "--drafter-vocabs", "4096,8192", "--head-precisions", "float32,int8",
-                                     "--batch-sizes", "1", "--exitlayer", str(k), "--out", str(out / f"k{k}/profile")])
+        block.main(common + ["--context", "160", "--threads", "1", "--engines", "auto", "--weights-list", "stored",
+                             "--drafter-vocabs", "4096,8192", "--head-precisions", "float32,int8", "--batch-sizes", "1",
+                             "--exitlayer", str(k), "--out", str(out / f"k{k}/profile")])
     for k in args.exitlayers:
-        probe_drafter.main(common + ["--num-threads", "1", "--answers", args.answers, "--prompts-jsonl",
-                                     args.prompts_jsonl, "--exitlayer", str(k), "--lrs",
-                                     "1e-2", "--ranks", "64", "--presets", "ce_only", "--train-steps",
-                                     str(args.train_steps), "--costs", str(out / f"k{k}/profile/block_costs.json"),
-                                     "--out", str(out / f"k{k}/probe")]
-                           + (["--eval-raw", args.eval_raw] if args.eval_raw else [])
-                           + (["--question-file", args.question_file] if args.question_file else []))
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_main(main))
+        learnability.main(common + ["--num-threads", "1", "--answers", args.answers, "--prompts-jsonl",
+                                    args.prompts_jsonl, "--exitlayer", str(k), "--lrs",
+                                    "1e-2", "--ranks", "64", "--presets", "ce_only", "--train-steps",
+                                    str(args.train_steps), "--costs", str(out / f"k{k}/profile/block_costs.json"),
+                                    "--out", str(out / f"k{k}/probe")]
+                          + (["--eval-raw", args.eval_raw] if args.eval_raw else [])
+                          + (["--question-file", args.question_file] if args.question_file else []))

@@ -1,5 +1,5 @@
-"""How well can a LoRA drafter head on layer-k features learn, and how fast? An offline probe for choosing DVI
-settings on a new model without hours of online runs.
+"""How well can a LoRA drafter head on layer-k features learn, and how fast? An offline training for choosing
+DVI settings on a new model without hours of online runs.
 
 Teacher-forced data: the prompts and greedy answers of a DVI/Kangaroo answer file (``token_ids``) are run once
 through the model; every answer position gives (hk, verifier top-K logits, verifier argmax), exactly the tuples
@@ -7,13 +7,13 @@ the online loop would see. Then each configuration (lr x rank x loss preset) tra
 real ``OnlineTrainer`` on random batches of the training split and reports held-out top-1 agreement with the
 verifier (= acc@1 of the first draft) as it goes.
 
-    python -m scripts.probe_drafter --answers runs/main/answers.jsonl --prompts-jsonl assets/sharegpt.jsonl \
+    python -m scripts.experiments learnability --answers runs/main/answers.jsonl --prompts-jsonl assets/sharegpt.jsonl \
         --lrs 1e-3,1e-2 --ranks 8,64 --train-steps 400 --out runs/probe
 
-With ``--costs`` (a ``scripts/profile_block.py`` block_costs.json at the same exit layer) each trained drafter is also
-priced under ideal policies (``evaluation/draft_ceiling.py``); with ``--eval-raw`` (a benchmark's raw.jsonl) on that
-benchmark's questions too, beside the n-gram and memory drafters and with its prefill counted
-(``scripts/draft_ceiling.py`` runs both over several exit layers).
+With ``--costs`` (the block_costs.json of ``python -m scripts.profile block`` at the same exit layer) each trained
+drafter is also priced under ideal policies (``policies.py``); with ``--eval-raw`` (a benchmark's raw.jsonl) on that
+benchmark's questions too, beside the n-gram and memory drafters and with its prefill counted (``draft_ceiling.py``
+runs both over several exit layers). The teacher-forced data: ``scripts/experiments/teacher_forced.py``.
 """
 from __future__ import annotations
 
@@ -29,67 +29,12 @@ from common.atomic import atomic_write_text
 from dvi.config import ScheduleConfig, TrainerConfig
 from dvi.online_trainer import OnlineTrainer
 from dvi.types import Batch
+from evaluation.cli import OneLineParser, add_exitlayer_arg, add_model_args, resolve_question_file
+from kangaroo.drafter_head import attach_drafter_head
 from scripts.experiments.ceiling.policies import (StepCosts, lookup_agreement, needed_agreement, policy_table,
                                                   prefill_steps, source_table)
-from evaluation.eval_loop import sharegpt_questions
-from evaluation.questions import chat_prompt_ids
-from common.command_line import run_main
-from evaluation.cli_resolve import resolve_question_file
-from evaluation.cli import (OneLineParser, add_exitlayer_arg, add_model_args, apply_runtime, resolve_device_dtype,
-                            resolve_model_id)
-from kangaroo.drafter_head import attach_drafter_head
-from kangaroo.kangaroo_model import KangarooModel
-from kangaroo.model_loading import load_causal_lm, load_tokenizer
-from scripts.experiments.replay.lookup import questions_data
-
-
-@torch.no_grad()
-def collect(model, pairs: list[tuple[list[int], list[int]]], topk: int) -> list[tuple]:
-    """Per (prompt ids, greedy answer ids), in order: (hk [n, d] fp16, verifier top-K indices [n, K], their logits
-    fp16, verifier argmax, the verifier's softmax top-1 probability at the position before: its confidence in the
-    token it had just committed, known before a draft is made)."""
-    out = []
-    for prompt, gen in pairs:
-        seq = torch.tensor([list(prompt) + list(gen)], device=model.device)
-        caches = model.new_caches(seq.shape[1])
-        sh = model.forward_shallow(seq, caches.shallow)
-        logits = model.verifier_logits(model.forward_deep(sh.h, caches.deep))[0]
-        n0 = len(prompt) - 1  # position whose output is the first answer token
-        span = slice(n0, n0 + len(gen))
-        v, i = logits[span].float().topk(topk, dim=-1)
-        before = torch.softmax(logits[n0 - 1:n0 - 1 + len(gen)].float(), dim=-1).amax(-1)
-        out.append((sh.hk[0, span].half(), i, v.half(), i[:, 0], before))
-    return out
-
-
-def load_model(args) -> KangarooModel:
-    """The model of ``args`` (model, device, dtype, exit layer)."""
-    resolve_model_id(args)
-    resolve_device_dtype(args)
-    apply_runtime(args)
-    return KangarooModel(model_id=args.model_id, exit_layer=args.exitlayer,
-                         base_model=load_causal_lm(args.model_id, device=args.device, dtype=args.dtype))
-
-
-def load_answer_data(args, answers_path: str, max_answers: int | None = None, topk: int = 1024):
-    """The model (``args``: model, device, dtype, exit layer) and ``collect`` over the answers of ``answers_path``
-    (their ShareGPT prompts, first turn, in the chat template)."""
-    model = load_model(args)
-    tok = load_tokenizer(args.model_id)
-    answers = [json.loads(line) for line in open(answers_path) if line.strip()][:max_answers]
-    wanted = {a["question_id"] for a in answers}
-    prompts = {}
-    for q in sharegpt_questions(args.prompts_jsonl, None):
-        if q["question_id"] in wanted:
-            prompts[q["question_id"]] = q
-        if len(prompts) == len(wanted):
-            break
-    pairs = [(chat_prompt_ids(tok, [{"role": "user", "content": prompts[a["question_id"]]["turns"][0]}],
-                              model.model_id)[0].tolist(), a["token_ids"][0]) for a in answers]
-    t0 = time.time()
-    data = collect(model, pairs, topk)
-    print(f"[data] {sum(len(x[0]) for x in data)} positions from {len(answers)} answers ({time.time() - t0:.0f}s)")
-    return model, data
+from scripts.experiments.report_files import ENTRY
+from scripts.experiments.teacher_forced import collect, load_answer_data, questions_data
 
 
 @torch.no_grad()
@@ -109,7 +54,7 @@ def agreement(model, hk, target) -> float:
 
 
 def ceiling(model, hk, target, before, costs: StepCosts, lookups: dict | None = None, prefill=None) -> dict:
-    """``evaluation.draft_ceiling.policy_table`` for the drafter as it is now, over the positions given; with the
+    """``policies.policy_table`` for the drafter as it is now, over the positions given; with the
     lookup drafters' agreement at the same positions (``lookups``), their ``source_table`` too (with ``prefill``)."""
     conf, top2 = guesses(model, hk)
     correct, correct2 = top2[:, 0] == target, (top2 == target[:, None]).any(-1)
@@ -142,7 +87,7 @@ def train_one(model, args, data, tr, ev, lr: float, r: int, preset: str) -> dict
     """A fresh drafter head trained on ``tr`` for ``args.train_steps`` steps; its held-out curve on ``ev``."""
     hk, idx, val, top1 = data
     attach_drafter_head(model, r=r, alpha=float(r))
-    # the DVI defaults (dvi/config.py) except what the probe varies
+    # the DVI defaults (dvi/config.py) except what the training varies
     tcfg = TrainerConfig(lr=lr, tau=args.tau, ablation=preset, batch_size=args.batch, max_ms=None)
     trainer = OnlineTrainer(model, tcfg, ScheduleConfig(warmup=args.warmup), model.config.vocab_size)
     curve = [(0, agreement(model, hk[ev], top1[ev]))]
@@ -172,7 +117,7 @@ def print_ceiling(table: dict, costs: StepCosts, tag: str = "ceiling") -> None:
 
 
 def main(argv=None) -> int:
-    ap = OneLineParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(prog=f"{ENTRY} learnability", description=__doc__.splitlines()[0])
     add_model_args(ap)
     add_exitlayer_arg(ap)
     ap.set_defaults(model_id="smollm2-135m", num_threads=1)
@@ -187,8 +132,8 @@ def main(argv=None) -> int:
     ap.add_argument("--topk", type=int, default=1024)
     ap.add_argument("--tau", type=float, default=1.5)
     ap.add_argument("--eval-every", type=int, default=50)
-    ap.add_argument("--costs", default="", help="block_costs.json of scripts/profile_block.py at the same exit layer: "
-                    "then each trained drafter's ceiling under ideal policies (evaluation/draft_ceiling.py)")
+    ap.add_argument("--costs", default="", help="block_costs.json of python -m scripts.profile block at the same "
+                    "exit layer: then each trained drafter's ceiling under ideal policies (ceiling/policies.py)")
     ap.add_argument("--eval-raw", default="", help="with --costs: a benchmark's raw.jsonl (baseline_ids); each "
                     "trained drafter's ceiling on its questions too, beside the n-gram and memory drafters")
     ap.add_argument("--question-file", default=None, help="the questions of --eval-raw (default: Spec-Bench's)")
@@ -230,7 +175,3 @@ def main(argv=None) -> int:
               "costs": None if costs is None else vars(costs)}
     atomic_write_text(out / "probe.json", json.dumps(record, indent=1))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_main(main))

@@ -2,7 +2,7 @@
 
 A pure per-position cost model over teacher-forced positions (the prompt and greedy answer run once, every answer
 position t gives the drafter's guess from the features at t and the verifier's token there). Costs are in units of
-one plain greedy step, measured by ``scripts/profile_block.py`` on the same engine and exit layer:
+one plain greedy step, measured by ``python -m scripts.profile block`` on the same engine and exit layer:
 
     draft  one self-drafted token: the shallow pass and the drafter head
     row    one more row in the verify pass (the slope of deep(n) over n = 1..7)
@@ -68,8 +68,8 @@ class StepCosts:
         try:
             return cls.from_profile(json.loads(Path(path).read_text())["costs"])
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise UserError(f"--costs {path}: not a block_costs.json of scripts/profile_block.py "
-                            f"({type(e).__name__}: {e}); run python -m scripts.profile_block --out DIR "
+            raise UserError(f"--costs {path}: not a block_costs.json of the block profile "
+                            f"({type(e).__name__}: {e}); run python -m scripts.profile block --out DIR "
                             "and pass DIR/block_costs.json") from None
 
 

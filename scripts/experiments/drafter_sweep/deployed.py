@@ -1,4 +1,4 @@
-"""Phase 2 of ``scripts.sweep_drafter``: greedy and every deployed variant decode each Spec-Bench question in turn.
+"""Phase 2 of the drafter sweep (``sweep.py``): greedy and every deployed variant decode each Spec-Bench question.
 
 Each variant deploys its trained configuration's checkpoint (OUT/online/NAME/checkpoints/final.pt, frozen: the LoRA
 merged into the packed head) with its draft steps and drafter kind under the goodput policy and the probe gate, as

@@ -1,4 +1,4 @@
-"""The report of ``scripts.sweep_drafter``: both phases ranked by tokens/s against greedy, from the runs' own files.
+"""The drafter sweep's report (``sweep.py``): both phases ranked by tokens/s against greedy, from the runs' files.
 
     OUT/online/NAME/metrics/{acceptance.csv,speed.csv,vs_greedy.json}   each online run
     OUT/deployed/{summary.json,counters.json}                            the deployed phase (benchmark report)

@@ -1,6 +1,6 @@
 """The drafter's settings chosen by measured tokens/s, not by agreement alone: one command, two phases.
 
-    python -m scripts.sweep_drafter --out runs/sweep_drafter --num-threads 1 \\
+    python -m scripts.experiments drafter_sweep --out runs/sweep_drafter --num-threads 1 \\
         --train-prompts 100 --train-tokens 64 --per-category 5 --max-new-tokens 64
 
 Variants: a coordinate sweep around --base (exit layer, trained adapter, drafter vocabulary, draft steps; default
@@ -11,7 +11,7 @@ hybrid: the deployed default, n-gram first).
 1. online (OUT/online/NAME): one DVI online run per trained configuration (exit layer, adapter, vocabulary), the
    defaults of ``--dvi-online true`` otherwise, on the same first --train-prompts ShareGPT prompts, each prompt also
    decoded greedily in the same run (``--compare-greedy``): decode tokens/s against greedy, top1_agree over the last
-   quarter, outputs equal to greedy. Resumable (``scripts.experiments.runner``).
+   quarter, outputs equal to greedy. Resumable (``scripts/experiments/runner.py``).
 2. deployed (OUT/deployed): every variant deploys its configuration's checkpoint (frozen) on the first
    --per-category Spec-Bench questions of each category, first turn; greedy and every variant decode each question
    in an order rotated per question (one run, so drift hits all alike); tokens/s against greedy, committed tokens
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +32,10 @@ from pathlib import Path
 from common.atomic import atomic_write_text
 from common.config_fields import str2bool
 from evaluation.cli import OneLineParser, fail, int_list
-
-MODULE = "scripts.sweep_drafter"
+from scripts.experiments.drafter_sweep.deployed import run_deployed
+from scripts.experiments.drafter_sweep.report import write_sweep_report
+from scripts.experiments.report_files import ENTRY, command_line
+from scripts.experiments.runner import RunPlan, Variant, run_variants
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def variants(args) -> tuple[list[Trained], list[Deployed]]:
 
 
 def build_parser() -> OneLineParser:
-    p = OneLineParser(description=__doc__.splitlines()[0])
+    p = OneLineParser(prog=f"{ENTRY} drafter_sweep", description=__doc__.splitlines()[0])
     p.add_argument("--model-id", default="smollm2-135m")
     p.add_argument("--out", default="runs/sweep_drafter")
     p.add_argument("--base", default="2,on,8192,6", help="exit layer, adapter on/off, vocabulary (0: full), steps")
@@ -129,8 +130,6 @@ def parse_args(argv):
 
 
 def run_online(args, trained: list[Trained]) -> None:
-    from scripts.experiments.runner import RunPlan, Variant, run_variants
-
     data = ("--model-id", args.model_id, "--prompts-jsonl", args.prompts_jsonl, "--max-prompts",
             str(args.train_prompts), "--max-new-tokens", str(args.train_tokens))
     plan = RunPlan(Path(args.out) / "online", data, tuple(args.extra), args.num_threads, args.overwrite, tag="sweep")
@@ -140,7 +139,7 @@ def run_online(args, trained: list[Trained]) -> None:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    command = shlex.join(["python", "-m", MODULE, *argv])
+    command = command_line("drafter_sweep", argv)
     trained, deployed = variants(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -149,16 +148,6 @@ def main(argv=None) -> int:
         run_online(args, trained)
     lossless = True
     if "deployed" in args.phases:
-        from scripts.experiments.drafter_sweep.deployed import run_deployed
-
         lossless = run_deployed(args, deployed, command)
-    from scripts.experiments.drafter_sweep.report import write_sweep_report
-
     lossless = write_sweep_report(out, trained, deployed, command) and lossless
     return 0 if lossless else 1
-
-
-if __name__ == "__main__":
-    from evaluation.cli import run_main
-
-    raise SystemExit(run_main(main))

@@ -1,7 +1,7 @@
 """Replay lookup drafter chains over recorded greedy outputs, without the model: the tokens per verifier pass and
 the speedup the n-gram and memory drafters would reach, to choose the memory's settings and the chain order.
 
-    python -m scripts.replay_lookup --raw runs/benchmark/raw.jsonl --out runs/chain/replay \\
+    python -m scripts.experiments replay_lookup --raw runs/benchmark/raw.jsonl --out runs/chain/replay \\
         [--memory-seed runs/main/answers.jsonl]
 
 The questions of a benchmark's raw.jsonl are replayed in file order: the prompt (first turn, the chat template of
@@ -14,16 +14,17 @@ lean engine at 1 thread from runs/profile/block_costs.json. Output: OUT/replay.m
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-from evaluation.cli import OneLineParser, fail, resolve_question_file, run_main
+from evaluation.cli import OneLineParser, fail, resolve_question_file
 from kangaroo.blocks import Block, Draft, Verification
 from kangaroo.draft_policy import make_policy
 from kangaroo.drafter_config import read_outputs
 from kangaroo.drafters import SuffixMemory, make_drafter
 from kangaroo.drafters.counters import source_rows
 from kangaroo.verify_cost import CostCurve
+from scripts.experiments.report_files import ENTRY, command_line
+from scripts.experiments.teacher_forced import questions_data
 
 # (chain, SuffixMemory settings): prompt lookup alone, then the memory after it with 1-, 2-, 3-token matches, and
 # the memory first
@@ -33,7 +34,8 @@ PROFILE = Path("runs/profile/block_costs.json")
 
 
 def engine_curve(path: Path = PROFILE, variant: str = "auto/1t") -> tuple[CostCurve, float]:
-    """The cost curve (and a greedy step's ms) of a scripts.profile_block run: shallow layers per pass as on 1 token."""
+    """The cost curve (and a greedy step's ms) of a block profile (python -m scripts.profile block): shallow layers
+    per pass as on 1 token."""
     c = json.loads(path.read_text())["costs"]["variants"][variant]
     deep = [c["deep_ms"][k] for k in sorted(c["deep_ms"], key=int)]
     return CostCurve([c["shallow_ms"]] * len(deep), deep, c["head_lora_ms"]), c["ar_ms"]
@@ -70,21 +72,6 @@ def replay(spec: str, data: list[tuple[list[int], list[int]]], cost: CostCurve, 
             "speedup": tokens * ar_ms / ms, "sources": source_rows(chain.by_source)}
 
 
-def questions_data(raw: Path, model_id: str, question_file: str) -> list[tuple[list[int], list[int]]]:
-    from evaluation.questions import chat_prompt_ids, load_questions
-    from kangaroo.model_loading import load_tokenizer
-
-    tok = load_tokenizer(model_id)
-    qs = {q["question_id"]: q for q in load_questions(question_file, None, None)}
-    recs = [json.loads(line) for line in raw.read_text().splitlines() if line.strip()]
-    missing = [r["question_id"] for r in recs if r["question_id"] not in qs]
-    if missing:
-        fail(f"--raw {raw} has questions {missing[:5]} that --question-file {question_file} lacks: pass the file "
-             "the benchmark ran on")
-    return [(chat_prompt_ids(tok, [{"role": "user", "content": qs[r["question_id"]]["turns"][0]}], model_id)[0]
-             .tolist(), r["baseline_ids"][0]) for r in recs]
-
-
 def markdown(results: list[dict], meta: dict) -> str:
     lines = ["# Lookup chains replayed over recorded greedy outputs (no model)", ""]
     lines += [f"- {k}: {v}" for k, v in meta.items()] + ["", "| chain | memory | seeded | tokens per pass | "
@@ -99,7 +86,7 @@ def markdown(results: list[dict], meta: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = OneLineParser(description=__doc__.splitlines()[0])
+    p = OneLineParser(prog=f"{ENTRY} replay_lookup", description=__doc__.splitlines()[0])
     p.add_argument("--raw", required=True, help="a benchmark's OUT/raw.jsonl (baseline_ids of every question)")
     p.add_argument("--model-id", default="smollm2-135m")
     p.add_argument("--question-file", default=None, help="default: the Spec-Bench questions, as the benchmark's")
@@ -121,14 +108,10 @@ def main(argv=None) -> int:
                if seed == () or "memory" in spec]
     meta = {"raw": args.raw, "questions": len(data), "memory seed": args.memory_seed or "none",
             "cost curve": args.cost_curve or f"{PROFILE} (engine, 1 thread)", "greedy step ms": round(ar_ms, 2),
-            "command": "python -m scripts.replay_lookup " + " ".join(argv if argv is not None else sys.argv[1:])}
+            "command": command_line("replay_lookup", argv or [])}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "replay.md").write_text(markdown(results, meta))
     (out / "replay.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     print(markdown(results, meta))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_main(main))

@@ -1,8 +1,8 @@
 """Online DVI learning replayed offline, prequentially: a fast, deterministic way to compare objectives and
 settings on a model before spending hours of online runs, and to see what each does to the drafter's confidence.
 
-Teacher-forced data as in ``scripts/probe_drafter.py`` (the prompts and greedy answers of an answer file, in file
-order: every answer position gives hk, the verifier's top-K logits and its greedy token). Then each run trains a
+Teacher-forced data (``scripts/experiments/teacher_forced.py``: the prompts and greedy answers of an answer file, in
+file order: every answer position gives hk, the verifier's top-K logits and its greedy token). Then each run trains a
 fresh LoRA drafter head with the real ``OnlineTrainer`` the way the online loop does, in stream order: for each
 answer, first the current drafter is scored on its positions (top-1 agreement with the verifier and its top-1
 probability, i.e. the confidence that gates drafting), then its tuples enter a ring buffer and ``--steps-per-answer``
@@ -10,7 +10,7 @@ trainer steps run on random batches of it. Every position is treated as a first 
 is the current drafter's argmax, reward = agreement, a disagreement is the block's first reject (on-policy tuples,
 as the online loop would push them). The schedule step is the number of positions seen (~ blocks).
 
-    python -m scripts.replay_online --answers runs/main/answers.jsonl --max-answers 200 --out runs/replay \\
+    python -m scripts.experiments replay_online --answers runs/main/answers.jsonl --max-answers 200 --out runs/replay \\
         --run "kd_soft ablation=kd_only" --run "full ablation=full" --run "top1 ablation=kd_only kd_top1=1"
 
 A run is ``NAME key=value ...`` with keys of ``dvi.config.TrainerConfig`` (lr, tau, ablation, kd_top1, pg_form,
@@ -35,7 +35,8 @@ from dvi.online_trainer import OnlineTrainer
 from dvi.types import DVITrainSample
 from evaluation.cli import OneLineParser, add_exitlayer_arg, add_model_args, fail
 from kangaroo.drafter_head import attach_drafter_head
-from scripts.experiments.ceiling.learnability import load_answer_data
+from scripts.experiments.report_files import ENTRY
+from scripts.experiments.teacher_forced import load_answer_data
 
 TRAINER_KEYS = {f.name for f in fields(TrainerConfig)}
 SCHEDULE_KEYS = {f.name for f in fields(ScheduleConfig)}
@@ -111,7 +112,7 @@ def replay(model, data, cfg: dict, threshold: float) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = OneLineParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(prog=f"{ENTRY} replay_online", description=__doc__.splitlines()[0])
     add_model_args(ap)
     add_exitlayer_arg(ap)
     ap.set_defaults(model_id="smollm2-135m", num_threads=1)
@@ -139,7 +140,3 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "replay.json", json.dumps({"args": vars(args), "results": results}, indent=1))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -77,7 +77,7 @@ def test_costs_from_profile_and_bad_files(tmp_path):
     assert StepCosts.from_file(tmp_path / "ok.json") == StepCosts(draft=0.15, row=0.2)
     (tmp_path / "bad.json").write_text("{}")
     for path in (tmp_path / "bad.json", tmp_path / "missing.json"):
-        with pytest.raises(UserError, match="not a block_costs.json.*profile_block"):
+        with pytest.raises(UserError, match="not a block_costs.json.*scripts.profile block"):
             StepCosts.from_file(path)
     with pytest.raises(ValueError, match=">= 0"):
         StepCosts(draft=-0.1, row=0.2)

@@ -1,4 +1,4 @@
-"""scripts/draft_ceiling.py over scripts/probe_drafter.py --costs --eval-raw: the ceiling of a trained drafter, end
+"""python -m scripts.experiments ceiling over learnability --costs --eval-raw: the ceiling of a trained drafter, end
 to end on a tiny model, its table, and bad input in one line."""
 import argparse
 import json
@@ -9,8 +9,8 @@ import torch
 from evaluation.cli import add_exitlayer_arg, add_model_args
 from common.command_line import run_main
 from scripts.experiments.ceiling.policies import StepCosts, lookup_agreement
-from scripts.experiments.ceiling import draft_ceiling, learnability as probe_drafter
-from scripts.experiments.replay.lookup import questions_data
+from scripts.experiments.ceiling import draft_ceiling, learnability
+from scripts.experiments.teacher_forced import load_answer_data, questions_data
 
 
 def sharegpt(path, n=3):
@@ -73,7 +73,7 @@ def test_collect_gives_the_verifier_confidence_before_each_position(tiny_model_d
     add_exitlayer_arg(ap)
     args = ap.parse_args(["--model-id", str(tiny_model_dir), "--device", "cpu", "--exitlayer", "2"])
     args.prompts_jsonl = sharegpt(tmp_path / "sharegpt.jsonl", n=1)
-    model, data = probe_drafter.load_answer_data(args, str(answers), topk=49152)  # the whole vocabulary
+    model, data = load_answer_data(args, str(answers), topk=49152)  # the whole vocabulary
     hk, idx, val, top1, before = data[0]
     assert hk.shape[0] == idx.shape[0] == before.shape[0] == 4
     assert ((before > 0) & (before <= 1)).all()
@@ -90,8 +90,8 @@ def test_bad_exit_layers_and_bad_costs_are_one_line(tmp_path, capsys):
         draft_ceiling.main(["--out", str(tmp_path)])
     assert e.value.code == 2 and "--answers is needed" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text("{}")
-    assert run_main(probe_drafter.main, ["--answers", "a.jsonl", "--costs", str(tmp_path / "bad.json")]) == 2
+    assert run_main(learnability.main, ["--answers", "a.jsonl", "--costs", str(tmp_path / "bad.json")]) == 2
     assert "not a block_costs.json" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
-        probe_drafter.main(["--answers", "a.jsonl", "--eval-raw", str(tmp_path / "missing.jsonl")])
+        learnability.main(["--answers", "a.jsonl", "--eval-raw", str(tmp_path / "missing.jsonl")])
     assert e.value.code == 2 and "--eval-raw" in capsys.readouterr().err

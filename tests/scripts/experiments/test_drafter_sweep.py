@@ -1,9 +1,10 @@
-"""scripts.sweep_drafter: the variants of the coordinate sweep, and both phases end to end on the tiny model folder
-(online runs with their greedy reference, deployed variants interleaved with greedy, the report and resume)."""
+"""python -m scripts.experiments drafter_sweep: the variants of the coordinate sweep, and both phases end to end on the
+tiny model folder (online runs with their greedy reference, deployed variants interleaved with greedy, the report and
+resume)."""
 import json
 
 from scripts.experiments.drafter_sweep import sweep as sd
-from tests.scripts.experiments.test_experiments import TINY_DVI, one_error_line, prompts  # noqa: F401 - the prompts fixture
+from tests.scripts.experiments.test_experiments import TINY_DVI, one_error_line
 
 
 def test_coordinate_sweep_varies_one_setting_at_a_time():
@@ -25,7 +26,7 @@ def test_bad_lists_are_one_line(capsys):
     assert "--base" in one_error_line(capsys, sd.parse_args, ["--base", "2,on"])
 
 
-def test_both_phases_end_to_end_and_resume(tiny_model_dir, prompts, tmp_path, capsys):  # noqa: F811
+def test_both_phases_end_to_end_and_resume(tiny_model_dir, prompts, tmp_path, capsys):
     q = tmp_path / "q.jsonl"
     q.write_text("".join(json.dumps({"question_id": i, "category": c, "turns": [f"Say {i}."]}) + "\n"
                          for i, c in enumerate(["writing", "qa", "writing"])))

@@ -201,15 +201,6 @@ def test_round_robin_mixes_categories_and_keeps_the_file_stable(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------- tiny model runs
-@pytest.fixture
-def prompts(tmp_path):
-    rows = [{"id": str(i), "conversations": [{"from": "human", "value": p}, {"from": "gpt", "value": "Sure."}]}
-            for i, p in enumerate(("Tell me a joke.", "Explain rain.", "List three fruits."))]
-    p = tmp_path / "sharegpt.jsonl"
-    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return p
-
-
 TINY_DVI = ["--device", "cpu", "--num-threads", "1", "--dvi-batch-size", "4", "--dvi-buffer-size", "16",
             "--dvi-update-every", "1", "--dvi-topk", "16", "--dvi-warmup-steps", "2", "--metrics-every", "1000"]
 

@@ -1,5 +1,5 @@
-"""scripts.replay_lookup: the verifier's verdict on a recorded output, and a replay in which the memory drafts a
-repeated output from the first time it was seen."""
+"""python -m scripts.experiments replay_lookup: the verifier's verdict on a recorded output, and a replay in which the
+memory drafts a repeated output from the first time it was seen."""
 import json
 
 import pytest
