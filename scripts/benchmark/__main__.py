@@ -1,9 +1,7 @@
-"""The method comparison table: ``python -m scripts.benchmark_methods`` (flags and outputs: scripts/benchmark/cli.py,
-the parts: scripts/benchmark/)."""
+"""python -m scripts.benchmark [flags]: the method comparison table (flags and outputs: cli.py; the parts:
+scripts/benchmark/__init__.py)."""
 from evaluation.cli import run_main
 from scripts.benchmark.cli import main
-
-__all__ = ["main"]
 
 if __name__ == "__main__":
     raise SystemExit(run_main(main))

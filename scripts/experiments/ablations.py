@@ -24,12 +24,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from common.cells import fmt
 from dvi.presets import PRESETS
 from evaluation.cli import OneLineParser, fail
 from scripts.experiments.cli import add_common_args, check_common, names_list
 from scripts.experiments.plots import plot_panels
 from scripts.experiments.prompt_stream import run_stream
-from scripts.experiments.report_files import ENTRY, command_line, fmt as _f, meta_markdown, write_report
+from scripts.experiments.report_files import ENTRY, command_line, meta_markdown, write_report
 from scripts.experiments.runner import LAYOUT_FLAGS, Variant
 from scripts.experiments.series import curve, load_metrics, segment_stats
 
@@ -87,7 +88,7 @@ def table_markdown(summaries: dict, window: int, meta: dict) -> str:
               "| preset | status | blocks | acc@1 | first | mean accepted length | first | block_acc | first "
               "| tokens/s | first |", "|---|---|---:|" + "---:|" * 8]
     for preset, s in summaries.items():
-        cells = [f"{_f(s['last'][k], spec)} | {_f(s['first'][k], spec)}" for k, spec in COLUMNS]
+        cells = [f"{fmt(s['last'][k], spec)} | {fmt(s['first'][k], spec)}" for k, spec in COLUMNS]
         lines.append(f"| {preset} | {s.get('status', '-')} | {s['blocks']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -127,8 +128,8 @@ def main(argv=None) -> int:
                       {"out": str(out), "window": args.window, "presets": ",".join(args.presets)})
     summaries = build_report(out, args.presets, args.window, meta)
     for preset, s in summaries.items():
-        print(f"[ablations] {preset}: last {s['last']['blocks']} blocks acc@1 {_f(s['last']['acc@1'])} (first "
-              f"{_f(s['first']['acc@1'])}), mean accepted {_f(s['last']['mean_accepted'])}, tokens/s "
-              f"{_f(s['last']['tokens_per_s'], '.1f')}")
+        print(f"[ablations] {preset}: last {s['last']['blocks']} blocks acc@1 {fmt(s['last']['acc@1'])} (first "
+              f"{fmt(s['first']['acc@1'])}), mean accepted {fmt(s['last']['mean_accepted'])}, tokens/s "
+              f"{fmt(s['last']['tokens_per_s'], '.1f')}")
     print(f"[ablations] {out / 'table.md'}, {out / 'ablation_acceptance.png'}")
     return 0

@@ -24,12 +24,13 @@ from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
+from common.cells import fmt
 from evaluation.cli import OneLineParser, fail, resolve_question_file
 from evaluation.questions import load_questions, select_categories
 from scripts.experiments.cli import add_common_args, check_common
 from scripts.experiments.heldout_report import CURVES_PNG, DOMAINS, DRAFTERS, PNG, build_heldout_report, cell_name
 from scripts.experiments.question_mix import round_robin, write_questions
-from scripts.experiments.report_files import ENTRY, command_line, fmt, record_command, report_meta
+from scripts.experiments.report_files import ENTRY, command_line, record_command, report_meta
 from scripts.experiments.runner import LAYOUT_FLAGS, RunPlan, Variant, run_variants
 
 EVAL_DRAFTING = ("--drafter", "self", "--draft-policy", "threshold")

@@ -12,10 +12,6 @@ from pathlib import Path
 from common.atomic import atomic_write_text
 
 
-def fmt(x, spec: str = ".3f") -> str:
-    return "-" if x is None else format(x, spec)
-
-
 ENTRY = "python -m scripts.experiments"  # every experiment's one entry: ENTRY NAME [flags]
 
 

@@ -10,11 +10,8 @@ import json
 from pathlib import Path
 
 from common.atomic import atomic_write_text
+from common.cells import fmt
 from scripts.experiments.series import load_metrics, quarters
-
-
-def _fmt(x, spec=".3f") -> str:
-    return "-" if x is None else format(x, spec)
 
 
 def _json(path: Path) -> dict:
@@ -63,15 +60,15 @@ def write_sweep_report(out: Path, trained, deployed, command: str) -> bool:
              "|---|---:|---|---:|---:|---:|---:|---:|---|"]
     for r in on:
         lines.append(f"| {r['name']} | {r['exit_layer']} | {'on' if r['adapter'] else 'off'} | {r['vocab']} | "
-                     f"{_fmt(r['top1_agree_first'])} | {_fmt(r['top1_agree_last'])} | {_fmt(r['committed_last'])} | "
-                     f"{_fmt(r['vs_greedy'])}x | {r['equal'] if r['equal'] is not None else '-'}/{r['turns'] or '-'} |")
+                     f"{fmt(r['top1_agree_first'])} | {fmt(r['top1_agree_last'])} | {fmt(r['committed_last'])} | "
+                     f"{fmt(r['vs_greedy'])}x | {r['equal'] if r['equal'] is not None else '-'}/{r['turns'] or '-'} |")
     lines += ["", "## Deployed: frozen drafters on Spec-Bench (greedy and all variants per question, rotated)", "",
               ("| variant | trained run | steps | drafter | tokens/s | **speedup** | committed/pass | probes | "
                "declined free | mismatches |"), "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in dep:
         lines.append(f"| {r['name']} | {r['trained']} | {r['steps']} | {r['drafter']} | "
-                     f"{_fmt(r['tokens_per_s'], '.2f')} | {_fmt(r['speedup'])}x | {_fmt(r['mean_accepted'])} | "
-                     f"{_fmt(r['probes'], 'd')} | {_fmt(r['declined_free'], 'd')} | {_fmt(r['mismatches'], 'd')} |")
+                     f"{fmt(r['tokens_per_s'], '.2f')} | {fmt(r['speedup'])}x | {fmt(r['mean_accepted'])} | "
+                     f"{fmt(r['probes'], 'd')} | {fmt(r['declined_free'], 'd')} | {fmt(r['mismatches'], 'd')} |")
     choice = {"online": best(on, "vs_greedy"), "deployed": best(dep, "speedup")}
     lines += ["", (f"Best online (decode / greedy): **{choice['online']}**; best deployed (speedup): "
                    f"**{choice['deployed']}**. Per category: `deployed/table.md`."), ""]

@@ -214,7 +214,7 @@ def test_per_source_table_from_records():
     assert rows["memory"]["time_share"] == pytest.approx(24.0 / 120.0)
     md = sources_markdown(by)
     assert "| memory | ngram | 4 | 33.3% | 3.00 | 0.67 | 12 | 0.17 | 10.0 | 35.0% |" in md
-    assert "| memory | none | 6 | 50.0% | 1.00 | n/a | 0 | n/a | 9.0 | 45.0% |" in md
+    assert "| memory | none | 6 | 50.0% | 1.00 | - | 0 | - | 9.0 | 45.0% |" in md
     assert sources_markdown({}) == ""
 
 
@@ -236,8 +236,8 @@ def test_benchmark_summary_table_and_plot_from_records(tmp_path):
     md = brep.table_markdown(s, {"model": "m", "command": "python -m x"})
     assert "| kangaroo | 10 | 2.50 | 20.00 | 2.00x | yes | yes |" in md
     assert "| kangaroo | 30 | 3.33 | 15.00 | 1.00x | NO (1 of 2) | yes |" in md
-    assert "| hf_generate | 30 | n/a | 12.50 | 0.83x | yes | yes |" in md and "`python -m x`" in md
-    assert "| A | 1 | 1.00x | 0.50x | 2.00x |" in md and "| **overall** | 2 | 1.00 | n/a | 3.33 |" in md
+    assert "| hf_generate | 30 | - | 12.50 | 0.83x | yes | yes |" in md and "`python -m x`" in md
+    assert "| A | 1 | 1.00x | 0.50x | 2.00x |" in md and "| **overall** | 2 | 1.00 | - | 3.33 |" in md
     assert "Some method's output differed" in md and s["tasks"] == ["overall"]
     assert brep.plot_speedup(s, tmp_path / "p.png").stat().st_size > 0
     # two repeats: mean and sample std of the per-repeat speedups, in the table as mean ± std
