@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Build llama.cpp's CPU tools (llama-bench, llama-lookup, llama-cli, llama-simple, llama-quantize,
 # llama-tokenize) from the sources vendored in the PyPI sdist of llama-cpp-python, for the peer comparison
-# (scripts/peer_compare.py). Nothing of llama.cpp is committed: everything lands in the git-ignored .llamacpp/.
+# (python -m scripts.peer_compare) and the engine profile (python -m scripts.profile engine). Nothing of llama.cpp
+# is committed: everything lands in the git-ignored .llamacpp/.
 #
-#   nice -n 10 bash scripts/build_llamacpp.sh            # ~15-30 min on 2 shared cores
-#   LLAMACPP_DIR=/elsewhere bash scripts/build_llamacpp.sh
+#   nice -n 10 bash scripts/setup/build_llamacpp.sh            # ~15-30 min on 2 shared cores
+#   LLAMACPP_DIR=/elsewhere bash scripts/setup/build_llamacpp.sh
 set -euo pipefail
 VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"

@@ -1,7 +1,7 @@
 """Count the model's tokens over ShareGPT responses (the pruned drafter vocabulary, FR-Spec) and report the
 coverage of greedy output by the top-N tokens, for several N.
 
-    python -m scripts.build_subvocab --model-id smollm2-135m --sharegpt assets/sharegpt.jsonl \\
+    python -m scripts.setup.build_subvocab --model-id smollm2-135m --sharegpt assets/sharegpt.jsonl \\
         --greedy runs/main/answers.jsonl runs/benchmark/raw.jsonl --out runs/subvocab
 
 Writes OUT/<model>.counts.npz (what --drafter-vocab reads) and OUT/coverage.md / coverage.json: for each N, the
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
         ids = top_ids(counts, min(n, cfg.vocab_size), always=eos)
         rows.append({"N": len(ids), "head_share": len(ids) / cfg.vocab_size,
                      **{f: coverage(t, ids) for f, t in greedy.items()}})
-    cmd = shlex.join(["python", "-m", "scripts.build_subvocab", *argv])
+    cmd = shlex.join(["python", "-m", "scripts.setup.build_subvocab", *argv])
     lines = ["# Pruned drafter vocabulary: coverage of greedy tokens", "", f"`{cmd}`", "",
              f"Counts: {meta['tokens']:,} tokens of ShareGPT \"gpt\" turns (lines {a.skip_lines}+ of {a.sharegpt}), "
              f"the model's tokenizer; EOS ids {eos} always kept. Written to `{path}`.", "",

