@@ -18,7 +18,8 @@ Profiling, one profiler with modes:
 Research, every experiment behind one entry:
 
     python -m scripts.experiments {seeds,exit_layer,steps,schedule,heldout,ablations,drafter_sweep,ceiling,
-                                   learnability,replay_online,replay_lookup,standalone}      (experiments/)
+                                   learnability,projection,replay_online,replay_lookup,
+                                   standalone}      (experiments/)
 
 Setup:
 
