@@ -26,7 +26,7 @@ import torch
 from dvi.config import HeldoutConfig
 from dvi.heldout import HeldoutDrafter, SelfHeldout, score
 from dvi.heldout_capture import HeldoutCapture, load_or_capture
-from dvi.heldout_prompts import NoTokenizer
+from dvi.heldout_prompts import HeldoutSkipped
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def attach(learner, tokenizer, drafters: tuple = (), steps: int | None = None, p
     ``cfg.heldout``: the self-drafter, and ``drafters`` (more ``HeldoutDrafter``s). ``steps``: the accepted-length
     cap, the drafter's ``--steps`` (default ``cfg.io.max_k``, which the command line sets from it). Call it once the
     drafter is built (its head precision set), before decoding starts. Sets ``learner.heldout`` and returns it; None
-    when ``--heldout-positions`` is 0, or (one line) when text prompts have no tokenizer to render them."""
+    when ``--heldout-positions`` is 0, or (one line) when the set is skipped (``HeldoutSkipped``)."""
     capture = heldout_set(learner.model, tokenizer, learner.cfg.heldout, print_fn)
     if capture is None:
         return None
@@ -141,13 +141,13 @@ def evaluate_deployed(model, tokenizer, cfg: HeldoutConfig, steps: int, print_fn
 
 def heldout_set(model, tokenizer, cfg: HeldoutConfig, print_fn=print) -> HeldoutCapture | None:
     """The held-out set of ``model`` under ``cfg`` (read or captured); None when ``cfg.positions`` is 0, or (one line)
-    when its prompts are text and there is no tokenizer."""
+    when the set is skipped (``HeldoutSkipped``: text prompts and no tokenizer, or the default prompts not fetched)."""
     from kangaroo.greedy import eos_ids_of
 
     if not cfg.positions:
         return None
     try:
         return load_or_capture(model, tokenizer, cfg, eos_ids_of(tokenizer, model.config), print_fn)
-    except NoTokenizer as e:
+    except HeldoutSkipped as e:
         print_fn(f"[heldout] {e}: no held-out evaluation in this run")
         return None

@@ -28,7 +28,7 @@ def heldout_prompts(cfg: HeldoutConfig, tokenizer, model_id: str) -> Iterator[li
             yield value
             continue
         if tokenizer is None:
-            raise NoTokenizer("the held-out prompts are text and no tokenizer was given: pass one, or a --heldout-file "
+            raise HeldoutSkipped("the held-out prompts are text and no tokenizer was given: pass one, or a --heldout-file "
                               "of {\"prompt_ids\": [...]} records, or --heldout-positions 0")
         from kangaroo.chat import chat_prompt_ids
 
@@ -40,16 +40,18 @@ def source_path(cfg: HeldoutConfig) -> Path:
     return Path(cfg.file) if cfg.file else Path(__file__).resolve().parent.parent / HELDOUT_SOURCE
 
 
-class NoTokenizer(UserError):
-    """Text prompts without a tokenizer (the library given token ids only): the held-out set is skipped."""
+class HeldoutSkipped(UserError):
+    """The held-out set is skipped, said in one line: text prompts without a tokenizer (the library given token ids
+    only), or the default prompts (the bundled ShareGPT) not fetched. A ``--heldout-file`` that is missing is an
+    error instead: the user asked for it."""
 
 
 def _records(source: Path, given: bool) -> Iterator[tuple[str, object]]:
     from data.sharegpt_stream import iter_sharegpt_jsonl
 
     if not source.is_file():
-        raise UserError(f"held-out prompts {source} do not exist: fetch the assets (bash scripts/setup.sh), "
-                        "or pass --heldout-file PATH or --heldout-positions 0")
+        fix = "fetch the assets (bash scripts/setup.sh), or pass --heldout-file PATH or --heldout-positions 0"
+        raise (UserError if given else HeldoutSkipped)(f"held-out prompts {source} do not exist: {fix}")
     if not given or _first_record(source).get("conversations") is not None:
         for i, (prompt, _) in enumerate(iter_sharegpt_jsonl(str(source))):
             if given or i >= HELDOUT_SKIP:
