@@ -4,6 +4,9 @@ time, as a sidecar on a core of its own would train at its own pace however fast
     busy  (a block within the last IDLE_AFTER_S)   the allowance refills at ``share`` seconds per second, up to
                                                   BURST_S; a step may start only while it is >= 0, and its time
                                                   (its hooks, the held-out evaluation, included) is charged after
+    prompts (busy, and prompts being prefilled)  a step waits for a full bucket (BURST_S): the trainer yields the
+                                                  core to the prefill thread (a request's time to its first token,
+                                                  and to the batch) but keeps its share, taken in bursts
     idle  (no block for IDLE_AFTER_S, or released)  no cap: the allowance is full, the trainer steps freely
 
 So over any busy stretch of T seconds the trainer spends at most ``share * T + BURST_S`` plus one step. Its
@@ -22,6 +25,7 @@ import time
 BURST_S = 0.25      # trainer time it may spend at once after an idle stretch (about three steps on the bundled model)
 EPS_S = 1e-6        # a microsecond of trainer time is nothing (and float sums may miss 0 by less)
 IDLE_AFTER_S = 1.0  # no block for this long: the decode side is idle (between requests a prefill takes ~0.2 s)
+POLL_S = 0.02       # waiting out prompts being prefilled: look again this often
 
 
 class TrainerShare:
@@ -35,6 +39,7 @@ class TrainerShare:
         self.last_block: float | None = None
         self.busy_since = 0.0        # the first block after the last idle stretch
         self.released = False
+        self.prompts = 0             # prompts being prefilled now (the decode side says)
         self.busy_wall_s = self.busy_spent_s = 0.0  # totals while busy: wall time, trainer time charged
         self._t = clock()
 
@@ -45,6 +50,10 @@ class TrainerShare:
         if not self.busy(now):
             self.busy_since = now
         self.last_block = now
+
+    def prefilling(self, n: int) -> None:
+        """``n`` prompts are being prefilled now (the decode thread, each turn: one int written)."""
+        self.prompts = n
 
     def release(self) -> None:
         """The decode side stopped (shutdown): no cap from now on, so the owed steps can be paid."""
@@ -59,29 +68,30 @@ class TrainerShare:
         """Seconds to wait before the next step may start (0: now)."""
         now = self.clock()
         self._refill(now)
-        if self.allowance >= -EPS_S or not self.busy(now):
+        need = self.burst_s if self.prompts else 0.0  # prompts being read: only a full bucket may step
+        if self.allowance >= need - EPS_S or not self.busy(now):
             return 0.0
-        return min(-self.allowance / self.share, self.idle_after_s)
+        return min((need - self.allowance) / self.share, POLL_S if self.prompts else self.idle_after_s)
 
     def charge(self, seconds: float) -> None:
         """A step (and its hooks) took ``seconds`` of the trainer thread's wall time."""
         now = self.clock()
-        self._refill(now)
         if self.busy(now):
             self.busy_spent_s += seconds
-        self.allowance -= seconds
+        self._refill(now, spent=seconds)
 
     def used_share(self) -> float:
         """Trainer time over wall time while busy, so far (0 before any busy time)."""
         return self.busy_spent_s / self.busy_wall_s if self.busy_wall_s > 0 else 0.0
 
-    def _refill(self, now: float) -> None:
-        """The time since the last refill: its busy part at ``share``, up to BURST_S; an idle part fills it up."""
+    def _refill(self, now: float, spent: float = 0.0) -> None:
+        """The time since the last refill: its busy part at ``share``, less ``spent`` (the step that took it: its
+        refill is not lost to the cap), up to BURST_S; an idle part fills it up."""
         t, self._t = self._t, now
         busy = 0.0
         if not self.released and self.last_block is not None:
             busy = max(0.0, min(now, self.last_block + self.idle_after_s) - max(t, self.busy_since))
         self.busy_wall_s += busy
-        self.allowance = min(self.burst_s, self.allowance + self.share * busy)
+        self.allowance = min(self.burst_s, self.allowance + self.share * busy - spent)
         if not self.busy(now):
             self.allowance = self.burst_s

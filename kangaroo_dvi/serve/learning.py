@@ -56,6 +56,12 @@ class ServeLearner:
         if self.dvi.books.save_due(self.dvi.global_step):
             prune_steps(self.cfg.io.save_dir, KEEP_STEPS)
 
+    def prefilling(self, n: int) -> None:
+        """``n`` prompts are on the prefill thread now: the trainer thread, bounded by a share, yields to them."""
+        share = self.dvi.training.share
+        if share is not None:
+            share.prefilling(n)
+
     @property
     def trainer_steps(self) -> int:
         return self.steps_before + self.dvi.train_steps

@@ -7,7 +7,8 @@
                the prefill thread (the machine's other core) while the requests in flight go on decoding
       join     a request whose prefill ended joins the batch; a learning server's learner first gets the dense
                targets that prefill scored (``on_prefill``, on this thread), so it sees each request's prompt, then
-               its blocks, in order
+               its blocks, in order; it is told how many prompts are being prefilled (its trainer thread yields
+               the core to them: ``dvi/trainer_share.py``)
       step     one block of every request in flight together (``speculative.drafter_step_batch``: each drafts
                alone, weighing its drafts against the shared pass (``CostCurve.batch_rows``), one batched
                verify pass, accept/crop each), then per request in turn: the drafter observes
@@ -111,6 +112,8 @@ class Scheduler:
             try:
                 self._admit()
                 self._join_prefilled()
+                if self.learner is not None:
+                    self.learner.prefilling(len(self.prefilling))
                 if self.active:
                     self._step()
                 elif self.prefilling:

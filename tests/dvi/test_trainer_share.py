@@ -22,11 +22,13 @@ class Clock:
 
 
 def simulate(share: float, seconds: float, block_every: float | None = 0.01, burst_s: float = 0.25,
-             idle_after_s: float = 1.0, blocks_until: float = float("inf")):
+             idle_after_s: float = 1.0, blocks_until: float = float("inf"), prompts: int = 0):
     """A trainer that always wants to step (STEP_S each) beside a decode loop making a block every ``block_every``
-    seconds until ``blocks_until`` (None: no blocks); returns (policy, trainer seconds spent, steps)."""
+    seconds until ``blocks_until`` (None: no blocks), with ``prompts`` being prefilled throughout; returns (policy,
+    trainer seconds spent, steps)."""
     clock = Clock()
     ts = TrainerShare(share, max_owed=8, burst_s=burst_s, idle_after_s=idle_after_s, clock=clock)
+    ts.prefilling(prompts)
     start, nxt = clock.t, clock.t
     spent, steps = 0.0, 0
 
@@ -50,9 +52,12 @@ def simulate(share: float, seconds: float, block_every: float | None = 0.01, bur
 
 
 @pytest.mark.parametrize("share", [0.1, 0.4, 0.75])
-def test_under_load_the_trainer_gets_its_share_of_wall_time_and_no_more(share):
+@pytest.mark.parametrize("prompts", [0, 2])
+def test_under_load_the_trainer_gets_its_share_of_wall_time_and_no_more(share, prompts):
+    """Prompts being prefilled all along: the trainer steps only on a full bucket, in bursts, and still gets its
+    share."""
     seconds = 60.0
-    ts, spent, _ = simulate(share, seconds)
+    ts, spent, _ = simulate(share, seconds, prompts=prompts)
     assert ts.busy() and ts.busy_wall_s == pytest.approx(seconds, abs=STEP_S)
     assert spent <= share * seconds + ts.burst_s + STEP_S  # bounded: the share, the burst, one step past it
     assert spent >= share * seconds - STEP_S               # not starved either
@@ -80,6 +85,13 @@ def test_the_wait_is_what_the_bucket_needs_and_release_lifts_the_cap():
     clock.t += 0.1
     ts.on_block()
     assert ts.wait_s() == pytest.approx(0.3)  # 0.15 s left after 0.1 s at 0.5
+    clock.t += 0.3  # the debt paid
+    ts.on_block()
+    assert ts.wait_s() == 0
+    ts.prefilling(1)  # a prompt on the prefill thread: wait for a full bucket (here 0 s of burst: now)
+    assert ts.wait_s() == 0
+    ts.charge(0.1)
+    assert ts.wait_s() == pytest.approx(0.02)  # 0.2 s to refill, looked at again every POLL_S
     ts.release()  # the decode side stopped: the owed steps run freely
     assert not ts.busy() and ts.wait_s() == 0
     with pytest.raises(ValueError):

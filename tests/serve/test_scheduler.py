@@ -175,6 +175,9 @@ def test_a_failing_learner_stops_learning_but_not_serving():
         def on_block(self, blk):
             raise OSError("disk full")
 
+        def prefilling(self, n):
+            pass
+
     lines = []
     sched = Scheduler(km, DrafterFactory(DRAFTER, km, online=False), 2, 2, Broken(), ServeMetrics(),
                       print_fn=lines.append)
