@@ -37,8 +37,8 @@ class TrainingTick:
         self.budget = TrainBudget(cfg.trainer.max_ms)
         self.bg = None
         self.step_hooks: list = []  # shared with the trainer thread, which calls them after each of its steps
-        t = cfg.trainer  # owed steps: at most a buffer's worth of batches
-        self.share = TrainerShare(t.share, cfg.buffer.capacity // t.batch_size) if cfg.threaded and t.share < 1 else None
+        t, bounded = cfg.trainer, cfg.threaded and cfg.trainer.share < 1  # owed: at most a buffer's worth of batches
+        self.share = TrainerShare(t.share, cfg.buffer.capacity // t.batch_size) if bounded else None
 
     def start(self) -> None:
         """Threaded: copy the (possibly just loaded) live LoRA to the shadow and start the trainer thread."""
