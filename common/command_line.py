@@ -32,3 +32,12 @@ def run_main(main_fn, argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished answers are kept in the answer file; rerun to continue", file=sys.stderr)
         return 130
+
+
+def run_named(prog: str, commands: dict, argv=None) -> int:
+    """``prog NAME [flags]``: ``commands[NAME](flags)``, one entry for several tools (``python -m scripts.profile``,
+    ``python -m scripts.experiments``); a missing or unknown NAME is one line naming the choices."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in commands:
+        fail(f"name one first: {prog} {{{','.join(commands)}}} [flags] (got {argv[0] if argv else 'nothing'})")
+    return commands[argv[0]](argv[1:])

@@ -46,11 +46,13 @@ def within(lo, hi, why: str = "") -> Rule:
 
 def setting(default=MISSING, *, flag: str | None = None, help: str = "", rule: Rule | None = None,
             choices: tuple | None = None, named: bool = False, nullable: bool = False, source: str | None = None,
-            type: Callable | None = None, action: str | None = None):
-    """A dataclass field with its flag metadata (see the module docstring)."""
+            type: Callable | None = None, action: str | None = None, secret: bool = False):
+    """A dataclass field with its flag metadata (see the module docstring). ``secret``: kept out of the config's
+    repr (a key)."""
     meta = dict(flag=flag, help=help, rule=rule, choices=choices, named=named, nullable=nullable, source=source,
                 type=type, action=action)
-    return field(default=default, metadata={k: v for k, v in meta.items() if v not in (None, False, "")})
+    return field(default=default, repr=not secret,
+                 metadata={k: v for k, v in meta.items() if v not in (None, False, "")})
 
 
 def dest_of(flag: str) -> str:

@@ -19,7 +19,7 @@ from common.atomic import atomic_write
 from data.json_array import iter_json_array
 
 FIX_HINT = ("create it with `python -m data.sharegpt_stream --convert IN.json OUT.jsonl` "
-            "or fetch the assets with `python -m scripts.fetch_assets`")
+            "or fetch the assets with `bash scripts/setup.sh`")
 STAT_KEYS = ("lines", "conversations", "pairs", "malformed", "empty", "blank")
 
 # -----------------------------------------------------------------------------
@@ -108,7 +108,7 @@ def convert_sharegpt_json(in_path, out_path, chunk_size=1 << 20):
     Returns {records, skipped, truncated, bad_offset, bytes_left}.
     """
     if not os.path.isfile(in_path):
-        raise FileNotFoundError(f"ShareGPT JSON not found: {in_path}; fetch it with `python -m scripts.fetch_assets`")
+        raise FileNotFoundError(f"ShareGPT JSON not found: {in_path}; fetch it with `bash scripts/setup.sh`")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1 (got {chunk_size})")
     info = {"bad_offset": None, "reason": None}

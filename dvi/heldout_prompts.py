@@ -48,7 +48,7 @@ def _records(source: Path, given: bool) -> Iterator[tuple[str, object]]:
     from data.sharegpt_stream import iter_sharegpt_jsonl
 
     if not source.is_file():
-        raise UserError(f"held-out prompts {source} do not exist: fetch the assets (python -m scripts.fetch_assets), "
+        raise UserError(f"held-out prompts {source} do not exist: fetch the assets (bash scripts/setup.sh), "
                         "or pass --heldout-file PATH or --heldout-positions 0")
     if not given or _first_record(source).get("conversations") is not None:
         for i, (prompt, _) in enumerate(iter_sharegpt_jsonl(str(source))):

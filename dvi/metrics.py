@@ -39,9 +39,11 @@ from __future__ import annotations
 import csv
 import os
 import time
+from functools import partial
 from pathlib import Path
 
 from common.atomic import atomic_write
+from common.cells import fmt
 from common.errors import UserError
 from kangaroo.drafters.counters import SOURCE_COLS, DrafterCounters, source_rows, source_summary, tally
 
@@ -88,10 +90,6 @@ def heldout_ends(path) -> dict[str, dict]:
     rows = read_acceptance_csv(path) if Path(path).is_file() else []
     return {d: {"start": next(r for r in rows if r["drafter"] == d), "end": [r for r in rows if r["drafter"] == d][-1]}
             for d in dict.fromkeys(r["drafter"] for r in rows)}
-
-
-def _show(x, spec: str = ".2f") -> str:
-    return "-" if x is None else format(x, spec)
 
 
 def _mean(xs):
@@ -234,7 +232,7 @@ class MetricsLogger:
 
     def summary_line(self) -> str:
         """The last ``every`` blocks (those since the previous printed line) and the trainer steps since then."""
-        r, f = self.rolling(self.every), _show
+        r, f = self.rolling(self.every), partial(fmt, spec=".2f")
         line = (f"[dvi] step {r['step']} | last {r['blocks']} blocks: acc@1 {f(r['acc@1'])} mean accepted "
                 f"{f(r['mean_accepted'])} block_acc {f(r['block_acc'])} top1_agree {f(r['top1_agree'])} "
                 f"speedup {f(r['speedup'])}"
@@ -243,7 +241,7 @@ class MetricsLogger:
         rows = self.train[self._train_mark:]
         if rows:
             loss, kd, ms = (_mean([x[i] for x in rows if x[i] is not None]) for i in (1, 2, 5))
-            line += f" | trainer loss {f(loss)} kd {f(kd, '.3g')} ({f(ms, '.1f')} ms/step, {len(rows)} steps)"
+            line += f" | trainer loss {f(loss)} kd {fmt(kd, '.3g')} ({fmt(ms, '.1f')} ms/step, {len(rows)} steps)"
         return line
 
     def plot(self, png_path: str | Path | None = None, window: int | None = None) -> Path:

@@ -76,7 +76,7 @@ def _validate_prompts(args) -> None:
         fail("--max-prompts needs --prompts-jsonl PATH")
     if args.prompts_jsonl and not Path(args.prompts_jsonl).is_file():
         fail(f"--prompts-jsonl {args.prompts_jsonl} does not exist: convert the ShareGPT JSON first with "
-             "python -m data.sharegpt_stream --convert IN.json OUT.jsonl (or python -m scripts.fetch_assets)")
+             "python -m data.sharegpt_stream --convert IN.json OUT.jsonl (or fetch the assets: bash scripts/setup.sh)")
     if args.prompts_jsonl:
         check_prompts_jsonl(args.prompts_jsonl)
 

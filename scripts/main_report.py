@@ -16,13 +16,10 @@ import platform
 from pathlib import Path
 
 from common.atomic import atomic_write_text
+from common.cells import fmt
 from scripts.experiments.series import load_metrics, quarters
 
 TARGETS = {"top1_agree_last_quarter": 0.30, "decode_vs_greedy": 1.15}
-
-
-def _fmt(x, spec=".3f") -> str:
-    return "-" if x is None else format(x, spec)
 
 
 def _target(value, name: str, unit: str = "") -> str:
@@ -38,9 +35,9 @@ def heldout_rows(path: Path) -> list[tuple[str, str, str]]:
     for d, ends in heldout_ends(path).items():
         a, b = ends["start"], ends["end"]
         steps = f"trainer steps {a['trainer_steps']} -> {b['trainer_steps']}, {b['n']} positions"
-        out += [(f"held-out top-1 agreement ({d}), start -> end", f"{_fmt(a['top1'])} -> {_fmt(b['top1'])}", steps),
+        out += [(f"held-out top-1 agreement ({d}), start -> end", f"{fmt(a['top1'])} -> {fmt(b['top1'])}", steps),
                 (f"held-out accepted length ({d}), start -> end",
-                 f"{_fmt(a['accept_len'], '.2f')} -> {_fmt(b['accept_len'], '.2f')}", "")]
+                 f"{fmt(a['accept_len'], '.2f')} -> {fmt(b['accept_len'], '.2f')}", "")]
     return out
 
 
@@ -54,15 +51,15 @@ def report(out: Path, command: str, note: str = "") -> str:
     ref = json.loads(ref_path.read_text()) if ref_path.is_file() else {}
     agree, speed = q["last"]["top1_agree"], ref.get("speedup")
     rows = heldout_rows(out / "metrics" / "heldout.csv")
-    rows += [("top1_agree (over probed blocks), last quarter of blocks", _fmt(agree),
+    rows += [("top1_agree (over probed blocks), last quarter of blocks", fmt(agree),
               _target(agree, "top1_agree_last_quarter")),
-             ("top1_agree (over probed blocks), first quarter", _fmt(q["first"]["top1_agree"]), ""),
-             ("acc@1, last quarter (drafting blocks)", _fmt(q["last"]["acc@1"]), ""),
-             ("committed tokens per verifier pass, last quarter", _fmt(q["last"]["mean_accepted"]), ""),
-             ("decode tokens/s (the online run, same prompts)", _fmt(ref.get("decode_tokens_per_s"), ".2f"), ""),
-             ("greedy tokens/s (same prompts, same run, same threads)", _fmt(ref.get("greedy_tokens_per_s"), ".2f"),
+             ("top1_agree (over probed blocks), first quarter", fmt(q["first"]["top1_agree"]), ""),
+             ("acc@1, last quarter (drafting blocks)", fmt(q["last"]["acc@1"]), ""),
+             ("committed tokens per verifier pass, last quarter", fmt(q["last"]["mean_accepted"]), ""),
+             ("decode tokens/s (the online run, same prompts)", fmt(ref.get("decode_tokens_per_s"), ".2f"), ""),
+             ("greedy tokens/s (same prompts, same run, same threads)", fmt(ref.get("greedy_tokens_per_s"), ".2f"),
               ""),
-             ("decode / greedy", f"{_fmt(speed)}x", _target(speed, "decode_vs_greedy", "x")),
+             ("decode / greedy", f"{fmt(speed)}x", _target(speed, "decode_vs_greedy", "x")),
              ("outputs equal to greedy", f"{ref.get('equal_to_greedy', '-')}/{ref.get('turns', '-')}", "all"),
              ("blocks", str(q["blocks"]), "")]
     lines = [f"# Main job: {out}", "", "```bash", command, "```", "",

@@ -1,7 +1,7 @@
 """Our greedy and deployed ``dvi`` against llama.cpp's plain and prompt-lookup decoding: the same Spec-Bench
 questions, the same weights (the bundled GGUF), the same thread count, one run.
 
-    bash scripts/build_llamacpp.sh                      # once: llama.cpp's tools into .llamacpp/build/bin
+    bash scripts/setup/build_llamacpp.sh                      # once: llama.cpp's tools into .llamacpp/build/bin
     python -m scripts.peer_compare --model-id smollm2-135m --per-category 2 --max-new-tokens 64 --num-threads 1 \\
         --load-lora runs/main/checkpoints/final.pt --out runs/peer
 
@@ -62,7 +62,7 @@ def peer_args(argv: list[str]):
 
     apply_runtime(args)
     if any(m.startswith("llama") for m in ours.methods) and not (Path(ours.llamacpp_bin) / "llama-lookup").is_file():
-        fail(f"no llama-lookup in {ours.llamacpp_bin}: run `bash scripts/build_llamacpp.sh` first")
+        fail(f"no llama-lookup in {ours.llamacpp_bin}: run `bash scripts/setup/build_llamacpp.sh` first")
     return ours, args
 
 

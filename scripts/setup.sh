@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --disable-pip-version-check -r requirements.txt
-python3 -m scripts.fetch_assets "$@"
+python3 -m scripts.setup.fetch_assets "$@"

@@ -1,6 +1,6 @@
 """Builders the tests share (fixtures live in ``conftest.py``): a tiny randomly initialised Llama, its config, a few
 random prompts, and the bundled real model's folder (only where only it shows the truth). The real model comes
-from ``python -m scripts.fetch_assets``, which the README's test command runs first; without it those tests fail
+from ``bash scripts/setup.sh``, which the README's test command runs first; without it those tests fail
 with that instruction instead of skipping."""
 from __future__ import annotations
 
@@ -43,6 +43,6 @@ def prompts(n: int = 3) -> list[torch.Tensor]:
 
 def require_real_model() -> Path:
     if not (REAL_DIR / "config.json").exists():
-        pytest.fail(f"bundled model missing at {REAL_DIR}: run `python -m scripts.fetch_assets` (the README's "
+        pytest.fail(f"bundled model missing at {REAL_DIR}: run `bash scripts/setup.sh` (the README's "
                     "test command does)")
     return REAL_DIR

@@ -6,7 +6,8 @@
 Flags: ``--help`` (the drivers' model, Kangaroo, drafter and DVI flags, and the serving ones). The port is taken
 before the model loads (a port in use is one error line, exit 2); /health answers 200 once the model is loaded and
 the engine built. SIGTERM or Ctrl-C: no new connections, requests in flight finish (up to --drain-timeout), the
-final checkpoint is written, exit 0.
+final checkpoint is written, exit 0. Listening beyond loopback without ``--api-key`` (or ``KANGAROO_DVI_API_KEY``),
+it warns at start.
 """
 from __future__ import annotations
 
@@ -35,12 +36,16 @@ def main(argv=None) -> int:
     import uvicorn
 
     from kangaroo_dvi.serve.app import create_app
+    from kangaroo_dvi.serve.auth import exposure_warning
     from kangaroo_dvi.serve.config import parse_serve_args
     from kangaroo_dvi.serve.service import load_service
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args, cfg = parse_serve_args(argv)
     sock = bind(cfg.host, cfg.port)
+    warning = exposure_warning(cfg.host, cfg.api_key)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     service = load_service(args, cfg, argv)  # applies --num-threads, --engine, --weights
     host, port = sock.getsockname()[:2]
     print(f"[serve] {cfg.served_model_name} loaded, serving at http://{host}:{port}/v1 (max batch {cfg.max_batch}, "

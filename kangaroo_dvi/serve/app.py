@@ -4,6 +4,8 @@ model, health and Prometheus metrics.
     POST /v1/chat/completions, /v1/completions   body -> checks (schemas.py, 4xx) -> tokens -> scheduler -> events
     GET  /v1/models, /v1/models/{id}, /health (200 once loaded; 503 while draining), /metrics (Prometheus text)
 
+With --api-key every route but /health needs the key (``auth.py``: 401 in OpenAI's shape).
+
 A handler runs on the event loop and talks to the decode thread through a thread-safe hand-off: the request's
 ``sink`` puts each event on the handler's asyncio queue. Streaming sends each block's new text as a chunk; a client
 that disconnects (stream or not) cancels its request, which frees its slot at the next block boundary.
@@ -18,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from kangaroo_dvi.serve import schemas
+from kangaroo_dvi.serve.auth import ApiKeyCheck
 from kangaroo_dvi.serve.request_state import Event
 from kangaroo_dvi.serve.responses import DONE, Shape, sse
 from kangaroo_dvi.serve.schemas import RequestError
@@ -35,6 +38,7 @@ def create_app(service: ServeService) -> FastAPI:
         await asyncio.to_thread(service.close)  # the bounded drain, then the final checkpoint
 
     app = FastAPI(title="Kangaroo-DVI", lifespan=lifespan)
+    app.add_middleware(ApiKeyCheck, key=service.cfg.api_key)    # inside the counter: a 401 is counted too
     app.add_middleware(StatusCounter, metrics=service.metrics)
     app.add_exception_handler(RequestError, lambda _req, e: JSONResponse(e.body(), e.status, headers=e.headers))
     created = int(time.time())
@@ -75,14 +79,16 @@ def create_app(service: ServeService) -> FastAPI:
 
 
 async def generate(service: ServeService, request: Request, kind: type, param: str, render):
-    """Body -> checks -> ``render(req)`` token ids -> the scheduler -> the response, streamed or whole."""
+    """Body -> checks -> sampling params -> ``render(req)`` token ids -> the scheduler -> the response, streamed or
+    whole (every body and chunk with the seed)."""
     req = schemas.parse_body(await request.body(), kind)
     schemas.check_model(req, service.name)
+    sampling = schemas.sampling_params(req)
     ids = render(req)
     max_tokens = service.budget(ids, schemas.requested_max_tokens(req), param)
-    shape = Shape(kind is schemas.ChatRequest, service.name, req.return_token_ids)
+    shape = Shape(kind is schemas.ChatRequest, service.name, req.return_token_ids, sampling.seed)
     events: asyncio.Queue[Event] = asyncio.Queue()
-    seq = service.submit(ids, max_tokens, req.stop, thread_safe_sink(events))
+    seq = service.submit(ids, max_tokens, req.stop, thread_safe_sink(events), sampling)
     if req.stream:
         return StreamingResponse(stream(seq, events, shape, req.include_usage), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})

@@ -8,7 +8,7 @@
 ``--state-dir DIR`` holds what the server learns: DIR/checkpoints (``--save-lora-path``: step_*.pt every
 ``--save-lora-every`` blocks, final.pt at shutdown), DIR/metrics (``--metrics-out`` unless given), DIR/run.json.
 The same command again resumes from the newest checkpoint there (online); ``--dvi-online false --load-lora CKPT``
-serves a frozen drafter.
+serves a frozen drafter. ``--api-key KEY`` (or ``KANGAROO_DVI_API_KEY``): who may call it (``auth.py``).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from pathlib import Path
 from common.command_line import OneLineParser
 from common.config_fields import Rule, add_flags, at_least, check_fields, from_args, setting
 from kangaroo_dvi import session_flags
+from kangaroo_dvi.serve.auth import key_from_env
 
 # periodic checkpoints by default when serving (the drivers: only final); the trainer thread's share of wall time
 # while requests decode, so that it leaves the serving threads their cores (the drivers: no bound; dvi/trainer_share.py)
@@ -46,6 +47,10 @@ class ServeConfig:
     drain_timeout: float = setting(30.0, flag="--drain-timeout", rule=at_least(0, "seconds"),
                                    help="on SIGTERM/SIGINT: seconds to let requests in flight finish before "
                                         "cancelling them")
+    api_key: str = setting("", flag="--api-key", secret=True,
+                           help="every route but /health (/metrics included) needs 'Authorization: Bearer KEY'; "
+                                "default: the environment variable KANGAROO_DVI_API_KEY, else none (open). Prefer "
+                                "the variable: a flag is visible to other users of the machine (ps)")
 
     def __post_init__(self):
         check_fields(self)
@@ -62,10 +67,11 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
 
 
 def serve_config(args) -> ServeConfig:
-    """The serving flags as a frozen ``ServeConfig`` (the served name defaults to --model-id); a bad value raises
-    ``ConfigError`` naming its flag."""
+    """The serving flags as a frozen ``ServeConfig`` (the served name defaults to --model-id, the API key to the
+    environment's, ``auth.key_from_env``); a bad value raises ``ConfigError`` naming its flag."""
     cfg = from_args(ServeConfig, args)
-    return cfg if cfg.served_model_name else replace(cfg, served_model_name=str(args.model_id))
+    return replace(cfg, served_model_name=cfg.served_model_name or str(args.model_id),
+                   api_key=key_from_env(cfg.api_key))
 
 
 def build_parser() -> argparse.ArgumentParser:

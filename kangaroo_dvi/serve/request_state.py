@@ -1,5 +1,5 @@
-"""One request while the server decodes it: its tokens, its caches and drafter (assigned when it gets a slot), its
-stop conditions (EOS, max_tokens, stop strings), and the events it sends back to the HTTP handler.
+"""One request while the server decodes it: its tokens, its sampling params, its caches and drafter (assigned when it
+gets a slot), its stop conditions (EOS, max_tokens, stop strings), and the events it sends back to the HTTP handler.
 
 The decode thread owns everything here but ``cancel()`` (any thread: a client that went away). Events go to
 ``sink`` (the handler's thread-safe queue): ``Event("delta", text, token_ids)`` after each block that added text or
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from kangaroo.greedy import clip_at_stop
+from kangaroo.sampling import GREEDY, SamplingParams
 from kangaroo_dvi.serve.text_stream import TextStream
 
 _ids = itertools.count(1)
@@ -37,6 +38,7 @@ class Sequence:
     text: TextStream
     sink: Callable[[Event], None]
     eos: set[int] = field(default_factory=set)
+    sampling: SamplingParams = GREEDY   # its drafter's (``sample_with``): greedy, or plain sampling's with its seed
     rid: int = field(default_factory=lambda: next(_ids))
     arrived: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None

@@ -2,7 +2,11 @@
 server-sent events (``data: {chunk}`` lines, then ``data: [DONE]``), as the ``openai`` client reads them.
 
 With ``return_token_ids`` (an extension) each choice, and each streamed chunk, also carries the generated token
-ids (``token_ids``), so a client can check the answer token for token against greedy decoding.
+ids (``token_ids``), so a client can check the answer token for token against plain sampling or greedy decoding.
+
+Every body, and every streamed chunk, carries ``seed`` (an extension, at the top level): the sampling seed the
+answer was decoded with, the request's or the one the server drew; sending it back with the same parameters
+reproduces the answer token for token (at temperature 0 it changes nothing).
 """
 from __future__ import annotations
 
@@ -20,13 +24,14 @@ def sse(obj: dict) -> str:
 class Shape:
     """The response of one request: ``chat`` (chat.completion) or not (text_completion)."""
 
-    def __init__(self, chat: bool, model: str, token_ids: bool = False):
-        self.chat, self.model, self.token_ids = chat, model, token_ids
+    def __init__(self, chat: bool, model: str, token_ids: bool = False, seed: int | None = None):
+        self.chat, self.model, self.token_ids, self.seed = chat, model, token_ids, seed
         self.id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
 
     def _envelope(self, obj: str, choices: list, **more) -> dict:
-        return {"id": self.id, "object": obj, "created": self.created, "model": self.model, "choices": choices, **more}
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model, "choices": choices,
+                "seed": self.seed, **more}
 
     def _choice(self, key: str, value, finish, ids) -> dict:
         c = {"index": 0, key: value, "logprobs": None, "finish_reason": finish}

@@ -146,6 +146,7 @@ class Scheduler:
     def _start(self, seq: Sequence) -> None:
         seq.slot = self.free.pop()
         seq.drafter = self.new_drafter()
+        seq.drafter.sample_with(seq.sampling)
         seq.history = seq.prompt[0].tolist()
         seq.caches = self.pools[seq.slot].get(seq.prompt_len + seq.max_tokens + seq.drafter.steps + 1)
         seq.drafter.begin(seq.history)

@@ -1,19 +1,29 @@
 """The OpenAI request bodies this server reads, and every way one can be refused (a ``RequestError``: a 4xx JSON
 error in OpenAI's shape that names the problem and the fix; the server keeps serving).
 
-Greedy decoding only: the output is the model's greedy output, token for token. So ``temperature`` must be 0 or
-left out (left out means greedy here, not OpenAI's 1), ``n`` 1, and a parameter that would change the tokens or
-asks for what is not served (tools, logprobs, penalties, ...) is refused by name. Parameters that cannot change a
-greedy answer (``top_p``, ``seed``, ``user``, ...) are accepted and ignored; unknown fields are ignored.
+Sampling: ``temperature``, ``top_p`` and ``seed`` (OpenAI's fields) and ``top_k`` (an extension, vLLM's name) make a
+request's ``SamplingParams`` (``sampling_params``); left out, OpenAI's defaults: temperature 1, top_p 1 (and top_k 0,
+every token), and a seed the server draws. The answer is this project's plain sampling with those params and that
+seed, token for token (``kangaroo/sampling.py``), whoever drafts; temperature 0 is greedy decoding. Refused by name:
+``temperature`` < 0, ``top_p`` outside (0, 1], ``top_k`` < 0, a ``seed`` that is not an integer in [-2^63, 2^63),
+``n`` other than 1, and a parameter that would change the tokens (penalties, ``logit_bias``) or asks for what is not
+served (tools, logprobs, ...). Parameters that cannot change the tokens (``user``, ...) and unknown fields are
+ignored.
 """
 from __future__ import annotations
 
 import json
+import math
+import secrets
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from kangaroo.sampling import SamplingParams
+
 MAX_STOP = 4
+SEED_BITS = 63   # a request's seed lies in [-2^63, 2^63); a drawn one in [0, 2^63)
+OPENAI_TEMPERATURE, OPENAI_TOP_P = 1.0, 1.0   # a request that leaves them out
 
 
 class RequestError(Exception):
@@ -45,6 +55,9 @@ class Common(BaseModel):
     model: str
     max_tokens: int | None = None
     temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None          # extension (vLLM's name): keep the k most probable tokens (0: all)
+    seed: Any = None                  # checked by ``sampling_params`` (an integer; left out: drawn and returned)
     n: int | None = None
     stream: bool = False
     stream_options: dict[str, Any] | None = None
@@ -94,12 +107,12 @@ UNSERVED = {
     "logprobs": (lambda v: v not in (None, False), "logprobs are not served"),
     "top_logprobs": (lambda v: v is not None, "logprobs are not served"),
     "response_format": (lambda v: bool(v) and v.get("type", "text") != "text", "only plain text responses are served"),
-    "frequency_penalty": (lambda v: bool(v), "penalties change the tokens; this server decodes greedily"),
-    "presence_penalty": (lambda v: bool(v), "penalties change the tokens; this server decodes greedily"),
-    "logit_bias": (lambda v: bool(v), "logit_bias changes the tokens; this server decodes greedily"),
+    "frequency_penalty": (lambda v: bool(v), "penalties change the model's tokens, which this server does not"),
+    "presence_penalty": (lambda v: bool(v), "penalties change the model's tokens, which this server does not"),
+    "logit_bias": (lambda v: bool(v), "logit_bias changes the model's tokens, which this server does not"),
     "echo": (lambda v: bool(v), "echo is not served"),
     "suffix": (lambda v: v is not None, "suffix (insertion) is not served"),
-    "best_of": (lambda v: v not in (None, 1), "best_of > 1 is not served: greedy decoding has one answer"),
+    "best_of": (lambda v: v not in (None, 1), "best_of > 1 is not served: one answer per request"),
 }
 
 
@@ -117,19 +130,37 @@ def parse_body(raw: bytes, kind: type[Common]) -> Common:
         err = e.errors()[0]
         field = ".".join(str(x) for x in err["loc"]) or None
         raise bad(f"{field or 'body'}: {err['msg']}", field) from e
-    check_greedy(req)
+    check_served(req)
     return req
 
 
-def check_greedy(req: Common) -> None:
-    if req.temperature is not None and req.temperature != 0:
-        raise bad(f"temperature {req.temperature}: this server decodes greedily only (every answer equals the "
-                  "model's greedy output); pass temperature 0 or leave it out", "temperature")
+def check_served(req: Common) -> None:
     if req.n is not None and req.n != 1:
-        raise bad(f"n {req.n}: greedy decoding gives exactly one answer; pass n 1 or leave it out", "n")
+        raise bad(f"n {req.n}: this server gives one answer per request; pass n 1 or leave it out (for several "
+                  "samples, send several requests with different seeds)", "n")
     for field, (used, why) in UNSERVED.items():
         if field in type(req).model_fields and used(getattr(req, field)):
             raise bad(f"{field}: {why}; leave it out", field)
+
+
+def sampling_params(req: Common) -> SamplingParams:
+    """The request's ``SamplingParams``: its ``temperature``, ``top_p``, ``top_k`` and ``seed``, OpenAI's defaults for
+    those left out (temperature 1, top_p 1; top_k 0) and a drawn seed (``secrets``, in [0, 2^63)) when it gives none.
+    A bad value: a 400 naming the request field (``SamplingParams``' own errors name the command-line flags)."""
+    t = OPENAI_TEMPERATURE if req.temperature is None else req.temperature
+    if not (math.isfinite(t) and t >= 0):
+        raise bad(f"temperature {t} must be a finite number >= 0 (0 decodes greedily; left out: 1)", "temperature")
+    top_p = OPENAI_TOP_P if req.top_p is None else req.top_p
+    if not 0 < top_p <= 1:
+        raise bad(f"top_p {top_p} must lie in (0, 1] (1 keeps every token)", "top_p")
+    top_k = 0 if req.top_k is None else req.top_k
+    if top_k < 0:
+        raise bad(f"top_k {top_k} must be >= 0 (0 keeps every token)", "top_k")
+    seed = secrets.randbits(SEED_BITS) if req.seed is None else req.seed
+    if not isinstance(seed, int) or isinstance(seed, bool) or not -2 ** SEED_BITS <= seed < 2 ** SEED_BITS:
+        raise bad(f"seed {seed!r} must be an integer in [-2^63, 2^63) (left out: the server draws one and returns "
+                  "it)", "seed")
+    return SamplingParams(temperature=float(t), top_p=float(top_p), top_k=int(top_k), seed=seed)
 
 
 def check_model(req: Common, served: str) -> None:

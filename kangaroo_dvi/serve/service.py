@@ -3,12 +3,13 @@
     request -> tokens   chat messages through the model's chat template, exactly as the drivers render a question
                         (``kangaroo.chat.chat_prompt_ids``), or a completion prompt's text / token ids
     length checks       prompt and max_tokens against the model's context (a 400 naming the largest that fits)
-    submit              a ``Sequence`` into the scheduler's bounded queue (full: 503 + Retry-After)
+    submit              a ``Sequence`` (with its ``SamplingParams``) into the scheduler's bounded queue (full: 503 +
+                        Retry-After)
     health, close       status for GET /health; the bounded drain and the final checkpoint at shutdown
 
 The model, drafters and learner are built as every entry point builds its session (``kangaroo_dvi.session``), so a
 flag means the same thing here and in the drivers, and a response equals the baseline driver's answer to the same
-question.
+question (greedy, or plain sampling with the same params and seed).
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from kangaroo.sampling import GREEDY, SamplingParams
+from kangaroo_dvi.serve.auth import redact
 from kangaroo_dvi.serve.config import ServeConfig
 from kangaroo_dvi.serve.drafting import DrafterFactory
 from kangaroo_dvi.serve.learning import RunRecord, ServeLearner
@@ -77,9 +80,10 @@ class ServeService:
         return requested
 
     # ------------------------------------------------------------------------------ into the scheduler
-    def submit(self, ids: torch.Tensor, max_tokens: int, stop: list[str], sink) -> Sequence:
+    def submit(self, ids: torch.Tensor, max_tokens: int, stop: list[str], sink,
+               sampling: SamplingParams = GREEDY) -> Sequence:
         seq = Sequence(prompt=ids, max_tokens=max_tokens, text=TextStream(self.tokenizer, stop), sink=sink,
-                       eos=self.eos)
+                       eos=self.eos, sampling=sampling)
         try:
             self.scheduler.submit(seq)
         except QueueFull as e:
@@ -108,7 +112,8 @@ class ServeService:
 
 def load_service(args, cfg: ServeConfig, argv: list[str], print_fn=print) -> ServeService:
     """The session (tokenizer, model, a deployed or learning drafter head, the per-request drafter factory), the
-    learner shared by every request, the run record, and a warm-up (builds the engine)."""
+    learner shared by every request, the run record (``argv`` with the API key masked), and a warm-up (builds the
+    engine)."""
     from kangaroo_dvi.session import PER_REQUEST, build_session
     from kangaroo_dvi.session_flags import drafter_config, dvi_config, session_config
 
@@ -119,7 +124,8 @@ def load_service(args, cfg: ServeConfig, argv: list[str], print_fn=print) -> Ser
     if learner is not None:
         learner.bind(session.drafter_factory)
     warm_up(session.model, session.eos)
-    record = RunRecord(Path(cfg.state_dir) / "run.json", argv, learner.resumed_from if learner else None)
+    record = RunRecord(Path(cfg.state_dir) / "run.json", redact(argv, cfg.api_key),
+                       learner.resumed_from if learner else None)
     return ServeService(cfg, session.model, session.tokenizer, session.eos, session.drafter_factory, learner, record,
                         print_fn)
 

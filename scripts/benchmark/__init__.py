@@ -1,5 +1,4 @@
-"""The one benchmark entry point, in parts (``python -m scripts.benchmark_methods``; ``scripts.bench_baseline``
-is an alias of it):
+"""The method comparison on Spec-Bench, one entry (``python -m scripts.benchmark``), in parts:
 
   cli      flags, question selection, the DVI drafter to deploy (trained first if asked), the run
   methods  the decoding methods (ours and Hugging Face's), the forward-call counter, one question decoded by all

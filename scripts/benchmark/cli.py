@@ -21,7 +21,7 @@ methods sample from their own generator, so they are left out (naming them in --
                      questions of the run (--memory-tokens), under --draft-policy; no model-side drafter
   dvi_threshold      the LoRA self-drafter under Kangaroo's fixed --threshold rule (the old `dvi` method)
 
-    python -m scripts.benchmark_methods --model-id smollm2-135m --question-file Q --per-category 10 \\
+    python -m scripts.benchmark --model-id smollm2-135m --question-file Q --per-category 10 \\
         --max-new-tokens 64 --load-lora runs/checkpoints/final.pt --out runs/benchmark
 
 Questions: the first --per-category questions of each category, in file order (of the file's questions
@@ -57,19 +57,20 @@ from pathlib import Path
 
 import torch
 
+from common.cells import fmt
 from common.errors import ConfigError
 from evaluation.cli import (OneLineParser, add_drafter_args, add_model_args, add_sampling_args, add_speculation_args,
                             apply_runtime, drafter_config, fail, resolve_device_dtype, resolve_model_id,
-                            resolve_question_file, run_main, sampling_params, validate_against_config,
+                            resolve_question_file, sampling_params, validate_against_config,
                             validate_configs)
 from scripts.benchmark.heldout import add_heldout_args, heldout_config, heldout_scores
 from scripts.benchmark.methods import (HF_METHODS, LORA_METHODS, MEMORY_CHAIN, METHODS, TargetCalls, build_models,
                                        decode_question, make_methods, rotated)
-from scripts.benchmark.report import cell, fmt, match_cell, write_report
+from scripts.benchmark.report import cell, match_cell, write_report
 from scripts.benchmark.store import CHECKED, check_config, raw_store, write_answer_files
 
 def build_parser() -> OneLineParser:
-    p = OneLineParser(description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m scripts.benchmark", description=__doc__.splitlines()[0])
     add_model_args(p)
     p.set_defaults(bench_name="spec_bench")
     p.add_argument("--question-file", default=None,
@@ -200,7 +201,7 @@ def run_meta(args, lm, n_questions: int) -> dict:
             "sampling": sampling_label(args),
             "repeats": args.repeats,
             "versions": f"torch {torch.__version__}, transformers {transformers.__version__}",
-            "command": shlex.join(["python", "-m", "scripts.benchmark_methods", *args.argv])}
+            "command": shlex.join(["python", "-m", "scripts.benchmark", *args.argv])}
 
 
 def sampling_label(args) -> str:
@@ -285,7 +286,3 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_main(main))

@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 
 from common.atomic import atomic_write_text
+from common.cells import fmt
 from scripts.benchmark import spec_bench as sb
+from scripts.benchmark.sources import sources_markdown, sources_summary
 
 
 def in_group(records: list[dict], group: str) -> list[dict]:
@@ -49,11 +51,6 @@ def summarize(runs: list[list[dict]], methods: list[str]) -> dict:
             "lossless": all(s["mismatches"] == 0 for s in by_group["overall"].values())}
 
 
-def fmt(x, spec: str) -> str:
-    """``x`` formatted, or n/a for a stat that does not exist (no passes counted, no time)."""
-    return "n/a" if x is None else format(x, spec)
-
-
 def match_cell(s: dict) -> str:
     return "yes" if s["mismatches"] == 0 else f"NO ({s['mismatches']} of {s['questions']})"
 
@@ -61,7 +58,7 @@ def match_cell(s: dict) -> str:
 def cell(s: dict, key: str, spec: str, suffix: str = "") -> str:
     """``key`` of a method's stats, with `` +- std`` when repeats measured one."""
     if s[key] is None:
-        return "n/a"
+        return fmt(None)
     std = s.get(key + "_std")
     return fmt(s[key], spec) + suffix + ("" if std is None else f" ± {fmt(std, spec)}")
 
@@ -167,8 +164,6 @@ def write_report(out: Path, runs: list[list[dict]], methods: list[str], meta: di
                  heldout: dict | None = None) -> dict:
     """``runs``: each repeat's records; the per-source table sums every repeat's turns; ``heldout``: method ->
     its drafter's held-out evaluation (``cli.heldout_scores``)."""
-    from scripts.benchmark.sources import sources_markdown, sources_summary
-
     summary = summarize(runs, methods)
     summary["sources"] = sources_summary([r for recs in runs for r in recs], methods)
     summary["heldout"] = heldout or {}

@@ -2,8 +2,8 @@
 plain greedy steps) over all questions -> the table appended to OUT/table.md and ``sources`` in summary.json."""
 from __future__ import annotations
 
+from common.cells import fmt
 from kangaroo.drafters.counters import merged, source_rows
-from scripts.benchmark.report import fmt
 
 
 def sources_summary(records: list[dict], methods: list[str]) -> dict[str, list[dict]]:

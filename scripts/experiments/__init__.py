@@ -1,17 +1,28 @@
-"""Reviewer evidence as one-command experiments (issue 12): named variants -> one online DVI run each (in-process,
-resumable, identical data) -> one report (table.md, summary.json, a plot, command.txt) per output folder.
+"""Research: every experiment behind one entry, ``python -m scripts.experiments NAME [flags]`` (``__main__.py``).
 
-    runner.py        variants -> driver commands -> runs; resume (done.json) and refusal of other settings
-    cli.py           the flags every experiment shares, and their checks
-    series.py        one run's per-block metrics: rolling curves, segment and quarter stats
-    spread.py        mean, std, min and max over runs; the band of several curves
-    plots.py         curve panels (with bands) and grouped bars
-    report_files.py  command.txt, table.md header, summary.json; what a --report-only rebuild keeps
-    sweeps.py        seeds, exit_layer, steps, schedule: one run per value of one flag (sweep_report.py)
-    heldout.py       a Spec-Bench category left out of training, then four frozen-drafter cells (heldout_report.py)
-    question_mix.py  a question file in category round-robin order
+Online experiments: named variants -> one online DVI run each (in-process, resumable, identical data) -> one report
+(table.md, summary.json, a plot, command.txt) per output folder (issue 12):
 
-    python -m scripts.experiments {seeds,exit_layer,steps,schedule,heldout} --out runs/exp_NAME [flags]
+    seeds, exit_layer, steps, schedule   one run per value of one driver flag (sweeps.py, sweep_report.py)
+    heldout        a Spec-Bench category left out of training, then four frozen-drafter cells (heldout.py,
+                   heldout_report.py, question_mix.py)
+    ablations      one run per DVI loss preset (ablations.py)
 
-scripts/run_ablations.py (one run per loss preset) is built from the same runner and report parts.
+    their parts: runner.py (variants -> driver runs; resume, refusal of other settings), cli.py (the flags they
+    share), prompt_stream.py (the ShareGPT stream they decode), series.py (one run's per-block metrics), spread.py,
+    plots.py, report_files.py (command.txt, table.md, summary.json)
+
+Deployed drafters:
+
+    drafter_sweep  the drafter's settings chosen by measured tokens/s: online runs, then every variant frozen on
+                   Spec-Bench (drafter_sweep/)
+    standalone     a trained drafter exported standalone vs the self-drafter (standalone.py)
+
+Offline, over recorded greedy outputs (teacher_forced.py: the prompts, answers and teacher-forced tuples):
+
+    ceiling        what a self-drafter can buy at each exit layer: profiles, offline training, ideal policies (ceiling/)
+    learnability   how well and how fast a LoRA drafter head learns on layer-k features (ceiling/learnability.py)
+    projection     the measured held-out skill priced at a 7B model's GPU costs: a projection (ceiling/projection.py)
+    replay_online  online DVI learning replayed prequentially: objectives and their confidence (replay/online.py)
+    replay_lookup  the n-gram and memory drafter chains replayed without the model (replay/lookup.py)
 """

@@ -1,21 +1,23 @@
-"""python -m scripts.experiments NAME [flags]: run one experiment (see scripts/experiments/__init__.py)."""
+"""python -m scripts.experiments NAME [flags]: run one experiment (scripts/experiments/__init__.py lists them)."""
 from __future__ import annotations
 
-import sys
+from functools import partial
 
-from evaluation.cli import fail, run_main
-from scripts.experiments import heldout, sweeps
+from common.command_line import run_main, run_named
+from scripts.experiments import ablations, heldout, standalone, sweeps
+from scripts.experiments.ceiling import draft_ceiling, learnability, projection
+from scripts.experiments.drafter_sweep import sweep as drafter_sweep
+from scripts.experiments.replay import lookup as replay_lookup, online as replay_online
+from scripts.experiments.report_files import ENTRY
 
-NAMES = (*sweeps.SWEEPS, "heldout")
+EXPERIMENTS = {**{name: partial(sweeps.main, name) for name in sweeps.SWEEPS}, "heldout": heldout.main,
+               "ablations": ablations.main, "drafter_sweep": drafter_sweep.main, "ceiling": draft_ceiling.main,
+               "learnability": learnability.main, "projection": projection.main, "replay_online": replay_online.main,
+               "replay_lookup": replay_lookup.main, "standalone": standalone.main}
 
 
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in NAMES:
-        fail(f"name an experiment first: python -m scripts.experiments {{{','.join(NAMES)}}} [flags] "
-             f"(got {argv[0] if argv else 'nothing'})")
-    name, rest = argv[0], argv[1:]
-    return heldout.main(rest) if name == "heldout" else sweeps.main(name, rest)
+    return run_named(ENTRY, EXPERIMENTS, argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The flags every experiment (and scripts.run_ablations) shares, and their checks (one line on a mistake)."""
+"""The flags every experiment shares, and their checks (one line on a mistake)."""
 from __future__ import annotations
 
 from evaluation.cli import OneLineParser, fail
@@ -41,4 +41,3 @@ def check_common(args, extra: list[str], owned, tool: str, needs: tuple[str, ...
         fail(f"{names} {'are' if len(needs) > 1 else 'is'} required (or pass --report-only to rebuild the report)")
     if args.max_prompts < 1 or args.max_new_tokens < 1:
         fail("--max-prompts and --max-new-tokens must be >= 1")
-

@@ -24,15 +24,15 @@ from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
+from common.cells import fmt
 from evaluation.cli import OneLineParser, fail, resolve_question_file
 from evaluation.questions import load_questions, select_categories
 from scripts.experiments.cli import add_common_args, check_common
 from scripts.experiments.heldout_report import CURVES_PNG, DOMAINS, DRAFTERS, PNG, build_heldout_report, cell_name
 from scripts.experiments.question_mix import round_robin, write_questions
-from scripts.experiments.report_files import command_line, fmt, record_command, report_meta
+from scripts.experiments.report_files import ENTRY, command_line, record_command, report_meta
 from scripts.experiments.runner import LAYOUT_FLAGS, RunPlan, Variant, run_variants
 
-MODULE = "scripts.experiments"
 EVAL_DRAFTING = ("--drafter", "self", "--draft-policy", "threshold")
 OWNED = (*LAYOUT_FLAGS, "--categories", "--exclude-categories", "--question-begin", "--question-end",
          "--prompts-jsonl", "--bench-name")
@@ -40,7 +40,7 @@ KEEP = ("held-out category", "training questions", "questions per cell", "traini
 
 
 def parse_args(argv: list[str]):
-    p = OneLineParser(prog=f"python -m {MODULE} heldout", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog=f"{ENTRY} heldout", description=__doc__.splitlines()[0])
     p.add_argument("--model-id", default="smollm2-135m", help="as for evaluation.inference_kangaroo")
     p.add_argument("--question-file", default=None,
                    help="Spec-Bench question.jsonl (default: as the driver finds it, data/spec_bench/question.jsonl "
@@ -90,7 +90,7 @@ def variants(args, qfile: Path) -> list[Variant]:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    out, command = Path(args.out), command_line(MODULE, ["heldout", *argv])
+    out, command = Path(args.out), command_line("heldout", argv)
     meta, data = {"experiment": "heldout", "out": str(out), "window": args.window}, None
     if not args.report_only:
         mix = mixed_questions(args)

@@ -12,9 +12,10 @@ from collections import Counter
 from pathlib import Path
 
 from evaluation.answers import answer_store
+from common.cells import fmt
 from evaluation.cli import fail
 from scripts.experiments.plots import plot_bars, plot_panels
-from scripts.experiments.report_files import fmt, meta_markdown, write_report
+from scripts.experiments.report_files import meta_markdown, write_report
 from scripts.experiments.series import load_metrics, segment_stats
 from scripts.experiments.sweep_report import collect
 

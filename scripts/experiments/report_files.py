@@ -12,12 +12,12 @@ from pathlib import Path
 from common.atomic import atomic_write_text
 
 
-def fmt(x, spec: str = ".3f") -> str:
-    return "-" if x is None else format(x, spec)
+ENTRY = "python -m scripts.experiments"  # every experiment's one entry: ENTRY NAME [flags]
 
 
-def command_line(module: str, argv: list[str]) -> str:
-    return shlex.join(["python", "-m", module, *argv])
+def command_line(name: str, argv: list[str]) -> str:
+    """The command that ran experiment ``name`` with ``argv``, as a shell line."""
+    return shlex.join([*ENTRY.split(), name, *argv])
 
 
 def record_command(out: Path, command: str) -> None:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from common.cells import fmt
 from evaluation.cli import fail
 from scripts.experiments.plots import plot_panels
-from scripts.experiments.report_files import fmt, meta_markdown, write_report
+from scripts.experiments.report_files import meta_markdown, write_report
 from scripts.experiments.series import curve, load_metrics, quarters
 from scripts.experiments.spread import spread
 

@@ -18,11 +18,9 @@ from dvi.presets import PRESETS
 from evaluation.cli import OneLineParser, fail
 from scripts.experiments.cli import add_common_args, check_common, names_list
 from scripts.experiments.prompt_stream import run_stream
-from scripts.experiments.report_files import command_line
+from scripts.experiments.report_files import ENTRY, command_line
 from scripts.experiments.runner import LAYOUT_FLAGS, Variant
 from scripts.experiments.sweep_report import PNG, build_sweep_report, summary_line
-
-MODULE = "scripts.experiments"
 
 
 @dataclass(frozen=True)
@@ -60,7 +58,7 @@ SWEEPS = {s.name: s for s in (
 
 
 def parse_args(sweep: Sweep, argv: list[str]):
-    p = OneLineParser(prog=f"python -m {MODULE} {sweep.name}", description=sweep.title)
+    p = OneLineParser(prog=f"{ENTRY} {sweep.name}", description=sweep.title)
     p.add_argument("--model-id", default="smollm2-135m", help="as for evaluation.inference_kangaroo")
     p.add_argument("--prompts-jsonl", default="assets/sharegpt.jsonl", help="ShareGPT jsonl (the online stream)")
     p.add_argument("--values", default=",".join(sweep.values), help=f"comma-separated values of {sweep.flag}")
@@ -77,7 +75,7 @@ def main(name: str, argv: list[str]) -> int:
     sweep = SWEEPS[name]
     args = parse_args(sweep, argv)
     out, variants = Path(args.out), sweep.variants(args.values)
-    meta = run_stream(args, command_line(MODULE, [name, *argv]), name, variants,
+    meta = run_stream(args, command_line(name, argv), name, variants,
                       {"experiment": name, "out": str(out), "window": args.window, "swept": sweep.flag,
                        "values": ",".join(args.values)})
     summaries = build_sweep_report(out, sweep.title, sweep.flag, {v.name: v.flags[-1] for v in variants},

@@ -1,5 +1,5 @@
 """What one greedy step costs when it decodes several sequences at once, as the server batches its requests
-(``scripts/profile_block.py`` reports it; the server's scheduler makes the same calls, ``kangaroo/batched.py``).
+(the block mode reports it; the server's scheduler makes the same calls, ``kangaroo/batched.py``).
 
 Each of c sequences holds its own ``--context``-token prompt in its own caches; one step runs its next token through
 the shallow layers, the deep layers and the verifier's head in one engine call per stage, then the argmax. From the

@@ -1,4 +1,4 @@
-"""What one self-drafted token costs, as a share of one greedy step (``scripts/profile_block.py`` reports it).
+"""What one self-drafted token costs, as a share of one greedy step (the block mode reports it).
 
 A self-drafted token costs the drafter head on the last hk (to propose it) and the shallow layers on it (to get the
 next hk), with the Python around them, exactly as ``kangaroo.self_draft`` runs them. Each timed call follows what
@@ -12,22 +12,9 @@ first N ids stand in.
 """
 from __future__ import annotations
 
-import statistics
-
 import torch
 
-from kangaroo.timing import elapsed_ms
-
-
-def cold_median_ms(fn, evict, repeats: int, device) -> float:
-    """Median ms of ``fn`` over ``repeats`` calls, each after an untimed ``evict()`` (and one warm-up pair)."""
-    evict()
-    fn()
-    times = []
-    for _ in range(repeats):
-        evict()
-        times.append(elapsed_ms(fn, device))
-    return statistics.median(times)
+from scripts.profile.measure import cold_median_ms, context_caches
 
 
 @torch.no_grad()
@@ -72,8 +59,6 @@ def draft_costs(km, caches, one: torch.Tensor, ar_step, vocabs: list[int], preci
 
 def measure_draft(km, args, r: int, alpha: float) -> list[dict]:
     """``draft_costs`` at the run's context, for every --drafter-vocabs x --head-precisions."""
-    from scripts.profile.measure import context_caches
-
     caches, prompt, _, ar = context_caches(km, args.context, args.steps + 1)
     vocabs = [int(v) for v in args.drafter_vocabs.split(",")]
     return draft_costs(km, caches, prompt[:, :1], ar, vocabs, args.head_precisions.split(","), r, alpha,

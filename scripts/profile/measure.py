@@ -1,19 +1,30 @@
 """Timing the parts of a block on a ``KangarooModel``: the plain greedy step, the shallow layers, both drafter heads,
-the verify pass over n tokens and one DVI trainer step (``scripts/profile_block.py`` says what each part is; the
-limits they are held against: ``scripts/profile/limits.py``)."""
+the verify pass over n tokens and one DVI trainer step (``block.py`` says what each part is; the limits they are
+held against: ``limits.py``), and the timers (warm: the median after a warm-up; cold: each call after an eviction)."""
 from __future__ import annotations
 
 import statistics
 
 import torch
 
+from kangaroo.timing import elapsed_ms
+
 
 def median_ms(fn, repeats: int, device) -> float:
     """Median milliseconds of ``repeats`` calls of ``fn`` after one untimed warm-up call."""
-    from kangaroo.timing import elapsed_ms
-
     fn()
     return statistics.median(elapsed_ms(fn, device) for _ in range(repeats))
+
+
+def cold_median_ms(fn, evict, repeats: int, device) -> float:
+    """Median ms of ``fn`` over ``repeats`` calls, each after an untimed ``evict()`` (and one warm-up pair)."""
+    evict()
+    fn()
+    times = []
+    for _ in range(repeats):
+        evict()
+        times.append(elapsed_ms(fn, device))
+    return statistics.median(times)
 
 
 @torch.no_grad()

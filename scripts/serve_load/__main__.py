@@ -1,8 +1,10 @@
 """The serving load run: serve ShareGPT prompts on loopback to concurrent streaming clients, check every answer
-against greedy decoding, write OUT/README.md and OUT/summary.json.
+against greedy decoding (or plain sampling), write OUT/README.md and OUT/summary.json.
 
     python -m scripts.serve_load --model-id smollm2-135m --prompts-jsonl assets/sharegpt.jsonl --out runs/serve \
         --overwrite
+    # sampled: every request sends --temperature, --top-p and --seed; the reference samples every prompt with them
+    python -m scripts.serve_load --temperature 0.7 --top-p 0.95 --seed 1 --out runs/serve_t07 --overwrite
 
 Two servers, one after the other (flags: --max-batch, --queue-size, --num-threads, --server-args):
   learn      ``--dvi-online true`` from a fresh state (OUT/state): the first --learn-prompts prompts by
@@ -17,9 +19,10 @@ Two servers, one after the other (flags: --max-batch, --queue-size, --num-thread
              tokens/s, errors
   overload   on the same server, max batch + queue size + --overload-extra clients at once (short answers): 503s
              past the bound only
-Then the greedy reference: the baseline driver on the same prompts (OUT/baseline_T{max tokens}.jsonl, resumable, so
-a rerun does not decode them again). Bounded: each phase stops sending after --max-seconds. Exit 1 if an answer
-differs from greedy decoding, a request was lost, got a 5xx, or a 503 within the bound.
+Then the reference: the baseline driver on the same prompts, greedy or plain sampling with the same --temperature,
+--top-p and --seed (OUT/baseline_T{max tokens}[_temp.._topp.._seed..].jsonl, resumable, so a rerun does not decode
+them again). Bounded: each phase stops sending after --max-seconds. Exit 1 if an answer differs from the reference, a
+request was lost, got a 5xx, or a 503 within the bound.
 """
 from __future__ import annotations
 
@@ -62,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue-size", type=int, default=16)
     p.add_argument("--overload-extra", type=int, default=8,
                    help="clients past the bound in the overload phase (0: skip)")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="sent with every request (0: greedy; the server's default for a request without it is 1)")
+    p.add_argument("--top-p", type=float, default=1.0, help="sent with every request")
+    p.add_argument("--seed", type=int, default=0, help="sent with every request; the baseline driver's --seed")
     p.add_argument("--num-threads", type=int, default=1)
     p.add_argument("--server-args", default="--adapter-mode train", help="more server flags (the main job's adapter)")
     p.add_argument("--overwrite", action="store_true", help="remove OUT/state (an earlier run's server state) first")
@@ -79,7 +86,7 @@ def prompts_of(path: str, n: int) -> list[str]:
 
 def run(name: str, concurrency: int, server, prompts: list[tuple[int, str]], args) -> tuple:
     recs, wall = run_phase(server.url, server.health()["model"], prompts, concurrency, args.max_tokens,
-                           args.max_seconds)
+                           args.max_seconds, sampling_of(args))
     return name, concurrency, recs, wall
 
 
@@ -113,9 +120,15 @@ def client_phases(args, server, prompts: list[str]) -> list[tuple]:
     if args.overload_extra:
         n = args.max_batch + args.queue_size + args.overload_extra
         recs = burst(server.url, server.health()["model"], [(i % len(prompts), prompts[i % len(prompts)])
-                                                            for i in range(n)], min(16, args.max_tokens))
+                                                            for i in range(n)], min(16, args.max_tokens),
+                     sampling_of(args))
         runs.append(("overload", n, recs, max((r.get("total_s") or 0) for r in recs)))
     return runs
+
+
+def sampling_of(args) -> dict:
+    """The sampling fields every request sends (the same seed for each: the baseline driver samples every prompt so)."""
+    return {"temperature": args.temperature, "top_p": args.top_p, "seed": args.seed}
 
 
 def levels_of(args, flag: str = "levels") -> list[int]:
@@ -133,16 +146,19 @@ def served(server, out: Path, name: str, phases) -> tuple:
 
 
 def reference(args, n: int, out: Path) -> dict:
-    """Greedy token ids per prompt index: the baseline driver's answers to the same prompts (resumable file)."""
+    """Token ids per prompt index: the baseline driver's answers to the same prompts (resumable file), greedy or
+    plain sampling with the requests' params and seed."""
     from common.jsonl_store import JsonlStore
     from evaluation.inference_baseline import main as baseline
 
-    path = out / f"baseline_T{args.max_tokens}.jsonl"
+    sampled = f"_temp{args.temperature}_topp{args.top_p}_seed{args.seed}" if args.temperature > 0 else ""
+    path = out / f"baseline_T{args.max_tokens}{sampled}.jsonl"
     rc = baseline(["--model-id", args.model_id, "--device", "cpu", "--num-threads", str(args.num_threads),
                    "--prompts-jsonl", args.prompts_jsonl, "--max-prompts", str(n), "--max-new-tokens",
-                   str(args.max_tokens), "--answer-file", str(path), "--no-progress"])
+                   str(args.max_tokens), "--answer-file", str(path), "--no-progress", "--temperature",
+                   str(args.temperature), "--top-p", str(args.top_p), "--seed", str(args.seed)])
     if rc:
-        raise UserError(f"the greedy reference failed (exit {rc})")
+        raise UserError(f"the reference (the baseline driver) failed (exit {rc})")
     return {int(r["question_id"].split("-")[1]): r["token_ids"][0] for r in JsonlStore(path).records()}
 
 
@@ -172,9 +188,10 @@ def main(argv=None) -> int:
     summary = {"command": "python -m scripts.serve_load " + shlex.join(sys.argv[1:] if argv is None else argv),
                "server_commands": [shlex.join(["python", *s.command[1:]]) for s in (learner, deployed)],
                "model_id": args.model_id, "machine": machine(), "server_exit_codes": [rc_learn, rc],
+               "sampling": sampling_of(args) if args.temperature > 0 else "greedy",
                "phases": phases, "agreement": agreement(state / "metrics" / "acceptance.csv", s0, s1),
                "heldout": heldout_ends(state / "metrics" / "heldout.csv"),
-               "targets": targets(phases)}
+               "targets": targets(phases, "greedy decoding" if args.temperature <= 0 else "plain sampling (same seed)")}
     write_json(out / "summary.json", summary)
     records = [{"phase": name, "concurrency": c, **r} for name, c, recs, _ in runs for r in recs]
     atomic_write_text(out / "requests.jsonl", "".join(json.dumps(r) + "\n" for r in records))

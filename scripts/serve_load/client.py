@@ -13,10 +13,11 @@ import httpx
 TIMEOUT_S = 600  # per request: a bound so that nothing hangs
 
 
-def one_request(http: httpx.Client, url: str, model: str, prompt: str, max_tokens: int) -> dict:
-    """One streamed chat request: status, ttft_s, total_s, token_ids, finish_reason (or error / retry_after)."""
+def one_request(http: httpx.Client, url: str, model: str, prompt: str, max_tokens: int, sampling: dict) -> dict:
+    """One streamed chat request (``sampling``: its temperature, top_p, seed): status, ttft_s, total_s, token_ids,
+    finish_reason (or error / retry_after)."""
     body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-            "stream": True, "return_token_ids": True}
+            "stream": True, "return_token_ids": True, **sampling}
     t0 = time.perf_counter()
     first, ids, finish = None, [], None
     try:
@@ -43,7 +44,7 @@ def one_request(http: httpx.Client, url: str, model: str, prompt: str, max_token
 
 
 def run_phase(url: str, model: str, prompts: list[tuple[int, str]], concurrency: int, max_tokens: int,
-              max_seconds: float) -> tuple[list[dict], float]:
+              max_seconds: float, sampling: dict) -> tuple[list[dict], float]:
     """Serve ``prompts`` ((index, text) pairs) with ``concurrency`` clients; returns the records and the wall time."""
     todo: queue.Queue = queue.Queue()
     for p in prompts:
@@ -59,7 +60,8 @@ def run_phase(url: str, model: str, prompts: list[tuple[int, str]], concurrency:
                     index, text = todo.get_nowait()
                 except queue.Empty:
                     return
-                rec = {"prompt": index, "max_tokens": max_tokens, **one_request(http, url, model, text, max_tokens)}
+                rec = {"prompt": index, "max_tokens": max_tokens,
+                       **one_request(http, url, model, text, max_tokens, sampling)}
                 with lock:
                     records.append(rec)
 
@@ -72,7 +74,7 @@ def run_phase(url: str, model: str, prompts: list[tuple[int, str]], concurrency:
     return records, time.perf_counter() - t0
 
 
-def burst(url: str, model: str, prompts: list[tuple[int, str]], max_tokens: int) -> list[dict]:
+def burst(url: str, model: str, prompts: list[tuple[int, str]], max_tokens: int, sampling: dict) -> list[dict]:
     """Every prompt sent at once, one client each (past the queue bound: some must be turned away with 503)."""
     records: list[dict] = []
     lock = threading.Lock()
@@ -81,7 +83,8 @@ def burst(url: str, model: str, prompts: list[tuple[int, str]], max_tokens: int)
     def client(index, text):
         with httpx.Client() as http:
             start.wait()
-            rec = {"prompt": index, "max_tokens": max_tokens, **one_request(http, url, model, text, max_tokens)}
+            rec = {"prompt": index, "max_tokens": max_tokens,
+                   **one_request(http, url, model, text, max_tokens, sampling)}
         with lock:
             records.append(rec)
 

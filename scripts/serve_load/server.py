@@ -23,7 +23,9 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, model_id: str, state_dir, log_path, flags: list[str], start_s: float = 600):
+    def __init__(self, model_id: str, state_dir, log_path, flags: list[str], start_s: float = 600,
+                 api_key: str = ""):
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}  # the server's --api-key, if any
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(log_path)
@@ -53,7 +55,7 @@ class ServerProcess:
         return httpx.get(f"{self.url}/health", timeout=30).json()
 
     def metrics_text(self) -> str:
-        return httpx.get(f"{self.url}/metrics", timeout=30).text
+        return httpx.get(f"{self.url}/metrics", headers=self.headers, timeout=30).text
 
     def metric(self, name: str) -> float:
         """The value of an unlabelled sample ``name`` in /metrics."""

@@ -146,7 +146,7 @@ def test_convert_rejects_non_array(tmp_path, content):
 
 
 def test_convert_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="fetch_assets"):
+    with pytest.raises(FileNotFoundError, match="scripts/setup.sh"):
         convert_sharegpt_json(str(tmp_path / "nope.json"), str(tmp_path / "out.jsonl"))
 
 # -----------------------------------------------------------------------------
@@ -206,7 +206,7 @@ def test_iter_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError) as e:
         next(iter_sharegpt_jsonl(str(missing)))
     msg = str(e.value)
-    assert str(missing) in msg and "--convert IN.json OUT.jsonl" in msg and "scripts.fetch_assets" in msg
+    assert str(missing) in msg and "--convert IN.json OUT.jsonl" in msg and "scripts/setup.sh" in msg
 
 
 def test_iter_bad_limits(tmp_path):

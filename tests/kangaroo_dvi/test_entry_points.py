@@ -14,7 +14,7 @@ from evaluation import inference_baseline, inference_kangaroo
 from kangaroo.model_loading import load_causal_lm
 from kangaroo.subvocab import save_counts
 from kangaroo_dvi.export import __main__ as export_cli
-from scripts import benchmark_methods
+from scripts.benchmark import cli as benchmark
 from tests.evaluation.test_drivers import qfile, run  # noqa: F401 - the fixture
 from tests.kangaroo_dvi.helpers import drafter_checkpoint
 from tests.serve.server_process import greedy_chat
@@ -74,7 +74,7 @@ def test_benchmark_deploys_it(tiny_model_dir, qfile, ckpt, tmp_path):  # noqa: F
     argv = ["--model-id", str(tiny_model_dir), "--question-file", str(qfile), "--max-new-tokens", "8", "--out",
             str(out), "--device", "cpu", "--num-threads", "1", "--no-progress", "--methods", "dvi,dvi_self",
             "--load-lora", ckpt]
-    assert benchmark_methods.main(argv) == 0
+    assert benchmark.main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["lossless"]
     recs = [json.loads(line) for line in (out / "raw.jsonl").read_text().splitlines()]

@@ -1,6 +1,6 @@
 """kangaroo_dvi.hf: Kangaroo-DVI through ``generate(custom_generate=...)`` equals Hugging Face's greedy ``generate``,
-streamer included, with the deployed default drafter, a deployed checkpoint and online learning; what it cannot
-reproduce gets one clear error."""
+streamer included, with the deployed default drafter, a deployed checkpoint and online learning; with ``do_sample``
+it equals the project's plain sampling with the same seed; what it cannot reproduce gets one clear error."""
 import pytest
 import torch
 from transformers import StoppingCriteria
@@ -130,12 +130,43 @@ def test_online_learning_through_generate_then_deploy(tmp_path):
     assert kd.model.drafter_head.proj.B.abs().sum() > 0  # the learned head was deployed
 
 
+def test_do_sample_equals_plain_sampling_with_the_same_seed():
+    """transformers' do_sample/temperature/top_k/top_p and a seed (or a generator, or torch's global generator): the
+    project's plain sampling with those params and that seed, token for token (not Hugging Face's own sampler)."""
+    from kangaroo.greedy import greedy_decode
+    from kangaroo.sampling import SamplingParams
+
+    lm = make_tiny_llama()
+    eos = {int(lm.generation_config.eos_token_id)}
+    for i, ids in enumerate(prompts(3)):
+        p = SamplingParams(temperature=0.8, top_p=0.9, top_k=30, seed=21 + i)
+        ref = greedy_decode(lm, ids, 24, eos, sampling=p).tokens
+        out = lm.generate(ids, max_new_tokens=24, custom_generate=hf.generate, drafter=SELF, do_sample=True,
+                          temperature=0.8, top_p=0.9, top_k=30, seed=21 + i)
+        assert out[0, ids.shape[1]:].tolist() == ref
+    ids = prompts(1)[0]
+    # HF's defaults when sampling: temperature 1, top_k 50, top_p 1; the seed drawn from the generator given
+    seed = int(torch.randint(hf.SEED_RANGE, (1,), generator=torch.Generator().manual_seed(4)))
+    ref = greedy_decode(lm, ids, 24, eos, sampling=SamplingParams(temperature=1.0, top_k=50, seed=seed)).tokens
+    for _ in range(2):
+        out = lm.generate(ids, max_new_tokens=24, custom_generate=hf.generate, do_sample=True,
+                          generator=torch.Generator().manual_seed(4))
+        assert out[0, ids.shape[1]:].tolist() == ref
+        torch.manual_seed(4)  # neither: drawn from torch's global generator, as Hugging Face's own sampler is
+        out = lm.generate(ids, max_new_tokens=24, custom_generate=hf.generate, do_sample=True)
+        assert out[0, ids.shape[1]:].tolist() == ref
+    greedy = lm.generate(ids, max_new_tokens=24, do_sample=False)
+    assert torch.equal(lm.generate(ids, max_new_tokens=24, custom_generate=hf.generate, seed=3), greedy)
+
+
 @pytest.mark.parametrize("kwargs, words", [
     ({"input_ids": torch.tensor([[5, 6, 7], [8, 9, 10]])}, "batch size 1"),
-    ({"do_sample": True}, "greedy decoding only"),
+    ({"do_sample": True, "min_p": 0.1}, "MinPLogitsWarper is not supported"),
+    ({"do_sample": True, "num_return_sequences": 2}, "num_return_sequences=2"),
+    ({"do_sample": True, "seed": 1.5}, "seed=1.5 is not an integer"),
     ({"repetition_penalty": 1.3}, "RepetitionPenaltyLogitsProcessor"),
     ({"attention_mask": torch.tensor([[0, 1, 1]])}, "padded attention_mask")])
-def test_what_greedy_cannot_reproduce_is_one_clear_error(kwargs, words):
+def test_what_it_cannot_reproduce_is_one_clear_error(kwargs, words):
     lm = make_tiny_llama()
     kwargs = {"input_ids": torch.tensor([[5, 6, 7]]), **kwargs}
     with pytest.raises(UserError, match=words):

@@ -13,7 +13,7 @@ from tests.serve.test_server import QUESTIONS, WAIT_S, ask
 def stream_in_flight(server, text, max_tokens):
     """Open a streaming chat request and read its first line; returns (response context, line iterator)."""
     body = {"model": server.health()["model"], "messages": [{"role": "user", "content": text}],
-            "max_tokens": max_tokens, "stream": True, "return_token_ids": True}
+            "max_tokens": max_tokens, "stream": True, "return_token_ids": True, "temperature": 0}
     ctx = httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, timeout=WAIT_S)
     lines = ctx.__enter__().iter_lines()
     assert next(lines).startswith("data: ")

@@ -1,5 +1,5 @@
-"""Request checks without a server: each refusal is a 4xx naming the field and the fix; what a greedy server can
-serve passes (an omitted temperature is greedy)."""
+"""Request checks without a server: each refusal is a 4xx naming the field and the fix; what the server can serve
+passes; the sampling params of a request (OpenAI's defaults when left out: temperature 1, top_p 1, a drawn seed)."""
 import json
 
 import pytest
@@ -13,6 +13,7 @@ from kangaroo_dvi.serve.schemas import (
     completion_prompt,
     parse_body,
     requested_max_tokens,
+    sampling_params,
 )
 
 MSG = [{"role": "user", "content": "hi"}]
@@ -28,7 +29,7 @@ def refused(fn, *args, **kw) -> RequestError:
     return e.value
 
 
-def test_greedy_requests_pass_and_keep_their_fields():
+def test_requests_pass_and_keep_their_fields():
     req = chat(max_tokens=5, temperature=0, n=1, top_p=0.3, seed=4, stop="\n\n", stream=True,
                stream_options={"include_usage": True}, tool_choice="none", logprobs=False, user="u")
     assert (req.max_tokens, req.stop, req.stream, req.include_usage) == (5, ["\n\n"], True, True)
@@ -36,15 +37,40 @@ def test_greedy_requests_pass_and_keep_their_fields():
     assert requested_max_tokens(chat(max_completion_tokens=9)) == 9
 
 
+def test_sampling_params_of_a_request():
+    p = sampling_params(chat(temperature=0.7, top_p=0.9, top_k=40, seed=-3))
+    assert (p.temperature, p.top_p, p.top_k, p.seed) == (0.7, 0.9, 40, -3)
+    assert sampling_params(chat(temperature=0, seed=5)).greedy
+    drawn = [sampling_params(chat()) for _ in range(3)]   # OpenAI's defaults; a seed drawn for each request
+    assert all((p.temperature, p.top_p, p.top_k) == (1.0, 1.0, 0) for p in drawn)
+    assert all(isinstance(p.seed, int) and 0 <= p.seed < 2 ** 63 for p in drawn) and len({p.seed for p in drawn}) == 3
+
+
+@pytest.mark.parametrize("fields,words", [
+    ({"temperature": -0.1}, "temperature -0.1 must be a finite number >= 0"),
+    ({"temperature": float("inf")}, "temperature inf must be a finite number"),
+    ({"top_p": 0}, "top_p 0.0 must lie in (0, 1]"),
+    ({"top_p": 1.01}, "top_p 1.01 must lie in (0, 1]"),
+    ({"top_k": -2}, "top_k -2 must be >= 0"),
+    ({"seed": 2.5}, "seed 2.5 must be an integer"),
+    ({"seed": True}, "seed True must be an integer"),
+    ({"seed": -2 ** 63 - 1}, "in [-2^63, 2^63)"),
+])
+def test_bad_sampling_values_name_the_request_field(fields, words):
+    e = refused(sampling_params, chat(**fields))
+    (param,) = fields
+    assert e.status == 400 and e.param == param and words in e.message and "--" not in e.message
+
+
 @pytest.mark.parametrize("fields,param,words", [
-    ({"temperature": 0.7}, "temperature", "greedily"),
     ({"n": 2}, "n", "one answer"),
     ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", "tool calling"),
     ({"tool_choice": "auto"}, "tool_choice", "tool calling"),
     ({"logprobs": True}, "logprobs", "logprobs"),
     ({"top_logprobs": 2}, "top_logprobs", "logprobs"),
-    ({"frequency_penalty": 0.5}, "frequency_penalty", "greedily"),
-    ({"logit_bias": {"5": 3}}, "logit_bias", "greedily"),
+    ({"frequency_penalty": 0.5}, "frequency_penalty", "change the model's tokens"),
+    ({"logit_bias": {"5": 3}}, "logit_bias", "changes the model's tokens"),
+    ({"top_k": 2.5}, "top_k", "integer"),
     ({"response_format": {"type": "json_object"}}, "response_format", "plain text"),
     ({"max_tokens": "many"}, "max_tokens", "integer"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "up to 4"),
