@@ -8,6 +8,9 @@ trained adapter's weights).
                                                     publish: copy the shadow's tensors to a staging copy,
                                                              version += 1
 
+With a ``share`` (``dvi/trainer_share.py``, ``--dvi-trainer-share`` < 1) a due step also waits until the share
+allows it, its time (hooks included) is charged to it, and the steps it deferred stay owed (up to
+``share.max_owed``), taken when the share allows: on idle time, and at ``close(drain=True)``.
 After each step (and its publish) the thread calls the ``hooks`` (``fn(global step)``; the held-out evaluation,
 ``dvi/heldout_eval.py``), with no lock held: the shadow then holds exactly the weights just published.
 The decode thread adopts new weights only at block boundaries (``apply_published``) and only if the
@@ -54,11 +57,11 @@ def copy_tensors(dst: list, src: list) -> None:
 
 
 class BackgroundTrainer:
-    def __init__(self, model, trainer, buffer, shadow: ShadowDrafter, hooks: list | None = None):
+    def __init__(self, model, trainer, buffer, shadow: ShadowDrafter, hooks: list | None = None, share=None):
         """Cadence from ``trainer.cfg``: a step whenever ``update_every`` new blocks arrived (``idle_steps``: one)
         and the buffer holds ``batch_size`` tuples. ``hooks``: called after each step (a list the caller may extend
-        later)."""
-        self.model, self.trainer, self.buffer, self.shadow = model, trainer, buffer, shadow
+        later). ``share``: a ``TrainerShare`` bounding the thread's share of wall time under load (None: no bound)."""
+        self.model, self.trainer, self.buffer, self.shadow, self.share = model, trainer, buffer, shadow, share
         self.hooks = hooks if hooks is not None else []
         cfg = trainer.cfg
         self.batch_size, self.update_every = cfg.batch_size, 1 if cfg.idle_steps else cfg.update_every
@@ -66,6 +69,7 @@ class BackgroundTrainer:
         self._blocks = 0            # blocks seen (decode side)
         self._trained_at = 0        # blocks seen at the last step's start
         self._stop = False
+        self._stopped = threading.Event()  # set with _stop: ends a wait for the share
         self._pub_lock = threading.Lock()
         self.step_lock = threading.Lock()  # held during a step: checkpoints take it to read a consistent optimizer
         self._staged = [p.detach().clone() for p in trainable_params(shadow)]
@@ -78,6 +82,8 @@ class BackgroundTrainer:
 
     # ------------------------------------------------------------------------------ decode side (never blocks long)
     def on_block(self, global_step: int) -> None:
+        if self.share is not None:
+            self.share.on_block()
         with self._cv:
             self._blocks = global_step
             self._cv.notify()
@@ -101,12 +107,16 @@ class BackgroundTrainer:
         return out
 
     def close(self, drain: bool = False) -> None:
-        """Stop the thread (after its current step); ``drain`` first waits until it caught up."""
+        """Stop the thread (after its current step); ``drain`` first waits until it caught up (its share, if any,
+        released: the owed steps run freely)."""
+        if self.share is not None:
+            self.share.release()
         if drain:
             with self._cv:
                 self._cv.wait_for(lambda: self._stop or self.error is not None or not self._due(), timeout=60)
         with self._cv:
             self._stop = True
+            self._stopped.set()
             self._cv.notify()
         self._thread.join()
         self.apply_published_blocking()
@@ -120,6 +130,11 @@ class BackgroundTrainer:
     def _due(self) -> bool:
         return self._blocks - self._trained_at >= self.update_every and self.buffer.size >= self.batch_size
 
+    def owed(self) -> int:
+        """Steps due now (more than one only with a share, which defers steps; at most its ``max_owed``)."""
+        due = (self._blocks - self._trained_at) // self.update_every
+        return due if self.share is None else min(due, self.share.max_owed)
+
     def _run(self) -> None:
         try:
             while True:
@@ -127,8 +142,13 @@ class BackgroundTrainer:
                     self._cv.wait_for(lambda: self._stop or self._due())
                     if self._stop:
                         return
+                pause = self.share.wait_s() if self.share is not None else 0.0
+                if pause > 0:  # the share is spent: wait for it (or for close)
+                    self._stopped.wait(pause)
+                    continue
+                with self._cv:
                     step = self._blocks
-                    self._trained_at = step
+                    self._trained_at = self._next_mark(step)
                 t0 = time.perf_counter()
                 with self.step_lock:
                     stats = self.trainer.step(self.buffer.sample(self.batch_size), step)
@@ -138,6 +158,8 @@ class BackgroundTrainer:
                 stats["thread_ms"] = (time.perf_counter() - t0) * 1e3
                 for hook in self.hooks:
                     hook(step)
+                if self.share is not None:
+                    self.share.charge(time.perf_counter() - t0)
                 with self._cv:
                     self._done.append((step, stats))
                     self._cv.notify_all()
@@ -145,3 +167,11 @@ class BackgroundTrainer:
             self.error = e
             with self._cv:
                 self._cv.notify_all()
+
+    def _next_mark(self, step: int) -> int:
+        """Blocks counted as trained on after a step at ``step``: all of them (no share), or one cadence's worth,
+        keeping the rest owed up to ``share.max_owed`` steps (this one included)."""
+        if self.share is None:
+            return step
+        keep = max(0, self.share.max_owed - 1)
+        return max(self._trained_at + self.update_every, step - keep * self.update_every)

@@ -56,6 +56,9 @@ class BufferConfig:
                               "lower it or use --dvi-store full")
 
 
+SHARE = Rule("is not a share of wall time: pass a number in (0, 1] (1: no bound)", lambda x: 0 < x <= 1)
+
+
 @dataclass(frozen=True)
 class TrainerConfig:
     lr: float = setting(3e-3, flag="--dvi-lr", named=True, rule=above(0, "the AdamW learning rate"),
@@ -80,6 +83,10 @@ class TrainerConfig:
                                help="thread trainer: step whenever the trainer thread is idle and a new block came (3x "
                                     "the steps; measured: top1_agree within noise, decode slower on a busy machine: "
                                     "runs/drafthead); false: one step every --dvi-update-every blocks")
+    share: float = setting(1.0, flag="--dvi-trainer-share", rule=SHARE,
+                           help="thread trainer: at most this share of one core's wall time while blocks are being "
+                                "decoded (a token bucket; a step due past it waits, and is taken on idle time or at "
+                                "the end: dvi/trainer_share.py); 1: no bound (the server's default is lower)")
     max_ms: float | None = setting(5, flag="--max-online-train-ms", type=int, nullable=True, rule=at_least(0),
                                    help="trainer time the decode loop may spend per block (inline trainer: enforced "
                                         "as a token bucket, steps that do not fit are skipped; a step is never "

@@ -4,6 +4,8 @@ background thread (adopt its newest published weights at the block boundary).
     tick(global_step) -> TickResult(train_ms, bg_ms, steps)   steps: (global step, trainer stats) finished now
     step_hooks                                               fn(global step) after every trainer step, on the thread
                                                              that took it (the held-out evaluation, dvi/heldout_eval.py)
+    share                                                    the trainer thread's TrainerShare (--dvi-trainer-share <
+                                                             1: its share of wall time under load; dvi/trainer_share.py)
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from dvi.config import DVIConfig
 from dvi.online_trainer import OnlineTrainer
 from dvi.schedule import PiecewiseSchedule
 from dvi.train_budget import TrainBudget
+from dvi.trainer_share import TrainerShare
 
 
 @dataclass
@@ -34,12 +37,15 @@ class TrainingTick:
         self.budget = TrainBudget(cfg.trainer.max_ms)
         self.bg = None
         self.step_hooks: list = []  # shared with the trainer thread, which calls them after each of its steps
+        t, bounded = cfg.trainer, cfg.threaded and cfg.trainer.share < 1  # owed: at most a buffer's worth of batches
+        self.share = TrainerShare(t.share, cfg.buffer.capacity // t.batch_size) if bounded else None
 
     def start(self) -> None:
         """Threaded: copy the (possibly just loaded) live LoRA to the shadow and start the trainer thread."""
         if self.cfg.threaded and self.bg is None:
             self.shadow.copy_from(self.model)
-            self.bg = BackgroundTrainer(self.model, self.trainer, self.buffer, self.shadow, hooks=self.step_hooks)
+            self.bg = BackgroundTrainer(self.model, self.trainer, self.buffer, self.shadow, hooks=self.step_hooks,
+                                        share=self.share)
 
     def tick(self, global_step: int) -> TickResult:
         out = TickResult()
@@ -61,10 +67,11 @@ class TrainingTick:
         return out
 
     def close(self) -> list:
-        """Stop the thread; returns the steps it finished since the last tick."""
+        """Stop the thread (with a share, after the steps it owes); returns the steps it finished since the last
+        tick."""
         if self.bg is None:
             return []
-        self.bg.close()
+        self.bg.close(drain=self.share is not None)
         return self.bg.stats()
 
     @property

@@ -60,6 +60,8 @@ def build_flags() -> list[str]:
 
 def extension():
     """The compiled extension, built on first use; None (with a one-line notice) where it cannot be built."""
+    if _state["ext"] is not None or _state["failed"]:  # every engine call asks: no file system on this path
+        return _state["ext"]
     return _built(_state, "kangaroo_cpu_engine", sorted(CSRC.glob("*.cpp")), "C++ kernels",
                   "using the plain PyTorch path")
 

@@ -21,7 +21,9 @@ from common.config_fields import Rule, add_flags, at_least, check_fields, from_a
 from kangaroo_dvi import session_flags
 from kangaroo_dvi.serve.auth import key_from_env
 
-SERVE_DEFAULTS = {"save_lora_every": 500}  # periodic checkpoints by default when serving (the drivers: only final)
+# periodic checkpoints by default when serving (the drivers: only final); the trainer thread's share of wall time
+# while requests decode, so that it leaves the serving threads their cores (the drivers: no bound; dvi/trainer_share.py)
+SERVE_DEFAULTS = {"save_lora_every": 500, "dvi_trainer_share": 0.4}
 
 
 PORT = Rule("is not a TCP port: pass 1..65535 (0: any free port)", lambda p: 0 <= p <= 65535)

@@ -56,6 +56,12 @@ class ServeLearner:
         if self.dvi.books.save_due(self.dvi.global_step):
             prune_steps(self.cfg.io.save_dir, KEEP_STEPS)
 
+    def prefilling(self, n: int) -> None:
+        """``n`` prompts are on the prefill thread now: the trainer thread, bounded by a share, yields to them."""
+        share = self.dvi.training.share
+        if share is not None:
+            share.prefilling(n)
+
     @property
     def trainer_steps(self) -> int:
         return self.steps_before + self.dvi.train_steps
@@ -66,6 +72,17 @@ class ServeLearner:
         v = self.dvi.training.version
         return self.dvi.train_steps if v is None else int(v)
 
+    @property
+    def trainer_share(self) -> float:
+        """The trainer thread's time over wall time while blocks were decoded, this run (NaN: no share bound)."""
+        share = self.dvi.training.share
+        return share.used_share() if share is not None else float("nan")
+
+    @property
+    def owed_steps(self) -> int:
+        """Trainer steps due but deferred by the share (taken on idle time or at shutdown)."""
+        return self.dvi.bg.owed() if self.dvi.bg is not None else 0
+
     def heldout(self) -> dict[str, dict]:
         """Each trainable drafter's newest held-out evaluation (``dvi/heldout_eval.py``; {} without one)."""
         return self.dvi.heldout.latest() if self.dvi.heldout is not None else {}
@@ -73,7 +90,9 @@ class ServeLearner:
     def status(self) -> dict:
         return {"online": self.online, "global_step": self.dvi.global_step, "trainer_steps": self.trainer_steps,
                 "lora_version": self.lora_version, "resumed_from": self.resumed_from,
-                "calibration_restored": self.calibration_restored, "heldout": self.heldout()}
+                "calibration_restored": self.calibration_restored,
+                "trainer_share": None if self.dvi.training.share is None else round(self.trainer_share, 4),
+                "owed_steps": self.owed_steps, "heldout": self.heldout()}
 
     def finish(self) -> dict:
         """Stop the trainer, save STATE/checkpoints/final.pt (online, after any block) and close the metrics."""

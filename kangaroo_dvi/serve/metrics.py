@@ -16,6 +16,9 @@
                                               (dvi/heldout.py: top-1 agreement, teacher-forced accepted length; NaN
                                               before the first, or without a learner)
     kdvi_trainer_steps, kdvi_lora_version, kdvi_global_step   the learner (0 when not learning)
+    kdvi_trainer_share, kdvi_trainer_owed_steps   the trainer thread's time over wall time while blocks were decoded
+                                              (bounded by --dvi-trainer-share; NaN without a bound), and the steps
+                                              that bound deferred (dvi/trainer_share.py)
     kdvi_batch_size                           requests in the last decode step
     kdvi_time_to_first_token_seconds, kdvi_request_seconds   histograms
 """
@@ -68,7 +71,8 @@ class ServeMetrics:
                                              self.tokens_per_second),
                   "kdvi_top1_agree": (f"self-drafter top-1 agreement, last {TOP1_WINDOW} blocks with one",
                                       self.top1_agree)}
-        for name, attr in (("kdvi_trainer_steps", "trainer_steps"), ("kdvi_lora_version", "lora_version")):
+        for name, attr in (("kdvi_trainer_steps", "trainer_steps"), ("kdvi_lora_version", "lora_version"),
+                           ("kdvi_trainer_share", "trainer_share"), ("kdvi_trainer_owed_steps", "owed_steps")):
             gauges[name] = (name[5:].replace("_", " "), lambda a=attr: getattr(learner, a) if learner else 0)
         gauges["kdvi_global_step"] = ("blocks the learner has seen (resumed ones too)",
                                       lambda: learner.dvi.global_step if learner else 0)

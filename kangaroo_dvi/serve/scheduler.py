@@ -3,10 +3,12 @@
     HTTP handlers (asyncio) --submit--> admission queue (at most max_batch + queue_size requests in the server,
                                         decoding or waiting: past it QueueFull -> 503 + Retry-After)
     decode thread, each turn:
-      admit    while a slot is free: take a waiting request, give it a drafter and caches, prefill its prompt:
-               serving a frozen drafter, on the prefill thread (the machine's other core) while the requests in
-               flight go on decoding, and the request joins the batch at the turn after its prefill ends; a
-               learning server prefills inline (its learner sees every prompt and block in order, on this thread)
+      admit    while a slot is free: take a waiting request, give it a drafter and caches, and hand its prompt to
+               the prefill thread (the machine's other core) while the requests in flight go on decoding
+      join     a request whose prefill ended joins the batch; a learning server's learner first gets the dense
+               targets that prefill scored (``on_prefill``, on this thread), so it sees each request's prompt, then
+               its blocks, in order; it is told how many prompts are being prefilled (its trainer thread yields
+               the core to them: ``dvi/trainer_share.py``)
       step     one block of every request in flight together (``speculative.drafter_step_batch``: each drafts
                alone, weighing its drafts against the shared pass (``CostCurve.batch_rows``), one batched
                verify pass, accept/crop each), then per request in turn: the drafter observes
@@ -29,7 +31,7 @@ import traceback
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from kangaroo.cache_pool import ReusableCaches
-from kangaroo.speculative import drafter_step_batch, prefill
+from kangaroo.speculative import PrefillTargets, drafter_step_batch, prefill
 from kangaroo_dvi.serve.request_state import Sequence
 
 SHUTDOWN = "the server is shutting down"
@@ -53,8 +55,7 @@ class Scheduler:
         self._count = threading.Lock()
         self.active: list[Sequence] = []
         self.prefilling: list[tuple[Sequence, Future]] = []  # their prompts on the prefill thread
-        learning = learner is not None and learner.online
-        self._prefiller = None if learning else ThreadPoolExecutor(1, thread_name_prefix="kdvi-prefill")
+        self._prefiller = ThreadPoolExecutor(1, thread_name_prefix="kdvi-prefill")
         self.pools = [ReusableCaches(model.new_caches) for _ in range(max_batch)]
         self.free = list(range(max_batch))[::-1]
         self.accepting = True
@@ -94,8 +95,7 @@ class Scheduler:
         self._halt.set()
         if self._thread.is_alive():
             self._thread.join()
-        if self._prefiller is not None:
-            self._prefiller.shutdown(wait=True)
+        self._prefiller.shutdown(wait=True)
         left = list(self.active) + [seq for seq, _ in self.prefilling]
         self.prefilling = []
         while not self.waiting.empty():
@@ -112,6 +112,8 @@ class Scheduler:
             try:
                 self._admit()
                 self._join_prefilled()
+                if self.learner is not None:
+                    self.learner.prefilling(len(self.prefilling))
                 if self.active:
                     self._step()
                 elif self.prefilling:
@@ -148,14 +150,9 @@ class Scheduler:
         seq.history = seq.prompt[0].tolist()
         seq.caches = self.pools[seq.slot].get(seq.prompt_len + seq.max_tokens + seq.drafter.steps + 1)
         seq.drafter.begin(seq.history)
-        if self._prefiller is not None:
-            self.prefilling.append((seq, self._prefiller.submit(prefill, self.model, seq.prompt, seq.caches)))
-            return
-        lr = self.learner
-        dense = lr is not None and lr.prefill_positions > 0
-        prefill(self.model, seq.prompt, seq.caches, lr.prefill_positions if dense else 0,
-                lr.on_prefill if dense else None)
-        self.active.append(seq)
+        positions = self.learner.prefill_positions if self.learner is not None else 0
+        self.prefilling.append((seq, self._prefiller.submit(read_prompt, self.model, seq.prompt, seq.caches,
+                                                            positions)))
 
     def _join_prefilled(self) -> None:
         """Requests whose prompt the prefill thread has read join the batch (or fail alone)."""
@@ -167,6 +164,8 @@ class Scheduler:
                 self._leave(seq)
                 seq.fail(f"internal error while reading the prompt ({type(error).__name__}: {error})")
             else:
+                for targets in fut.result():  # before the request's first block
+                    self._learn(targets, prefill=True)
                 self.active.append(seq)
 
     def _step(self) -> None:
@@ -192,11 +191,12 @@ class Scheduler:
             if finished:
                 self._finish(seq)
 
-    def _learn(self, blk) -> None:
+    def _learn(self, item, prefill: bool = False) -> None:
+        """A block (or, ``prefill``, a prompt's dense targets) into the learner, which must not stop serving."""
         if self.learner is None:
             return
         try:
-            self.learner.on_block(blk)
+            (self.learner.on_prefill if prefill else self.learner.on_block)(item)
         except Exception as e:  # noqa: BLE001 - a failed trainer or checkpoint must not stop serving
             traceback.print_exc()
             self.print(f"[serve] the learner failed ({type(e).__name__}: {e}); serving goes on with the drafter as "
@@ -219,3 +219,11 @@ class Scheduler:
         with self._count:
             self.inside -= 1
         self.room.release()
+
+
+def read_prompt(model, prompt, caches, positions: int) -> list[PrefillTargets]:
+    """The prefill thread's job: ``prompt`` but its last token into ``caches``; with ``positions`` > 0, the dense
+    targets the verifier head scored there (for the learner, handed over when the request joins), else none."""
+    got: list[PrefillTargets] = []
+    prefill(model, prompt, caches, positions, got.append if positions else None)
+    return got

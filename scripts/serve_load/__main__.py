@@ -10,7 +10,9 @@ Two servers, one after the other (flags: --max-batch, --queue-size, --num-thread
   learn      ``--dvi-online true`` from a fresh state (OUT/state): the first --learn-prompts prompts by
              --learn-concurrency clients; the drafter's held-out agreement at the server's start and end
              (OUT/state/metrics/heldout.csv, dvi/heldout.py) and its agreement over the served stream (first vs
-             last quarter of its blocks, from OUT/state/metrics/acceptance.csv). SIGTERM: the drain, then final.pt.
+             last quarter of its blocks, from OUT/state/metrics/acceptance.csv); then, on the same server,
+             --requests-per-level further prompts at each of --learn-levels concurrent clients (``learn-clients``:
+             the learning server's own scaling, beside the frozen one's). SIGTERM: the drain, then final.pt.
   clients    ``--dvi-online false --load-lora OUT/state/checkpoints/final.pt`` (that drafter deployed frozen, so every
              level serves the same drafter; OUT/state_deployed): --requests-per-level further prompts at each of
              --levels concurrent clients: latency to the first token and per output token (p50/p95), total
@@ -54,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learn-prompts", type=int, default=300)
     p.add_argument("--learn-concurrency", type=int, default=4)
     p.add_argument("--levels", default="1,2,4,8", help="comma-separated concurrent clients")
+    p.add_argument("--learn-levels", default="1,4",
+                   help="concurrent clients for the learning server after its learn phase ('': none)")
     p.add_argument("--requests-per-level", type=int, default=24)
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--max-seconds", type=float, default=1800, help="per phase: no new request after this")
@@ -93,12 +97,26 @@ def learn_phase(args, server, prompts: list[str]) -> tuple[tuple, tuple[int, int
     return phase, (step0, server.health()["global_step"])
 
 
+def level_phases(args, server, prompts: list[str], name: str, levels: list[int], at: int) -> list[tuple]:
+    """Each level of concurrent clients on its own ``--requests-per-level`` prompts, from prompt ``at`` on."""
+    runs = []
+    for c in levels:
+        runs.append(run(name, c, server, [(i, prompts[i]) for i in range(at, at + args.requests_per_level)], args))
+        at += args.requests_per_level
+    return runs
+
+
+def learning_phases(args, server, prompts: list[str]) -> tuple:
+    """The learn phase (and its block range), then the learning server at each --learn-levels (the prompts after
+    every other phase's)."""
+    learn, steps = learn_phase(args, server, prompts)
+    at = args.learn_prompts + args.requests_per_level * len(levels_of(args))
+    return learn, steps, level_phases(args, server, prompts, "learn-clients", levels_of(args, "learn_levels"), at)
+
+
 def client_phases(args, server, prompts: list[str]) -> list[tuple]:
     """Each level of concurrent clients on its own prompts, then the burst past the queue bound."""
-    runs, at = [], args.learn_prompts
-    for c in levels_of(args):
-        runs.append(run("clients", c, server, [(i, prompts[i]) for i in range(at, at + args.requests_per_level)], args))
-        at += args.requests_per_level
+    runs = level_phases(args, server, prompts, "clients", levels_of(args), args.learn_prompts)
     if args.overload_extra:
         n = args.max_batch + args.queue_size + args.overload_extra
         recs = burst(server.url, server.health()["model"], [(i % len(prompts), prompts[i % len(prompts)])
@@ -113,8 +131,8 @@ def sampling_of(args) -> dict:
     return {"temperature": args.temperature, "top_p": args.top_p, "seed": args.seed}
 
 
-def levels_of(args) -> list[int]:
-    return [int(c) for c in args.levels.split(",") if c.strip()]
+def levels_of(args, flag: str = "levels") -> list[int]:
+    return [int(c) for c in getattr(args, flag).split(",") if c.strip()]
 
 
 def served(server, out: Path, name: str, phases) -> tuple:
@@ -153,18 +171,19 @@ def main(argv=None) -> int:
                             "(the top1_agree figure needs a drafter that starts from scratch)")
         shutil.rmtree(d, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    n = args.learn_prompts + args.requests_per_level * len(levels_of(args))
+    n = args.learn_prompts + args.requests_per_level * (len(levels_of(args)) + len(levels_of(args, "learn_levels")))
     prompts = prompts_of(args.prompts_jsonl, n)
     flags = ["--num-threads", str(args.num_threads), "--max-batch", str(args.max_batch), "--queue-size",
              str(args.queue_size), "--max-new-tokens", str(args.max_tokens), *shlex.split(args.server_args)]
     learner = ServerProcess(args.model_id, state, out / "server_learn_log.txt", [*flags, "--dvi-online", "true"])
-    (learn, (s0, s1)), rc_learn = served(learner, out, "learn", lambda s: learn_phase(args, s, prompts))
+    (learn, (s0, s1), learn_levels), rc_learn = served(learner, out, "learn",
+                                                       lambda s: learning_phases(args, s, prompts))
     final = state / "checkpoints" / "final.pt"
     deployed = ServerProcess(args.model_id, out / "state_deployed", out / "server_log.txt",
                              [*flags, "--dvi-online", "false", "--load-lora", str(final)])
     clients, rc = served(deployed, out, "deployed", lambda s: client_phases(args, s, prompts))
     refs = reference(args, n, out)
-    runs = [learn, *clients]
+    runs = [learn, *learn_levels, *clients]
     phases = [phase_summary(name, c, recs, wall, refs) for name, c, recs, wall in runs]
     summary = {"command": "python -m scripts.serve_load " + shlex.join(sys.argv[1:] if argv is None else argv),
                "server_commands": [shlex.join(["python", *s.command[1:]]) for s in (learner, deployed)],

@@ -55,26 +55,31 @@ def agreement(acceptance_csv, first_step: int, last_step: int) -> dict:
             "all": stats(rows)}
 
 
-def _row(p: dict, base: float | None) -> str:
-    speed = f"{p['tokens_per_s'] / base:.2f}x" if base and p["tokens_per_s"] and p["phase"] == "clients" else "-"
+def _row(p: dict, bases: dict) -> str:
+    base = bases.get(p["phase"])
+    speed = f"{p['tokens_per_s'] / base:.2f}x" if base and p["tokens_per_s"] else "-"
     return (f"| {p['phase']} | {p['concurrency']} | {p['requests']} | {p['ok']} | {p['rejected_503']} | "
             f"{p['server_5xx']} | {p['lost']} | {p['equal_to_greedy']}/{p['checked']} | {p['ttft_p50_ms']} / "
             f"{p['ttft_p95_ms']} | {p['tpot_p50_ms']} / {p['tpot_p95_ms']} | {p['tokens_per_s']} | {speed} |")
 
 
+LEVELS = ("clients", "learn-clients")  # phases whose tokens/s are shown against their own 1-client figure
+
+
 def write_readme(out: Path, summary: dict) -> Path:
     phases = summary["phases"]
-    base = next((p["tokens_per_s"] for p in phases if p["phase"] == "clients" and p["concurrency"] == 1), None)
+    bases = {p["phase"]: p["tokens_per_s"] for p in phases if p["phase"] in LEVELS and p["concurrency"] == 1}
     lines = [f"# Serving under load: {summary['model_id']}", "",
              "Written by `scripts/serve_load` (loopback only, bounded count and duration). Command:", "",
              "```bash", summary["command"], "```", "",
-             (f"Machine: {summary['machine']}. Servers: the `learn` phase `{summary['server_commands'][0]}`; the "
+             (f"Machine: {summary['machine']}. Servers: the `learn` and `learn-clients` phases "
+              f"`{summary['server_commands'][0]}`; the "
               f"others, on the drafter it learned, deployed frozen: `{summary['server_commands'][1]}`."), "",
              f"Reference (every answer checked against it): {reference_of(summary)}.", "",
              ("| phase | clients | requests | ok | 503 | other 5xx | lost | equal to reference | TTFT p50 / p95 ms | "
               "per output token p50 / p95 ms | tokens/s | vs 1 client |"),
              "|---|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|"]
-    lines += [_row(p, base) for p in phases]
+    lines += [_row(p, bases) for p in phases]
     a = summary.get("agreement")
     if a:
         f, l = a["first_quarter"], a["last_quarter"]
@@ -121,6 +126,15 @@ def targets(phases: list[dict], reference: str = "greedy decoding") -> list[str]
     within = [p for p in phases if p["phase"] != "overload"]
     bad = sum(p["server_5xx"] + p["lost"] + p["rejected_503"] for p in within)
     out.append(f"{bad} lost requests, 5xx or 503 within the queue bound")
+    learn1, learn4 = by.get(("learn-clients", 1)), by.get(("learn-clients", 4))
+    if learn1 and learn4 and learn1["tokens_per_s"]:
+        ratio = learn4["tokens_per_s"] / learn1["tokens_per_s"]
+        out.append(f"learning server, 4 clients / its 1 client tokens/s = {ratio:.2f}x "
+                   f"({'met' if ratio >= 2.0 else 'not met'}: >= 2.0x)")
+    if learn4 and four and four["tokens_per_s"]:
+        share = learn4["tokens_per_s"] / four["tokens_per_s"]
+        out.append(f"learning server at 4 clients = {share:.0%} of the frozen server's tokens/s "
+                   f"({'met' if share >= 0.75 else 'not met'}: >= 75%)")
     over = by.get(("overload", max((c for ph, c in by if ph == "overload"), default=0)))
     if over:
         out.append(f"past the bound: {over['rejected_503']} of {over['requests']} turned away with 503, "

@@ -1,6 +1,7 @@
 """The decode thread in-process (tiny float64 Llama): several requests of different lengths in flight together, joining
 and leaving at different blocks, each equal to ``kangaroo_generate`` on it alone; every block reaches the one learner;
-a full queue refuses (QueueFull with Retry-After), a cancelled request frees its slot, a shutdown drains."""
+a full queue refuses (QueueFull with Retry-After), a cancelled request frees its slot, a shutdown drains; prompts are
+read on the prefill thread, and a learning server's learner gets each prompt's targets before that request's blocks."""
 import queue
 import threading
 
@@ -174,6 +175,9 @@ def test_a_failing_learner_stops_learning_but_not_serving():
         def on_block(self, blk):
             raise OSError("disk full")
 
+        def prefilling(self, n):
+            pass
+
     lines = []
     sched = Scheduler(km, DrafterFactory(DRAFTER, km, online=False), 2, 2, Broken(), ServeMetrics(),
                       print_fn=lines.append)
@@ -212,9 +216,12 @@ def test_requests_share_one_memory_and_metrics_count_by_source_as_the_chain_does
     assert mean == counts["memory"].committed / counts["memory"].blocks > 1
 
 
-def test_a_frozen_drafters_prompts_are_read_on_the_prefill_thread_while_others_decode():
-    """Serving a frozen drafter, prompts go through the prefill thread (the decode thread keeps decoding); a learning
-    server reads them inline, in order with the blocks its learner sees. Either way every answer stays greedy."""
+@pytest.mark.parametrize("learning", [False, True])
+def test_prompts_are_read_on_the_prefill_thread_while_others_decode(tmp_path, learning):
+    """Prompts go through the prefill thread (the decode thread keeps decoding), a learning server's too; every answer
+    stays greedy."""
+    from tests.serve.test_learning import learner_cfg, serve_learner
+
     km = tiny()
     threads = []
     shallow = km.forward_shallow
@@ -224,7 +231,8 @@ def test_a_frozen_drafters_prompts_are_read_on_the_prefill_thread_while_others_d
         return shallow(ids, cache)
 
     km.forward_shallow = spy
-    sched, _ = scheduler(km, max_batch=3)
+    learner = serve_learner(km, learner_cfg(tmp_path)) if learning else None
+    sched, _ = scheduler(km, max_batch=3, learner=learner)
     ids_list = prompts([9, 6, 11])
     reqs = [request(ids, 12) for ids in ids_list]
     sched.start()
@@ -237,3 +245,42 @@ def test_a_frozen_drafters_prompts_are_read_on_the_prefill_thread_while_others_d
     on_prefill_thread = sorted(n for name, n in threads if name.startswith("kdvi-prefill"))
     assert on_prefill_thread == [5, 8, 10]  # each prompt but its last token, and nothing else
     assert sched.state() == (0, 0)
+
+
+def test_the_learner_gets_each_prompt_then_each_block_of_its_request_in_order(tmp_path, monkeypatch):
+    """A learning server: each request's dense prompt targets (scored on the prefill thread) reach the learner on the
+    decode thread before the request's first block, and every block of every request reaches it, each right before
+    the request commits that block's tokens, so per request the learner sees its blocks in order."""
+    from tests.serve.test_learning import learner_cfg, serve_learner
+
+    km = tiny()
+    learner = serve_learner(km, learner_cfg(tmp_path))
+    assert learner.prefill_positions > 0
+    sched, _ = scheduler(km, max_batch=2, learner=learner)
+    events = []
+    on_prefill, on_block, commit = learner.dvi.on_prefill, learner.dvi.on_block, Sequence.commit
+    learner.dvi.on_prefill = lambda t: (events.append(("prompt", t.prompt_len, threading.current_thread().name,
+                                                       len(t.positions))), on_prefill(t))
+    learner.dvi.on_block = lambda blk: (events.append(("block", list(blk.committed))), on_block(blk))
+    monkeypatch.setattr(Sequence, "commit", lambda seq, c: (events.append(("commit", seq.rid, list(c))),
+                                                            commit(seq, c))[1])
+    reqs = [request(ids, 16) for ids in prompts([9, 6, 11, 7])]  # four requests through two slots
+    for seq, _ in reqs:
+        sched.submit(seq)
+    sched.start()
+    outs = [result(ev) for _, ev in reqs]
+    sched.close(timeout=WAIT_S)
+    by_len = {seq.prompt_len: seq.rid for seq, _ in reqs}
+    started, blocks = set(), {seq.rid: [] for seq, _ in reqs}
+    for i, ev in enumerate(events):
+        if ev[0] == "prompt":
+            _, n, thread, scored = ev
+            assert thread == "kdvi-decode" and scored == n - 1 and by_len[n] not in started
+            started.add(by_len[n])
+        elif ev[0] == "block":  # the next event is the commit of this very block, by a request already prompted
+            kind, rid, committed = events[i + 1]
+            assert kind == "commit" and committed == ev[1] and rid in started
+            blocks[rid].append(committed)
+    assert started == set(blocks) and sum(e[0] == "block" for e in events) == learner.dvi.global_step
+    for (seq, _), (tokens, _, _) in zip(reqs, outs):
+        assert [t for c in blocks[seq.rid] for t in c][:len(tokens)] == tokens  # its blocks, in order, make its answer

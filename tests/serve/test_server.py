@@ -182,6 +182,8 @@ def test_health_models_and_metrics(server):
     models = client(server).models.list()
     assert [m.id for m in models.data] == [h["model"]]
     assert server.metric("kdvi_trainer_steps") > 0 and server.metric("kdvi_tokens_per_second") >= 0
+    # the trainer thread's share of wall time is bounded by the server's default --dvi-trainer-share
+    assert 0 <= h["trainer_share"] and server.metric("kdvi_trainer_owed_steps") >= 0
     text = server.metrics_text()
     for name in ("kdvi_mean_accepted_length{source=", "kdvi_top1_agree", "kdvi_lora_version", "kdvi_queue_depth",
                  'kdvi_requests_total{endpoint="/v1/chat/completions",status="400"}', "kdvi_time_to_first_token"):

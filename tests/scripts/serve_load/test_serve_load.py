@@ -61,6 +61,15 @@ def test_agreement_quarters_and_targets(tmp_path):
                                      "phases": [one, four, over], "agreement": a, "targets": lines,
                                      "heldout": heldout_ends(held)}).read_text()
     assert "| clients | 4 |" in readme and "3.00x" in readme and "last quarter **1.0**" in readme
+    learn1 = phase_summary("learn-clients", 1, [rec(0, ids=[5, 6, 7, 2])], 4.0, REFS)
+    learn4 = phase_summary("learn-clients", 4, [rec(0, ids=[5, 6, 7, 2])] * 2, 4.0, REFS)  # 2x its 1, 67% of frozen
+    lines = targets([one, learn1, learn4, four, over])
+    assert "learning server, 4 clients / its 1 client tokens/s = 2.00x (met: >= 2.0x)" in lines
+    assert "learning server at 4 clients = 67% of the frozen server's tokens/s (not met: >= 75%)" in lines
+    readme = write_readme(tmp_path, {"model_id": "m", "command": "cmd", "server_commands": ["a", "b"], "machine": "cpu",
+                                     "phases": [learn1, learn4, one, four], "agreement": a, "targets": lines,
+                                     "heldout": heldout_ends(held)}).read_text()
+    assert "| learn-clients | 4 |" in readme and "| 2.0 | 2.00x |" in readme and "| 3.0 | 3.00x |" in readme
     assert "Held-out agreement of `self`" in readme and "top-1 0.050 -> **0.250**, accepted length 0.06 -> 0.40" \
         in readme and "over 120 trainer steps" in readme
     assert "Reference (every answer checked against it): greedy decoding" in readme
