@@ -212,3 +212,177 @@ def test_width_one_is_the_chain():
     prefill(km, ids, caches)
     blk = drafter_step(km, make_drafter("self", 4, lambda: ThresholdStop(0.0), width=1), ids[0].tolist(), caches)
     assert blk.tree is None
+
+
+def test_the_ngram_drafter_merges_its_matches_into_a_tree():
+    """Each matched n gives its latest occurrence's continuation, longest first: they share a prefix or branch."""
+    from kangaroo.drafters import NGramDrafter
+
+    history = [1, 2, 3, 7, 8, 9, 5, 3, 4, 6, 9, 2, 3]   # "2 3" -> 7 8 9 (n=2); "3" -> 4 6 9 (n=1, latest)
+    d = NGramDrafter(4, 1, 2, ThresholdStop(0.8), width=2).draft(None, None, history)
+    assert d.tokens == [7, 4] and d.tree.parents == (0, 0)   # the n=2 line (its first at 0.75 < 0.8 stops it), the
+    assert d.confidences == [0.75, 0.5]                      # n=1 match's first token beside it
+    assert NGramDrafter(4, 1, 2, ThresholdStop(0.8)).draft(None, None, history).tree is None
+
+
+def test_the_memory_drafter_drafts_suffixdecodings_tree():
+    from kangaroo.drafters import MemoryDrafter
+
+    memory = SuffixMemory()
+    for out in ([5, 1, 2, 3, 4], [6, 1, 2, 8, 9], [7, 1, 2, 3, 4]):
+        memory.add(out)
+    nodes, match = memory.lookup_tree([9, 1, 2], 3, 2)
+    assert match == 2 and [(n.token, n.parent, n.hits, n.total) for n in nodes[:3]] == [(3, -1, 2, 3), (8, -1, 1, 3),
+                                                                                          (4, 0, 2, 2)]
+    assert [n.token for n in nodes] == [3, 8, 4, 9]   # the main line first, then the best branch's own continuation
+    d = MemoryDrafter(4, memory, ThresholdStop(0.0), width=2).draft(None, None, [9, 1, 2])
+    assert d.tokens == [3, 4, 8] and d.tree.parents == (0, 1, 0)    # threshold: branches at the first position
+    chain = MemoryDrafter(4, memory, ThresholdStop(0.0)).draft(None, None, [9, 1, 2])
+    assert chain.tokens == [3, 4] and chain.tree is None
+
+
+def test_the_pay_rule_on_given_costs():
+    """Q4_1-like costs (a verified row ~0.24 of a step) stay a chain, float32-like (~0.02) branch; per block, a
+    branch joins when its calibrated chance of being the accepted token beats its row's share of the block."""
+    from kangaroo.draft_policy import BRANCH_GAINS, GoodputPolicy, auto_tree_width
+
+    q4 = CostCurve(shallow_ms=[1.0, 1.1, 1.2, 1.3], deep_ms=[11.0, 13.6, 16.2, 18.8], head_ms=0.6)
+    f32 = CostCurve(shallow_ms=[2.0, 2.02, 2.04, 2.06], deep_ms=[26.0, 26.5, 27.0, 27.5], head_ms=0.6)
+    assert auto_tree_width(q4) == 1 and auto_tree_width(f32) == 1 + len(BRANCH_GAINS)
+    assert auto_tree_width(f32, gains=(0.06, 0.01)) == 2
+    for cost, joins in ((f32, True), (q4, False)):
+        pol = GoodputPolicy(cost)
+        gain = pol.branch([0.6], (0.0, 0), [], 0.2, "self")   # x's second choice beside a first at 0.6
+        assert (gain is not None) == joins
+        if joins:
+            assert gain == pytest.approx(0.2)   # the prior: its confidence (no verdicts yet)
+    deep = pol.branch([0.6], (0.0, 0), [(0.6, True)], 0.2, "ngram", main=True)   # under d_1: times d_1's 0.6
+    assert deep is None
+    pol = GoodputPolicy(f32)
+    assert pol.branch([0.6], (0.0, 0), [(0.6, True)], 0.2, "ngram", main=True) == pytest.approx(0.12)
+    assert pol.branch([0.9], (0.0, 0), [], 0.001, "self") is None   # worth less than its row
+    assert ThresholdStop(0.5).branch([0.6], (0.0, 0), [], 0.01, "self") == 0.01      # static: the first position
+    assert ThresholdStop(0.5).branch([0.6], (0.0, 0), [(0.6, True)], 0.3, "self") is None
+
+
+def test_the_calibrator_counts_every_judged_node_branches_apart():
+    from kangaroo.blocks import Block, Verification
+    from kangaroo.draft_policy import Calibrator, branch_source
+    from kangaroo.tree_accept import TreeBlock, line_draft
+
+    tree = TokenTree((0, 0, 1))           # x -> {1 (main), 2 (branch)}; 1 -> {3}
+    d = Draft([5, 6, 7], None, None, [0.7, 0.2, 0.5], source="self", tree=tree)
+    blk = Block(line_draft(d, [0, 2]), Verification(torch.zeros(2, 9), [6, 4]), 1, [6, 4],
+                tree=TreeBlock(d, None, [0, 2]))
+    cal = Calibrator()
+    cal.observe(blk)   # 1 rejected (main), 2 accepted (branch); 3 never judged
+    assert cal.tried == {("self", 7): 1, (branch_source("self"), 2): 1}
+    assert cal.accepted == {("self", 7): 0, (branch_source("self"), 2): 1}
+
+
+@pytest.mark.parametrize("adapter_mode", ["none", "train"])
+def test_sequences_with_trees_batched_each_equal_alone_and_greedy(engine_on, adapter_mode):
+    """The server's path (``drafter_step_batch``): each sequence its own tree (or chain), one verify pass; every
+    sequence equals itself decoded alone, and greedy."""
+    from tests.kangaroo.test_batched import decode_together
+
+    tiny = make_tiny_llama(seed=3, dtype=torch.float32)
+    km = KangarooModel(model_id="tiny", base_model=tiny, exit_layer=2, adapter_mode=adapter_mode)
+    ids_list = prompts(4)
+    budgets, joins, widths = [30, 12, 25, 18], [0, 0, 3, 7], [3, 1, 2, 3]
+
+    def new(i):
+        return make_drafter("ngram,self", 5, lambda: ThresholdStop(0.0), width=widths[i])
+
+    got = decode_together(km, [new(i) for i in range(4)], ids_list, budgets, joins)
+    for i, (ids, n, tokens) in enumerate(zip(ids_list, budgets, got)):
+        assert tokens == kangaroo_generate(km, ids, n, set(), drafter=new(i)).tokens
+        assert tokens == greedy_decode(tiny, ids, n, set()).tokens
+
+
+@pytest.mark.parametrize("adapter", ["window", "whole"])
+def test_a_tree_nodes_drafter_features_are_its_paths(engine_on, adapter):
+    """A trained adapter's window (and a loaded adapter over the whole context) sees a node's own path: its hk
+    equals the hk of the same tokens shallow-passed as a chain (the window: bit for bit; the whole context's
+    adapter runs on the plain path, to rounding)."""
+    from kangaroo.adapter import KangarooAdapter
+    from kangaroo.trained_adapter import trained_adapter
+
+    tiny = make_tiny_llama(seed=4, dtype=torch.float32)
+    km = KangarooModel(model_id="tiny", base_model=tiny, exit_layer=2)
+    torch.manual_seed(1)
+    if adapter == "window":
+        km.adapter = km.trained_adapter = trained_adapter(tiny, 2, 3)   # a window of 3 positions
+        torch.nn.init.normal_(km.adapter.self_attn.o_proj.weight, std=0.2)   # not the identity start
+    else:
+        km.adapter = KangarooAdapter(tiny.config)
+    ids = prompts(1)[0]
+    toks = torch.randint(3, 97, (1, TREE.size + 1), generator=torch.Generator().manual_seed(2))
+
+    def shallow(chunks, tree=None):
+        c = km.new_caches(64)
+        km.forward_shallow(ids, c.shallow)
+        return [km.forward_shallow(x, c.shallow, tree if i == len(chunks) - 1 else None).hk for i, x in
+                enumerate(chunks)][-1]
+
+    hk = shallow([toks], TreeSlots(ids.shape[1], TREE))
+    for node in range(TREE.size + 1):
+        path = TREE.path(node)
+        want = shallow([toks[:, path[:-1]], toks[:, path[-1:]]] if len(path) > 1 else [toks[:, :1]])
+        if adapter == "window":
+            assert torch.equal(hk[0, node], want[0, -1])
+        else:
+            torch.testing.assert_close(hk[0, node], want[0, -1], rtol=1e-5, atol=1e-5)
+
+
+def test_a_self_trees_rejected_branches_are_reject_tuples(engine_on):
+    """DVI reads a tree's block as the chain of its line, and each other judged, rejected node as a reject tuple
+    with the features that proposed it and its parent's row."""
+    from dvi.block_samples import block_samples
+
+    km = _km(1)
+    blocks = []
+    kangaroo_generate(km, prompts(1)[0], 40, set(), on_block=blocks.append,
+                      drafter=make_drafter("self", 5, lambda: ThresholdStop(0.0), width=3))
+    trees = [b for b in blocks if b.tree is not None and b.tree.rejected_off_line()]
+    assert trees
+    for b in trees:
+        samples = block_samples(b)
+        line = samples[:b.accepted + (b.accepted < b.drafted)]
+        assert [s.token for s in line] == b.draft.tokens[:len(line)]
+        extra = samples[len(line):]
+        assert len(extra) == len(b.tree.rejected_off_line())
+        for s, c in zip(extra, b.tree.rejected_off_line()):
+            t = b.tree.draft.tree
+            assert (s.token, s.reward, s.pos, s.is_first_reject) == (b.tree.draft.tokens[c - 1], 0, t.depths[c], True)
+            assert torch.equal(s.z_phi, b.tree.verification.logits[t.parent(c)])
+
+
+AVX2_SCRIPT = """
+import sys, torch
+from kangaroo import cpu_engine
+from tests.helpers import make_tiny_llama
+from tests.kangaroo.test_token_trees import _tree_and_steps
+assert cpu_engine.extension().isa == "avx2"
+rows, steps, *_ = _tree_and_steps(make_tiny_llama(dtype=torch.float32), torch.float32)
+torch.save({"rows": rows, "steps": steps}, sys.argv[1])
+"""
+
+
+@pytest.mark.slow  # builds the AVX2 extension (cached after the first run)
+@engine
+def test_the_avx2_build_gives_the_same_tree_bits(engine_on, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if cpu_engine.extension().isa != "avx512":
+        pytest.skip("the native build is the AVX2 one on this CPU")
+    env = {**os.environ, "KANGAROO_ENGINE_ISA": "avx2", "OMP_NUM_THREADS": "1"}
+    repo = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", AVX2_SCRIPT, str(tmp_path / "out.pt")], cwd=repo, env=env, check=True,
+                   timeout=900)
+    out = torch.load(tmp_path / "out.pt")
+    rows, steps, *_ = _tree_and_steps(make_tiny_llama(dtype=torch.float32), torch.float32)
+    assert torch.equal(out["rows"], out["steps"]) and torch.equal(out["rows"], rows) and torch.equal(rows, steps)
