@@ -240,14 +240,22 @@ def build_drafter(cfg: DrafterConfig, model, print_fn=print, cost=None, online: 
         cost = cost_curve(cfg, model, print_fn)
     shared = calibrator if calibrator is not None and cfg.draft_policy == "goodput" else None
     return make_drafter(cfg.drafter, cfg.steps, policy_factory(cfg, cost, shared, online), cfg.ngram_min, cfg.ngram_max,
-                        memory if memory is not None else new_memory(cfg), tree_width(cfg, cost))
+                        memory if memory is not None else new_memory(cfg), tree_width(cfg, cost, print_fn))
 
 
-def tree_width(cfg: DrafterConfig, cost=None) -> int:
-    """``cfg.tree_width`` (0 and 1: chains), or auto: ``auto_tree_width`` of the cost curve under goodput, else 1."""
+def tree_width(cfg: DrafterConfig, cost=None, print_fn=print) -> int:
+    """``cfg.tree_width`` (0 and 1: chains), or auto: ``auto_tree_width`` of the cost curve under goodput (said in
+    one line when it branches), else 1. ``cfg``'s policy is resolved (``resolve_auto``)."""
     if cfg.tree_width != AUTO_WIDTH:
         return max(1, cfg.tree_width)
-    return auto_tree_width(cost) if cfg.draft_policy == "goodput" and cost is not None else 1
+    if cfg.draft_policy != "goodput" or cost is None:
+        return 1
+    width = auto_tree_width(cost)
+    if width > 1:
+        share = (cost.row_ms + cost.shallow_row_ms) / (cost.shallow_ms[0] + cost.deep_ms[0])
+        print_fn(f"[drafter] token trees of width {width}: a verified row costs {share:.3f} of a step, so the "
+                 "drafter's next choices may pay as branches (--tree-width 1: chains)")
+    return width
 
 
 def policy_factory(cfg: DrafterConfig, cost, calibrator: Calibrator | None = None, online: bool = False):

@@ -34,7 +34,7 @@ from torch import nn
 from common.errors import ConfigError, UserError
 from kangaroo import cpu_engine
 from kangaroo.blocks import HiddenContext
-from kangaroo.llama_forward import final_norm, new_cache, project, rope_and_mask, rotary_for, run_layers
+from kangaroo.llama_forward import final_norm, new_cache, pass_mask, pass_rope, project, rotary_for, run_layers
 from kangaroo.kv_cache import KVCache
 from kangaroo.shallow import ShallowOut
 from kangaroo.token_tree import TreeSlots
@@ -169,8 +169,8 @@ class KangarooModel(nn.Module):
             first = max(0, start - self.adapter.window + 1)
             rows = cache.read_rows(first, start + n)[None]  # a copy: the cache may move on before hk is read
             return ShallowOut(h, features=lambda: self._window_features(rows, first, n))
-        cos, sin, mask = rope_and_mask(self.rotary_emb, h, start, tree)
-        hk = self.adapter(h, cos, sin, cache, self.exit_layer, mask)
+        cos, sin = pass_rope(self.rotary_emb, h, start, tree)
+        hk = self.adapter(h, cos, sin, cache, self.exit_layer, pass_mask(start, n, h.device, tree))
         cache.advance(n)
         return ShallowOut(h, hk)
 

@@ -111,12 +111,16 @@ def decoder_layer(layer, h: torch.Tensor, cos, sin, cache: KVCache, idx: int, ma
     return h + layer.mlp(layer.post_attention_layernorm(h))
 
 
-def rope_and_mask(rotary_emb, h: torch.Tensor, start: int, tree: TreeSlots | None = None):
-    """cos/sin and the attention mask of a pass over ``h`` [B, n, d] at ``start``: causal, or ``tree``'s."""
-    n = h.shape[1]
+def pass_rope(rotary_emb, h: torch.Tensor, start: int, tree: TreeSlots | None = None):
+    """cos/sin of a pass over ``h`` [B, n, d] at ``start``: consecutive positions, or ``tree``'s depths."""
     if tree is None:
-        return (*rotary_for(rotary_emb, h, start), causal_mask(start, n, h.device))
-    return (*rotary_at(rotary_emb, h, tree.positions(start, n)), tree.mask(start, n, h.device))
+        return rotary_for(rotary_emb, h, start)
+    return rotary_at(rotary_emb, h, tree.positions(start, h.shape[1]))
+
+
+def pass_mask(start: int, n: int, device, tree: TreeSlots | None = None) -> torch.Tensor | None:
+    """The attention mask of a pass of n rows at ``start``: causal, or ``tree``'s."""
+    return causal_mask(start, n, device) if tree is None else tree.mask(start, n, device)
 
 
 def run_layers(layers, h: torch.Tensor, cache: KVCache, rotary_emb, tree: TreeSlots | None = None) -> torch.Tensor:
@@ -125,14 +129,13 @@ def run_layers(layers, h: torch.Tensor, cache: KVCache, rotary_emb, tree: TreeSl
     (``kangaroo/cpu_engine.py``), the rest as below."""
     start, n = cache.length, h.shape[1]
     stack = cpu_engine.stack_for(layers) if h.shape[0] == 1 and cpu_engine.applies(h) else None
+    cos, sin = pass_rope(rotary_emb, h, start, tree)
     if stack is not None:
-        cos, sin = rotary_for(rotary_emb, h, start) if tree is None else rotary_at(rotary_emb, h,
-                                                                                   tree.positions(start, n))
         cache.check_room(n)
         out = stack.forward(h[0], cache.k, cache.v, start, cos[0], sin[0], None if tree is None else tree.spec())
         cache.advance(n)
         return out[None]
-    cos, sin, mask = rope_and_mask(rotary_emb, h, start, tree)
+    mask = pass_mask(start, n, h.device, tree)
     for i, layer in enumerate(layers):
         h = decoder_layer(layer, h, cos, sin, cache, i, mask)
     cache.advance(n)
@@ -153,8 +156,7 @@ def run_layers_batch(layers, hs: list[torch.Tensor], caches: list[KVCache], rota
     stack = cpu_engine.stack_for(layers) if len(take) > 1 else None
     out = [None] * len(hs)
     if stack is not None:
-        rot = [rotary_for(rotary_emb, hs[i], caches[i].length) if trees[i] is None else
-               rotary_at(rotary_emb, hs[i], trees[i].positions(caches[i].length, hs[i].shape[1])) for i in take]
+        rot = [pass_rope(rotary_emb, hs[i], caches[i].length, trees[i]) for i in take]
         for i in take:
             caches[i].check_room(hs[i].shape[1])
         specs = [torch.empty(0, dtype=torch.int64) if trees[i] is None else trees[i].spec() for i in take]

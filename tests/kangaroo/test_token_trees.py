@@ -265,6 +265,17 @@ def test_the_pay_rule_on_given_costs():
     assert ThresholdStop(0.5).branch([0.6], (0.0, 0), [(0.6, True)], 0.3, "self") is None
 
 
+def test_the_tree_width_a_run_starts_with():
+    from kangaroo.drafter_config import DrafterConfig, tree_width
+
+    f32 = CostCurve(shallow_ms=[2.0, 2.02, 2.04, 2.06], deep_ms=[26.0, 26.5, 27.0, 27.5], head_ms=0.6)
+    lines = []
+    assert tree_width(DrafterConfig(draft_policy="goodput"), f32, lines.append) == 3 and "width 3" in lines[0]
+    assert tree_width(DrafterConfig(draft_policy="threshold"), None) == 1          # no cost curve: chains
+    assert tree_width(DrafterConfig(draft_policy="goodput", tree_width=0), f32) == 1
+    assert tree_width(DrafterConfig(draft_policy="threshold", tree_width=2), None) == 2
+
+
 def test_the_calibrator_counts_every_judged_node_branches_apart():
     from kangaroo.blocks import Block, Verification
     from kangaroo.draft_policy import Calibrator, branch_source
