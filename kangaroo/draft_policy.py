@@ -239,8 +239,10 @@ class GoodputPolicy:
 
 
 # The prior worth of a branch, in tokens a block: how often the self-drafter's 2nd (3rd) choice at the first
-# position, not its 1st, is the verifier's token (runs/exp_trees, ShareGPT prompts). ``auto_tree_width`` weighs it.
-BRANCH_GAINS = (0.06, 0.03)
+# position, not its 1st, is the verifier's token (runs/exp_trees: 0.051 and 0.027 for the identity drafter over 2,386
+# ShareGPT answer positions; runs/exp_draft_ceiling: 0.05-0.08 for the 2nd of trained heads on Spec-Bench).
+# ``auto_tree_width`` weighs it against the measured row cost.
+BRANCH_GAINS = (0.05, 0.027)
 
 
 def auto_tree_width(cost, gains: tuple[float, ...] = BRANCH_GAINS) -> int:

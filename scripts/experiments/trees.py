@@ -16,6 +16,11 @@ Gain: the self-drafter's first-position agreement, teacher-forced over greedy an
 top-2, top-3 guess at an answer position holds the verifier's token (the identity drafter of a fresh run, over the
 default pruned vocabulary, float32 head). The gain of a k-th branch is top-k minus top-(k-1).
 
+Decode (``--decode-prompts N``, float32 weights): the first N answers' prompts decoded (``--max-new-tokens``) by the
+same drafter chain (``--drafter``, goodput, one cost curve) at each width of ``--widths``, prompt by prompt in turn,
+each width's drafter kept across prompts as a run keeps it: tokens per verify pass, the blocks that verified a
+tree and those that accepted a branch, and the wall time against width 1 (every output checked equal).
+
     python -m scripts.experiments.trees --answers runs/record_nov30b/main/answers.jsonl --max-answers 40 \\
         --weights-list stored,float32 --out runs/exp_trees
 """
@@ -43,7 +48,7 @@ MODEL = "smollm2-135m"
 
 def shapes(n: int) -> dict[str, TokenTree]:
     """The shapes of n rows (x and n - 1 drafted nodes)."""
-    out = {"chain": TokenTree.chain(n - 1)}
+    out = {"chain": TokenTree.chain(n - 1)}   # n = 1: a plain greedy step
     if n >= 3:
         out["tree"] = TokenTree(tuple(range(n - 2)) + (0,))
         out["star"] = TokenTree((0,) * (n - 1))
@@ -57,36 +62,41 @@ def _ms(fn) -> float:
 
 
 @torch.no_grad()
-def time_shapes(km: KangarooModel, n: int, reps: int, prefix: int = 64) -> dict[str, dict[str, float]]:
-    """Median ms of the deep pass and of verify + commit for each shape of n rows, interleaved rep by rep."""
-    caches = km.new_caches(prefix + n + 2)
+def time_shapes(km: KangarooModel, max_rows: int, reps: int, prefix: int = 64) -> dict:
+    """Median ms of the deep pass and of verify + commit for each shape of n = 1..max_rows rows; every rep times every
+    (n, shape) in turn, so a change of the machine's load falls on all of them alike."""
+    caches = km.new_caches(prefix + max_rows + 2)
     ids = torch.arange(100, 100 + prefix)[None]
     km.forward_deep(km.forward_shallow(ids, caches.shallow).h, caches.deep)
-    tokens = list(range(200, 200 + n - 1))
+    tokens = list(range(200, 200 + max_rows - 1))
     h = km.forward_shallow(torch.tensor([[99] + tokens]), caches.shallow).h  # layer-k rows (values do not matter)
     caches.crop(prefix)
-    times: dict[str, dict[str, list[float]]] = {s: {"deep": [], "verify": []} for s in shapes(n)}
+    cases = [(n, name, tree) for n in range(1, max_rows + 1) for name, tree in shapes(n).items()]
+    times: dict[tuple[int, str], dict[str, list[float]]] = {(n, s): {"deep": [], "verify": []} for n, s, _ in cases}
     for rep in range(reps + 1):   # the first rep warms up
-        for name, tree in shapes(n).items():
+        for n, name, tree in cases:
             slots = None if tree.is_chain else TreeSlots(prefix, tree)
-            deep = _ms(lambda: km.verifier_logits(km.forward_deep(h, caches.deep, slots)).argmax(-1))
+            deep = _ms(lambda: km.verifier_logits(km.forward_deep(h[:, :n], caches.deep, slots)).argmax(-1))
             caches.crop(prefix)
             caches.shallow.advance(n)   # the draft covers x and its nodes in the shallow cache, as a self draft's
-            d = Draft(tokens, h, None, [0.5] * (n - 1), source="self", last_token=99,
+            d = Draft(tokens[:n - 1], h[:, :n], None, [0.5] * (n - 1), source="self", last_token=99,
                       tree=None if tree.is_chain else tree)
             full = _ms(lambda: _commit(km, d, verify(km, d, caches), caches, prefix))
             caches.crop(prefix)
             if rep:
-                times[name]["deep"].append(deep)
-                times[name]["verify"].append(full)
-    return {s: {k: statistics.median(v) for k, v in t.items()} for s, t in times.items()}
+                times[n, name]["deep"].append(deep)
+                times[n, name]["verify"].append(full)
+    out: dict = {}
+    for (n, name), t in times.items():
+        out.setdefault(n, {})[name] = {k: statistics.median(v) for k, v in t.items()}
+    return out
 
 
 def cost_part(weights: str, max_rows: int, reps: int) -> dict:
     km = KangarooModel(model_id=MODEL, base_model=load_causal_lm(MODEL, weights=weights))
     curve = measure_cost_curve(km, max_rows)
     step = curve.shallow_ms[0] + curve.deep_ms[0]
-    rows = {n: time_shapes(km, n, reps) for n in range(2, max_rows + 1)}
+    rows = time_shapes(km, max_rows, reps)
     print(f"[{weights}] step {step:.2f} ms, row {curve.row_ms:.2f} ms ({curve.row_ms / step:.3f} of a step), "
           f"auto tree width {auto_tree_width(curve)}", flush=True)
     return {"weights": weights, "step_ms": step, "row_ms": curve.row_ms, "shallow_row_ms": curve.shallow_row_ms,
@@ -133,6 +143,47 @@ def answer_pairs(tok, answers: str, prompts: str, max_answers: int) -> list[tupl
              a["token_ids"][0]) for a in rows]
 
 
+@torch.no_grad()
+def decode_part(answers: str, prompts: str, n: int, new_tokens: int, spec: str, widths: list[int]) -> dict:
+    from dataclasses import replace
+
+    from kangaroo.drafter_config import DrafterConfig, apply_drafter_vocab, build_drafter, cost_curve
+    from kangaroo.greedy import eos_ids_of
+    from kangaroo.model_loading import load_tokenizer
+    from kangaroo.speculative import kangaroo_generate
+
+    km = KangarooModel(model_id=MODEL, base_model=load_causal_lm(MODEL, weights="float32"))
+    tok = load_tokenizer(MODEL)
+    cfg = DrafterConfig(model_id=MODEL, drafter=spec, draft_policy="goodput")
+    apply_drafter_vocab(cfg, km, tok, print_fn=lambda *a: None)
+    cost, eos = cost_curve(cfg, km), eos_ids_of(tok, km.config)
+    drafters = {w: build_drafter(replace(cfg, tree_width=w), km, cost=cost) for w in widths}
+    stats = {w: {"ms": 0.0, "blocks": 0, "committed": 0, "tree_blocks": 0, "branch_accepted": 0} for w in widths}
+    for prompt, _ in answer_pairs(tok, answers, prompts, n):
+        ids, outs = torch.tensor([prompt]), {}
+        for w in widths:
+            st = stats[w]
+
+            def on_block(b, st=st):
+                st["blocks"] += 1
+                st["committed"] += len(b.committed)
+                st["tree_blocks"] += int(b.tree is not None)
+                st["branch_accepted"] += int(b.tree is not None and any(not b.tree.draft.tree.is_main(i)
+                                                                        for i in b.tree.path[1:]))
+            t0 = time.perf_counter()
+            outs[w] = kangaroo_generate(km, ids, new_tokens, eos, drafter=drafters[w], on_block=on_block).tokens
+            st["ms"] += (time.perf_counter() - t0) * 1e3
+        assert all(o == outs[widths[0]] for o in outs.values()), "a width changed the output"
+    for w in widths:
+        st = stats[w]
+        st["per_pass"] = st["committed"] / st["blocks"]
+        st["time_vs_first"] = st["ms"] / stats[widths[0]]["ms"]
+        print(f"[decode] {spec} width {w}: {st['per_pass']:.3f} tokens a pass, {st['tree_blocks']} tree blocks, "
+              f"{st['branch_accepted']} accepted a branch, time {st['time_vs_first']:.3f}x width {widths[0]}",
+              flush=True)
+    return {"drafter": spec, "prompts": n, "new_tokens": new_tokens, "widths": {str(w): stats[w] for w in widths}}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--answers", default="runs/record_nov30b/main/answers.jsonl")
@@ -142,14 +193,25 @@ def main(argv=None) -> int:
     p.add_argument("--max-rows", type=int, default=7)
     p.add_argument("--reps", type=int, default=15)
     p.add_argument("--skip-agreement", action="store_true")
+    p.add_argument("--skip-costs", action="store_true")
+    p.add_argument("--decode-prompts", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--drafter", default="ngram,memory,self")
+    p.add_argument("--widths", default="1,2,3")
     p.add_argument("--out", default="runs/exp_trees")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    out = {"costs": [cost_part(w, args.max_rows, args.reps) for w in args.weights_list.split(",")]}
+    out = {}
+    if not args.skip_costs:
+        out["costs"] = [cost_part(w, args.max_rows, args.reps) for w in args.weights_list.split(",")]
     if not args.skip_agreement:
         out["agreement"] = agreement_part(args.answers, args.prompts_jsonl, args.max_answers)
+    if args.decode_prompts:
+        out["decode"] = decode_part(args.answers, args.prompts_jsonl, args.decode_prompts, args.max_new_tokens,
+                                    args.drafter, [int(w) for w in args.widths.split(",")])
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(args.out) / "trees.json", json.dumps(out, indent=1))
+    name = "trees.json" if not args.decode_prompts else f"decode_{args.drafter.replace(',', '+')}.json"
+    atomic_write_text(Path(args.out) / name, json.dumps(out, indent=1))
     return 0
 
 
