@@ -43,7 +43,7 @@ from kangaroo.sampling import GREEDY, SamplingParams, pick_rows
 from kangaroo.self_draft import self_draft
 from kangaroo.timing import now
 from kangaroo.token_tree import TreeSlots
-from kangaroo.tree_accept import accepted_path, commit_tree, tree_picks
+from kangaroo.tree_accept import accepted_path, commit_tree, path_committed, tree_picks
 
 StopRule = Callable[[list[int]], "tuple[list[int], bool]"]  # new tokens so far -> (the ones kept, stop now)
 
@@ -110,7 +110,7 @@ def accept(d: Draft, v: Verification) -> tuple[int, list[int]]:
     """(accepted drafted tokens, the committed tokens: those and the verifier's next one)."""
     if d.tree is not None:
         path = accepted_path(d, v)
-        return len(path) - 1, [d.tokens[i - 1] for i in path[1:]] + [v.tokens[path[-1]]]
+        return len(path) - 1, path_committed(d, v, path)
     a = 0
     while a < len(d.tokens) and d.tokens[a] == v.tokens[a]:
         a += 1

@@ -61,6 +61,7 @@ def tree_picks(logits: torch.Tensor, d: Draft, first_pos: int, params: SamplingP
 
 
 def accepted_path(d: Draft, v: Verification) -> list[int]:
+    """The accepted path's nodes, the root (0) first."""
     tree, node, path = d.tree, 0, [0]
     while True:
         node = next((c for c in tree.children(node) if d.tokens[c - 1] == v.tokens[node]), None)
@@ -69,14 +70,18 @@ def accepted_path(d: Draft, v: Verification) -> list[int]:
         path.append(node)
 
 
+def path_committed(d: Draft, v: Verification, path: list[int]) -> list[int]:
+    """What a path commits: its drafted tokens and the verifier's pick after its last node."""
+    return [d.tokens[i - 1] for i in path[1:]] + [v.tokens[path[-1]]]
+
+
 def commit_tree(model, d: Draft, v: Verification, caches, start: int) -> Block:
     """Accept the tree's longest agreed path, keep its rows (both caches, slots from ``start``: x's), and make
     its block."""
     path = accepted_path(d, v)
     caches.keep([start + i for i in path], start)
     line = path + d.tree.main_line(path[-1])
-    committed = [d.tokens[i - 1] for i in path[1:]] + [v.tokens[path[-1]]]
-    return Block(line_draft(d, line), line_verification(v, line), len(path) - 1, committed,
+    return Block(line_draft(d, line), line_verification(v, line), len(path) - 1, path_committed(d, v, path),
                  context=model.segment_context(caches.shallow, start, start + len(path)),
                  tree=TreeBlock(d, v, path))
 

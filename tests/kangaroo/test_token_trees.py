@@ -397,3 +397,25 @@ def test_the_avx2_build_gives_the_same_tree_bits(engine_on, tmp_path):
     out = torch.load(tmp_path / "out.pt")
     rows, steps, *_ = _tree_and_steps(make_tiny_llama(dtype=torch.float32), torch.float32)
     assert torch.equal(out["rows"], out["steps"]) and torch.equal(out["rows"], rows) and torch.equal(rows, steps)
+
+
+@engine
+def test_a_tree_draft_may_hold_the_hidden_states_of_its_first_nodes_only(engine_on):
+    """Drafter-agnostic: a tree draft may carry layer-k states for its first c nodes (x first) and none for the rest
+    (verify runs the shallow layers on those, under the tree mask): the rows are those of a draft with none."""
+    km = _km(5)
+    ids = prompts(1)[0]
+    tree = TokenTree((0, 1, 0, 1))    # x -> 1 -> 2; then branches 3 (under x) and 4 (under 1)
+    tokens = [11, 12, 13, 14]
+    rows = []
+    for covered in (0, 3, 5):
+        caches = km.new_caches(64)
+        prefill(km, ids, caches)
+        h = None
+        if covered:
+            sh = km.forward_shallow(torch.tensor([[int(ids[0, -1])] + tokens[:covered - 1]]), caches.shallow,
+                                    TreeSlots(caches.shallow.length, tree))
+            h = sh.h
+        d = Draft(tokens, h, None, [0.5] * 4, source="feature", last_token=int(ids[0, -1]), tree=tree)
+        rows.append(verify(km, d, caches).logits)
+    assert torch.equal(rows[0], rows[1]) and torch.equal(rows[0], rows[2])
