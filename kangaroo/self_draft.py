@@ -40,7 +40,9 @@ def self_draft(model: KangarooModel, last_token: int, caches: KangarooCaches, st
         row = [tok] + [t for t, p in zip(map(model.drafter_token_id, best.columns[1:]), best.probs[1:])
                        if grow.branch(t, p, parent) is not None]
         hks += [hk] * len(row)
-        out = model.forward_shallow(torch.tensor([row], device=model.device), caches.shallow, grow.slots(root))
+        slots = grow.slots(root)   # None while a chain: the chain's call, as ever
+        tree = () if slots is None else (slots,)
+        out = model.forward_shallow(torch.tensor([row], device=model.device), caches.shallow, *tree)
         hs.append(out.h)
         if not go_on:
             break

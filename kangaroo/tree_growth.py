@@ -4,9 +4,10 @@ a chain is drafted (the policy's ``decide``), and branches beside it where the p
 
     TreeGrowth(policy, source, width, budget)
         add_main(token, conf, parent)   the main line's next node (the policy kept it)
-        branch(token, conf, parent)     a candidate off the main line: joins (True) if ``parent`` has fewer than
-                                        ``width`` children, none with this token, the tree has room (``budget``
-                                        nodes: the drafter's ``steps``) and the policy says it pays
+        branch(token, conf, parent)     a candidate off the main line: joins (its node; None: it does not) if
+                                        ``parent`` has fewer than ``width`` children, none with this token, the
+                                        tree has room (``budget`` nodes: the drafter's ``steps``) and the policy
+                                        says it pays
         decide(conf)                    the policy's decide for the main line's next candidate, told of the branches
         tree / slots(root)              the ``TokenTree`` (None while it is a chain) and its ``TreeSlots``
 
