@@ -6,6 +6,12 @@ verifier's logits there. A candidate the draft policy declined is pushed too whe
 (all m drafts accepted: v_m judges d_{m+1}). n-gram blocks push none of these: no hk, and the token was not the
 drafter head's choice (docs/dvi.md).
 
+A token tree's block (``kangaroo/tree_accept.py``) reads as the chain of its accepted line, so the tuples above come
+from the accepted path and its first rejected continuation; every other node the verifier judged and rejected (a
+branch beside the path, or the drafter's first choice where a branch was accepted) adds a reject tuple of its own
+(reward 0, ``is_first_reject``: the first rejection on its own branch), with the hk that proposed it and its parent's
+row (``branch_samples``).
+
 Sampled traffic (docs/dvi.md, "Sampled traffic") pushes the same tuples: the verifier's tokens are its sampled picks,
 so a reward is the coupled rule's verdict (the drafted token equals the verifier's pick there) and an accepted
 tuple's token (CE's target) is the committed sampled token; z_phi stays the verifier's raw logits (the KD target).
@@ -41,6 +47,7 @@ def block_samples(blk: Block, dense: bool = False) -> list[DVITrainSample]:
             m = blk.drafted
             out.append(DVITrainSample(hk=d.declined_hk.to(torch.float16), token=d.declined_token,
                                       z_phi=v.logits[m], reward=int(judged), pos=m + 1, is_first_reject=not judged))
+        out += branch_samples(blk)
     if dense:
         done = {s.pos - 1 for s in out}  # verifier rows already in a tuple
         # a trained adapter's trainer reads each tuple's segment, never its hk: none is computed for these rows
@@ -53,6 +60,15 @@ def block_samples(blk: Block, dense: bool = False) -> list[DVITrainSample]:
     if blk.context is None:
         return out
     return [with_segment(s, *blk.input_segment(s.pos - 1)) for s in out]  # a tuple at pos i drafts from input i-1
+
+
+def branch_samples(blk: Block) -> list[DVITrainSample]:
+    """A tree's judged, rejected nodes off the block's line: reject tuples at their depth (none for a chain)."""
+    if blk.tree is None:
+        return []
+    d, tree, rows = blk.tree.draft, blk.tree.draft.tree, blk.tree.verification.logits
+    return [DVITrainSample(hk=d.hk_state_of(c), token=d.tokens[c - 1], z_phi=rows[tree.parent(c)], reward=0,
+                           pos=tree.depths[c], is_first_reject=True) for c in blk.tree.rejected_off_line()]
 
 
 def with_segment(s: DVITrainSample, rows: torch.Tensor, first_pos: int) -> DVITrainSample:

@@ -5,6 +5,7 @@ serve several requests' rows (their verify passes and greedy steps in one engine
     forward_deep_batch      layer-k hidden of each sequence -> layers [k, L) -> final norm
     verifier_logits_batch   the verifier's head over every sequence's rows, as few calls as the engine allows
 
+A sequence's rows may be nodes of a token tree (``trees[i]``, ``kangaroo/token_tree.py``; None: causal).
 Each result equals the single-sequence pass on that sequence alone, bit for bit: the decoder layers go through
 ``llama_forward.run_layers_batch`` (same contract), and the head runs over rows of several sequences in one call only
 where the lean engine takes them (its kernels are batch-invariant: a row's logits do not depend on the other rows);
@@ -20,17 +21,18 @@ from kangaroo.llama_forward import final_norm, project, run_layers_batch
 
 
 @torch.no_grad()
-def forward_shallow_batch(model: KangarooModel, ids: list[torch.Tensor], caches: list) -> list[ShallowOut]:
+def forward_shallow_batch(model: KangarooModel, ids: list[torch.Tensor], caches: list, trees=None) -> list[ShallowOut]:
     """``ids[i]`` [1, n_i] appended to shallow cache ``caches[i]``; as ``model.forward_shallow`` on each."""
     starts = [c.length for c in caches]
-    hs = run_layers_batch(model.shallow_stack, [model.embed_tokens(x) for x in ids], caches, model.rotary_emb)
-    return [model.shallow_out(h, c, s) for h, c, s in zip(hs, caches, starts)]
+    trees = trees or [None] * len(ids)
+    hs = run_layers_batch(model.shallow_stack, [model.embed_tokens(x) for x in ids], caches, model.rotary_emb, trees)
+    return [model.shallow_out(h, c, s, t) for h, c, s, t in zip(hs, caches, starts, trees)]
 
 
 @torch.no_grad()
-def forward_deep_batch(model: KangarooModel, hs: list[torch.Tensor], caches: list) -> list[torch.Tensor]:
+def forward_deep_batch(model: KangarooModel, hs: list[torch.Tensor], caches: list, trees=None) -> list[torch.Tensor]:
     """``hs[i]`` [1, n_i, d] appended to deep cache ``caches[i]``; as ``model.forward_deep`` on each."""
-    outs = run_layers_batch(model.deep_layers, hs, caches, model.rotary_emb)
+    outs = run_layers_batch(model.deep_layers, hs, caches, model.rotary_emb, trees)
     return [final_norm(model.norm, h) for h in outs]
 
 

@@ -1,6 +1,12 @@
 """What one speculative block is made of: the ``Draft`` a drafter proposes, the verifier's ``Verification`` of it,
 and the ``Block`` that records both and what was accepted and committed (``kangaroo/speculative.py`` makes
-them, ``kangaroo/drafters/`` draft them, DVI learns from them)."""
+them, ``kangaroo/drafters/`` draft them, DVI learns from them).
+
+A draft may be a token tree (``Draft.tree``, ``kangaroo/token_tree.py``): its tokens are the tree's nodes in tree
+order. Its block is then that of the accepted path (``kangaroo/tree_accept.py``): ``Block.draft`` is the path, and
+below its last accepted node the main line (as a chain's draft runs on past its first rejection),
+``Block.verification`` those rows, and ``Block.tree`` the whole tree with every row; so every reader of a chain's
+block reads a tree's block the same way."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,6 +16,8 @@ import torch
 
 if TYPE_CHECKING:
     from kangaroo.shallow import ShallowOut
+    from kangaroo.token_tree import TokenTree
+    from kangaroo.tree_accept import TreeBlock
 
 NONE = "none"   # the source of a block that drafted nothing (a plain greedy step)
 
@@ -51,6 +59,9 @@ class Draft:
     next_hk: Optional[torch.Tensor] = None       # [d] hk of the last input (x or d_m), self-drafter: the features
                                                  # the verifier's row m is predicted from (dense supervision)
     tried_ms: dict[str, float] = field(default_factory=dict)  # a chain: each drafter it asked, and its ms
+    # a token tree: tokens, confidences and hk are per node in tree order (hk: the features that proposed the node),
+    # h covers the first ``covered`` nodes (x first); None: a chain
+    tree: Optional["TokenTree"] = None
 
     @property
     def covered(self) -> int:
@@ -84,6 +95,7 @@ class Block:
     accepted: int              # a: drafted tokens accepted
     committed: list[int]       # d_1..d_a, v_a
     context: Optional[HiddenContext] = None  # trained adapter: layer-k residuals up to the last committed input
+    tree: Optional["TreeBlock"] = None       # a token tree's block: the tree, every node's row, the accepted path
 
     def input_segment(self, j: int) -> tuple[torch.Tensor, int]:
         """Trained adapter: the segment (rows, position of the first) ending at committed input j (0: x)."""
@@ -128,7 +140,7 @@ class Block:
     def first_proposal(self) -> Optional[int]:
         """The self-drafter's top-1 token for the block's first position: d_1, or the candidate it declined there.
         None when the drafter computed no candidate (an n-gram block, a goodput block that skipped its probe)."""
-        d = self.draft
+        d = self.draft if self.tree is None else self.tree.draft   # a tree's node 1: the drafter's first choice
         if d.source != "self":
             return None
         return d.tokens[0] if d.tokens else d.declined_token

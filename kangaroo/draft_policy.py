@@ -24,13 +24,23 @@ the candidate's; ``keep`` says whether the candidate joins the block, ``go_on`` 
              rises, so the calibrator keys its counts by a temperature bucket too (``calibrated_source``: the
              source alone when greedy, as ever); the self-drafter's confidence is then its probability of the
              token it picked under its tempered, truncated distribution.
+
+Token trees (``kangaroo/tree_growth.py``): ``branch(...)`` says whether a candidate off the main line joins the
+block's tree. goodput: a node's expected gain is its probability of being on the accepted path (the calibrated
+acceptance of each node on its path, multiplied: siblings exclude each other, so E[committed] = 1 + the sum over
+nodes), one token each; it joins if that raises committed tokens per ms of the block with its extra verify row
+(``cost.block_ms(m, source, extra_rows)``). Branches are calibrated apart from the main line (``branch_source``).
+threshold: a static tree, the drafter's next choices at the first position only. ``auto_tree_width`` decides at
+start-up from the measured cost curve how many branches a position may ever get.
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Optional, Protocol
 
 from kangaroo.sampling import GREEDY_BELOW
 
+Extra = tuple[float, int]   # a tree's branches: (their expected accepted tokens, their verify rows)
+NO_EXTRA: Extra = (0.0, 0)
 TEMPERATURE_EDGES = (0.25, 0.5, 0.75, 1.0, 1.5)   # the calibration buckets of a sampled sequence's temperature
 
 
@@ -43,10 +53,18 @@ def calibrated_source(source: str, temperature: float = 0.0) -> str:
     return f"{source}@T<={edge}" if edge is not None else f"{source}@T>{TEMPERATURE_EDGES[-1]}"
 
 
+def branch_source(source: str) -> str:
+    """The calibration key of a drafter's candidates off the main line (its second, third... choices)."""
+    return f"{source}:branch"
+
+
 class DraftPolicy(Protocol):
     name: str
 
-    def decide(self, confs: list[float], source: str = "self") -> tuple[bool, bool]: ...
+    def decide(self, confs: list[float], source: str = "self", extra: Extra = NO_EXTRA) -> tuple[bool, bool]: ...
+
+    def branch(self, confs: list[float], extra: Extra, path: list[tuple[float, bool]], conf: float,
+               source: str, main: bool = False) -> Optional[float]: ...
 
     def probe(self, source: str = "self") -> bool: ...
 
@@ -65,8 +83,12 @@ class ThresholdStop:
     def __init__(self, threshold: float):
         self.threshold = threshold
 
-    def decide(self, confs: list[float], source: str = "self") -> tuple[bool, bool]:
+    def decide(self, confs: list[float], source: str = "self", extra: Extra = NO_EXTRA) -> tuple[bool, bool]:
         return True, confs[-1] >= self.threshold
+
+    def branch(self, confs, extra, path, conf, source, main=False) -> Optional[float]:
+        """A static tree: the drafter's next choices at the first position (children of x), nothing deeper."""
+        return conf if not path and not main else None
 
     def probe(self, source: str = "self") -> bool:
         return True
@@ -118,9 +140,14 @@ class Calibrator:
         self.accepted = {(str(s), int(b)): float(a) for s, b, _, a in sd.get("counts", [])}
 
     def observe(self, block, temperature: float = 0.0) -> None:
-        """Positions up to the first rejection are evidence; later drafts were never judged."""
-        d = block.draft
-        for i, conf in enumerate(d.confidences[:block.accepted + 1]):
+        """Positions up to the first rejection are evidence; later drafts were never judged. A tree: every node
+        whose parent is on the accepted path, branches under ``branch_source``."""
+        d, tree = block.draft, getattr(block, "tree", None)
+        if tree is not None:
+            for node, ok in tree.judged():
+                key = d.source if tree.draft.tree.is_main(node) else branch_source(d.source)
+                self.update(tree.draft.confidences[node - 1], ok, key, temperature)
+        for i, conf in enumerate(d.confidences[:block.accepted + 1] if tree is None else []):
             self.update(conf, i < block.accepted, d.source, temperature)
         judged = block.judged_declined  # a declined candidate the verifier judged anyway: keeps learning
         if judged is not None:
@@ -155,17 +182,34 @@ class GoodputPolicy:
         if self.gate is not None:
             self.gate.sample_with(params)
 
-    def goodput(self, ps: list[float], source: str) -> float:
+    def goodput(self, ps: list[float], source: str, extra: Extra = NO_EXTRA) -> float:
         """Committed tokens per ms of the verify pass this block joins: in a batch the other sequences' rows (about
-        a token each) share it, so a drafted row is weighed against the whole pass, not a lone step."""
-        return (self.cost.batch_rows + expected_committed(ps)) / self.cost.block_ms(len(ps), source)
+        a token each) share it, so a drafted row is weighed against the whole pass, not a lone step. ``extra``: a
+        tree's branches, (their expected accepted tokens, their rows)."""
+        return ((self.cost.batch_rows + expected_committed(ps) + extra[0])
+                / self.cost.block_ms(len(ps), source, extra[1]))
 
-    def decide(self, confs: list[float], source: str = "self") -> tuple[bool, bool]:
+    def decide(self, confs: list[float], source: str = "self", extra: Extra = NO_EXTRA) -> tuple[bool, bool]:
         ps = [self.calibrator.p(c, source, self.temperature) for c in confs]
-        keep = self.goodput(ps, source) > self.goodput(ps[:-1], source)
+        keep = self.goodput(ps, source, extra) > self.goodput(ps[:-1], source, extra)
         if source == "self" and len(confs) == 1 and not keep:
             self.declines += 1
         return keep, keep
+
+    def branch(self, confs: list[float], extra: Extra, path: list[tuple[float, bool]], conf: float,
+               source: str, main: bool = False) -> Optional[float]:
+        """A node off the main line (``main``: its parent's first child, under a branch), below the nodes ``path``
+        ((confidence, first child) from x's child down to its parent), beside the main line ``confs`` and the
+        branches ``extra``: its probability of being accepted if it pays for its row, else None."""
+        def p(c: float, first: bool) -> float:
+            return self.calibrator.p(c, source if first else branch_source(source), self.temperature)
+
+        ps = [self.calibrator.p(c, source, self.temperature) for c in confs]
+        gain = p(conf, main)
+        for c, first in path:
+            gain *= p(c, first)
+        pays = self.goodput(ps, source, (extra[0] + gain, extra[1] + 1)) > self.goodput(ps, source, extra)
+        return gain if pays else None
 
     def probe(self, source: str = "self") -> bool:
         """Whether this block may pay for a first candidate (see the module docstring)."""
@@ -192,6 +236,28 @@ class GoodputPolicy:
     def observe_candidate(self, conf: float, accepted: bool, source: str) -> None:
         """A declined candidate the verifier judged anyway (e.g. an n-gram proposal the hybrid did not use)."""
         self.calibrator.update(conf, accepted, source, self.temperature)
+
+
+# The prior worth of a branch, in tokens a block: how often the self-drafter's 2nd (3rd) choice at the first
+# position, not its 1st, is the verifier's token (runs/exp_trees: 0.051 and 0.027 for the identity drafter over 2,386
+# ShareGPT answer positions; runs/exp_draft_ceiling: 0.05-0.08 for the 2nd of trained heads on Spec-Bench).
+# ``auto_tree_width`` weighs it against the measured row cost.
+BRANCH_GAINS = (0.05, 0.027)
+
+
+def auto_tree_width(cost, gains: tuple[float, ...] = BRANCH_GAINS) -> int:
+    """The tree width a run starts with (``--tree-width auto``): 1 (a chain), plus one for each next choice at a
+    position whose expected gain (``gains``, tokens a block) beats what its row costs, in the tokens a plain greedy
+    step commits in that time (the verified row, and the shallow row a self branch rides along in, over one step).
+    Q4_1 on this CPU (a row ~0.24 of a step) stays a chain; float32 (~0.02) branches."""
+    step = cost.shallow_ms[0] + cost.deep_ms[0]
+    row = (cost.row_ms + cost.shallow_row_ms) / max(1e-9, step)
+    width = 1
+    for g in gains:
+        if g <= row:
+            break
+        width += 1
+    return width
 
 
 def make_policy(name: str, threshold: float = 0.6, cost=None, prior_weight: float = 4.0, gate: bool = False,

@@ -16,6 +16,9 @@ Nothing here reads flags.
                       model's token counts are in runs/subvocab
     head precision    auto: int8 on the engine, float32 (the stored rows) for a head stored in blocks
                       (kangaroo/packed_head.py); the LoRA merged when deployed
+    auto tree width   goodput: decided at start-up by the measured cost curve (``draft_policy.auto_tree_width``: a
+                      branch must be worth its verified row), so the default Q4_1 weights draft chains and float32
+                      weights may draft trees; threshold: a chain
 
 Call ``apply_drafter_vocab`` before ``drafter_head.attach_drafter_head`` (the LoRA lives on the pruned sub-head), and
 ``build_drafter`` after it (the cost curve's head time is that of the head in use).
@@ -28,12 +31,13 @@ from pathlib import Path
 
 from common.config_fields import Rule, above, at_least, check_fields, count_or_auto, setting, within
 from common.errors import ConfigError, UserError
-from kangaroo.draft_policy import Calibrator, GoodputPolicy, make_policy
+from kangaroo.draft_policy import Calibrator, GoodputPolicy, auto_tree_width, make_policy
 from kangaroo.drafters import SuffixMemory, chain_names, make_drafter
 from kangaroo.kangaroo_model import DEFAULT_EXIT_LAYER, check_exit_layer
 from kangaroo.packed_head import PRECISIONS
 
 AUTO_VOCAB = -1
+AUTO_WIDTH = -1
 DEFAULT_VOCAB = 8192  # auto: the pruned drafter vocabulary when the model's token counts are in runs/subvocab
 
 
@@ -60,6 +64,13 @@ class DrafterConfig:
                                help="stop drafting a block when the drafter's top-1 probability falls under this")
     steps: int = setting(6, flag="--steps", rule=at_least(1, "tokens drafted per block at most"),
                          help="at most this many drafted tokens per block")
+    tree_width: int = setting(AUTO_WIDTH, flag="--tree-width", type=count_or_auto(AUTO_WIDTH, "a width"),
+                              rule=Rule("must lie in -1..8", lambda w: AUTO_WIDTH <= w <= 8,
+                                        "0 or 1: chains; -1 or auto: auto"),
+                              help="token trees: at most this many drafted candidates follow a token (its next "
+                                   "choices as branches, verified in the same pass; a tree has at most --steps "
+                                   "nodes); 0 or 1: chains; auto: what the measured cost curve says pays (goodput; "
+                                   "threshold: chains)")
     ngram_min: int = setting(1, flag="--ngram-min", rule=at_least(1),
                              help="shortest n-gram the n-gram drafter matches")
     ngram_max: int = setting(3, flag="--ngram-max", help="longest n-gram the n-gram drafter matches (tried first)")
@@ -230,7 +241,22 @@ def build_drafter(cfg: DrafterConfig, model, print_fn=print, cost=None, online: 
         cost = cost_curve(cfg, model, print_fn)
     shared = calibrator if calibrator is not None and cfg.draft_policy == "goodput" else None
     return make_drafter(cfg.drafter, cfg.steps, policy_factory(cfg, cost, shared, online), cfg.ngram_min, cfg.ngram_max,
-                        memory if memory is not None else new_memory(cfg))
+                        memory if memory is not None else new_memory(cfg), tree_width(cfg, cost, print_fn))
+
+
+def tree_width(cfg: DrafterConfig, cost=None, print_fn=print) -> int:
+    """``cfg.tree_width`` (0 and 1: chains), or auto: ``auto_tree_width`` of the cost curve under goodput (said in
+    one line when it branches), else 1. ``cfg``'s policy is resolved (``resolve_auto``)."""
+    if cfg.tree_width != AUTO_WIDTH:
+        return max(1, cfg.tree_width)
+    if cfg.draft_policy != "goodput" or cost is None:
+        return 1
+    width = auto_tree_width(cost)
+    if width > 1:
+        share = (cost.row_ms + cost.shallow_row_ms) / (cost.shallow_ms[0] + cost.deep_ms[0])
+        print_fn(f"[drafter] token trees of width {width}: a verified row costs {share:.3f} of a step, so the "
+                 "drafter's next choices may pay as branches (--tree-width 1: chains)")
+    return width
 
 
 def policy_factory(cfg: DrafterConfig, cost, calibrator: Calibrator | None = None, online: bool = False):

@@ -34,9 +34,10 @@ from torch import nn
 from common.errors import ConfigError, UserError
 from kangaroo import cpu_engine
 from kangaroo.blocks import HiddenContext
-from kangaroo.llama_forward import causal_mask, final_norm, new_cache, project, rotary_for, run_layers
+from kangaroo.llama_forward import final_norm, new_cache, pass_mask, pass_rope, project, rotary_for, run_layers
 from kangaroo.kv_cache import KVCache
 from kangaroo.shallow import ShallowOut
+from kangaroo.token_tree import TreeSlots
 
 DEFAULT_EXIT_LAYER = 2  # k: the drafter is layers [0, k) (--exitlayer's default; the one place it is written)
 
@@ -57,6 +58,11 @@ class KangarooCaches:
     def crop(self, n: int) -> None:
         self.shallow.crop(n)
         self.deep.crop(n)
+
+    def keep(self, slots: list[int], at: int) -> None:
+        """Both caches: the positions ``slots`` moved to ``at, at + 1, ..``, the rest dropped (``KVCache.keep``)."""
+        self.shallow.keep(slots, at)
+        self.deep.keep(slots, at)
 
 
 class KangarooModel(nn.Module):
@@ -130,11 +136,12 @@ class KangarooModel(nn.Module):
 
     # ------------------------------------------------------------------------------------------ forward
     @torch.no_grad()
-    def forward_shallow(self, input_ids: torch.Tensor, cache: KVCache) -> ShallowOut:
-        """Tokens [1, n] -> layer-k hidden h and drafter features hk, appended to the shallow cache."""
+    def forward_shallow(self, input_ids: torch.Tensor, cache: KVCache, tree: Optional[TreeSlots] = None) -> ShallowOut:
+        """Tokens [1, n] -> layer-k hidden h and drafter features hk, appended to the shallow cache (``tree``: the
+        tokens are nodes of that token tree, ``kangaroo/token_tree.py``)."""
         start = cache.length
-        return self.shallow_out(run_layers(self.shallow_stack, self.embed_tokens(input_ids), cache, self.rotary_emb),
-                                cache, start)
+        h = run_layers(self.shallow_stack, self.embed_tokens(input_ids), cache, self.rotary_emb, tree)
+        return self.shallow_out(h, cache, start, tree)
 
     @property
     def lazy_adapter(self) -> bool:
@@ -142,11 +149,12 @@ class KangarooModel(nn.Module):
         return self.adapter is not None and self.adapter.window is not None
 
     @torch.no_grad()
-    def shallow_out(self, h: torch.Tensor, cache: KVCache, start: int) -> ShallowOut:
+    def shallow_out(self, h: torch.Tensor, cache: KVCache, start: int, tree: Optional[TreeSlots] = None) -> ShallowOut:
         """The drafter features of the shallow stack's output h [1, n, d] at positions ``[start, start + n)`` (the
         cache already advanced past them): final_norm(h); or, with a windowed adapter, h into the cache's rows and
         the adapter's layer over the window's rows when hk is read; or an adapter over the whole context, its layer
-        written into the same cache positions."""
+        written into the same cache positions. ``tree``: the rows are nodes of that tree (each its own path's
+        window, its own ancestors)."""
         n = h.shape[1]
         if self.adapter is None:
             return ShallowOut(h, final_norm(self.norm, h))
@@ -154,13 +162,26 @@ class KangarooModel(nn.Module):
         if self.lazy_adapter:
             cache.write_rows(h)
             cache.advance(n)
+            if tree is not None:
+                windows = [self._path_window(cache, tree, start + r) for r in range(n)]
+                return ShallowOut(h, features=lambda: torch.cat([self._window_features(w, f, 1) for w, f in windows],
+                                                                dim=1))
             first = max(0, start - self.adapter.window + 1)
             rows = cache.read_rows(first, start + n)[None]  # a copy: the cache may move on before hk is read
             return ShallowOut(h, features=lambda: self._window_features(rows, first, n))
-        cos, sin = rotary_for(self.rotary_emb, h, start)
-        hk = self.adapter(h, cos, sin, cache, self.exit_layer, causal_mask(start, n, h.device))
+        cos, sin = pass_rope(self.rotary_emb, h, start, tree)
+        hk = self.adapter(h, cos, sin, cache, self.exit_layer, pass_mask(start, n, h.device, tree))
         cache.advance(n)
         return ShallowOut(h, hk)
+
+    def _path_window(self, cache: KVCache, tree: TreeSlots, slot: int) -> tuple[torch.Tensor, int]:
+        """A tree node's window of rows (a copy, [1, L, d]): the positions of its root-to-node path, consecutive, as
+        a chain would hold them; and the position of the first."""
+        node = slot - tree.root
+        pos = tree.root + tree.tree.depths[node]
+        first = max(0, pos - self.adapter.window + 1)
+        slots = list(range(first, tree.root)) + [tree.root + a for a in tree.tree.path(node)][first - pos - 1:]
+        return cache.rows[0, slots].clone()[None], first
 
     @torch.no_grad()
     def _window_features(self, rows: torch.Tensor, first: int, n: int) -> torch.Tensor:
@@ -177,9 +198,10 @@ class KangarooModel(nn.Module):
         return HiddenContext(shallow.read_rows(first, end), first, self.trained_adapter.window)
 
     @torch.no_grad()
-    def forward_deep(self, h: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Layer-k hidden [1, n, d] -> final post-norm hidden [1, n, d], appended to the deep cache."""
-        return final_norm(self.norm, run_layers(self.deep_layers, h, cache, self.rotary_emb))
+    def forward_deep(self, h: torch.Tensor, cache: KVCache, tree: Optional[TreeSlots] = None) -> torch.Tensor:
+        """Layer-k hidden [1, n, d] -> final post-norm hidden [1, n, d], appended to the deep cache (``tree``: the
+        rows are nodes of that token tree)."""
+        return final_norm(self.norm, run_layers(self.deep_layers, h, cache, self.rotary_emb, tree))
 
     @torch.no_grad()
     def verifier_logits(self, h_final: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,9 @@
 
 Every layer of the stack writes its keys/values at ``[length, length + n)`` during one forward of the stack,
 then the stack calls ``advance(n)``. Rolling back after a rejected draft is ``crop(n)``: a length change,
-nothing else. Positions past ``length`` hold stale values that the next write overwrites.
+nothing else. Positions past ``length`` hold stale values that the next write overwrites. After a token tree
+(``kangaroo/token_tree.py``) is verified, ``keep(slots, at)`` moves the accepted path's rows to consecutive
+positions from ``at`` and drops the rest.
 
 ``row_width`` > 0 also keeps one row per position (``rows`` [batch, max_len, row_width]; the shallow cache of a
 trained adapter keeps the layer-k residual h there, which the adapter's training segments are cut from). Rows are
@@ -61,6 +63,22 @@ class KVCache:
         if not 0 <= n <= self.length:
             raise ValueError(f"crop({n}) outside 0..{self.length}")
         self.length = n
+
+    def keep(self, slots: list[int], at: int) -> None:
+        """Move the positions ``slots`` (ascending, each >= ``at``) to ``at, at + 1, ..`` in every layer (and the
+        rows), then keep the first ``at + len(slots)`` positions: a verified tree's accepted path, made consecutive.
+        Each moved key keeps its RoPE: a tree node's position is its depth, the slot it moves to."""
+        if any(b <= a for a, b in zip(slots, slots[1:])) or (slots and (slots[0] < at or slots[-1] >= self.length)):
+            raise ValueError(f"keep({slots}, {at}): slots must ascend within {at}..{self.length - 1}")
+        moved = [(s, at + j) for j, s in enumerate(slots) if s != at + j]
+        if moved:
+            src = torch.tensor([s for s, _ in moved], device=self.k.device)
+            dst = torch.tensor([d for _, d in moved], device=self.k.device)
+            self.k[:, :, :, dst] = self.k[:, :, :, src]   # a gather first: no row is read after it is written
+            self.v[:, :, :, dst] = self.v[:, :, :, src]
+            if self.rows is not None:
+                self.rows[:, dst] = self.rows[:, src]
+        self.crop(at + len(slots))
 
     def nbytes(self) -> int:
         rows = 0 if self.rows is None else self.rows.numel() * self.rows.element_size()

@@ -3,7 +3,8 @@
 The weights are the Hugging Face modules' own (``q_proj``, ``mlp``, the norms, the rotary embedding, which
 handles every RoPE scaling type); only the attention over the cache is written here, so the cache has one
 owner and rollback is ``cache.crop``. Queries sit at positions ``[cache.length, cache.length + n)``; query
-``i`` sees keys ``0 .. cache.length + i`` (causal, offset by the cached prefix).
+``i`` sees keys ``0 .. cache.length + i`` (causal, offset by the cached prefix). A pass over the nodes of a token
+tree (``tree``, ``kangaroo/token_tree.py``) gives each row the position of its depth and the keys of its ancestors.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 
 from kangaroo import cpu_engine
 from kangaroo.kv_cache import KVCache
+from kangaroo.token_tree import TreeSlots
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -53,14 +55,32 @@ def rotary_for(rotary_emb, h: torch.Tensor, start: int):
     computed once (each value is its own elementwise product, cos and sin, so a row of the table is what a call
     for that position alone gives, bit for bit); a RoPE type that depends on the sequence length is called."""
     end = start + h.shape[1]
-    if getattr(rotary_emb, "rope_type", None) not in STATIC_ROPE:
+    table = _rotary_table(rotary_emb, h, end)
+    if table is None:
         return rotary_emb(h, torch.arange(start, end, device=h.device)[None])
+    return table[0][:, start:end], table[1][:, start:end]
+
+
+def rotary_at(rotary_emb, h: torch.Tensor, positions: list[int]):
+    """cos/sin for the given position of each row of ``h`` [B, n, d] (a tree's rows), as ``rotary_for``."""
+    table = _rotary_table(rotary_emb, h, max(positions) + 1)
+    idx = torch.tensor(positions, device=h.device)
+    if table is None:
+        return rotary_emb(h, idx[None])
+    return table[0].index_select(1, idx), table[1].index_select(1, idx)
+
+
+def _rotary_table(rotary_emb, h: torch.Tensor, end: int):
+    """The model's cos/sin table for positions ``0 .. >= end`` (made once, kept on the module); None for a RoPE
+    type that depends on the sequence length."""
+    if getattr(rotary_emb, "rope_type", None) not in STATIC_ROPE:
+        return None
     table = rotary_emb.__dict__.get("_kangaroo_table")
     if table is None or table[0].shape[1] < end or table[0].dtype != h.dtype or table[0].device != h.device:
         size = max(1024, 2 * end)
         table = rotary_emb(h, torch.arange(size, device=h.device)[None])
         rotary_emb.__dict__["_kangaroo_table"] = table
-    return table[0][:, start:end], table[1][:, start:end]
+    return table
 
 
 def heads(proj, x: torch.Tensor, head_dim: int) -> torch.Tensor:
@@ -91,46 +111,64 @@ def decoder_layer(layer, h: torch.Tensor, cos, sin, cache: KVCache, idx: int, ma
     return h + layer.mlp(layer.post_attention_layernorm(h))
 
 
-def run_layers(layers, h: torch.Tensor, cache: KVCache, rotary_emb) -> torch.Tensor:
-    """Run ``layers`` (cache layers ``0..len(layers)-1``) on ``h`` [B, n, d] appended after the cached prefix.
-    A few float32 rows on a CPU go through the lean engine (``kangaroo/cpu_engine.py``), the rest as below."""
+def pass_rope(rotary_emb, h: torch.Tensor, start: int, tree: TreeSlots | None = None):
+    """cos/sin of a pass over ``h`` [B, n, d] at ``start``: consecutive positions, or ``tree``'s depths."""
+    if tree is None:
+        return rotary_for(rotary_emb, h, start)
+    return rotary_at(rotary_emb, h, tree.positions(start, h.shape[1]))
+
+
+def pass_mask(start: int, n: int, device, tree: TreeSlots | None = None) -> torch.Tensor | None:
+    """The attention mask of a pass of n rows at ``start``: causal, or ``tree``'s."""
+    return causal_mask(start, n, device) if tree is None else tree.mask(start, n, device)
+
+
+def run_layers(layers, h: torch.Tensor, cache: KVCache, rotary_emb, tree: TreeSlots | None = None) -> torch.Tensor:
+    """Run ``layers`` (cache layers ``0..len(layers)-1``) on ``h`` [B, n, d] appended after the cached prefix
+    (``tree``: the rows are nodes of that token tree). A few float32 rows on a CPU go through the lean engine
+    (``kangaroo/cpu_engine.py``), the rest as below."""
     start, n = cache.length, h.shape[1]
-    cos, sin = rotary_for(rotary_emb, h, start)
     stack = cpu_engine.stack_for(layers) if h.shape[0] == 1 and cpu_engine.applies(h) else None
+    cos, sin = pass_rope(rotary_emb, h, start, tree)
     if stack is not None:
         cache.check_room(n)
-        out = stack.forward(h[0], cache.k, cache.v, start, cos[0], sin[0])[None]
+        out = stack.forward(h[0], cache.k, cache.v, start, cos[0], sin[0], None if tree is None else tree.spec())
         cache.advance(n)
-        return out
-    mask = causal_mask(start, n, h.device)
+        return out[None]
+    mask = pass_mask(start, n, h.device, tree)
     for i, layer in enumerate(layers):
         h = decoder_layer(layer, h, cos, sin, cache, i, mask)
     cache.advance(n)
     return h
 
 
-def run_layers_batch(layers, hs: list[torch.Tensor], caches: list[KVCache], rotary_emb) -> list[torch.Tensor]:
+def run_layers_batch(layers, hs: list[torch.Tensor], caches: list[KVCache], rotary_emb,
+                     trees: list[TreeSlots | None] | None = None) -> list[torch.Tensor]:
     """``run_layers`` for several sequences at once: ``hs[i]`` [1, n_i, d] appended after the cached prefix of
-    ``caches[i]``. On the engine the rows of every sequence go through one call (each weight read once for all
-    of them), and each output is bit for bit ``run_layers`` of that sequence alone; elsewhere (and for a
-    sequence the engine does not take, e.g. a long prefill) a loop of ``run_layers``."""
-    if len(hs) != len(caches):
-        raise ValueError(f"run_layers_batch: {len(hs)} hidden states for {len(caches)} caches")
+    ``caches[i]`` (``trees[i]``: its rows are nodes of that tree; None: causal). On the engine the rows of every
+    sequence go through one call (each weight read once for all of them), and each output is bit for bit
+    ``run_layers`` of that sequence alone; elsewhere (and for a sequence the engine does not take, e.g. a long
+    prefill) a loop of ``run_layers``."""
+    trees = trees or [None] * len(hs)
+    if not len(hs) == len(caches) == len(trees):
+        raise ValueError(f"run_layers_batch: {len(hs)} hidden states for {len(caches)} caches, {len(trees)} trees")
     take = [i for i, h in enumerate(hs) if h.shape[0] == 1 and cpu_engine.applies(h)]
     stack = cpu_engine.stack_for(layers) if len(take) > 1 else None
     out = [None] * len(hs)
     if stack is not None:
-        rot = [rotary_for(rotary_emb, hs[i], caches[i].length) for i in take]
+        rot = [pass_rope(rotary_emb, hs[i], caches[i].length, trees[i]) for i in take]
         for i in take:
             caches[i].check_room(hs[i].shape[1])
+        specs = [torch.empty(0, dtype=torch.int64) if trees[i] is None else trees[i].spec() for i in take]
         res = stack.forward_batch([hs[i][0] for i in take], [caches[i].k for i in take], [caches[i].v for i in take],
-                                  [caches[i].length for i in take], [c[0] for c, _ in rot], [s[0] for _, s in rot])
+                                  [caches[i].length for i in take], [c[0] for c, _ in rot], [s[0] for _, s in rot],
+                                  specs)
         for i, h in zip(take, res):
             caches[i].advance(hs[i].shape[1])
             out[i] = h[None]
     for i, h in enumerate(hs):
         if out[i] is None:
-            out[i] = run_layers(layers, h, caches[i], rotary_emb)
+            out[i] = run_layers(layers, h, caches[i], rotary_emb, trees[i])
     return out
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from kangaroo import cpu_engine
-from kangaroo.sampling import sample
+from kangaroo.sampling import sample, sample_top
 from kangaroo.weight_formats import BLOCK_BYTES
 
 PRECISIONS = ("auto", "int8", "bf16", "float32")
@@ -162,12 +162,14 @@ def propose(model, hk: torch.Tensor, k: int = 1) -> Proposal:
 
 
 @torch.no_grad()
-def propose_sampled(model, hk: torch.Tensor, pos: int, params) -> Proposal:
+def propose_sampled(model, hk: torch.Tensor, pos: int, params, k: int = 1) -> Proposal:
     """Sampled (``kangaroo/sampling.py``): the drafter's pick for one hk [1, d] at position ``pos``, the argmax of
     its tempered, truncated logits plus the noise of each column's full-vocabulary id, with that pick's probability
-    under the same distribution. The logits come from the packed kernel where it applies (its top-k is not used),
-    else from the float32 head."""
+    under the same distribution (``k`` > 1: then its next best columns, ``sample_top``, a tree's branches). The
+    logits come from the packed kernel where it applies (its top-k is not used), else from the float32 head."""
     packed = packed_head(model) if cpu_engine.applies(hk) else None
     logits = packed.top_k(hk, 1)[2][0] if packed is not None else model.drafter_logits_from_hk(hk).reshape(-1)
+    if k > 1:
+        return Proposal(*sample_top(logits, pos, params, ids=model.drafter_vocab, k=k))
     col, prob = sample(logits, pos, params, ids=model.drafter_vocab, prob=True)
     return Proposal([col], [prob])

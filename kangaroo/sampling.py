@@ -15,6 +15,8 @@ depends on how well they do.
     SamplingParams(temperature, top_p, top_k, seed)   frozen; temperature 0 (below ``GREEDY_BELOW``): greedy
     pick_rows(logits [n, V], first_pos, params)       the pick of each row, row j at position first_pos + j
     sample(logits [V], pos, params, ids, prob)        one row's pick (a column) and, asked, its probability
+    sample_top(logits [V], pos, params, ids, k)       the k best columns of the perturbed scores (the pick first)
+                                                      and their probabilities: a drafter's branches under sampling
     token_prob(logits [V], token, params)             a token's probability under the tempered, truncated logits
     noise(seed, pos, ids)                             g at one position for the token ids ``ids`` (float32)
 
@@ -159,6 +161,19 @@ def sample(logits: torch.Tensor, pos: int, params: SamplingParams, ids: torch.Te
     if not prob:
         return int(cols[j])
     return int(cols[j]), float(torch.softmax(s, dim=0)[j])
+
+
+def sample_top(logits: torch.Tensor, pos: int, params: SamplingParams, ids: torch.Tensor | None = None,
+               k: int = 1) -> tuple[list[int], list[float]]:
+    """The ``k`` (at most) best columns of one row's perturbed scores at ``pos``, the pick (``sample``'s) first, and
+    their probabilities under the tempered, truncated distribution: what a drafter proposes as a tree's branches."""
+    cols, s = truncated(logits, params)
+    full = cols if ids is None else ids.to(cols.device)[cols]
+    scores = s + noise(params.seed, pos, full)
+    j = int(torch.argmax(scores))
+    rest = [int(i) for i in scores.topk(min(k, len(cols))).indices if int(i) != j][:k - 1]
+    probs = torch.softmax(s, dim=0)
+    return [int(cols[i]) for i in [j] + rest], [float(probs[i]) for i in [j] + rest]
 
 
 def pick_rows(logits: torch.Tensor, first_pos: int, params: SamplingParams = GREEDY,

@@ -21,6 +21,11 @@ lookup, the memory of earlier outputs), or a chain of them. A draft may come wit
 lookup's draft has none) or with them for a prefix only; ``verify`` runs the shallow layers on the inputs not yet
 covered, so the shallow cache always holds exactly the verified positions. A block may draft zero tokens: it is
 then one plain greedy step.
+
+A draft may be a token tree (``Draft.tree``, ``kangaroo/token_tree.py``): verify runs every node in the same one
+pass, each attending to the committed prefix and its own ancestors, at the position of its depth, so each node's row
+is bit for bit the one-token steps along its path; accept takes the longest root-to-node path the verifier agrees
+with and both caches keep its rows at consecutive positions (``kangaroo/tree_accept.py``).
 """
 from __future__ import annotations
 
@@ -37,6 +42,8 @@ from kangaroo.kangaroo_model import KangarooCaches, KangarooModel
 from kangaroo.sampling import GREEDY, SamplingParams, pick_rows
 from kangaroo.self_draft import self_draft
 from kangaroo.timing import now
+from kangaroo.token_tree import TreeSlots
+from kangaroo.tree_accept import accepted_path, commit_tree, path_committed, tree_picks
 
 StopRule = Callable[[list[int]], "tuple[list[int], bool]"]  # new tokens so far -> (the ones kept, stop now)
 
@@ -67,15 +74,22 @@ def verify_batch(model: KangarooModel, drafts: list[Draft], caches: list[Kangaro
     t0 = now(model.device)
     sampling = sampling or [GREEDY] * len(drafts)
     first = [c.deep.length + 1 for c in caches]  # the position of the token row 0 picks (x is at deep.length)
+    trees = [None if d.tree is None else TreeSlots(c.deep.length, d.tree) for d, c in zip(drafts, caches)]
     todo = [i for i, d in enumerate(drafts) if d.covered < len(d.tokens) + 1]
     outs = forward_shallow_batch(model, [_uncovered(drafts[i], model.device) for i in todo],
-                                 [caches[i].shallow for i in todo])
+                                 [caches[i].shallow for i in todo], [trees[i] for i in todo])
     shallow = dict(zip(todo, outs))
     hs = [_verifier_input(d, shallow.get(i)) for i, d in enumerate(drafts)]
-    logits = verifier_logits_batch(model, forward_deep_batch(model, hs, [c.deep for c in caches]))
+    logits = verifier_logits_batch(model, forward_deep_batch(model, hs, [c.deep for c in caches], trees))
     ms = (now(model.device) - t0) * 1e3 / max(1, len(drafts))
-    return [Verification(z[0], pick_rows(z[0], first[i], sampling[i], d.tokens), ms=ms, shallow=shallow.get(i),
+    return [Verification(z[0], _picks(z[0], d, first[i], sampling[i]), ms=ms, shallow=shallow.get(i),
                          hk_from=d.covered) for i, (d, z) in enumerate(zip(drafts, logits))]
+
+
+def _picks(logits: torch.Tensor, d: Draft, first_pos: int, params: SamplingParams) -> list[int]:
+    if d.tree is not None:
+        return tree_picks(logits, d, first_pos, params)
+    return pick_rows(logits, first_pos, params, d.tokens)
 
 
 def _uncovered(d: Draft, device) -> torch.Tensor:
@@ -93,6 +107,10 @@ def _verifier_input(d: Draft, rest) -> torch.Tensor:
 
 
 def accept(d: Draft, v: Verification) -> tuple[int, list[int]]:
+    """(accepted drafted tokens, the committed tokens: those and the verifier's next one)."""
+    if d.tree is not None:
+        path = accepted_path(d, v)
+        return len(path) - 1, path_committed(d, v, path)
     a = 0
     while a < len(d.tokens) and d.tokens[a] == v.tokens[a]:
         a += 1
@@ -130,7 +148,9 @@ def _verify_accept(model: KangarooModel, d: Draft, caches: KangarooCaches, start
 
 
 def _commit(model: KangarooModel, d: Draft, v: Verification, caches: KangarooCaches, start: int) -> Block:
-    """accept, then crop both caches to the committed length."""
+    """accept, then crop both caches to the committed length (a tree: keep its accepted path, ``commit_tree``)."""
+    if d.tree is not None:
+        return commit_tree(model, d, v, caches, start)
     a, committed = accept(d, v)
     caches.crop(start + 1 + a)
     return Block(d, v, a, committed, context=model.segment_context(caches.shallow, start, start + 1 + a))

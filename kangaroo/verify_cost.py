@@ -9,6 +9,10 @@ What a block drafting m tokens costs (``block_ms``):
     self  : (m+1) shallow_ms[0] + (m+1) head_ms + deep_ms[m]     (one shallow pass and one head call per token)
     ngram : shallow_ms[m] + deep_ms[m]                            (verify runs the shallow layers on the block)
 
+A token tree's branches (``extra`` rows beside the m of its main line) add rows to the same passes: the verify pass
+over m + 1 + extra rows, and for the self-drafter, whose branches ride along in its shallow passes, one shallow row
+each (``shallow_row_ms``). ``row_ms``: what one more verified row costs, the least-squares slope of deep(n).
+
 It is measured, never hard-coded: the curve depends on the machine, the thread count and the compute engine
 (a faster multi-token verify makes longer drafts pay).
 """
@@ -37,8 +41,14 @@ class CostCurve:
     def max_tokens(self) -> int:
         return len(self.deep_ms)
 
-    def block_ms(self, m: int, source: str = "self") -> float:
-        """One block drafting m tokens, verified together with ``batch_rows`` rows of other sequences."""
+    def block_ms(self, m: int, source: str = "self", extra: int = 0) -> float:
+        """One block drafting m tokens (and ``extra`` tree branches), verified together with ``batch_rows`` rows of
+        other sequences."""
+        if extra:
+            deep = self.deep_at(self.batch_rows + m + 1 + extra)
+            if source == "self":
+                return (m + 1) * (self.shallow_ms[0] + self.head_ms) + extra * self.shallow_row_ms + deep
+            return _at(self.shallow_ms, m + 1 + extra) + deep
         n = min(m + 1, self.max_tokens)  # the drafter's own parts: beyond the measured range extended flat
         deep = self.deep_at(self.batch_rows + m + 1) if self.batch_rows else self.deep_ms[n - 1]
         if source == "self":
@@ -48,11 +58,23 @@ class CostCurve:
     def deep_at(self, rows: int) -> float:
         """The verify pass over ``rows`` rows; past the measured range extended along its last step (a batch's
         pass is compute-bound: every row costs its FMAs)."""
-        k = self.max_tokens
-        if rows <= k:
-            return self.deep_ms[rows - 1]
-        slope = self.deep_ms[-1] - self.deep_ms[-2] if k > 1 else self.deep_ms[-1]
-        return self.deep_ms[-1] + (rows - k) * max(0.0, slope)
+        return _at(self.deep_ms, rows)
+
+    @property
+    def shallow_row_ms(self) -> float:
+        """One more row in a shallow pass."""
+        return max(0.0, _at(self.shallow_ms, 2) - self.shallow_ms[0])
+
+    @property
+    def row_ms(self) -> float:
+        """One more verified row: the least-squares slope of deep(n) over the measured n (one difference alone is
+        as noisy as two timings)."""
+        n = self.max_tokens
+        if n < 2:
+            return self.deep_ms[0]
+        mean_x, mean_y = (n + 1) / 2, sum(self.deep_ms) / n
+        cov = sum((i + 1 - mean_x) * (y - mean_y) for i, y in enumerate(self.deep_ms))
+        return max(0.0, cov / sum((i + 1 - mean_x) ** 2 for i in range(n)))
 
     def to_json(self, path) -> None:
         curve = {k: v for k, v in asdict(self).items() if k != "batch_rows"}  # the measurement, not a step's batch
@@ -91,6 +113,15 @@ def measure_cost_curve(model, max_tokens: int, reps: int = 5, prefix: int = 32) 
         shallow.append(statistics.median(ts[1:]))
         deep.append(statistics.median(td[1:]))
     return CostCurve(_monotone(shallow), _monotone(deep), statistics.median(heads))
+
+
+def _at(ms: list[float], rows: int) -> float:
+    """A pass over ``rows`` rows of the measured curve ``ms``; past its range extended along its last step."""
+    k = len(ms)
+    if rows <= k:
+        return ms[rows - 1]
+    slope = ms[-1] - ms[-2] if k > 1 else ms[-1]
+    return ms[-1] + (rows - k) * max(0.0, slope)
 
 
 def _monotone(ms: list[float]) -> list[float]:

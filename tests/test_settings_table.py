@@ -64,6 +64,8 @@ BAD = [
     (["--ngram-min", "4"], lambda: DrafterConfig(ngram_min=4)),  # above the default --ngram-max 3
     (["--goodput-prior", "0"], lambda: DrafterConfig(goodput_prior=0.0)),
     (["--drafter-vocab", "-2"], lambda: DrafterConfig(drafter_vocab=-2)),  # -1 is auto
+    (["--tree-width", "-2"], lambda: DrafterConfig(tree_width=-2)),  # -1 is auto
+    (["--tree-width", "9"], lambda: DrafterConfig(tree_width=9)),
     (["--drafter-head-precision", "fp8"], lambda: DrafterConfig(head_precision="fp8")),
     (["--device", "tpu"], lambda: SessionConfig(model_id="tiny", device="tpu")),
     (["--device", "cpu:1"], lambda: SessionConfig(model_id="tiny", device="cpu:1")),

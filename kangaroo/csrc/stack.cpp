@@ -5,8 +5,15 @@
 // whatever the number of rows, the row's place in the call, the other sequences of the call and the thread count
 // (matmul.h: one FMA chain per output; attention for a query walks its keys in order; RMSNorm sums in order).
 // So verifying n tokens in one pass gives bit for bit the logits of n one-token greedy steps.
+//
+// A sequence's rows may be nodes of a token tree (kangaroo/token_tree.py): node i sits at cache slot root + i and
+// sees the keys before the root and its own ancestors only (itself included); the caller gives each row the RoPE
+// of its depth. Masked keys are skipped, never summed as e^-inf: the keys a node walks, in order, are the very keys
+// its root-to-node path would have at consecutive slots, so it gets the logits of one-token steps along that path,
+// bit for bit (each value of the score row is the same float, exp is lane-wise, sums run in the same order).
 #include <ATen/Parallel.h>
 
+#include <optional>
 #include <vector>
 
 #include "dot.h"
@@ -56,7 +63,34 @@ struct Seq {
   float *k, *v;  // cache [layers, 1, Hkv, max_len, D]
   int64_t start, max_len, n, off;
   const float *cos, *sin;  // [n, D]
+  // a token tree: row i's key slots (0 .. keys_from - 1 are all seen, then keys[key_off[i] .. key_off[i + 1]));
+  // empty: causal, row i sees 0 .. start + i
+  int64_t keys_from = 0;
+  std::vector<int64_t> keys, key_off;
 };
+
+// The key slots of each row of a tree pass: ``tree`` = [root, parent of node 0 (-1), parent of node 1, ...] covers
+// every node up to the pass's last row (row i is node start - root + i); a row sees the slots before the root,
+// then its ancestors' slots root + a in ascending order, itself last.
+void tree_keys(Seq& s, const torch::Tensor& tree) {
+  TORCH_CHECK(tree.dim() == 1 && tree.scalar_type() == torch::kInt64 && tree.numel() >= 2,
+              "tree must be int64 [root, parents of the nodes...]");
+  auto t = tree.contiguous();
+  const int64_t* p = t.data_ptr<int64_t>();
+  const int64_t root = p[0], nodes = t.numel() - 1, first = s.start - root;
+  TORCH_CHECK(root >= 0 && first >= 0 && first + s.n <= nodes, "tree: the pass's rows must be nodes of the tree");
+  TORCH_CHECK(p[1] == -1, "tree: node 0 is the root (parent -1)");
+  for (int64_t i = 1; i < nodes; ++i) TORCH_CHECK(p[1 + i] >= 0 && p[1 + i] < i, "tree: each parent before its node");
+  s.keys_from = root;
+  s.key_off.assign(1, 0);
+  std::vector<int64_t> path;
+  for (int64_t i = 0; i < s.n; ++i) {
+    path.clear();
+    for (int64_t a = first + i; a >= 0; a = p[1 + a]) path.push_back(root + a);
+    s.keys.insert(s.keys.end(), path.rbegin(), path.rend());
+    s.key_off.push_back(int64_t(s.keys.size()));
+  }
+}
 
 struct Layer {
   torch::Tensor in_norm, post_norm;
@@ -87,20 +121,26 @@ class Stack {
 
   int64_t num_layers() const { return int64_t(layers_.size()); }
 
-  // h [n, d] after ``start`` cached positions -> h [n, d] after the stack. cos/sin [n, D].
+  // h [n, d] after ``start`` cached positions -> h [n, d] after the stack. cos/sin [n, D]. ``tree`` (optional,
+  // ``tree_keys``): the rows are nodes of a token tree.
   torch::Tensor forward(torch::Tensor h, torch::Tensor kc, torch::Tensor vc, int64_t start, torch::Tensor cos,
-                        torch::Tensor sin) {
-    return forward_batch({h}, {kc}, {vc}, {start}, {cos}, {sin})[0];
+                        torch::Tensor sin, std::optional<torch::Tensor> tree) {
+    std::vector<torch::Tensor> trees;
+    if (tree.has_value()) trees.push_back(*tree);
+    return forward_batch({h}, {kc}, {vc}, {start}, {cos}, {sin}, trees)[0];
   }
 
   // Several sequences in one call: hs[s] [n_s, d] after starts[s] positions of cache ks[s]/vs[s]; each output
-  // equals ``forward`` of that sequence alone, bit for bit.
+  // equals ``forward`` of that sequence alone, bit for bit. ``trees``: none, or one per sequence (undefined or
+  // empty: causal).
   std::vector<torch::Tensor> forward_batch(std::vector<torch::Tensor> hs, std::vector<torch::Tensor> ks,
                                            std::vector<torch::Tensor> vs, std::vector<int64_t> starts,
-                                           std::vector<torch::Tensor> coss, std::vector<torch::Tensor> sins) {
+                                           std::vector<torch::Tensor> coss, std::vector<torch::Tensor> sins,
+                                           std::vector<torch::Tensor> trees) {
     const size_t S = hs.size();
     TORCH_CHECK(S > 0 && ks.size() == S && vs.size() == S && starts.size() == S && coss.size() == S &&
-                    sins.size() == S, "forward_batch: one cache, start and cos/sin per sequence");
+                    sins.size() == S && (trees.empty() || trees.size() == S),
+                "forward_batch: one cache, start and cos/sin (and tree, if any) per sequence");
     std::vector<Seq> seqs;
     int64_t rows = 0;
     for (size_t s = 0; s < S; ++s) {
@@ -109,6 +149,7 @@ class Stack {
       sins[s] = sins[s].contiguous();
       seqs.push_back({ks[s].data_ptr<float>(), vs[s].data_ptr<float>(), starts[s], ks[s].size(3), hs[s].size(0),
                       rows, coss[s].data_ptr<float>(), sins[s].data_ptr<float>()});
+      if (!trees.empty() && trees[s].defined() && trees[s].numel() > 0) tree_keys(seqs.back(), trees[s]);
       rows += hs[s].size(0);
     }
     torch::Tensor h = torch::cat(hs, 0).contiguous();  // a new tensor: the inputs are never written
@@ -184,8 +225,8 @@ class Stack {
     }
   }
 
-  // Causal attention: row i of sequence s (position start + i) over its keys 0 .. start + i. (row, head) pairs
-  // are split over threads.
+  // Causal attention: row i of sequence s (position start + i) over its keys 0 .. start + i, or a tree row over
+  // the slots ``tree_keys`` gave it. (row, head) pairs are split over threads.
   void attend(const float* qkv, int64_t n, const std::vector<Seq>& seqs, int64_t l, float* out) const {
     const int64_t qd = H_ * D_, row = qd + 2 * kvd(), group = H_ / Hkv_;
     std::vector<int> seq_of(n);
@@ -199,19 +240,29 @@ class Stack {
       for (int64_t a = a0; a < a1; ++a) {
         const int64_t r = a / H_, hh = a % H_, g = hh / group;
         const Seq& s = seqs[seq_of[r]];
-        const int64_t keys = s.start + (r - s.off) + 1;
+        const int64_t i = r - s.off;
         const float* K = cache_layer(s.k, s, l) + g * s.max_len * D_;
         const float* V = cache_layer(s.v, s, l) + g * s.max_len * D_;
-        attend_one(qkv + r * row + hh * D_, K, V, keys, sc.data(), out + r * qd + hh * D_);
+        float* o = out + r * qd + hh * D_;
+        if (s.key_off.empty()) {
+          attend_one(qkv + r * row + hh * D_, K, V, s.start + i + 1, nullptr, 0, sc.data(), o);
+        } else {
+          const int64_t* tail = s.keys.data() + s.key_off[i];
+          attend_one(qkv + r * row + hh * D_, K, V, s.keys_from, tail, s.key_off[i + 1] - s.key_off[i], sc.data(), o);
+        }
       }
     });
   }
 
-  // softmax(q . K[j] * scale) over j < keys, then the weighted sum of V[j] in order, into o [D].
-  void attend_one(const float* q, const float* K, const float* V, int64_t keys, float* s, float* o) const {
+  // softmax(q . K[j] * scale) over the keys j < keys_from, then the slots tail[0 .. tails) (a tree row's
+  // ancestors), then the weighted sum of their V rows in the same order, into o [D].
+  void attend_one(const float* q, const float* K, const float* V, int64_t keys_from, const int64_t* tail,
+                  int64_t tails, float* s, float* o) const {
+    const int64_t keys = keys_from + tails;
+    auto slot = [&](int64_t j) { return j < keys_from ? j : tail[j - keys_from]; };
     float m = -INFINITY;
     for (int64_t j = 0; j < keys; ++j) {
-      s[j] = dot_f32(q, K + j * D_, D_) * scale_;
+      s[j] = dot_f32(q, K + slot(j) * D_, D_) * scale_;
       m = std::max(m, s[j]);
     }
     const __m256 mv = _mm256_set1_ps(m);
@@ -219,7 +270,7 @@ class Stack {
     float sum = 0.f;
     for (int64_t j = 0; j < keys; ++j) sum += s[j];
     std::fill(o, o + D_, 0.f);
-    for (int64_t j = 0; j < keys; ++j) axpy(s[j], V + j * D_, o, D_);
+    for (int64_t j = 0; j < keys; ++j) axpy(s[j], V + slot(j) * D_, o, D_);
     const float inv = 1.f / sum;
     for (int64_t t = 0; t < D_; ++t) o[t] *= inv;
   }
@@ -246,8 +297,12 @@ void bind(pybind11::module_& m) {
   m.def("rmsnorm", &rmsnorm, "row-wise RMSNorm (float32)");
   pybind11::class_<Stack>(m, "Stack")
       .def(pybind11::init<std::vector<torch::Tensor>, std::vector<Weight>, int64_t, int64_t, int64_t, double, double>())
-      .def("forward", &Stack::forward, pybind11::call_guard<pybind11::gil_scoped_release>())  // other Python threads run meanwhile
-      .def("forward_batch", &Stack::forward_batch, pybind11::call_guard<pybind11::gil_scoped_release>())
+      .def("forward", &Stack::forward, pybind11::arg("h"), pybind11::arg("k"), pybind11::arg("v"),
+           pybind11::arg("start"), pybind11::arg("cos"), pybind11::arg("sin"), pybind11::arg("tree") = pybind11::none(),
+           pybind11::call_guard<pybind11::gil_scoped_release>())  // other Python threads run meanwhile
+      .def("forward_batch", &Stack::forward_batch, pybind11::arg("hs"), pybind11::arg("ks"), pybind11::arg("vs"),
+           pybind11::arg("starts"), pybind11::arg("coss"), pybind11::arg("sins"),
+           pybind11::arg("trees") = std::vector<torch::Tensor>(), pybind11::call_guard<pybind11::gil_scoped_release>())
       .def_property_readonly("num_layers", &Stack::num_layers);
 }
 Bind bind_once(bind);

@@ -28,10 +28,11 @@ __all__ = ["ALIASES", "NAMES", "Drafter", "DrafterChain", "DrafterCounters", "Me
 
 
 def make_drafter(spec: str, steps: int, policy_factory: Callable[[], DraftPolicy], ngram_min: int = 1,
-                 ngram_max: int = 3, memory: SuffixMemory | None = None) -> DrafterChain:
+                 ngram_max: int = 3, memory: SuffixMemory | None = None, width: int = 1) -> DrafterChain:
     """The chain ``spec`` names (``chain_names``). ``policy_factory()`` builds one policy per drafter (each
-    calibrates apart); ``memory``: the shared store of the memory drafter (default: a new one)."""
-    parts = {"self": lambda: SelfDrafter(steps, policy_factory()),
-             "ngram": lambda: NGramDrafter(steps, ngram_min, ngram_max, policy_factory()),
-             "memory": lambda: MemoryDrafter(steps, memory, policy_factory())}
+    calibrates apart); ``memory``: the shared store of the memory drafter (default: a new one); ``width``: each
+    drafter's tree width (1: chains)."""
+    parts = {"self": lambda: SelfDrafter(steps, policy_factory(), width),
+             "ngram": lambda: NGramDrafter(steps, ngram_min, ngram_max, policy_factory(), width),
+             "memory": lambda: MemoryDrafter(steps, memory, policy_factory(), width)}
     return DrafterChain([parts[name]() for name in chain_names(spec)])

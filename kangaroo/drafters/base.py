@@ -10,6 +10,9 @@ cheap-first by ``DrafterChain``, each with its own counters).
     trainable_params(model)        what DVI may train (only the self-drafter has any)
     metadata()                     settings, for run records
 
+A draft may be a token tree (``width`` > 1: ``Draft.tree``, grown by ``kangaroo/tree_growth.py`` under the draft
+policy's pay rule), at most ``steps`` nodes; every drafter's tree goes through the same verify.
+
 Every drafter has its own draft policy (``kangaroo/draft_policy.py``: it decides token by token what joins the
 block) and its own ``DrafterCounters`` (``counters``), which the chain that asks it keeps.
 """
@@ -29,10 +32,13 @@ class Drafter(ABC):
     runs_model: bool = False   # drafts through the model's layers (writes the caches): last in a chain
     sampling: SamplingParams = GREEDY   # the sequence's (``sample_with``); a drafter that ignores it stays lossless
 
-    def __init__(self, steps: int, policy: DraftPolicy | None = None):
+    def __init__(self, steps: int, policy: DraftPolicy | None = None, width: int = 1):
         if steps < 1:
             raise ValueError(f"a drafter drafts at least 1 token per block, got steps={steps}")
+        if width < 1:
+            raise ValueError(f"a drafter's tree width is at least 1 (a chain), got width={width}")
         self.steps = steps
+        self.width = width   # at most this many children a node of its draft (1: chains); a tree has <= steps nodes
         self.policy: DraftPolicy = policy if policy is not None else ThresholdStop(0.0)
         self.counters = DrafterCounters()
 
@@ -69,4 +75,4 @@ class Drafter(ABC):
         return []
 
     def metadata(self) -> dict:
-        return {"drafter": self.name, "steps": self.steps, "policy": self.policy.name}
+        return {"drafter": self.name, "steps": self.steps, "policy": self.policy.name, "tree_width": self.width}

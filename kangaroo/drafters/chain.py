@@ -42,6 +42,7 @@ class DrafterChain(Drafter):
         self.drafters = list(drafters)
         self.name = ",".join(d.name for d in drafters)
         self.steps = max(d.steps for d in drafters)
+        self.width = max(d.width for d in drafters)
         self.runs_model = drafters[-1].runs_model
         self.policy = None   # each drafter has its own
         # no counters of its own either: its drafters' (the same objects) and the greedy steps', by source

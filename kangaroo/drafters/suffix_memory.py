@@ -1,17 +1,23 @@
 """The outputs of earlier requests, shared by the sequences of a run: a bounded suffix index the memory drafter
-matches the current history against (SuffixDecoding, arXiv 2411.04975; one chain per block, no speculation tree).
+matches the current history against (SuffixDecoding, arXiv 2411.04975;
+its speculation tree where a drafter drafts trees).
 
     add(tokens)            a finished sequence's output joins the memory; the oldest sequences are evicted first
     lookup(history, k)     the longest suffix of ``history`` (max_match down to min_match tokens) that occurred in the
                            memory, then, walking on from its latest ``max_occurrences`` occurrences, the most frequent
                            next token (ties: the most recent), k times: a ``Continuation`` with, for each token, how
                            many of the occurrences still followed went on with it (hits) out of how many (total)
+    lookup_tree(history, k, width)   the same match, then SuffixDecoding's speculation tree: at each node its
+                           ``width`` most frequent next tokens; the main line (the most frequent each time, what
+                           ``lookup`` walks) to depth k first, then the other nodes best path score (the product of
+                           hits / total along the path) first, up to k * width nodes (``SpecNode``s, parents first)
 
-This is the walk down a suffix tree of the memory from the node of the matched suffix, along the most frequent
-child, with each child's count over its parent's (SuffixDecoding's path score), the tree depth bounded by
-max_match + k. Stored as hash chains (zlib's, per n in min_match..max_match): the kept sequences concatenated with a
-separator, for each n-gram (by hash) the latest position right after it, and for each position the one before
-after the same n-gram; a lookup checks each occurrence's tokens, so a hash collision costs nothing but a step.
+This is the walk down a suffix tree of the memory from the node of the matched suffix, along the most frequent child
+(or, for ``lookup_tree``, its ``width`` most frequent children), with each child's count over its parent's
+(SuffixDecoding's path score), the tree depth bounded by max_match + k. Stored as hash chains (zlib's, per n in
+min_match..max_match): the kept sequences concatenated with a separator, for each n-gram (by hash) the latest
+position right after it, and for each position the one before after the same n-gram; a lookup checks each
+occurrence's tokens, so a hash collision costs nothing but a step.
 Plain ints and arrays only: the garbage collector has no object per entry to traverse.
 
 Bounded: at most ``max_tokens`` tokens are kept (a longer sequence keeps its last max_tokens), and the index holds
@@ -25,6 +31,7 @@ the outputs that have finished.
 """
 from __future__ import annotations
 
+import heapq
 import threading
 from array import array
 from collections import Counter, deque
@@ -39,6 +46,15 @@ class Continuation:
     hits: list[int] = field(default_factory=list)     # occurrences that went on with tokens[i]
     totals: list[int] = field(default_factory=list)   # occurrences followed up to tokens[i] (ended ones included)
     match: int = 0                                    # length of the matched suffix (0: none)
+
+
+@dataclass
+class SpecNode:
+    token: int
+    parent: int   # the node it follows (an index of the list, before it), -1: the matched suffix
+    hits: int     # occurrences that went on with it
+    total: int    # occurrences followed up to its parent
+    depth: int    # 1: right after the suffix
 
 
 class SuffixMemory:
@@ -137,6 +153,34 @@ class SuffixMemory:
             out.hits.append(hits)
             out.totals.append(total)
             alive = [p + 1 for p in alive if self._tokens[p - self._base] == best]
+        return out
+
+    def lookup_tree(self, history: list[int], k: int, width: int) -> tuple[list[SpecNode], int]:
+        """The speculation tree after the longest matched suffix (module docstring), and the match's length."""
+        with self._lock:
+            for n in range(min(self.max_match, len(history)), self.min_match - 1, -1):
+                found = self._occurrences(list(history[-n:]))
+                if found:
+                    return self._grow(found, k, width), n
+        return [], 0
+
+    def _grow(self, alive: list[int], k: int, width: int) -> list[SpecNode]:
+        out: list[SpecNode] = []
+        heap = [(-2.0, 0, -1, alive, 1.0, True)]   # (priority: the main line first, order, node, alive, score, main)
+        while heap and len(out) < k * width:
+            _, _, node, alive, score, main = heapq.heappop(heap)
+            depth = 0 if node < 0 else out[node].depth
+            if depth >= k:
+                continue
+            counts = Counter(self._tokens[p - self._base] for p in reversed(alive))  # the latest first wins ties
+            total = len(alive)
+            counts.pop(SEP, None)
+            for rank, (tok, hits) in enumerate(counts.most_common(width)[:k * width - len(out)]):
+                out.append(SpecNode(tok, node, hits, total, depth + 1))
+                child = [p + 1 for p in alive if self._tokens[p - self._base] == tok]
+                s = score * hits / total
+                heapq.heappush(heap, (-2.0 if main and not rank else -s, len(out), len(out) - 1, child, s,
+                                      main and not rank))
         return out
 
     def metadata(self) -> dict:
