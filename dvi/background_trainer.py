@@ -1,18 +1,20 @@
-"""The DVI trainer off the critical path: its own thread, its own copy of the trained tensors (the LoRA A/B, and a
-trained adapter's weights).
+"""The DVI trainer off the critical path: its own thread, its own copy of the trained tensors (the LoRA A/B, a
+trained adapter's weights, a feature drafter's layer and LoRA head).
 
     decode thread                                   trainer thread
     on_block: push tuples (buffer lock)             wait for >= update_every new blocks (idle_steps: >= 1, so the
                                                     thread steps whenever it is idle) and a full batch
-              apply_published() (never blocks)      sample (buffer lock) -> OnlineTrainer.step on the shadow
+              apply_published() (never blocks)      sample (buffer lock) -> each part's OnlineTrainer.step on the
+                                                             shadow (``dvi/part_trainers.py``)
                                                     publish: copy the shadow's tensors to a staging copy,
                                                              version += 1
 
 The decode thread adopts new weights only at block boundaries (``apply_published``) and only if the
 staging lock is free at that moment (otherwise at the next boundary), so it never waits for a trainer step.
 The shadow head shares the frozen base weight with the live head (read-only) and owns its A/B; a trained adapter is
-copied whole (all its tensors train); the optimizer holds the shadow's tensors. The tensors go between shadow,
-staging copy and live model as ``kangaroo.drafter_head.trainable_params`` lists them. ``stats()`` hands over the
+copied whole (all its tensors train), as is a feature drafter's layer (its head shares the frozen rows); the
+optimizers hold the shadow's tensors. The tensors go between shadow, staging copy and live model as
+``dvi.trainable_parts.published_tensors`` lists them. ``stats()`` hands over the
 trainer steps finished since the last call.
 """
 from __future__ import annotations
@@ -23,26 +25,28 @@ import time
 
 import torch
 
-from kangaroo.drafter_head import TrainableDrafter, trainable_params
+from dvi.trainable_parts import published_tensors, shadow_feature_drafter
+from kangaroo.drafter_head import TrainableDrafter
 
 
 class ShadowDrafter:
-    """What ``OnlineTrainer`` trains (a ``TrainableDrafter``): the live model's drafter head with private LoRA
-    tensors, and a private copy of its trained adapter (if any; the rotary embedding and the vocabulary map are the
-    model's, read-only)."""
+    """What the trainers train (a ``TrainableDrafter`` with its parts): the live model's drafter head with private
+    LoRA tensors, a private copy of its trained adapter and of its feature drafter (if any; the rotary embedding, the
+    embedding and the vocabulary map are the model's, read-only)."""
 
     def __init__(self, model: TrainableDrafter):
         self.drafter_vocab = model.drafter_vocab
-        self.drafter_head = model.drafter_head.shadow()
+        self.drafter_head = None if model.drafter_head is None else model.drafter_head.shadow()
         live = model.trained_adapter
         self.trained_adapter = None if live is None else copy.deepcopy(live)
         self.rotary_emb = model.rotary_emb
+        self.feature_drafter = shadow_feature_drafter(getattr(model, "feature_drafter", None))
 
     def drafter_logits_from_hk(self, hk):
         return self.drafter_head(hk)
 
     def copy_from(self, model) -> None:
-        copy_tensors(trainable_params(self), trainable_params(model))
+        copy_tensors(published_tensors(self), published_tensors(model))
 
 
 @torch.no_grad()
@@ -64,7 +68,7 @@ class BackgroundTrainer:
         self._stop = False
         self._pub_lock = threading.Lock()
         self.step_lock = threading.Lock()  # held during a step: checkpoints take it to read a consistent optimizer
-        self._staged = [p.detach().clone() for p in trainable_params(shadow)]
+        self._staged = [p.detach().clone() for p in published_tensors(shadow)]
         self.version = 0            # published
         self.applied = 0            # adopted by the decode thread
         self._done: list[tuple[int, dict]] = []
@@ -83,7 +87,7 @@ class BackgroundTrainer:
         if self.version == self.applied or not self._pub_lock.acquire(blocking=False):
             return False
         try:
-            copy_tensors(trainable_params(self.model), self._staged)
+            copy_tensors(published_tensors(self.model), self._staged)
             self.applied = self.version
         finally:
             self._pub_lock.release()
@@ -109,7 +113,7 @@ class BackgroundTrainer:
 
     def apply_published_blocking(self) -> None:
         with self._pub_lock:
-            copy_tensors(trainable_params(self.model), self._staged)
+            copy_tensors(published_tensors(self.model), self._staged)
             self.applied = self.version
 
     # ------------------------------------------------------------------------------ trainer thread
@@ -129,7 +133,7 @@ class BackgroundTrainer:
                 with self.step_lock:
                     stats = self.trainer.step(self.buffer.sample(self.batch_size), step)
                     with self._pub_lock:
-                        copy_tensors(self._staged, trainable_params(self.shadow))
+                        copy_tensors(self._staged, published_tensors(self.shadow))
                         self.version += 1
                 stats["thread_ms"] = (time.perf_counter() - t0) * 1e3
                 with self._cv:

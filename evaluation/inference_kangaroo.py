@@ -24,7 +24,7 @@ from evaluation.cli import apply_runtime, drafter_config, dvi_config, parse_args
 from evaluation.eval_loop import run_questions
 from evaluation.greedy_reference import GreedyReference
 from kangaroo.cache_pool import ReusableCaches
-from kangaroo.drafter_config import apply_drafter_vocab, build_drafter
+from kangaroo.drafter_config import apply_drafter_vocab, attach_feature, build_drafter
 from kangaroo.drafters.counters import source_summary
 from kangaroo.greedy import eos_ids_of
 from kangaroo.probe_gate import gate_counters
@@ -90,10 +90,13 @@ def main(argv=None) -> int:
 
         cfg = dvi_config(args)
         attach_drafter_head(model, r=cfg.lora.r, alpha=cfg.lora.alpha)
+        attach_feature(model, dcfg, cfg.lora, args.dvi_online)
         learner = DVILearner(model, cfg)
         hook = learner.on_block
-    elif args.metrics_out:
-        log, hook = plain_metrics(model, args)
+    else:
+        attach_feature(model, dcfg, None, False)  # refuses: an untrained feature drafter drafts nothing useful
+        if args.metrics_out:
+            log, hook = plain_metrics(model, args)
     pool = ReusableCaches(model.new_caches)
     drafter = build_drafter(dcfg, model, online=args.dvi_online)
     print(f"[drafter] {json.dumps(drafter.metadata())}, drafter vocabulary "

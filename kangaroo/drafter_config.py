@@ -102,6 +102,9 @@ class DrafterConfig:
                                help="goodput: ask the self-drafter only when a model of what is already known (the "
                                     "verifier's probability of its last token, recent agreement) says a probe can pay; "
                                     "false: a fixed backoff")
+    feature_window: int = setting(16, flag="--feature-window", rule=at_least(1, "entries the layer attends to"),
+                                  help="feature drafter: the entries its decoder layer attends to (itself included), "
+                                       "at draft time as in training")
     calibration_decay: float = setting(0.995, rule=within(0, 1),
                                        help="goodput: the calibrator forgets old verdicts (a drafter learning online)")
 
@@ -132,6 +135,26 @@ def resolve_auto(cfg: DrafterConfig, online: bool = False) -> DrafterConfig:
     auto = ONLINE_DRAFTER if online else AUTO_DRAFTER
     return replace(cfg, drafter=auto if cfg.drafter == "auto" else cfg.drafter,
                    draft_policy="goodput" if cfg.draft_policy == "auto" else cfg.draft_policy)
+
+
+def wants_feature_drafter(cfg: DrafterConfig, online: bool = False) -> bool:
+    """Whether the chain ``cfg`` names (``auto`` resolved) has a feature drafter: the model then needs one attached
+    (``kangaroo.feature_drafter.attach_feature_drafter``, after ``apply_drafter_vocab``) before its caches are made."""
+    return "feature" in chain_names(resolve_auto(cfg, online).drafter)
+
+
+def attach_feature(model, cfg: DrafterConfig, lora, online: bool) -> None:
+    """Attach the feature drafter when ``cfg``'s chain has one (after ``apply_drafter_vocab``, before the caches and
+    the learner): its head's LoRA shaped as ``lora`` (a ``dvi.config.LoRAConfig``: the run's, or the ``--load-lora``
+    checkpoint's), trained online or loaded by the learner. ``lora`` None (no DVI run, no checkpoint) refuses it."""
+    if not wants_feature_drafter(cfg, online):
+        return
+    if lora is None:
+        raise UserError("--drafter names feature, whose drafter must be trained: pass --dvi-online true to train it, "
+                        "or --load-lora CKPT (a checkpoint that holds one) to deploy it")
+    from kangaroo.feature_drafter import attach_feature_drafter
+
+    attach_feature_drafter(model, cfg.feature_window, lora.r, lora.alpha)
 
 
 def apply_drafter_vocab(cfg: DrafterConfig, model, tokenizer=None, print_fn=print):
@@ -229,6 +252,8 @@ def build_drafter(cfg: DrafterConfig, model, print_fn=print, cost=None, online: 
 
     cfg = resolve_auto(cfg, online)
     configure(model, cfg.head_precision, frozen=not online)  # before the cost curve times the head
+    if getattr(model, "feature_drafter", None) is not None:  # its own head, packed the same way
+        configure(model.feature_drafter, cfg.head_precision, frozen=not online)
     if cfg.draft_policy == "goodput" and cost is None:
         cost = cost_curve(cfg, model, print_fn)
     shared = calibrator if calibrator is not None and cfg.draft_policy == "goodput" else None
