@@ -69,10 +69,11 @@ class TrainerConfig:
     pg_form: str = setting("expected", flag="--dvi-pg-form", named=True, choices=PG_FORMS,
                            help="policy gradient: reinforce (the work plan's, on the drafted token) or expected (the "
                                 "exact gradient of the acceptance probability, with the verifier's token)")
-    feature_lr: float | None = setting(None, flag="--dvi-feature-lr", type=float, nullable=True,
+    feature_lr: float | None = setting(3e-4, flag="--dvi-feature-lr", type=float, nullable=True,
                                        rule=above(0, "the AdamW learning rate"),
-                                       help="AdamW learning rate of the feature drafter (its layer and LoRA head); "
-                                            "default: --dvi-lr")
+                                       help="AdamW learning rate of the feature drafter (its layer, fc and LoRA head: "
+                                            "a fresh layer wants less than --dvi-lr's LoRA delta; measured offline, "
+                                            "runs/exp_feature_drafter); None (Python only): --dvi-lr")
     batch_size: int = setting(64, flag="--dvi-batch-size", rule=at_least(1))
     update_every: int = setting(8, flag="--dvi-update-every", named=True, rule=at_least(1),
                                 help="one trainer step every N blocks")

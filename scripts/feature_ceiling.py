@@ -12,6 +12,8 @@ feature drafter's entry p - 1 (its segment of the ``--window`` entries ending th
 and the verifier's logits at p. An epoch is one pass over them in random batches of ``--batch-size``; the held-out
 top-1 (the drafter's argmax against the verifier's greedy token, teacher-forced, over every held-out answer
 position) is taken every ``--eval-every`` steps and after each epoch. OUT/result.json holds the curve.
+``--eval-checkpoints CKPT...`` scores the feature drafters of DVI checkpoints (an online run's) on the same held-out
+positions instead (OUT/online.json): the online side of the comparison.
 """
 from __future__ import annotations
 
@@ -53,6 +55,9 @@ def parse_args(argv=None):
     p.add_argument("--rkl", type=float, default=1.0, help="factor of the reverse KL term (the full preset's: 1)")
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-checkpoints", nargs="*", default=None,
+                   help="instead of training: the held-out top-1 of the feature drafter of each DVI checkpoint given "
+                        "(e.g. an online run's step_*.pt and final.pt), into OUT/online.json")
     p.add_argument("--num-threads", type=int, default=1)
     p.add_argument("--engine", default="auto", choices=("auto", "plain"))
     return p.parse_args(argv)
@@ -128,6 +133,25 @@ def train(model, data: dict, args, log=print) -> list[dict]:
     return curve
 
 
+def evaluate_checkpoints(model, data: dict, args, out: Path) -> int:
+    """The held-out top-1 of each checkpoint's feature drafter (its global step: blocks of the online run)."""
+    from dvi.checkpoint import read_ckpt
+    from dvi.deploy import deploy_drafter
+
+    rows = []
+    for path in args.eval_checkpoints:
+        model.feature_drafter = model.drafter_head = None
+        deploy_drafter(model, path)
+        ck = read_ckpt(path)
+        rows.append({"checkpoint": str(path), "blocks": ck.get("global_step"),
+                     "train_steps": (ck.get("extra") or {}).get("train_steps"),
+                     "top1": heldout_top1(model, data["heldout"])})
+        print(f"[offline] {path}: block {rows[-1]['blocks']}, held-out top-1 {rows[-1]['top1']:.4f}")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "online.json", json.dumps(rows, indent=1))
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     apply_runtime(args)
@@ -142,6 +166,8 @@ def main(argv=None) -> int:
     apply_drafter_vocab(DrafterConfig(model_id=args.model_id), model, tok)
     out = Path(args.out)
     data = load_or_build(Path(args.data) if args.data else out.parent / "data.pt", model, tok, args)
+    if args.eval_checkpoints is not None:
+        return evaluate_checkpoints(model, data, args, out)
     attach_feature_drafter(model, args.window, args.lora_r, float(args.lora_r), args.init)
     curve = train(model, data, args)
     result = {"settings": {k: v for k, v in vars(args).items()}, "tuples": len(tuples(data["train"])),
