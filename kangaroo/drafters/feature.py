@@ -9,11 +9,13 @@ A block starting at x (position P, in no cache yet):
     draft      the head on g -> d_1; entry (g, d_1) -> g' -> d_2; ... while the draft policy keeps the candidates
                (chaining over its own predicted features)
 
-Entries past P-1 were made from predicted features: the next block drops them (``true``: how many entries of its
-cache came from true features) and catches up over the positions the verifier committed, as EAGLE does, so a
-rejection needs no other rollback. The drafter runs no layer of the model and writes none of its caches (verify
-runs the shallow layers on its block, as for a lookup's), so it may stand anywhere in a chain before ``self``. It
-catches up whoever drafted the blocks in between: the log holds every committed position's feature.
+A goodput policy's probe gate decides first whether a candidate can pay (learning from this drafter's first
+candidates, judged by the verifier's v_0 of whatever block followed); a declined probe leaves the catch-up to the
+next draft. Entries past P-1 were made from predicted features: the next block drops them (``true``: how many
+entries of its cache came from true features) and catches up over the positions the verifier committed, as EAGLE
+does, so a rejection needs no other rollback. The drafter runs no layer of the model and writes none of its caches
+(verify runs the shallow layers on its block, as for a lookup's), so it may stand anywhere in a chain before
+``self``. It catches up whoever drafted the blocks in between: the log holds every committed position's feature.
 """
 from __future__ import annotations
 
@@ -36,9 +38,19 @@ class FeatureDrafter(Drafter):
         super().__init__(steps, policy if policy is not None else ThresholdStop(0.6))
         self.cache = None   # its own KV cache (one layer) over its entries
         self.true = 0       # entries at the start of that cache made from true features
+        self.candidate = None  # this block's first candidate (kept or declined), for the probe gate
 
     def begin(self, prompt: list[int]) -> None:
         self.true = 0
+
+    def observe(self, block) -> None:
+        """As every drafter; and a probe gate (``kangaroo/probe_gate.py``) learns whether this block's first
+        candidate was the verifier's token (the self-drafter's gate learns from ``Block.top1_agree``)."""
+        super().observe(block)
+        gate = getattr(self.policy, "gate", None)
+        if gate is not None and self.candidate is not None:
+            gate.learn(self.candidate == block.verification.tokens[0])
+        self.candidate = None
 
     def _own_cache(self, fd, need: int):
         if self.cache is None or self.cache.max_len < need or self.cache.k.dtype != fd.dtype:
@@ -55,7 +67,7 @@ class FeatureDrafter(Drafter):
                              "were made (kangaroo.feature_drafter.attach_feature_drafter)")
         if log.length != P:
             raise ValueError(f"the feature log holds {log.length} positions, the history {P} before x")
-        if P == 0:  # no feature before x: nothing to draft from
+        if P == 0 or not self.policy.probe(NAME):  # no feature before x, or a candidate would not pay now
             return Draft([], None, None, [], source=NAME, last_token=x)
         cache = self._own_cache(fd, P + self.steps + 1)
         cache.crop(min(self.true, P - 1, cache.length))
@@ -66,6 +78,7 @@ class FeatureDrafter(Drafter):
         while True:
             best = propose(fd, g)
             conf, tok = best.probs[0], model.drafter_token_id(best.columns[0])
+            self.candidate = tok if not tokens else self.candidate
             keep, go_on = self.policy.decide(confs + [conf], NAME)
             if not keep:
                 declined = (tok, conf)
