@@ -102,7 +102,7 @@ class DrafterConfig:
                                help="goodput: ask the self-drafter only when a model of what is already known (the "
                                     "verifier's probability of its last token, recent agreement) says a probe can pay; "
                                     "false: a fixed backoff")
-    feature_window: int = setting(16, flag="--feature-window", rule=at_least(1, "entries the layer attends to"),
+    feature_window: int = setting(8, flag="--feature-window", rule=at_least(1, "entries the layer attends to"),
                                   help="feature drafter: the entries its decoder layer attends to (itself included), "
                                        "at draft time as in training")
     calibration_decay: float = setting(0.995, rule=within(0, 1),

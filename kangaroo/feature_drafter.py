@@ -3,7 +3,7 @@ last-layer features, and a LoRA copy of the LM head. DVI trains it online (``--d
 
     entry k (k = 0, 1, ...):  x_k = fc([f_k ; e(t_{k+1})])          f_k the verifier's feature at position k,
                                                                      t_{k+1} the token at position k + 1
-                              g_k = layer(x_k | entries k-W+1 .. k)  predicts f_{k+1}
+                              g_k = norm(layer(x_k | entries k-W+1 .. k))   predicts f_{k+1}
                               drafter head(g_k) -> the token at position k + 2
 
 f is the verifier's **post-norm** last-layer state (``KangarooModel.forward_deep``'s output, what its head reads):
@@ -11,12 +11,15 @@ the verify pass returns it anyway, it is the space the head (and so the drafter'
 RMS-normalised, where SmolLM2's pre-norm residual stream carries a few huge outlier dimensions. The layer is a Llama
 decoder layer (RMSNorm, grouped-query attention with RoPE at the entry's index, SiLU MLP; the model's sizes) whose
 attention sees the last ``window`` entries (itself included), at draft time as in training, where each tuple carries
-those W input rows. Drafting chains over the layer's own outputs: the entry after a drafted token d is (g, d).
+those W input rows; an RMSNorm of its own puts g on the features' scale, so the chain's next entry reads it as it
+reads f. Drafting chains over the layer's own outputs: the entry after a drafted token d is (g, d).
 
-Start (``init``): ``identity``: fc = [I | 0] and the layer's two output projections zero, so g_k = f_k and the
-drafter at step 0 proposes the verifier's own token at k + 1 again (useless, but the gradient starts at the
-projections that matter, as the trained adapter's does); ``random``: every matrix drawn N(0, initializer_range).
-The head starts as the verifier's head (LoRA B = 0) over the pruned drafter vocabulary either way.
+Start (``init``): ``identity`` (the default): fc = [I | 0], the layer's two output projections zero and the norm's
+weight 1, so g_k = f_k / rms(f_k) and the drafter at step 0 proposes the verifier's own token at k + 1 again (useless,
+but the gradient starts at the projections that matter, as the trained adapter's does); ``layer0``: fc = [0 | I] and
+a copy of the model's first layer and final norm (an exit-layer-1 early exit at step 0); ``random``: every matrix
+drawn N(0, initializer_range). Measured offline (``runs/exp_feature_drafter``), identity learns fastest. The head
+starts as the verifier's head (LoRA B = 0) over the pruned drafter vocabulary either way.
 
 ``FeatureDrafterModel`` carries what ``kangaroo.packed_head.propose`` reads of a model (its ``drafter_head``, the
 head's precision), so the feature drafter's head goes through the same packed kernel as the self-drafter's,
@@ -34,42 +37,51 @@ from kangaroo.drafter_head import DrafterHead
 from kangaroo.kv_cache import KVCache
 from kangaroo.llama_forward import attend, heads, rope, rotary_for, window_mask
 
-DEFAULT_WINDOW = 16
-INITS = ("identity", "random")
+DEFAULT_WINDOW = 8
+INITS = ("identity", "layer0", "random")
 
 
 class FeatureNet(nn.Module):
-    """fc over [f ; e] and one Llama decoder layer (weights of its own, the model's sizes)."""
+    """fc over [f ; e], one Llama decoder layer and an RMSNorm (weights of their own, the model's sizes)."""
 
     def __init__(self, config, window: int):
         super().__init__()
         from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
+        from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
         d = config.hidden_size
         self.window = window
         self.fc = nn.Linear(2 * d, d, bias=False)
         self.layer = LlamaDecoderLayer(config, layer_idx=0)
+        self.norm = LlamaRMSNorm(d, eps=config.rms_norm_eps)
 
     @torch.no_grad()
-    def initialise(self, init: str, std: float) -> None:
+    def initialise(self, init: str, std: float, base_model=None) -> None:
         if init not in INITS:
             raise ValueError(f"feature drafter init {init!r}: use one of {', '.join(INITS)}")
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 m.weight.normal_(0.0, std)
+        d = self.fc.weight.shape[0]
         if init == "identity":
-            d = self.fc.weight.shape[0]
             self.fc.weight.zero_()
             self.fc.weight[:, :d].copy_(torch.eye(d))
             self.layer.self_attn.o_proj.weight.zero_()
             self.layer.mlp.down_proj.weight.zero_()
+        if init == "layer0":
+            body = base_model.model
+            self.fc.weight.zero_()
+            self.fc.weight[:, d:].copy_(torch.eye(d))
+            self.layer.load_state_dict(body.layers[0].state_dict())
+            self.norm.load_state_dict(body.norm.state_dict())
 
     def inputs(self, f: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         """The entries' residual stream x = fc([f ; e]), [..., d]."""
         return self.fc(torch.cat([f, e.to(f.dtype)], dim=-1))
 
     def _mlp(self, h: torch.Tensor) -> torch.Tensor:
-        return h + self.layer.mlp(self.layer.post_attention_layernorm(h))
+        return self.norm(h + self.layer.mlp(self.layer.post_attention_layernorm(h)))
 
     def forward_rows(self, x: torch.Tensor, cos, sin, n: int, mask) -> torch.Tensor:
         """Entries x [B, L, d] with their RoPE cos/sin [B, L, D] (no cache): the outputs g [B, n, d] of the last n,
@@ -104,7 +116,7 @@ class FeatureDrafterModel(nn.Module):
         cfg = model.config
         w = model.head_model.weight
         self.net = FeatureNet(cfg, window).to(device=w.device, dtype=w.dtype)
-        self.net.initialise(init, float(getattr(cfg, "initializer_range", 0.02)))
+        self.net.initialise(init, float(getattr(cfg, "initializer_range", 0.02)), model.base_model)
         self.drafter_head = DrafterHead.from_verifier_head(model.head_model, r=r, alpha=alpha,
                                                            rows=model.drafter_vocab)
         self.init = init

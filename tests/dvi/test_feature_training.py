@@ -122,6 +122,10 @@ def test_checkpoint_round_trip_resume_and_deploy(tmp_path):
     assert all(torch.equal(trained[k], v) for k, v in snapshot(again.feature_drafter).items())
     state = resumed.training.trainers.get("feature").optimizer.state
     assert state and all(int(s["step"]) > 0 for s in state.values())
+    steps = resumed.train_steps
+    list(decode(again, lm, resumed, prompts(3)[2:]))  # lossless after the resume, and training goes on
+    assert resumed.train_steps > steps
+    assert not torch.equal(trained["net.fc.weight"], again.feature_drafter.net.fc.weight)
     deployed = deployed_model("tiny", 2, lm, ck)
     assert all(torch.equal(trained[k], v) for k, v in snapshot(deployed.feature_drafter).items())
     drafter = make_drafter("feature", 4, lambda: make_policy("threshold", 0.0))
