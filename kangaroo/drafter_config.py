@@ -251,6 +251,9 @@ def build_drafter(cfg: DrafterConfig, model, print_fn=print, cost=None, online: 
     from kangaroo.packed_head import configure
 
     cfg = resolve_auto(cfg, online)
+    if wants_feature_drafter(cfg, online) and getattr(model, "feature_drafter", None) is None:
+        raise UserError(f"--drafter {cfg.drafter} names feature, but no feature drafter is attached: train one "
+                        "(--dvi-online true) or deploy one (--load-lora CKPT that holds one)")
     configure(model, cfg.head_precision, frozen=not online)  # before the cost curve times the head
     if getattr(model, "feature_drafter", None) is not None:  # its own head, packed the same way
         configure(model.feature_drafter, cfg.head_precision, frozen=not online)

@@ -22,7 +22,7 @@ import torch
 from common.config_fields import check_against_model
 from common.errors import ConfigError
 from dvi.config import DVIConfig
-from kangaroo.drafter_config import DrafterConfig, apply_drafter_vocab, build_drafter
+from kangaroo.drafter_config import DrafterConfig, apply_drafter_vocab, attach_feature, build_drafter
 
 __all__ = ["KangarooDVI", "Generation", "DVIConfig", "DrafterConfig", "ConfigError"]
 
@@ -80,6 +80,7 @@ class KangarooDVI:
             from kangaroo.drafter_head import attach_drafter_head
 
             attach_drafter_head(model, r=dvi.lora.r, alpha=dvi.lora.alpha)
+            attach_feature(model, dcfg, dvi.lora, dvi.online)
             learner = DVILearner(model, dvi, print_fn=print_fn)
         online = dvi is not None and dvi.online
         eos = eos_ids_of(tokenizer, model.config) if tokenizer is not None else set()

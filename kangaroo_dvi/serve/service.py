@@ -109,7 +109,7 @@ def load_service(args, cfg: ServeConfig, argv: list[str], print_fn=print) -> Ser
     """Tokenizer, model (+ a deployed or learning drafter head), drafter factory, warm-up (builds the engine)."""
     from evaluation.cli import drafter_config, dvi_config
     from evaluation.inference_kangaroo import build_model
-    from kangaroo.drafter_config import apply_drafter_vocab
+    from kangaroo.drafter_config import apply_drafter_vocab, attach_feature
     from kangaroo.greedy import eos_ids_of
     from kangaroo.model_loading import load_tokenizer
 
@@ -118,7 +118,9 @@ def load_service(args, cfg: ServeConfig, argv: list[str], print_fn=print) -> Ser
     model = build_model(args)
     dcfg = drafter_config(args)
     apply_drafter_vocab(dcfg, model, tokenizer, print_fn)
-    learner = ServeLearner(model, dvi_config(args), print_fn) if args.dvi_online or args.load_lora else None
+    dvi = dvi_config(args) if args.dvi_online or args.load_lora else None
+    attach_feature(model, dcfg, dvi and dvi.lora, args.dvi_online)  # before the learner: it trains or loads it
+    learner = ServeLearner(model, dvi, print_fn) if dvi is not None else None
     factory = DrafterFactory(dcfg, model, online=args.dvi_online, print_fn=print_fn)
     if learner is not None:
         learner.bind(factory)
