@@ -184,3 +184,14 @@ def test_feature_drafter_needs_one_attached():
     km = KangarooModel(model_id="tiny", base_model=make_tiny_llama(), exit_layer=2)
     with pytest.raises(ValueError, match="attach_feature_drafter"):
         kangaroo_generate(km, ids(), 5, set(), drafter=FeatureDrafter(3))
+
+
+def test_probe_gate_learns_from_its_first_candidates_and_declines_when_they_miss():
+    """A drafter whose candidates miss: its gate learns so from their verdicts and stops paying for them."""
+    lm = make_tiny_llama()
+    km = feature_model(lm)
+    drafter = FeatureDrafter(4, make_policy("goodput", 0.0, FLAT, gate=True))
+    res = kangaroo_generate(km, ids(7), 60, set(), drafter=drafter)
+    assert res.tokens == greedy_decode(lm, ids(7), 60, set()).tokens
+    gate = drafter.policy.gate
+    assert gate.probes >= 2 and gate.declined_free > 10 and gate.recent < 0.3  # learned: they miss
