@@ -85,7 +85,8 @@ class OnlineTrainer:
         w = self.effective_weights()
         batch = self.part.select(batch)
         with torch.enable_grad():
-            logits = self.head(self.part.head_input(batch))
+            with self.part.autocast():
+                logits = self.head(self.part.head_input(batch))
             if logits.shape[-1] != self.n_cols:
                 raise ValueError(f"drafter logits have {logits.shape[-1]} columns, expected {self.n_cols}")
             dev = logits.device

@@ -27,7 +27,7 @@ class PartTrainers:
     def __init__(self, drafter, cfg: TrainerConfig, schedule: ScheduleConfig, vocab_size: int):
         self.cfg = cfg
         self.by_name = {p.name: OnlineTrainer(p, part_config(cfg, p.name), PiecewiseSchedule.from_config(schedule),
-                                              vocab_size) for p in parts_of(drafter)}
+                                              vocab_size) for p in parts_of(drafter, cfg.feature_bf16)}
         if not self.by_name:
             raise ValueError("the drafter has nothing to train: attach the drafter head (or a feature drafter) first")
 

@@ -53,6 +53,9 @@ def parse_args(argv=None):
     p.add_argument("--lora-r", type=int, default=64)
     p.add_argument("--kd-top1", type=float, default=1.0, help="weight of top-1 distillation (as --dvi-kd-top1)")
     p.add_argument("--rkl", type=float, default=1.0, help="factor of the reverse KL term (the full preset's: 1)")
+    p.add_argument("--grad-clip", type=float, default=1.0, help="the trainer's gradient norm clip (0: none)")
+    p.add_argument("--bf16", default="true", choices=("true", "false"),
+                   help="the trainer's forward in bfloat16 where native (as --dvi-feature-bf16)")
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-checkpoints", nargs="*", default=None,
@@ -106,10 +109,10 @@ def heldout_top1(model, seqs: list[dict]) -> float:
 
 def train(model, data: dict, args, log=print) -> list[dict]:
     """Train the attached feature drafter; the held-out curve [{step, epoch, examples, top1}]."""
-    part = FeaturePart(model.feature_drafter)
+    part = FeaturePart(model.feature_drafter, bf16=args.bf16 == "true")
     trainer = OnlineTrainer(part, TrainerConfig(lr=args.lr, kd_top1=args.kd_top1, max_ms=None),
                             ScheduleConfig(warmup=0), model.config.vocab_size,
-                            preset=LossPreset(kd=1.0, rkl=args.rkl, ce=0.0, pg=0.0))
+                            preset=LossPreset(kd=1.0, rkl=args.rkl, ce=0.0, pg=0.0), grad_clip=args.grad_clip or None)
     items = tuples(data["train"])
     g = torch.Generator().manual_seed(args.seed)
     total = int(args.epochs * len(items) / args.batch_size)
