@@ -6,8 +6,9 @@ flags.
 
     auto drafter      deploying: AUTO_DRAFTER, the chain ngram,memory,self (prompt lookup, then the memory of
                       earlier outputs, then the self-drafter); with --dvi-online true: ONLINE_DRAFTER, the chain
-                      ngram,self (hybrid), so that the memory, which matches almost always once it holds some
-                      traffic, does not take the blocks the self-drafter's training tuples come from
+                      ngram,feature,self, so that the run trains the feature drafter too (it drafts where its probe
+                      gate and the goodput policy say it pays), and without the memory, which matches almost always
+                      once it holds some traffic and would take the blocks the self-drafter's judged tuples come from
     auto policy       goodput, deployed and online alike: with the packed head a probe costs ~1-3% of a step, so
                       the gate probes nearly every block and the trainer gets the judged candidates (kept or
                       declined) and the dense KD rows of every block; threshold made every block draft, costing
@@ -48,7 +49,7 @@ def vocab_size(v: str) -> int:
 
 
 AUTO_DRAFTER = "ngram,memory,self"
-ONLINE_DRAFTER = "ngram,self"
+ONLINE_DRAFTER = "ngram,feature,self"
 SEED_EXISTS = Rule("does not exist: pass an answer file of an earlier run", lambda p: not p or Path(p).is_file())
 
 
@@ -59,8 +60,9 @@ class DrafterConfig:
     drafter: str = setting("auto", flag="--drafter",
                            help="self: shallow layers + drafter head; ngram: prompt lookup; memory: lookup over "
                                 "earlier outputs of the run; a chain such as ngram,memory,self: the first that drafts "
-                                "wins the block (self last); hybrid: ngram,self; auto: ngram,memory,self, but hybrid "
-                                "with --dvi-online true")
+                                "wins the block (self last); feature: one decoder layer over the verifier's features "
+                                "(EAGLE-1), trained online; hybrid: ngram,self; auto: ngram,memory,self, but "
+                                "ngram,feature,self with --dvi-online true")
     draft_policy: str = setting("auto", flag="--draft-policy", choices=("auto", "threshold", "goodput"),
                                 help="threshold: Kangaroo's --threshold rule (>= 1 token per block); goodput: draft a "
                                      "token only if expected committed tokens per ms rises (measured verify-cost "
@@ -206,8 +208,9 @@ def cost_curve(cfg: DrafterConfig, model, print_fn=print):
         except (ValueError, KeyError) as e:
             raise UserError(f"--cost-curve {path} is not a cost curve ({e}): delete it to measure afresh") from e
     cost = measure_cost_curve(model, cfg.steps + 1)
-    print_fn("[drafter] verify cost (ms) for n=1..{}: deep {} shallow {} head {:.2f}".format(
-        cfg.steps + 1, [round(x, 2) for x in cost.deep_ms], [round(x, 2) for x in cost.shallow_ms], cost.head_ms))
+    print_fn("[drafter] verify cost (ms) for n=1..{}: deep {} shallow {} head {:.2f}{}".format(
+        cfg.steps + 1, [round(x, 2) for x in cost.deep_ms], [round(x, 2) for x in cost.shallow_ms], cost.head_ms,
+        f" feature {cost.feature_ms:.2f}" if cost.feature_ms else ""))
     if path is not None:
         cost.to_json(path)
     return cost
