@@ -93,17 +93,18 @@ class FeatureNet(nn.Module):
         return self._mlp(x[:, -n:] + attend(attn, q, k, heads(attn.v_proj, xn, attn.head_dim), mask))
 
     def forward_cached(self, x: torch.Tensor, cos, sin, cache: KVCache) -> torch.Tensor:
-        """Entries x [1, n, d] at indices ``[cache.length, cache.length + n)``, appended to ``cache`` (one layer);
-        each attends to its last ``window`` entries. Returns g [1, n, d]."""
+        """Entries x [1, n, d] at indices ``[cache.length, cache.length + n)``, appended to ``cache`` (one layer):
+        the output g [1, d] of the last, attending to its last ``window`` entries. An entry's keys and values depend
+        on its own input only, so the others cost their projections alone (a catch-up over a prompt, too)."""
         attn, start, n = self.layer.self_attn, cache.length, x.shape[1]
         xn = self.layer.input_layernorm(x)
-        q = rope(heads(attn.q_proj, xn, attn.head_dim), cos, sin)
+        q = rope(heads(attn.q_proj, xn[:, -1:], attn.head_dim), cos[:, -1:], sin[:, -1:])
         k = rope(heads(attn.k_proj, xn, attn.head_dim), cos, sin)
         k_all, v_all = cache.write(0, k, heads(attn.v_proj, xn, attn.head_dim))
-        key_from, mask = window_mask(start, n, self.window, x.device)
-        out = attend(attn, q, k_all[:, :, key_from:], v_all[:, :, key_from:], mask)
+        key_from = max(0, start + n - self.window)
+        out = attend(attn, q, k_all[:, :, key_from:], v_all[:, :, key_from:], None)
         cache.advance(n)
-        return self._mlp(x + out)
+        return self._mlp(x[:, -1:] + out)[:, 0]
 
 
 class FeatureDrafterModel(nn.Module):
@@ -154,10 +155,10 @@ class FeatureDrafterModel(nn.Module):
 
     @torch.no_grad()
     def step(self, f: torch.Tensor, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Draft time: entries (f [n, d], ids [n]) appended to ``cache``; g [n, d] of each."""
+        """Draft time: entries (f [n, d], ids [n]) appended to ``cache``; g [1, d] of the last one."""
         x = self.entries(f, ids)[None]
         cos, sin = rotary_for(self.rotary_emb, x, cache.length)
-        return self.net.forward_cached(x, cos, sin, cache)[0]
+        return self.net.forward_cached(x, cos, sin, cache)
 
     def segment_outputs(self, seg_f: torch.Tensor, seg_ids: torch.Tensor, seg_len: torch.Tensor,
                         seg_pos: torch.Tensor) -> torch.Tensor:

@@ -62,7 +62,7 @@ def measure(weights: str, args) -> dict:
         own.crop(ctx)
 
     def catch_up():
-        propose(fd, fd.step(f[ctx:ctx + 4], ids[0, :4], own)[-1:])
+        propose(fd, fd.step(f[ctx:ctx + 4], ids[0, :4], own))
         own.crop(ctx)
 
     times = {"greedy_step_ms": [], "feature_token_ms": [], "catch_up_4_ms": []}

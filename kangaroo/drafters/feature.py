@@ -72,7 +72,7 @@ class FeatureDrafter(Drafter):
         cache = self._own_cache(fd, P + self.steps + 1)
         cache.crop(min(self.true, P - 1, cache.length))
         c = cache.length
-        g = fd.step(log.f[c:P], torch.tensor(history[c + 1:P + 1]), cache)[-1:]
+        g = fd.step(log.f[c:P], torch.tensor(history[c + 1:P + 1]), cache)
         self.true = P
         tokens, confs, declined = [], [], (None, None)
         while True:

@@ -168,9 +168,10 @@ def test_teacher_forced_top1_is_the_drafters_argmax_per_entry():
     f, tokens = torch.randn(9, 32, dtype=torch.float64), torch.randint(3, 97, (9,))
     preds = teacher_forced_top1(km, f, tokens)
     assert len(preds) == 8 and all(10 <= p < 97 for p in preds)
-    cache = fd.new_cache(16)  # entry by entry through the draft-time cache: the same argmax
-    g = fd.step(f[:-1], tokens[1:], cache)
-    assert preds == [km.drafter_token_id(c) for c in fd.drafter_logits_from_hk(g).argmax(-1).tolist()]
+    cache = fd.new_cache(16)  # entry by entry through the draft-time cache: the same argmax, and one call over
+    g = torch.cat([fd.step(f[k:k + 1], tokens[k + 1:k + 2], cache) for k in range(8)])  # several entries gives
+    assert preds == [km.drafter_token_id(c) for c in fd.drafter_logits_from_hk(g).argmax(-1).tolist()]  # the last
+    torch.testing.assert_close(fd.step(f[:-1], tokens[1:], fd.new_cache(16)), g[-1:], rtol=0, atol=1e-12)
 
 
 def test_chain_grammar_takes_feature_anywhere_before_self():
