@@ -2,8 +2,9 @@
 trained adapter's weights, a feature drafter's layer and LoRA head).
 
     decode thread                                   trainer thread
-    on_block: push tuples (buffer lock)             wait for >= update_every new blocks (idle_steps: >= 1, so the
-                                                    thread steps whenever it is idle) and a full batch
+    on_block: push tuples (buffer lock)             wait for a step the cadence owes (one per update_every blocks;
+                                                    idle_steps: per block, so the thread steps whenever it is idle;
+                                                    one it was too busy for is taken when it is free) and a batch
               apply_published() (never blocks)      sample (buffer lock) -> each part's OnlineTrainer.step on the
                                                              shadow (``dvi/part_trainers.py``)
                                                     publish: copy the shadow's tensors to a staging copy,
@@ -27,6 +28,9 @@ import torch
 
 from dvi.trainable_parts import published_tensors, shadow_feature_drafter
 from kangaroo.drafter_head import TrainableDrafter
+
+
+MAX_OWED = 16  # steps a busy trainer may owe its cadence (taken when it is free; more are dropped)
 
 
 class ShadowDrafter:
@@ -57,14 +61,16 @@ def copy_tensors(dst: list, src: list) -> None:
 
 class BackgroundTrainer:
     def __init__(self, model, trainer, buffer, shadow: ShadowDrafter):
-        """Cadence from ``trainer.cfg``: a step whenever ``update_every`` new blocks arrived (``idle_steps``: one)
-        and the buffer holds ``batch_size`` tuples."""
+        """Cadence from ``trainer.cfg``: one step per ``update_every`` blocks (``idle_steps``: per block) once the
+        buffer holds ``batch_size`` tuples; a step the trainer could not take when it fell due (busy with the one
+        before) stays owed, at most ``MAX_OWED``, and is taken when it is next free (e.g. while the decode thread
+        prefills a prompt)."""
         self.model, self.trainer, self.buffer, self.shadow = model, trainer, buffer, shadow
         cfg = trainer.cfg
         self.batch_size, self.update_every = cfg.batch_size, 1 if cfg.idle_steps else cfg.update_every
         self._cv = threading.Condition()
-        self._blocks = 0            # blocks seen (decode side)
-        self._trained_at = 0        # blocks seen at the last step's start
+        self._blocks = 0            # the global step of the last block seen (decode side)
+        self._owed = 0.0            # steps the cadence allowed and the trainer has not taken yet
         self._stop = False
         self._pub_lock = threading.Lock()
         self.step_lock = threading.Lock()  # held during a step: checkpoints take it to read a consistent optimizer
@@ -80,6 +86,8 @@ class BackgroundTrainer:
     def on_block(self, global_step: int) -> None:
         with self._cv:
             self._blocks = global_step
+            if self.buffer.size >= self.batch_size:  # before the first batch: nothing owed
+                self._owed = min(MAX_OWED, self._owed + 1 / self.update_every)
             self._cv.notify()
 
     def apply_published(self) -> bool:
@@ -118,7 +126,7 @@ class BackgroundTrainer:
 
     # ------------------------------------------------------------------------------ trainer thread
     def _due(self) -> bool:
-        return self._blocks - self._trained_at >= self.update_every and self.buffer.size >= self.batch_size
+        return self._owed >= 1 - 1e-9 and self.buffer.size >= self.batch_size
 
     def _run(self) -> None:
         try:
@@ -128,7 +136,7 @@ class BackgroundTrainer:
                     if self._stop:
                         return
                     step = self._blocks
-                    self._trained_at = step
+                    self._owed -= 1
                 t0 = time.perf_counter()
                 with self.step_lock:
                     stats = self.trainer.step(self.buffer.sample(self.batch_size), step)

@@ -80,7 +80,8 @@ class TrainerConfig:
                                       "same held-out skill offline (runs/exp_feature_drafter); false: float32")
     batch_size: int = setting(64, flag="--dvi-batch-size", rule=at_least(1))
     update_every: int = setting(8, flag="--dvi-update-every", named=True, rule=at_least(1),
-                                help="one trainer step every N blocks")
+                                help="one trainer step every N blocks (a thread trainer too busy to take one when it "
+                                     "falls due takes it when it is next free, at most 16 owed)")
     kind: str = setting("thread", flag="--dvi-trainer", choices=("thread", "inline"),
                         help="thread: the trainer runs on its own thread on a copy of the LoRA tensors and publishes "
                              "them at block boundaries (decoding never waits); inline: steps inside the decode loop")
