@@ -1,10 +1,12 @@
-"""The DVI trainer off the critical path: its own thread, its own copy of the trained tensors (the LoRA A/B, and a
-trained adapter's weights).
+"""The DVI trainer off the critical path: its own thread, its own copy of the trained tensors (the LoRA A/B, a
+trained adapter's weights, a feature drafter's layer and LoRA head).
 
     decode thread                                   trainer thread
-    on_block: push tuples (buffer lock)             wait for >= update_every new blocks (idle_steps: >= 1, so the
-                                                    thread steps whenever it is idle) and a full batch
-              apply_published() (never blocks)      sample (buffer lock) -> OnlineTrainer.step on the shadow
+    on_block: push tuples (buffer lock)             wait for a step the cadence owes (one per update_every blocks;
+                                                    idle_steps: per block, so the thread steps whenever it is idle;
+                                                    one it was too busy for is taken when it is free) and a batch
+              apply_published() (never blocks)      sample (buffer lock) -> each part's OnlineTrainer.step on the
+                                                             shadow (``dvi/part_trainers.py``)
                                                     publish: copy the shadow's tensors to a staging copy,
                                                              version += 1
 
@@ -16,8 +18,9 @@ After each step (and its publish) the thread calls the ``hooks`` (``fn(global st
 The decode thread adopts new weights only at block boundaries (``apply_published``) and only if the
 staging lock is free at that moment (otherwise at the next boundary), so it never waits for a trainer step.
 The shadow head shares the frozen base weight with the live head (read-only) and owns its A/B; a trained adapter is
-copied whole (all its tensors train); the optimizer holds the shadow's tensors. The tensors go between shadow,
-staging copy and live model as ``kangaroo.drafter_head.trainable_params`` lists them. ``stats()`` hands over the
+copied whole (all its tensors train), as is a feature drafter's layer (its head shares the frozen rows); the
+optimizers hold the shadow's tensors. The tensors go between shadow, staging copy and live model as
+``dvi.trainable_parts.published_tensors`` lists them. ``stats()`` hands over the
 trainer steps finished since the last call.
 """
 from __future__ import annotations
@@ -28,26 +31,31 @@ import time
 
 import torch
 
-from kangaroo.drafter_head import TrainableDrafter, trainable_params
+from dvi.trainable_parts import published_tensors, shadow_feature_drafter
+from kangaroo.drafter_head import TrainableDrafter
+
+
+MAX_OWED = 16  # steps a busy trainer may owe its cadence (taken when it is free; more are dropped)
 
 
 class ShadowDrafter:
-    """What ``OnlineTrainer`` trains (a ``TrainableDrafter``): the live model's drafter head with private LoRA
-    tensors, and a private copy of its trained adapter (if any; the rotary embedding and the vocabulary map are the
-    model's, read-only)."""
+    """What the trainers train (a ``TrainableDrafter`` with its parts): the live model's drafter head with private
+    LoRA tensors, a private copy of its trained adapter and of its feature drafter (if any; the rotary embedding, the
+    embedding and the vocabulary map are the model's, read-only)."""
 
     def __init__(self, model: TrainableDrafter):
         self.drafter_vocab = model.drafter_vocab
-        self.drafter_head = model.drafter_head.shadow()
+        self.drafter_head = None if model.drafter_head is None else model.drafter_head.shadow()
         live = model.trained_adapter
         self.trained_adapter = None if live is None else copy.deepcopy(live)
         self.rotary_emb = model.rotary_emb
+        self.feature_drafter = shadow_feature_drafter(getattr(model, "feature_drafter", None))
 
     def drafter_logits_from_hk(self, hk):
         return self.drafter_head(hk)
 
     def copy_from(self, model) -> None:
-        copy_tensors(trainable_params(self), trainable_params(model))
+        copy_tensors(published_tensors(self), published_tensors(model))
 
 
 @torch.no_grad()
@@ -58,21 +66,24 @@ def copy_tensors(dst: list, src: list) -> None:
 
 class BackgroundTrainer:
     def __init__(self, model, trainer, buffer, shadow: ShadowDrafter, hooks: list | None = None, share=None):
-        """Cadence from ``trainer.cfg``: a step whenever ``update_every`` new blocks arrived (``idle_steps``: one)
-        and the buffer holds ``batch_size`` tuples. ``hooks``: called after each step (a list the caller may extend
-        later). ``share``: a ``TrainerShare`` bounding the thread's share of wall time under load (None: no bound)."""
+        """Cadence from ``trainer.cfg``: one step per ``update_every`` blocks (``idle_steps``: per block) once the
+        buffer holds ``batch_size`` tuples; a step the trainer could not take when it fell due (busy with the one
+        before, or deferred by its share) stays owed, at most ``MAX_OWED`` (with a share: its ``max_owed``), and is
+        taken when it is next free (e.g. while the decode thread prefills a prompt). ``hooks``: called after each step
+        (a list the caller may extend later). ``share``: a ``TrainerShare`` bounding the thread's share of wall time
+        under load (None: no bound)."""
         self.model, self.trainer, self.buffer, self.shadow, self.share = model, trainer, buffer, shadow, share
         self.hooks = hooks if hooks is not None else []
         cfg = trainer.cfg
         self.batch_size, self.update_every = cfg.batch_size, 1 if cfg.idle_steps else cfg.update_every
         self._cv = threading.Condition()
-        self._blocks = 0            # blocks seen (decode side)
-        self._trained_at = 0        # blocks seen at the last step's start
+        self._blocks = 0            # the global step of the last block seen (decode side)
+        self._owed = 0.0            # steps the cadence allowed and the trainer has not taken yet
         self._stop = False
         self._stopped = threading.Event()  # set with _stop: ends a wait for the share
         self._pub_lock = threading.Lock()
         self.step_lock = threading.Lock()  # held during a step: checkpoints take it to read a consistent optimizer
-        self._staged = [p.detach().clone() for p in trainable_params(shadow)]
+        self._staged = [p.detach().clone() for p in published_tensors(shadow)]
         self.version = 0            # published
         self.applied = 0            # adopted by the decode thread
         self._done: list[tuple[int, dict]] = []
@@ -86,6 +97,9 @@ class BackgroundTrainer:
             self.share.on_block()
         with self._cv:
             self._blocks = global_step
+            if self.buffer.size >= self.batch_size:  # before the first batch: nothing owed
+                cap = MAX_OWED if self.share is None else self.share.max_owed
+                self._owed = min(cap, self._owed + 1 / self.update_every)
             self._cv.notify()
 
     def apply_published(self) -> bool:
@@ -93,7 +107,7 @@ class BackgroundTrainer:
         if self.version == self.applied or not self._pub_lock.acquire(blocking=False):
             return False
         try:
-            copy_tensors(trainable_params(self.model), self._staged)
+            copy_tensors(published_tensors(self.model), self._staged)
             self.applied = self.version
         finally:
             self._pub_lock.release()
@@ -123,17 +137,16 @@ class BackgroundTrainer:
 
     def apply_published_blocking(self) -> None:
         with self._pub_lock:
-            copy_tensors(trainable_params(self.model), self._staged)
+            copy_tensors(published_tensors(self.model), self._staged)
             self.applied = self.version
 
     # ------------------------------------------------------------------------------ trainer thread
     def _due(self) -> bool:
-        return self._blocks - self._trained_at >= self.update_every and self.buffer.size >= self.batch_size
+        return self._owed >= 1 - 1e-9 and self.buffer.size >= self.batch_size
 
     def owed(self) -> int:
-        """Steps due now (more than one only with a share, which defers steps; at most its ``max_owed``)."""
-        due = (self._blocks - self._trained_at) // self.update_every
-        return due if self.share is None else min(due, self.share.max_owed)
+        """Steps due now (more than one when the trainer was busy or its share deferred them)."""
+        return int(self._owed + 1e-9)
 
     def _run(self) -> None:
         try:
@@ -148,12 +161,12 @@ class BackgroundTrainer:
                     continue
                 with self._cv:
                     step = self._blocks
-                    self._trained_at = self._next_mark(step)
+                    self._owed -= 1
                 t0 = time.perf_counter()
                 with self.step_lock:
                     stats = self.trainer.step(self.buffer.sample(self.batch_size), step)
                     with self._pub_lock:
-                        copy_tensors(self._staged, trainable_params(self.shadow))
+                        copy_tensors(self._staged, published_tensors(self.shadow))
                         self.version += 1
                 stats["thread_ms"] = (time.perf_counter() - t0) * 1e3
                 for hook in self.hooks:
@@ -167,11 +180,3 @@ class BackgroundTrainer:
             self.error = e
             with self._cv:
                 self._cv.notify_all()
-
-    def _next_mark(self, step: int) -> int:
-        """Blocks counted as trained on after a step at ``step``: all of them (no share), or one cadence's worth,
-        keeping the rest owed up to ``share.max_owed`` steps (this one included)."""
-        if self.share is None:
-            return step
-        keep = max(0, self.share.max_owed - 1)
-        return max(self._trained_at + self.update_every, step - keep * self.update_every)

@@ -26,6 +26,10 @@ With a trained adapter (the block or prefill carries a ``HiddenContext``) every 
 layer-k residuals of the up to W positions ending at its input (input pos - 1 of the block; the scored prompt
 position), which the trainer runs the adapter over; a dense tuple's hk is then zeros (unread: the adapter's layer
 runs only where a draft needs it, ``KangarooModel.shallow_out``).
+
+With a feature drafter (the block or prefill carries a ``FeatureContext``) every tuple also carries the feature
+drafter's segment for the entry the same verifier row judges (``Block.feature_segment``): its features and tokens.
+The verifier's logits at a committed row are the target of both drafters, so one tuple serves both.
 """
 from __future__ import annotations
 
@@ -57,9 +61,11 @@ def block_samples(blk: Block, dense: bool = False) -> list[DVITrainSample]:
             if hk is not None:
                 out.append(DVITrainSample(hk=hk.to(torch.float16), token=v.tokens[j], z_phi=v.logits[j], reward=0,
                                           pos=j + 1, is_first_reject=False, kd_only=True))
-    if blk.context is None:
-        return out
-    return [with_segment(s, *blk.input_segment(s.pos - 1)) for s in out]  # a tuple at pos i drafts from input i-1
+    if blk.context is not None:  # a tuple at pos i drafts from input i-1
+        out = [with_segment(s, *blk.input_segment(s.pos - 1)) for s in out]
+    if blk.features is not None:  # the feature drafter's entry judged by the same verifier row
+        out = [with_feature_segment(s, *blk.feature_segment(s.pos - 1)) for s in out]
+    return out
 
 
 def branch_samples(blk: Block) -> list[DVITrainSample]:
@@ -75,14 +81,20 @@ def with_segment(s: DVITrainSample, rows: torch.Tensor, first_pos: int) -> DVITr
     return s._replace(seg_h=rows, seg_pos=first_pos)
 
 
+def with_feature_segment(s: DVITrainSample, f: torch.Tensor, ids: torch.Tensor, first: int) -> DVITrainSample:
+    return s._replace(feat_f=f, feat_ids=ids, feat_pos=first)
+
+
 def prefill_samples(t: PrefillTargets) -> list[DVITrainSample]:
     """KD-only tuples from the prompt: the hk at each scored position and the verifier's logits of the next token;
     ``token`` is the prompt's next token (no drafter verdict: CE and PG skip these rows)."""
     out = [DVITrainSample(hk=t.hk[r].to(torch.float16), token=t.next_tokens[r], z_phi=t.logits[r], reward=0, pos=0,
                           is_first_reject=False, kd_only=True) for r in range(len(t.positions))]
-    if t.context is None:
-        return out
-    return [with_segment(s, *t.context.segment(p)) for s, p in zip(out, t.positions)]
+    if t.context is not None:
+        out = [with_segment(s, *t.context.segment(p)) for s, p in zip(out, t.positions)]
+    if t.features is not None:  # the row of position p judges the feature drafter's entry p - 1
+        out = [with_feature_segment(s, *t.features.segment(p - 1)) for s, p in zip(out, t.positions)]
+    return out
 
 
 class BlockObserver:

@@ -8,6 +8,8 @@ never builds a dense [*, V] tensor beyond the z_phi handed to ``push``.
 ``segment_window`` W > 0 (a trained adapter): each slot also keeps the tuple's segment, the layer-k residuals of
 the up to W positions ending at its input, [W, d] fp16 (right-aligned, zero padding), its valid row count (int16)
 and the RoPE position of its first valid row (int32); every pushed tuple must carry one. Allocated only then.
+``feature_window`` W' > 0 (a feature drafter): likewise the feature drafter's segment, its entries' features
+[W', d] fp16 and tokens [W'] int32, their count (int16; 0: none) and the first entry's index (int32).
 
 Thread-safe: pushes (decode thread) and samples (trainer thread) take one lock, so a sample never sees a
 half-written slot. ``defer_topk`` (the threaded trainer): ``push`` writes the slot but keeps a reference to z_phi,
@@ -30,10 +32,10 @@ class DVIRingBuffer:
     """``push(sample)`` one tuple, ``sample(n) -> Batch``; the storage layout below is this class's own."""
 
     def __init__(self, cfg: BufferConfig, d_model: int, vocab_size: int, device: str = "cpu", segment_window: int = 0,
-                 defer_topk: bool = False):
-        if d_model < 1 or vocab_size < 1 or segment_window < 0:
-            raise ValueError(f"need d_model, vocab_size >= 1 and segment_window >= 0, got {d_model}, {vocab_size}, "
-                             f"{segment_window}")
+                 defer_topk: bool = False, feature_window: int = 0):
+        if d_model < 1 or vocab_size < 1 or segment_window < 0 or feature_window < 0:
+            raise ValueError(f"need d_model, vocab_size >= 1 and segment_window, feature_window >= 0, got {d_model}, "
+                             f"{vocab_size}, {segment_window}, {feature_window}")
         cfg.check_vocab(vocab_size)  # the config checked its own values when it was made
         self.capacity, self.d_model, self.vocab_size, self.store = cfg.capacity, d_model, vocab_size, cfg.store
         self.topk = cfg.topk if cfg.store == "topk" else None
@@ -57,6 +59,13 @@ class DVIRingBuffer:
             self.seg_h = torch.zeros(capacity, segment_window, d_model, dtype=torch.float16, **kw)
             self.seg_len = torch.zeros(capacity, dtype=torch.int16, **kw)
             self.seg_pos = torch.zeros(capacity, dtype=torch.int32, **kw)
+        self.feature_window = feature_window
+        self.feat_f = self.feat_ids = self.feat_len = self.feat_pos = None
+        if feature_window:
+            self.feat_f = torch.zeros(capacity, feature_window, d_model, dtype=torch.float16, **kw)
+            self.feat_ids = torch.zeros(capacity, feature_window, dtype=torch.int32, **kw)
+            self.feat_len = torch.zeros(capacity, dtype=torch.int16, **kw)
+            self.feat_pos = torch.zeros(capacity, dtype=torch.int32, **kw)
         self._next = 0   # slot the next push writes (the oldest one once full)
         self._size = 0
         self._gen = torch.Generator().manual_seed(cfg.seed)
@@ -74,7 +83,8 @@ class DVIRingBuffer:
 
     def _storages(self) -> list[torch.Tensor]:
         return [t for t in (self.hk, self.token, self.reward, self.pos, self.is_first_reject, self.kd_only,
-                            self.z_phi, self.z_idx, self.z_val, self.seg_h, self.seg_len, self.seg_pos)
+                            self.z_phi, self.z_idx, self.z_val, self.seg_h, self.seg_len, self.seg_pos,
+                            self.feat_f, self.feat_ids, self.feat_len, self.feat_pos)
                 if t is not None]
 
     def bytes_per_slot(self) -> int:
@@ -92,6 +102,13 @@ class DVIRingBuffer:
             got = None if s.seg_h is None else tuple(s.seg_h.shape)
             raise ValueError(f"seg_h must have shape [1..{self.segment_window}, {self.d_model}] (a trained adapter's "
                              f"segment), got {got}")
+        if self.feature_window:
+            f, ids = s.feat_f, s.feat_ids
+            if (f is None or ids is None or f.dim() != 2 or f.shape[1] != self.d_model
+                    or f.shape[0] > self.feature_window or tuple(ids.shape) != (f.shape[0],)):
+                got = None if f is None else tuple(f.shape)
+                raise ValueError(f"feat_f must have shape [0..{self.feature_window}, {self.d_model}] with as many "
+                                 f"feat_ids (a feature drafter's segment), got {got}")
 
     @torch.no_grad()
     def push(self, s: DVITrainSample) -> None:
@@ -109,6 +126,8 @@ class DVIRingBuffer:
             self.kd_only[i] = bool(s.kd_only)
             if self.segment_window:
                 self._write_segment(i, s.seg_h, s.seg_pos)
+            if self.feature_window:
+                self._write_feature_segment(i, s.feat_f, s.feat_ids, s.feat_pos)
             self._pushes += 1
             self._slot_push[i] = self._pushes
             if self.topk is None:
@@ -140,6 +159,16 @@ class DVIRingBuffer:
         self.seg_len[i] = c
         self.seg_pos[i] = int(first_pos)
 
+    def _write_feature_segment(self, i: int, f: torch.Tensor, ids: torch.Tensor, first: int) -> None:
+        c = f.shape[0]
+        pad = self.feature_window - c
+        self.feat_f[i, :pad].zero_()
+        self.feat_ids[i, :pad].zero_()
+        self.feat_f[i, pad:].copy_(f)
+        self.feat_ids[i, pad:].copy_(ids)
+        self.feat_len[i] = c
+        self.feat_pos[i] = int(first)
+
     @torch.no_grad()
     def sample(self, n: int) -> Batch:
         """n slots drawn uniformly without replacement from the filled ones. Deferred rows get their top-K first:
@@ -163,5 +192,7 @@ class DVIRingBuffer:
         return Batch(hk=take(self.hk), token=take(self.token), reward=take(self.reward).float(),
                      pos=take(self.pos).long(), is_first_reject=take(self.is_first_reject), z_phi=take(self.z_phi),
                      z_idx=long(z_idx), z_val=take(self.z_val), kd_only=take(self.kd_only),
-                     seg_h=take(self.seg_h), seg_len=long(seg_len), seg_pos=long(seg_pos))
+                     seg_h=take(self.seg_h), seg_len=long(seg_len), seg_pos=long(seg_pos), feat_f=take(self.feat_f),
+                     feat_ids=long(take(self.feat_ids)), feat_len=long(take(self.feat_len)),
+                     feat_pos=long(take(self.feat_pos)))
 

@@ -3,9 +3,10 @@
 ``lora`` holds the drafter head's named trainable tensors (``DrafterHead.named_trainable``: ``A``, ``B``) and
 ``meta["drafter"]`` its metadata. With a trained adapter (``--adapter-mode train``) ``adapter`` holds its tensors
 by name (``kangaroo.trained_adapter.adapter_tensors``) and ``meta["adapter_window"]`` its window; otherwise (and in
-files written before) both are None/absent. The drafter side is read through ``SavedDrafter`` (the trainer's
-``TrainableDrafter`` protocol and what names the model); the file itself is ``dvi/checkpoint_file.py``, whether a
-checkpoint fits this run ``dvi/checkpoint_compat.py``.
+files written before) both are None/absent. ``feature`` holds a feature drafter's section
+(``dvi/checkpoint_feature.py``; None/absent without one). The drafter side is read through ``SavedDrafter`` (the
+trainer's ``TrainableDrafter`` protocol and what names the model); the file itself is ``dvi/checkpoint_file.py``,
+whether a checkpoint fits this run ``dvi/checkpoint_compat.py``.
 
 Loads validate everything (file, format, meta, tensor names and shapes, optimizer layout) before anything in the
 model or optimizer changes. On resume the optimizer state (moments, step) is restored but this run's
@@ -21,6 +22,7 @@ from torch import nn
 
 from dvi.checkpoint_compat import (adapter_mismatch, fit_lora_to_drafter_vocab, head_sample, meta_mismatch,
                                    optimizer_fits, tensor_problems)
+from dvi.checkpoint_feature import feature_mismatch, feature_section, load_feature
 from dvi.checkpoint_file import (FORMAT, VERSION, CheckpointError, check_plain, check_writable_dir, checkpoint_path,
                                  latest_checkpoint, read_ckpt, write_ckpt)
 from kangaroo.drafter_head import TrainableDrafter
@@ -90,11 +92,13 @@ def checkpoint_meta(model: SavedDrafter) -> dict:
 
 
 def save_ckpt(path, model: SavedDrafter, opt, sched, ema_b, *, global_step: int | None = None,
-              extra: dict | None = None) -> None:
+              extra: dict | None = None, feature_trainer=None) -> None:
+    """``feature_trainer``: the feature drafter's trainer, whose optimizer state is saved with its tensors."""
     extra = dict(extra or {})
     check_plain(extra, "extra")
     obj = {"format": FORMAT, "version": VERSION, "meta": checkpoint_meta(model), "lora": lora_state_dict(model),
            "adapter": adapter_state_dict(model),
+           "feature": feature_section(getattr(model, "feature_drafter", None), feature_trainer),
            "optimizer": None if opt is None else opt.state_dict(),
            "schedule": None if sched is None else sched.state_dict(), "ema_baseline": float(ema_b),
            "global_step": None if global_step is None else int(global_step), "extra": extra}
@@ -110,9 +114,10 @@ def load_optimizer_keep_hparams(opt, osd: dict) -> None:
         g.update(h)
 
 
-def _check_fits(path: Path, ck: dict, model: SavedDrafter, opt, sched) -> dict:
+def _check_fits(path: Path, ck: dict, model: SavedDrafter, opt, sched, feature_trainer=None) -> dict:
     """Every check of ``load_ckpt``, before anything changes; returns the LoRA tensors to load."""
-    msg = meta_mismatch(path, ck["meta"], checkpoint_meta(model)) or adapter_mismatch(path, ck, model.trained_adapter)
+    msg = (meta_mismatch(path, ck["meta"], checkpoint_meta(model)) or adapter_mismatch(path, ck, model.trained_adapter)
+           or feature_mismatch(path, ck, getattr(model, "feature_drafter", None), feature_trainer))
     if msg:
         raise CheckpointError(msg)
     lora = fit_lora_to_drafter_vocab(path, _drafter_vocab(model), ck, model.config.vocab_size)
@@ -133,12 +138,14 @@ def _check_fits(path: Path, ck: dict, model: SavedDrafter, opt, sched) -> dict:
     return lora
 
 
-def load_ckpt(path, model: SavedDrafter, opt, sched) -> float:
+def load_ckpt(path, model: SavedDrafter, opt, sched, feature_trainer=None) -> float:
     """Load LoRA tensors (and, unless None, the optimizer and schedule state); return the EMA baseline.
-    ``opt=None, sched=None`` is deploy mode. Nothing is modified unless every check passes."""
+    ``opt=None, sched=None`` is deploy mode. Nothing is modified unless every check passes. A model with a feature
+    drafter loads its section too (``dvi/checkpoint_feature.py``; ``feature_trainer``: resuming, its state)."""
     path = Path(path)
     ck = read_ckpt(path)
-    load_lora_state_dict(model, _check_fits(path, ck, model, opt, sched))
+    load_lora_state_dict(model, _check_fits(path, ck, model, opt, sched, feature_trainer))
+    load_feature(ck, getattr(model, "feature_drafter", None), feature_trainer)
     if ck["meta"].get("adapter_window") is not None:
         with torch.no_grad():
             for n, p in adapter_tensors(model.trained_adapter).items():

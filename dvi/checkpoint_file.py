@@ -1,7 +1,8 @@
 """The DVI checkpoint file: its format and version, reading it safely, writing it atomically, finding the newest.
 
     {"format": "kangaroo-dvi-lora", "version": 2, "meta": {...}, "lora": {name: tensor}, "adapter": {...} | None,
-     "optimizer": sd | None, "schedule": sd | None, "ema_baseline": float, "global_step": int | None, "extra": dict}
+     "feature": {...} | None, "optimizer": sd | None, "schedule": sd | None, "ema_baseline": float,
+     "global_step": int | None, "extra": dict}
 
 Writes go through ``common.atomic.atomic_write`` (temp file in the same folder, fsync, os.replace): a crash mid-save
 leaves the previous file under that name intact. Reads use ``weights_only=True`` (a checkpoint cannot run code) and

@@ -73,9 +73,19 @@ class TrainerConfig:
     pg_form: str = setting("expected", flag="--dvi-pg-form", named=True, choices=PG_FORMS,
                            help="policy gradient: reinforce (the work plan's, on the drafted token) or expected (the "
                                 "exact gradient of the acceptance probability, with the verifier's token)")
+    feature_lr: float | None = setting(3e-4, flag="--dvi-feature-lr", type=float, nullable=True,
+                                       rule=above(0, "the AdamW learning rate"),
+                                       help="AdamW learning rate of the feature drafter (its layer, fc and LoRA head: "
+                                            "a fresh layer wants less than --dvi-lr's LoRA delta; measured offline, "
+                                            "runs/exp_feature_drafter); None (Python only): --dvi-lr")
+    feature_bf16: bool = setting(True, flag="--dvi-feature-bf16",
+                                 help="the feature drafter's trainer step in bfloat16 autocast where the hardware has "
+                                      "it (a CPU with AVX-512 BF16 or AMX, a CUDA GPU): ~1.8x the float32 step, the "
+                                      "same held-out skill offline (runs/exp_feature_drafter); false: float32")
     batch_size: int = setting(64, flag="--dvi-batch-size", rule=at_least(1))
     update_every: int = setting(8, flag="--dvi-update-every", named=True, rule=at_least(1),
-                                help="one trainer step every N blocks")
+                                help="one trainer step every N blocks (a thread trainer too busy to take one when it "
+                                     "falls due takes it when it is next free, at most 16 owed)")
     kind: str = setting("thread", flag="--dvi-trainer", choices=("thread", "inline"),
                         help="thread: the trainer runs on its own thread on a copy of the LoRA tensors and publishes "
                              "them at block boundaries (decoding never waits); inline: steps inside the decode loop")

@@ -17,6 +17,7 @@ import torch
 from dvi.checkpoint import latest_checkpoint, load_ckpt, read_ckpt
 from dvi.config import LoRAConfig
 from kangaroo.drafter_head import attach_drafter_head
+from kangaroo.feature_drafter import attach_feature_drafter
 
 
 @dataclass(frozen=True, eq=False)
@@ -27,6 +28,7 @@ class DeploymentMeta:
     adapter_window: int | None          # a trained adapter's window; None: the LoRA head alone
     lora: LoRAConfig                    # rank and scale of the LoRA head
     drafter_vocab: torch.Tensor | None  # [N] the ids of a pruned drafter vocabulary; None: the full one
+    feature: dict | None                # a feature drafter's shape (window, lora_r, lora_alpha); None: it holds none
     extra: dict                         # plain state saved beside the drafter (calibration, trainer steps, finished)
 
 
@@ -36,13 +38,14 @@ def read_deployment(path) -> DeploymentMeta:
     ck = read_ckpt(path)
     meta, default = ck["meta"], LoRAConfig()
     vocab = meta.get("drafter_vocab")
-    window = meta.get("adapter_window")
+    window, feature = meta.get("adapter_window"), ck.get("feature")
     return DeploymentMeta(path=str(path), model_id=str(meta.get("model_id") or ""),
                           exit_layer=int(meta.get("exit_layer", 0)),
                           adapter_window=None if window is None else int(window),
                           lora=LoRAConfig(r=int(meta.get("lora_r", default.r)),
                                           alpha=float(meta.get("lora_alpha", default.alpha))),
                           drafter_vocab=None if vocab is None else torch.as_tensor(vocab, dtype=torch.long),
+                          feature=feature["meta"] if isinstance(feature, dict) else None,
                           extra=dict(ck.get("extra") or {}))
 
 
@@ -58,10 +61,14 @@ def peek_deployment(path) -> DeploymentMeta | None:
 
 
 def deploy_drafter(model, deployment: DeploymentMeta) -> None:
-    """Attach the LoRA drafter head shaped as the checkpoint says and load its tensors (and a trained adapter's),
-    after every check of ``load_ckpt``. Prune the drafter vocabulary first (``model.set_drafter_vocab``): a
-    full-vocabulary checkpoint loads into a pruned head as its kept rows."""
+    """Attach the LoRA drafter head shaped as the checkpoint says and load its tensors (and a trained adapter's, and
+    its feature drafter's: attached as its section says when ``model`` has none yet), after every check of
+    ``load_ckpt``. Prune the drafter vocabulary first (``model.set_drafter_vocab``): a full-vocabulary checkpoint
+    loads into a pruned head as its kept rows."""
     attach_drafter_head(model, r=deployment.lora.r, alpha=deployment.lora.alpha)
+    fm = deployment.feature
+    if fm is not None and getattr(model, "feature_drafter", None) is None:
+        attach_feature_drafter(model, int(fm["window"]), int(fm["lora_r"]), float(fm["lora_alpha"]))
     load_ckpt(deployment.path, model, None, None)
 
 

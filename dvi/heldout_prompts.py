@@ -28,8 +28,8 @@ def heldout_prompts(cfg: HeldoutConfig, tokenizer, model_id: str) -> Iterator[li
             yield value
             continue
         if tokenizer is None:
-            raise HeldoutSkipped("the held-out prompts are text and no tokenizer was given: pass one, or a --heldout-file "
-                              "of {\"prompt_ids\": [...]} records, or --heldout-positions 0")
+            raise HeldoutSkipped("the held-out prompts are text and no tokenizer was given: pass one, or a "
+                                 "--heldout-file of {\"prompt_ids\": [...]} records, or --heldout-positions 0")
         from kangaroo.chat import chat_prompt_ids
 
         yield chat_prompt_ids(tokenizer, [{"role": "user", "content": value}], model_id)[0].tolist()

@@ -48,7 +48,7 @@ from common.errors import UserError
 from kangaroo.drafters.counters import SOURCE_COLS, DrafterCounters, source_rows, source_summary, tally
 
 TRAIN_COLS = ("step", "loss", "kd", "rkl", "kd_top1", "ce", "pg", "entropy", "w_kl", "w_ce", "w_pg", "reward_mean",
-              "baseline", "ms", "over_budget")
+              "baseline", "ms", "over_budget", "feature_loss", "feature_kd", "feature_kd_top1", "feature_ms")
 PLOT_LOSSES = ("loss", "kd", "ce", "pg")
 FILES = ("acceptance.csv", "speed.csv", "sources.csv", "trainer.csv", "prefill.csv", "heldout.csv", "dvi_progress.png")
 HELDOUT_COLS = ("step", "trainer_steps", "drafter", "top1", "accept_len", "n", "ms")

@@ -6,9 +6,11 @@
 ``DVILearner`` composes the three parts (each testable alone: ``dvi/block_samples.py``, ``dvi/training_tick.py``,
 ``Bookkeeping`` below) and owns the checkpoints. ``global_step`` counts blocks. The verifier is frozen, so none of
 this can change a committed token. With a trained adapter (``model.trained_adapter``) the buffer keeps each tuple's
-segment (the adapter's window) and the final checkpoint is also written as an adapter folder, DIR/adapter.
-``heldout`` (set by ``dvi.heldout_eval.attach``) evaluates the trainable drafters on the fixed held-out set; its rows
-go to the metrics at each block and at ``finish``, which evaluates once more and puts the result in the summary.
+segment (the adapter's window) and the final checkpoint is also written as an adapter folder, DIR/adapter. With a
+feature drafter (``model.feature_drafter``) the buffer keeps its segments too and a second trainer trains it on the
+same tuples (``dvi/part_trainers.py``); the checkpoint holds it with its optimizer. ``heldout`` (set by
+``dvi.heldout_eval.attach``) evaluates the trainable drafters on the fixed held-out set; its rows go to the metrics
+at each block and at ``finish``, which evaluates once more and puts the result in the summary.
 """
 from __future__ import annotations
 
@@ -106,10 +108,11 @@ class DVILearner:
         self.extra_state = None   # () -> dict of plain values saved in every checkpoint's ``extra`` (e.g. calibration)
         self.loaded_extra: dict = {}  # the ``extra`` of the checkpoint loaded at start ({} without one)
         self.online = cfg.online
-        adapter = model.trained_adapter
+        adapter, fd = model.trained_adapter, getattr(model, "feature_drafter", None)
         self.buffer = DVIRingBuffer(cfg.buffer, model.config.hidden_size, model.config.vocab_size,
                                     device=str(model.device), segment_window=0 if adapter is None else adapter.window,
-                                    defer_topk=cfg.threaded)  # the trainer's thread takes the top-K of the logits
+                                    defer_topk=cfg.threaded,  # the trainer's thread takes the top-K of the logits
+                                    feature_window=0 if fd is None else fd.window)
         self.observer = BlockObserver(self.buffer, cfg.io.debug_hk, print_fn, dense=cfg.dense.enabled)
         self.training = TrainingTick(model, cfg, self.buffer)
         self.heldout = None  # a dvi.heldout_eval.HeldoutEval, from attach(); None: no held-out evaluation
@@ -177,7 +180,8 @@ class DVILearner:
         held = {} if self.heldout is None else {"heldout_trainer_steps": self.heldout.trainer_steps}  # resumed: go on
         save_ckpt(path, self.model, t.optimizer, t.schedule, t.ema_baseline, global_step=self.global_step,
                   extra={**(self.extra_state() if self.extra_state else {}), "train_steps": self.train_steps,
-                         "ablation": self.cfg.trainer.ablation, "finished": finished, **held})
+                         "ablation": self.cfg.trainer.ablation, "finished": finished, **held},
+                  feature_trainer=self.training.trainers.get("feature"))
         return Path(path)
 
     def load(self, path) -> None:
@@ -190,7 +194,8 @@ class DVILearner:
                 raise CheckpointError(f"checkpoint {path} was trained with --dvi-ablation {saved}, this run has "
                                       f"{ablation}: pass --dvi-ablation {saved} to resume it, or "
                                       "train a new drafter (another --save-lora-path)")
-            t.ema_baseline = load_ckpt(path, self.model, t.optimizer, t.schedule)
+            t.ema_baseline = load_ckpt(path, self.model, t.optimizer, t.schedule,
+                                       feature_trainer=self.training.trainers.get("feature"))
             self.global_step = int(read_ckpt(path).get("global_step") or 0)
         else:
             load_ckpt(path, self.model, None, None)

@@ -6,9 +6,10 @@ KD_top1 (``cfg.kd_top1`` > 0) is the top-1 distillation term: CE on the verifier
 PG is REINFORCE on the drafted token (``cfg.pg_form="reinforce"``, the work plan's) or the exact expected-acceptance
 gradient with the verifier's counterfactual reward (``"expected"``, ``losses.expected_acceptance``).
 
-With a trained adapter (``drafter.trained_adapter``) the batch carries segments and the head's input is
-``adapter(segment)[last row]`` (``dvi/segment_features.py``), recomputed under the current weights; without one it
-is the stored hk.
+The trainer trains one part (``dvi/trainable_parts.py``): the self-drafter's (a ``TrainableDrafter``, the default:
+the stored hk, or with a trained adapter ``adapter(segment)[last row]``, recomputed under the current weights) or
+the feature drafter's (its layer over each tuple's feature segment). The part picks the tuples it trains on and
+computes its head's input; the objective is the same.
 """
 from __future__ import annotations
 
@@ -20,9 +21,9 @@ from dvi import losses as L
 from dvi.config import ScheduleConfig, TrainerConfig
 from dvi.presets import LossPreset, get_preset
 from dvi.schedule import PiecewiseSchedule
-from dvi.segment_features import segment_features
+from dvi.trainable_parts import as_part
 from dvi.types import Batch
-from kangaroo.drafter_head import TrainableDrafter, trainable_params
+from kangaroo.drafter_head import TrainableDrafter
 
 TERMS = ("kd", "rkl", "kd_top1", "ce", "pg", "entropy")
 
@@ -47,22 +48,21 @@ class OnlineTrainer:
     def __init__(self, drafter: TrainableDrafter, cfg: TrainerConfig, schedule: PiecewiseSchedule | ScheduleConfig,
                  vocab_size: int, *, preset: LossPreset | None = None, ema_decay: float = 0.99,
                  weight_decay: float = 0.0, grad_clip: float | None = 1.0):
-        """``preset`` overrides ``cfg.ablation`` with loss factors of one's own (experiments, tests)."""
-        head = drafter.drafter_head
-        if head is None:
-            raise ValueError("the drafter has no trainable head: attach the drafter head before training")
-        self.model, self.head, self.cfg, self.vocab_size = drafter, head, cfg, vocab_size
+        """``drafter``: a ``TrainableDrafter`` (its self-drafter's part) or a part of ``dvi/trainable_parts.py``.
+        ``preset`` overrides ``cfg.ablation`` with loss factors of one's own (experiments, tests)."""
+        self.part = as_part(drafter)
+        self.model = getattr(self.part, "drafter", drafter)  # what it trains: the model or shadow of a self part
+        self.head, self.cfg, self.vocab_size = self.part.drafter_head, cfg, vocab_size
         self.tau, self.max_ms = cfg.tau, cfg.max_ms
         self.schedule = schedule if isinstance(schedule, PiecewiseSchedule) else PiecewiseSchedule.from_config(schedule)
         self.preset = preset or get_preset(cfg.ablation)
         self.entropy_weight, self.ema_decay, self.grad_clip = cfg.entropy_weight, ema_decay, grad_clip
-        self.adapter, self.rotary_emb = drafter.trained_adapter, drafter.rotary_emb
-        self.params = trainable_params(drafter)
+        self.params = self.part.params()
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=weight_decay)
         self.ema_baseline = 0.0
         # pruned drafter vocabulary (FR-Spec): the drafter's logits have N columns, for the ids drafter_vocab;
         # sub_of maps a full-vocabulary id to its column (-1 outside). Losses live in that N-token space.
-        vocab = drafter.drafter_vocab
+        vocab = self.part.drafter_vocab
         self.drafter_vocab, self.sub_of = vocab, None
         if vocab is not None:
             self.sub_of = torch.full((vocab_size,), -1, dtype=torch.long, device=vocab.device)
@@ -79,11 +79,14 @@ class OnlineTrainer:
                 "kl": w["kl"] if (p.kd or p.rkl) else 0.0, "ent": float(self.entropy_weight)}
 
     def step(self, batch: Batch, global_step: int) -> dict:
+        """One optimizer step on the tuples of ``batch`` this trainer's part trains on."""
         t0 = time.perf_counter()
         self.schedule.set_step(global_step)
         w = self.effective_weights()
+        batch = self.part.select(batch)
         with torch.enable_grad():
-            logits = self.head(self._features(batch))
+            with self.part.autocast():
+                logits = self.head(self.part.head_input(batch))
             if logits.shape[-1] != self.n_cols:
                 raise ValueError(f"drafter logits have {logits.shape[-1]} columns, expected {self.n_cols}")
             dev = logits.device
@@ -101,15 +104,6 @@ class OnlineTrainer:
         ms = (time.perf_counter() - t0) * 1000.0
         stats.update(ms=ms, over_budget=self.max_ms is not None and ms > self.max_ms)
         return stats
-
-    def _features(self, batch: Batch) -> torch.Tensor:
-        """The drafter head's input: the stored hk, or the trained adapter over each tuple's segment."""
-        if self.adapter is None:
-            return batch.hk.to(device=self.head.weight_device, dtype=self.head.weight_dtype)
-        if batch.seg_h is None:
-            raise ValueError("the drafter trains an adapter but the batch holds no segments: build the buffer with "
-                             "segment_window = the adapter's window")
-        return segment_features(self.adapter, self.rotary_emb, batch)
 
     def _kd_terms(self, logits: torch.Tensor, batch: Batch, w: dict) -> dict:
         """KD (forward KL) and reverse KL against the verifier: full V, or renormalised over the stored top-K."""

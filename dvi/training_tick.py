@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 
 from dvi.background_trainer import BackgroundTrainer, ShadowDrafter
 from dvi.config import DVIConfig
-from dvi.online_trainer import OnlineTrainer
-from dvi.schedule import PiecewiseSchedule
+from dvi.part_trainers import PartTrainers
 from dvi.train_budget import TrainBudget
 from dvi.trainer_share import TrainerShare
 
@@ -27,13 +26,14 @@ class TickResult:
 
 
 class TrainingTick:
-    """Owns the trainer (and, threaded, the shadow head and its thread). ``online=False``: ticks do nothing."""
+    """Owns the trainers, one per trainable part (and, threaded, the shadow and its thread). ``online=False``: ticks
+    do nothing."""
 
     def __init__(self, model, cfg: DVIConfig, buffer):
         self.model, self.cfg, self.buffer = model, cfg, buffer
         self.shadow = ShadowDrafter(model) if cfg.threaded else None
-        self.trainer = OnlineTrainer(self.shadow or model, cfg.trainer, PiecewiseSchedule.from_config(cfg.schedule),
-                                     model.config.vocab_size)
+        self.trainers = PartTrainers(self.shadow or model, cfg.trainer, cfg.schedule, model.config.vocab_size)
+        self.trainer = self.trainers.get("self")  # the self-drafter's (None: only a feature drafter trains)
         self.budget = TrainBudget(cfg.trainer.max_ms)
         self.bg = None
         self.step_hooks: list = []  # shared with the trainer thread, which calls them after each of its steps
@@ -44,7 +44,7 @@ class TrainingTick:
         """Threaded: copy the (possibly just loaded) live LoRA to the shadow and start the trainer thread."""
         if self.cfg.threaded and self.bg is None:
             self.shadow.copy_from(self.model)
-            self.bg = BackgroundTrainer(self.model, self.trainer, self.buffer, self.shadow, hooks=self.step_hooks,
+            self.bg = BackgroundTrainer(self.model, self.trainers, self.buffer, self.shadow, hooks=self.step_hooks,
                                         share=self.share)
 
     def tick(self, global_step: int) -> TickResult:
@@ -58,7 +58,7 @@ class TrainingTick:
             self.budget.on_block()
             t = self.cfg.trainer
             if global_step % t.update_every == 0 and self.buffer.size >= t.batch_size and self.budget.allow():
-                stats = self.trainer.step(self.buffer.sample(t.batch_size), global_step)
+                stats = self.trainers.step(self.buffer.sample(t.batch_size), global_step)
                 out.train_ms = stats["ms"]
                 self.budget.charge(out.train_ms)
                 out.steps = [(global_step, stats)]

@@ -2,7 +2,7 @@
 storage layout stays inside ``dvi/buffer.py``; a bad DVI setting raises ``common.errors.ConfigError``."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import NamedTuple, Optional
 
 import torch
@@ -20,6 +20,11 @@ class DVITrainSample(NamedTuple):
     seg_h: Optional[torch.Tensor] = None  # trained adapter: [c, d] layer-k residuals of the c <= W positions ending
                                           # at this tuple's input (its own row last), what the adapter attends over
     seg_pos: int = 0                 # the RoPE position of seg_h's first row
+    # feature drafter: its entry's segment, the c <= W entries ending at the one the verifier's row judges (its own
+    # row last): the features f of their positions and the tokens one position on (empty: no entry, at position 0)
+    feat_f: Optional[torch.Tensor] = None    # [c, d]
+    feat_ids: Optional[torch.Tensor] = None  # [c]
+    feat_pos: int = 0                # the index of the segment's first entry (its RoPE position)
 
 
 @dataclass
@@ -40,6 +45,11 @@ class Batch:
     seg_h: Optional[torch.Tensor] = None    # [n, W, d] float16
     seg_len: Optional[torch.Tensor] = None  # [n] int64, 1..W
     seg_pos: Optional[torch.Tensor] = None  # [n] int64
+    # feature drafter: each tuple's segment, right-aligned as seg_h (feat_len 0: the tuple has none)
+    feat_f: Optional[torch.Tensor] = None    # [n, W, d] float16
+    feat_ids: Optional[torch.Tensor] = None  # [n, W] int64
+    feat_len: Optional[torch.Tensor] = None  # [n] int64, 0..W
+    feat_pos: Optional[torch.Tensor] = None  # [n] int64
 
     def __post_init__(self):
         if self.kd_only is None:
@@ -48,6 +58,13 @@ class Batch:
             raise ValueError("a Batch holds either z_phi (store full) or z_idx and z_val (store topk)")
         if len({self.seg_h is None, self.seg_len is None, self.seg_pos is None}) != 1:
             raise ValueError("a Batch holds all of seg_h, seg_len, seg_pos (trained adapter) or none")
+        if len({self.feat_f is None, self.feat_ids is None, self.feat_len is None, self.feat_pos is None}) != 1:
+            raise ValueError("a Batch holds all of feat_f, feat_ids, feat_len, feat_pos (feature drafter) or none")
+
+    def subset(self, rows: torch.Tensor) -> "Batch":
+        """The tuples at ``rows`` (a bool mask or indices), every field alike."""
+        return Batch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[rows]
+                        for f in fields(self)})
 
     @property
     def store(self) -> str:

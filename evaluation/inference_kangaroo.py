@@ -61,8 +61,9 @@ def main(argv=None) -> int:
     model, drafter, learner, log, hook = session.model, session.drafter, session.learner, None, None
     if learner is not None:
         hook = learner.on_block
-    elif args.metrics_out:
-        log, hook = plain_metrics(model, args)
+    else:
+        if args.metrics_out:
+            log, hook = plain_metrics(model, args)
     pool = ReusableCaches(model.new_caches)
     vocab = model.drafter_vocab
     print(f"[drafter] {json.dumps(drafter.metadata())}, drafter vocabulary "

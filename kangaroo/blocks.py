@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Optional
 import torch
 
 if TYPE_CHECKING:
+    from kangaroo.feature_log import FeatureContext
     from kangaroo.shallow import ShallowOut
     from kangaroo.token_tree import TokenTree
     from kangaroo.tree_accept import TreeBlock
@@ -80,6 +81,8 @@ class Verification:
     ms: float = 0.0
     shallow: Optional["ShallowOut"] = None  # the shallow pass verify ran on the inputs from ``hk_from`` on
     hk_from: int = 0                        # the first of those inputs (the draft's ``covered``)
+    features: Optional[torch.Tensor] = None  # [m+1, d] the verifier's post-norm last-layer states: row j is what
+                                             # its head projected to row j of ``logits`` (the feature drafter's f)
 
     @property
     def hk(self) -> Optional[torch.Tensor]:
@@ -96,11 +99,18 @@ class Block:
     committed: list[int]       # d_1..d_a, v_a
     context: Optional[HiddenContext] = None  # trained adapter: layer-k residuals up to the last committed input
     tree: Optional["TreeBlock"] = None       # a token tree's block: the tree, every node's row, the accepted path
+    features: Optional["FeatureContext"] = None  # feature drafter: features and tokens up to the last committed input
 
     def input_segment(self, j: int) -> tuple[torch.Tensor, int]:
         """Trained adapter: the segment (rows, position of the first) ending at committed input j (0: x)."""
         c = self.context
         return c.segment(c.first_pos + c.h.shape[0] - 1 - self.accepted + j)
+
+    def feature_segment(self, j: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Feature drafter: the segment of the entry whose output the verifier's row j judges, (f_{P+j-1}, the
+        token at P+j) with the entries before it (``FeatureContext.segment``; P: the position of x)."""
+        c = self.features
+        return c.segment(c.end - 1 - self.accepted + j - 1)
 
     @property
     def drafted(self) -> int:
@@ -163,3 +173,4 @@ class PrefillTargets:
     prompt_len: int = 0
     ms: float = 0.0            # the extra cost: the verifier head over those rows (prefill computes no logits else)
     context: Optional[HiddenContext] = None  # trained adapter: the prompt's layer-k residuals (from position 0)
+    features: Optional["FeatureContext"] = None  # feature drafter: the prompt's features and tokens (from position 0)

@@ -6,8 +6,9 @@ Nothing here reads flags.
 
     auto drafter      deploying: AUTO_DRAFTER, the chain ngram,memory,self (prompt lookup, then the memory of
                       earlier outputs, then the self-drafter); with --dvi-online true: ONLINE_DRAFTER, the chain
-                      ngram,self (hybrid), so that the memory, which matches almost always once it holds some
-                      traffic, does not take the blocks the self-drafter's training tuples come from
+                      ngram,feature,self, so that the run trains the feature drafter too (it drafts where its probe
+                      gate and the goodput policy say it pays), and without the memory, which matches almost always
+                      once it holds some traffic and would take the blocks the self-drafter's judged tuples come from
     auto policy       goodput, deployed and online alike: with the packed head a probe costs ~1-3% of a step, so
                       the gate probes nearly every block and the trainer gets the judged candidates (kept or
                       declined) and the dense KD rows of every block; threshold made every block draft, costing
@@ -42,7 +43,7 @@ DEFAULT_VOCAB = 8192  # auto: the pruned drafter vocabulary when the model's tok
 
 
 AUTO_DRAFTER = "ngram,memory,self"
-ONLINE_DRAFTER = "ngram,self"
+ONLINE_DRAFTER = "ngram,feature,self"
 SEED_EXISTS = Rule("does not exist: pass an answer file of an earlier run", lambda p: not p or Path(p).is_file())
 
 
@@ -54,8 +55,9 @@ class DrafterConfig:
     drafter: str = setting("auto", flag="--drafter",
                            help="self: shallow layers + drafter head; ngram: prompt lookup; memory: lookup over "
                                 "earlier outputs of the run; a chain such as ngram,memory,self: the first that drafts "
-                                "wins the block (self last); hybrid: ngram,self; auto: ngram,memory,self, but hybrid "
-                                "with --dvi-online true")
+                                "wins the block (self last); feature: one decoder layer over the verifier's features "
+                                "(EAGLE-1), trained online; hybrid: ngram,self; auto: ngram,memory,self, but "
+                                "ngram,feature,self with --dvi-online true")
     draft_policy: str = setting("auto", flag="--draft-policy", choices=("auto", "threshold", "goodput"),
                                 help="threshold: Kangaroo's --threshold rule (>= 1 token per block); goodput: draft a "
                                      "token only if expected committed tokens per ms rises (measured verify-cost "
@@ -104,6 +106,9 @@ class DrafterConfig:
                                help="goodput: ask the self-drafter only when a model of what is already known (the "
                                     "verifier's probability of its last token, recent agreement) says a probe can pay; "
                                     "false: a fixed backoff")
+    feature_window: int = setting(8, flag="--feature-window", rule=at_least(1, "entries the layer attends to"),
+                                  help="feature drafter: the entries its decoder layer attends to (itself included), "
+                                       "at draft time as in training; a deployed one keeps its checkpoint's")
     calibration_decay: float = setting(0.995, rule=within(0, 1),
                                        help="goodput: the calibrator forgets old verdicts (a drafter learning online)")
 
@@ -134,6 +139,26 @@ def resolve_auto(cfg: DrafterConfig, online: bool = False) -> DrafterConfig:
     auto = ONLINE_DRAFTER if online else AUTO_DRAFTER
     return replace(cfg, drafter=auto if cfg.drafter == "auto" else cfg.drafter,
                    draft_policy="goodput" if cfg.draft_policy == "auto" else cfg.draft_policy)
+
+
+def wants_feature_drafter(cfg: DrafterConfig, online: bool = False) -> bool:
+    """Whether the chain ``cfg`` names (``auto`` resolved) has a feature drafter: the model then needs one attached
+    (``kangaroo.feature_drafter.attach_feature_drafter``, after ``apply_drafter_vocab``) before its caches are made."""
+    return "feature" in chain_names(resolve_auto(cfg, online).drafter)
+
+
+def attach_feature(model, cfg: DrafterConfig, lora, online: bool) -> None:
+    """Attach the feature drafter when ``cfg``'s chain has one (after ``apply_drafter_vocab``, before the caches and
+    the learner): its head's LoRA shaped as ``lora`` (a ``dvi.config.LoRAConfig``: the run's, or the ``--load-lora``
+    checkpoint's), trained online or loaded by the learner. ``lora`` None (no DVI run, no checkpoint) refuses it."""
+    if not wants_feature_drafter(cfg, online):
+        return
+    if lora is None:
+        raise UserError("--drafter names feature, whose drafter must be trained: pass --dvi-online true to train it, "
+                        "or --load-lora CKPT (a checkpoint that holds one) to deploy it")
+    from kangaroo.feature_drafter import attach_feature_drafter
+
+    attach_feature_drafter(model, cfg.feature_window, lora.r, lora.alpha)
 
 
 def apply_drafter_vocab(cfg: DrafterConfig, model, tokenizer=None, print_fn=print, trained_on=None):
@@ -191,8 +216,9 @@ def cost_curve(cfg: DrafterConfig, model, print_fn=print):
         except (ValueError, KeyError) as e:
             raise UserError(f"--cost-curve {path} is not a cost curve ({e}): delete it to measure afresh") from e
     cost = measure_cost_curve(model, cfg.steps + 1)
-    print_fn("[drafter] verify cost (ms) for n=1..{}: deep {} shallow {} head {:.2f}".format(
-        cfg.steps + 1, [round(x, 2) for x in cost.deep_ms], [round(x, 2) for x in cost.shallow_ms], cost.head_ms))
+    print_fn("[drafter] verify cost (ms) for n=1..{}: deep {} shallow {} head {:.2f}{}".format(
+        cfg.steps + 1, [round(x, 2) for x in cost.deep_ms], [round(x, 2) for x in cost.shallow_ms], cost.head_ms,
+        f" feature {cost.feature_ms:.2f}" if cost.feature_ms else ""))
     if path is not None:
         cost.to_json(path)
     return cost
@@ -236,7 +262,12 @@ def build_drafter(cfg: DrafterConfig, model, print_fn=print, cost=None, online: 
     from kangaroo.packed_head import configure
 
     cfg = resolve_auto(cfg, online)
+    if wants_feature_drafter(cfg, online) and getattr(model, "feature_drafter", None) is None:
+        raise UserError(f"--drafter {cfg.drafter} names feature, but no feature drafter is attached: train one "
+                        "(--dvi-online true) or deploy one (--load-lora CKPT that holds one)")
     configure(model, cfg.head_precision, frozen=not online)  # before the cost curve times the head
+    if getattr(model, "feature_drafter", None) is not None:  # its own head, packed the same way
+        configure(model.feature_drafter, cfg.head_precision, frozen=not online)
     if cfg.draft_policy == "goodput" and cost is None:
         cost = cost_curve(cfg, model, print_fn)
     shared = calibrator if calibrator is not None and cfg.draft_policy == "goodput" else None

@@ -34,6 +34,7 @@ from torch import nn
 from common.errors import ConfigError, UserError
 from kangaroo import cpu_engine
 from kangaroo.blocks import HiddenContext
+from kangaroo.feature_log import FeatureContext, FeatureLog
 from kangaroo.llama_forward import final_norm, new_cache, pass_mask, pass_rope, project, rotary_for, run_layers
 from kangaroo.kv_cache import KVCache
 from kangaroo.shallow import ShallowOut
@@ -54,15 +55,20 @@ def check_exit_layer(exit_layer: int, config) -> None:
 class KangarooCaches:
     shallow: KVCache  # layers [0, k) (+ the adapter's layer)
     deep: KVCache     # layers [k, L)
+    features: Optional[FeatureLog] = None  # the verifier's features per position (a model with a feature drafter)
 
     def crop(self, n: int) -> None:
         self.shallow.crop(n)
         self.deep.crop(n)
+        if self.features is not None:
+            self.features.crop(n)
 
     def keep(self, slots: list[int], at: int) -> None:
         """Both caches: the positions ``slots`` moved to ``at, at + 1, ..``, the rest dropped (``KVCache.keep``)."""
         self.shallow.keep(slots, at)
         self.deep.keep(slots, at)
+        if self.features is not None:
+            self.features.keep(slots, at)
 
 
 class KangarooModel(nn.Module):
@@ -88,6 +94,7 @@ class KangarooModel(nn.Module):
         self.norm = body.norm
         self.head_model = base_model.lm_head  # the verifier's head: frozen, never modified
         self.drafter_head = None
+        self.feature_drafter = None      # the feature drafter (kangaroo/feature_drafter.py), when attached
         self.drafter_vocab = None        # [N] int64 full-vocabulary ids the drafter may draft (None: all V)
         self._pruned_head_weight = None  # [N, d] rows of the verifier's head for the identity drafter
         self._build_identity_adapter_from_base(base_cfg, exit_layer)
@@ -129,10 +136,12 @@ class KangarooModel(nn.Module):
     def new_caches(self, max_len: int) -> KangarooCaches:
         n_shallow = self.exit_layer + (self.adapter is not None and not self.lazy_adapter)
         rows = self.config.hidden_size if self.lazy_adapter else 0
+        features = None if self.feature_drafter is None else FeatureLog(max_len, self.config.hidden_size,
+                                                                         self.dtype, self.device)
         return KangarooCaches(
             shallow=new_cache(self.config, n_shallow, max_len, self.dtype, self.device, row_width=rows),
             deep=new_cache(self.config, self.config.num_hidden_layers - self.exit_layer, max_len, self.dtype,
-                           self.device))
+                           self.device), features=features)
 
     # ------------------------------------------------------------------------------------------ forward
     @torch.no_grad()
@@ -196,6 +205,13 @@ class KangarooModel(nn.Module):
             return None
         first = max(0, start - self.trained_adapter.window + 1)
         return HiddenContext(shallow.read_rows(first, end), first, self.trained_adapter.window)
+
+    def feature_context(self, caches: KangarooCaches, start: int, end: int) -> Optional[FeatureContext]:
+        """With a feature drafter: the features and tokens its training segments for the rows of positions
+        ``[start, end)`` need (the ``window`` positions before ``start`` too), copied out of the log; else None."""
+        if self.feature_drafter is None or caches.features is None:
+            return None
+        return caches.features.context(start - self.feature_drafter.window, end, self.feature_drafter.window)
 
     @torch.no_grad()
     def forward_deep(self, h: torch.Tensor, cache: KVCache, tree: Optional[TreeSlots] = None) -> torch.Tensor:

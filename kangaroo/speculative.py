@@ -80,10 +80,15 @@ def verify_batch(model: KangarooModel, drafts: list[Draft], caches: list[Kangaro
                                  [caches[i].shallow for i in todo], [trees[i] for i in todo])
     shallow = dict(zip(todo, outs))
     hs = [_verifier_input(d, shallow.get(i)) for i, d in enumerate(drafts)]
-    logits = verifier_logits_batch(model, forward_deep_batch(model, hs, [c.deep for c in caches], trees))
+    starts = [c.deep.length for c in caches]
+    finals = forward_deep_batch(model, hs, [c.deep for c in caches], trees)
+    logits = verifier_logits_batch(model, finals)
+    for d, c, s, f in zip(drafts, caches, starts, finals):
+        if c.features is not None:  # the feature drafter's log: the true features, kept as the caches are cropped
+            c.features.write(s, [d.last_token] + d.tokens, f[0])  # a tree's nodes in slot order (commit keeps a path)
     ms = (now(model.device) - t0) * 1e3 / max(1, len(drafts))
     return [Verification(z[0], _picks(z[0], d, first[i], sampling[i]), ms=ms, shallow=shallow.get(i),
-                         hk_from=d.covered) for i, (d, z) in enumerate(zip(drafts, logits))]
+                         hk_from=d.covered, features=f[0]) for i, (d, z, f) in enumerate(zip(drafts, logits, finals))]
 
 
 def _picks(logits: torch.Tensor, d: Draft, first_pos: int, params: SamplingParams) -> list[int]:
@@ -153,7 +158,8 @@ def _commit(model: KangarooModel, d: Draft, v: Verification, caches: KangarooCac
         return commit_tree(model, d, v, caches, start)
     a, committed = accept(d, v)
     caches.crop(start + 1 + a)
-    return Block(d, v, a, committed, context=model.segment_context(caches.shallow, start, start + 1 + a))
+    return Block(d, v, a, committed, context=model.segment_context(caches.shallow, start, start + 1 + a),
+                 features=model.feature_context(caches, start, start + 1 + a))
 
 
 def pick_prefill_positions(n_prefilled: int, budget: int) -> list[int]:
@@ -177,6 +183,8 @@ def prefill(model: KangarooModel, input_ids: torch.Tensor, caches: KangarooCache
     if n > 0:
         sh = model.forward_shallow(input_ids[:, :-1], caches.shallow)
         h_final = model.forward_deep(sh.h, caches.deep)
+        if caches.features is not None:
+            caches.features.write(0, input_ids[0, :-1], h_final[0])
         pos = pick_prefill_positions(n, positions) if on_targets is not None else []
         if pos:
             t0 = now(model.device)
@@ -188,7 +196,8 @@ def prefill(model: KangarooModel, input_ids: torch.Tensor, caches: KangarooCache
                   else sh.h.new_zeros(len(pos), sh.h.shape[-1]))
             ms = (now(model.device) - t0) * 1e3
             nxt = [int(input_ids[0, i + 1]) for i in pos]
-            on_targets(PrefillTargets(pos, hk, logits, nxt, input_ids.shape[1], ms, context=context))
+            on_targets(PrefillTargets(pos, hk, logits, nxt, input_ids.shape[1], ms, context=context,
+                                      features=model.feature_context(caches, 0, n)))
     return int(input_ids[0, -1])
 
 

@@ -83,7 +83,7 @@ def commit_tree(model, d: Draft, v: Verification, caches, start: int) -> Block:
     line = path + d.tree.main_line(path[-1])
     return Block(line_draft(d, line), line_verification(v, line), len(path) - 1, path_committed(d, v, path),
                  context=model.segment_context(caches.shallow, start, start + len(path)),
-                 tree=TreeBlock(d, v, path))
+                 features=model.feature_context(caches, start, start + len(path)), tree=TreeBlock(d, v, path))
 
 
 def line_draft(d: Draft, line: list[int]) -> Draft:
@@ -109,4 +109,6 @@ def line_verification(v: Verification, line: list[int]) -> Verification:
         ix = torch.tensor([i - v.hk_from for i in line[first:]], device=v.shallow.h.device)
         full = v.shallow
         shallow = ShallowOut(full.h.index_select(1, ix), features=lambda: full.hk.index_select(1, ix))
-    return Verification(v.logits.index_select(0, rows), tokens, ms=v.ms, shallow=shallow, hk_from=first)
+    features = None if v.features is None else v.features.index_select(0, rows.to(v.features.device))
+    return Verification(v.logits.index_select(0, rows), tokens, ms=v.ms, shallow=shallow, hk_from=first,
+                        features=features)

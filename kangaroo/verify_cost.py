@@ -3,11 +3,13 @@
     shallow_ms[n-1]  shallow layers (+ adapter) over n new tokens            n = 1..steps+1
     deep_ms[n-1]     deep layers + final norm + the verifier's head over n   n = 1..steps+1
     head_ms          the drafter's proposal on one row (pruned or LoRA, as attached, in its precision: packed_head)
+    feature_ms       the feature drafter's token: its layer on one entry and its head's proposal (0: none attached)
 
 What a block drafting m tokens costs (``block_ms``):
 
     self  : (m+1) shallow_ms[0] + (m+1) head_ms + deep_ms[m]     (one shallow pass and one head call per token)
     ngram : shallow_ms[m] + deep_ms[m]                            (verify runs the shallow layers on the block)
+    feature: m feature_ms + shallow_ms[m] + deep_ms[m]            (a layer and a head per drafted token)
 
 A token tree's branches (``extra`` rows beside the m of its main line) add rows to the same passes: the verify pass
 over m + 1 + extra rows, and for the self-drafter, whose branches ride along in its shallow passes, one shallow row
@@ -36,6 +38,7 @@ class CostCurve:
     deep_ms: list[float]
     head_ms: float
     batch_rows: int = 0  # rows of other sequences in the same verify pass (a server's batch; set per step)
+    feature_ms: float = 0.0
 
     @property
     def max_tokens(self) -> int:
@@ -53,7 +56,7 @@ class CostCurve:
         deep = self.deep_at(self.batch_rows + m + 1) if self.batch_rows else self.deep_ms[n - 1]
         if source == "self":
             return (m + 1) * (self.shallow_ms[0] + self.head_ms) + deep
-        return self.shallow_ms[n - 1] + deep
+        return self.shallow_ms[n - 1] + deep + (m * self.feature_ms if source == "feature" else 0.0)
 
     def deep_at(self, rows: int) -> float:
         """The verify pass over ``rows`` rows; past the measured range extended along its last step (a batch's
@@ -83,7 +86,8 @@ class CostCurve:
     @classmethod
     def from_json(cls, path) -> "CostCurve":
         d = json.loads(Path(path).read_text())
-        c = cls([float(x) for x in d["shallow_ms"]], [float(x) for x in d["deep_ms"]], float(d["head_ms"]))
+        c = cls([float(x) for x in d["shallow_ms"]], [float(x) for x in d["deep_ms"]], float(d["head_ms"]),
+                feature_ms=float(d.get("feature_ms", 0.0)))
         if not c.shallow_ms or len(c.shallow_ms) != len(c.deep_ms) or min(c.shallow_ms + c.deep_ms + [c.head_ms]) < 0:
             raise ValueError(f"{path}: shallow_ms and deep_ms must be equally long, non-empty, non-negative")
         return c
@@ -112,7 +116,24 @@ def measure_cost_curve(model, max_tokens: int, reps: int = 5, prefix: int = 32) 
             caches.crop(prefix)
         shallow.append(statistics.median(ts[1:]))
         deep.append(statistics.median(td[1:]))
-    return CostCurve(_monotone(shallow), _monotone(deep), statistics.median(heads))
+    return CostCurve(_monotone(shallow), _monotone(deep), statistics.median(heads), feature_ms=_feature_ms(model, reps))
+
+
+@torch.no_grad()
+def _feature_ms(model, reps: int, context: int = 32) -> float:
+    """The feature drafter's token, median over ``reps``: one entry through its layer after a ``context`` of them,
+    and its head's proposal (0 without a feature drafter)."""
+    fd = getattr(model, "feature_drafter", None)
+    if fd is None:
+        return 0.0
+    cache, d = fd.new_cache(context + 2), model.config.hidden_size
+    f, ids = torch.zeros(context + 1, d, device=model.device), torch.arange(context + 1, device=model.device)
+    fd.step(f[:context], ids[:context], cache)
+    times = []
+    for _ in range(reps + 1):
+        times.append(elapsed_ms(lambda: propose(fd, fd.step(f[context:], ids[context:], cache)), model.device))
+        cache.crop(context)
+    return statistics.median(times[1:])
 
 
 def _at(ms: list[float], rows: int) -> float:

@@ -26,9 +26,11 @@ from typing import Any, Callable
 import torch
 
 from common.config_fields import check_against_model
+from common.errors import ConfigError
 from dvi.config import DVIConfig
 from dvi.deploy import DeploymentMeta, deploy_drafter, read_deployment, resume_checkpoint
-from kangaroo.drafter_config import DrafterConfig, apply_drafter_vocab, build_drafter
+from kangaroo.drafter_config import (DrafterConfig, apply_drafter_vocab, attach_feature, build_drafter,
+                                     wants_feature_drafter)
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.runtime import apply_runtime
 from kangaroo_dvi.session_config import SessionConfig, resolved
@@ -89,7 +91,7 @@ def build_session(session_cfg: SessionConfig, drafter_cfg: DrafterConfig, dvi_cf
                           adapter_window=cfg.adapter_window)
     apply_drafter_vocab(dcfg, model, tokenizer, print_fn,
                         trained_on=None if checkpoint is None else checkpoint.drafter_vocab)
-    learner = attach_drafter(model, dvi_cfg, checkpoint, print_fn)
+    learner = attach_drafter(model, dcfg, dvi_cfg, checkpoint, print_fn)
     from kangaroo.greedy import eos_ids_of
 
     eos = eos_ids_of(tokenizer, model.config) if tokenizer is not None else set()
@@ -123,9 +125,11 @@ def find_checkpoint(cfg: SessionConfig, dvi_cfg: DVIConfig | None, print_fn=prin
     return read_deployment(path) if path else None
 
 
-def attach_drafter(model, dvi_cfg: DVIConfig | None, checkpoint: DeploymentMeta | None, print_fn=print):
+def attach_drafter(model, dcfg: DrafterConfig, dvi_cfg: DVIConfig | None, checkpoint: DeploymentMeta | None,
+                   print_fn=print):
     """The drafter head (deployed from ``checkpoint`` unless the session learns; a LoRA head of ``dvi_cfg.lora``
-    otherwise, with a ``DVIConfig``) and the learner (None without a ``DVIConfig``)."""
+    otherwise, with a ``DVIConfig``), the feature drafter when ``dcfg``'s chain names it (the checkpoint's, or a new
+    one to train online), and the learner (None without a ``DVIConfig``)."""
     online = dvi_cfg is not None and dvi_cfg.online
     if checkpoint is not None and not online:
         deploy_drafter(model, checkpoint)
@@ -134,6 +138,12 @@ def attach_drafter(model, dvi_cfg: DVIConfig | None, checkpoint: DeploymentMeta 
         from kangaroo.drafter_head import attach_drafter_head
 
         attach_drafter_head(model, r=dvi_cfg.lora.r, alpha=dvi_cfg.lora.alpha)
+    if wants_feature_drafter(dcfg, online) and getattr(model, "feature_drafter", None) is None:
+        if not online and checkpoint is not None:
+            raise ConfigError(f"--drafter names feature and {checkpoint.path} holds no feature drafter: pass a "
+                              "checkpoint of a run that trained one (--drafter with feature, --dvi-online true), or "
+                              "drop feature from --drafter")
+        attach_feature(model, dcfg, dvi_cfg and dvi_cfg.lora, online)  # before the learner: it trains it
     if dvi_cfg is None:
         return None
     from dvi.online_loop import DVILearner

@@ -18,7 +18,7 @@ Profiling, one profiler with modes:
 Research, every experiment behind one entry:
 
     python -m scripts.experiments {seeds,exit_layer,steps,schedule,heldout,ablations,drafter_sweep,ceiling,
-                                   learnability,projection,replay_online,replay_lookup,
+                                   learnability,projection,feature_ceiling,feature_cost,replay_online,replay_lookup,
                                    standalone}      (experiments/)
 
 Setup:

@@ -15,7 +15,7 @@ from kangaroo.drafters.base import Drafter
 from kangaroo.drafters.counters import DrafterCounters, tally
 from kangaroo.kangaroo_model import KangarooCaches, KangarooModel
 
-NAMES = ("ngram", "memory", "self")
+NAMES = ("ngram", "memory", "feature", "self")
 ALIASES = {"hybrid": "ngram,self"}
 
 

@@ -20,6 +20,7 @@ methods sample from their own generator, so they are left out (naming them in --
   memory             the chain ngram,memory: prompt lookup, then the memory drafter over the outputs of the earlier
                      questions of the run (--memory-tokens), under --draft-policy; no model-side drafter
   dvi_threshold      the LoRA self-drafter under Kangaroo's fixed --threshold rule (the old `dvi` method)
+  dvi_feature        the feature drafter of --load-lora alone (kangaroo/drafters/feature.py), under --draft-policy
 
     python -m scripts.benchmark --model-id smollm2-135m --question-file Q --per-category 10 \\
         --max-new-tokens 64 --load-lora runs/checkpoints/final.pt --out runs/benchmark
@@ -156,6 +157,8 @@ def train_command(args) -> list[str]:
             "--metrics-out", str(out / "metrics"), "--answer-file", str(out / "answers.jsonl"), "--overwrite"]
     if args.num_threads is not None:
         argv += ["--num-threads", str(args.num_threads)]
+    if "dvi_feature" in args.methods:  # train the feature drafter too (its checkpoint section)
+        argv += ["--drafter", "ngram,feature,self"]
     return argv + (["--no-progress"] if args.no_progress else [])
 
 

@@ -13,11 +13,11 @@ import torch
 from kangaroo.timing import timed
 
 METHODS = ("baseline", "hf_generate", "prompt_lookup", "early_exit_assist", "kangaroo", "dvi", "dvi_self", "ngram",
-           "memory", "dvi_threshold")
+           "memory", "dvi_threshold", "dvi_feature")
 HF_METHODS = ("hf_generate", "prompt_lookup", "early_exit_assist")  # greedy only here: HF samples from its own
                                                                     # generator, never equal to plain sampling's
 MEMORY_CHAIN = "ngram,memory"   # the memory method: prompt lookup, then the outputs of the earlier questions
-LORA_METHODS = ("dvi", "dvi_self", "dvi_threshold")
+LORA_METHODS = ("dvi", "dvi_self", "dvi_threshold", "dvi_feature")
 HF_KWARGS = {"hf_generate": {}, "prompt_lookup": {"prompt_lookup_num_tokens": 6}}
 
 
@@ -106,6 +106,7 @@ def make_methods(args, lm, models: dict, eos: set[int], pad_id: int | None, call
                 "kangaroo": lambda: ours(plain),
                 "dvi": lambda: ours(lora_model, drafter(args.drafter, args.draft_policy, lora_model)),
                 "dvi_self": lambda: ours(lora_model, drafter("self", args.draft_policy, lora_model)),
+                "dvi_feature": lambda: ours(lora_model, drafter("feature", args.draft_policy, lora_model)),
                 "ngram": lambda: ours(plain, drafter("ngram", args.draft_policy, plain)),
                 "memory": lambda: ours(plain, drafter(MEMORY_CHAIN, args.draft_policy, plain)),
                 "dvi_threshold": lambda: ours(lora_model, drafter("self", "threshold", lora_model))}

@@ -23,6 +23,8 @@ Offline, over recorded greedy outputs (teacher_forced.py: the prompts, answers a
     ceiling        what a self-drafter can buy at each exit layer: profiles, offline training, ideal policies (ceiling/)
     learnability   how well and how fast a LoRA drafter head learns on layer-k features (ceiling/learnability.py)
     projection     the measured held-out skill priced at a 7B model's GPU costs: a projection (ceiling/projection.py)
+    feature_ceiling  the feature drafter's offline ceiling on the main job's data (ceiling/feature_ceiling.py)
+    feature_cost   the feature drafter's drafted token against a greedy step, both formats (ceiling/feature_cost.py)
     replay_online  online DVI learning replayed prequentially: objectives and their confidence (replay/online.py)
     replay_lookup  the n-gram and memory drafter chains replayed without the model (replay/lookup.py)
 """

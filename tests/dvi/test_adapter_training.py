@@ -108,7 +108,7 @@ def test_thread_trainer_publishes_the_adapter_at_block_boundaries(tmp_path):
     start = tensors(km.trained_adapter)
     dvi = learner(km, tmp_path, "--dvi-online", "true", "--dvi-trainer", "thread")
     shadow = dvi.shadow.trained_adapter
-    assert shadow is not km.trained_adapter and dvi.trainer.adapter is shadow
+    assert shadow is not km.trained_adapter and dvi.trainer.part.adapter is shadow
     assert shadow.self_attn.q_proj.weight.data_ptr() != km.trained_adapter.self_attn.q_proj.weight.data_ptr()
     list(decode(km, lm, dvi, prompts(3)))
     dvi.bg.close(drain=True)

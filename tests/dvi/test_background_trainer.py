@@ -101,3 +101,33 @@ def test_inline_trainer_skips_steps_over_budget(tmp_path):
                                  "--max-online-train-ms", "0")
     kangaroo_generate(km, prompts(1)[0], 30, set(), steps=4, threshold=0.0, on_block=learner.on_block)
     assert learner.train_steps == 0 and learner.budget.skipped > 0  # a zero budget allows no training at all
+
+
+def test_a_busy_trainer_takes_the_steps_it_owes_when_it_is_free():
+    """One step per update_every blocks: the steps a slow trainer could not take when they fell due are taken
+    afterwards (as while the decode thread prefills), at most MAX_OWED of them."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from dvi.background_trainer import MAX_OWED, BackgroundTrainer
+    from dvi.config import TrainerConfig
+
+    started, release, steps = threading.Event(), threading.Event(), []
+    trainer = SimpleNamespace(cfg=TrainerConfig(batch_size=1, update_every=2),
+                              step=lambda batch, step: (started.set(), release.wait(), steps.append(step),
+                                                        {"ms": 1.0})[3])
+    buffer = SimpleNamespace(size=4, sample=lambda n: None)
+    empty = SimpleNamespace(drafter_head=None, trained_adapter=None)
+    bg = BackgroundTrainer(empty, trainer, buffer, empty)
+    bg.on_block(1)
+    bg.on_block(2)  # due: the trainer starts its first step, which lasts until released
+    assert started.wait(30)
+    for block in range(3, 2 * (MAX_OWED + 4) + 3):  # MAX_OWED + 4 more fall due meanwhile: 4 are dropped
+        bg.on_block(block)
+    release.set()
+    deadline = time.time() + 30
+    while len(steps) < MAX_OWED + 1 and time.time() < deadline:
+        time.sleep(0.01)
+    bg.close()
+    assert len(steps) == MAX_OWED + 1 and steps[0] == 2  # the first when due, then every owed one

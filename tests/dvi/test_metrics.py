@@ -112,8 +112,9 @@ def test_trainer_csv(tmp_path, no_plot):
     lg.log_train(7, {"loss": 1.25, "kd": 0.5, "ms": 3.5, "over_budget": True, "n_pg": 4})
     rows = raw(tmp_path / "m" / "trainer.csv")
     assert rows[0] == list(TRAIN_COLS) == ["step", "loss", "kd", "rkl", "kd_top1", "ce", "pg", "entropy", "w_kl",
-                                            "w_ce", "w_pg", "reward_mean", "baseline", "ms", "over_budget"]
-    assert rows[1] == ["7", "1.25", "0.5", "", "", "", "", "", "", "", "", "", "", "3.5", "1"]
+                                            "w_ce", "w_pg", "reward_mean", "baseline", "ms", "over_budget",
+                                            "feature_loss", "feature_kd", "feature_kd_top1", "feature_ms"]
+    assert rows[1] == ["7", "1.25", "0.5", "", "", "", "", "", "", "", "", "", "", "3.5", "1", "", "", "", ""]
     lg.close()
 
 
