@@ -4,6 +4,7 @@ greedy answers, the hidden states a drafter reads there).
 
     HeldoutDrafter     the protocol a trainable drafter implements to be evaluated: ``name``, ``predict(capture)``
     SelfHeldout        the self-drafter (layers [0, k) -> adapter -> LoRA drafter head) as it drafts
+    FeatureHeldout     the feature drafter (the verifier's last-layer features -> its layer -> its LoRA head)
     score(...)         top-1 agreement and the teacher-forced accepted length of a drafter's predictions
 
 **top1** is the share of held-out positions where the drafter's top-1 token equals the verifier's greedy token.
@@ -116,18 +117,58 @@ class SelfHeldout:
         return self._fixed[id(capture)]
 
     def _top1(self, hk: torch.Tensor) -> torch.Tensor:
-        """Columns of the drafter head's top-1 for up to ``MAX_ROWS`` rows, as ``kangaroo.packed_head.propose``
-        picks it for each row alone (the engine's kernels give a row the same bits in a block of rows)."""
-        pack = self.pack if cpu_engine.applies(hk) else None
-        if pack is not None:
-            if pack.lora is not None:  # the live LoRA delta: of the weights evaluated
-                p = self.weights.drafter_head.proj
-                pack = copy.copy(pack)
-                pack.lora = (p.A, p.B, p.scaling)
-            return pack.top_k(hk.float().contiguous(), 1)[0][:, 0].long()
         head = self.weights.drafter_head
-        logits = head(hk) if head is not None else self.model.drafter_logits_from_hk(hk)
-        return torch.softmax(logits.float(), dim=-1).max(dim=-1).indices
+        return head_top1(self.pack, head, hk, None if head is not None else self.model.drafter_logits_from_hk)
+
+
+def head_top1(pack, head, hk: torch.Tensor, logits_fn=None) -> torch.Tensor:
+    """Columns of a drafter head's top-1 for up to ``MAX_ROWS`` rows, as ``kangaroo.packed_head.propose`` picks it
+    for each row alone (the engine's kernels give a row the same bits in a block of rows): ``pack`` (made on the
+    decode thread) with ``head``'s live LoRA delta (the weights evaluated), or ``head``'s float32 logits
+    (``logits_fn`` where there is no LoRA head)."""
+    pack = pack if cpu_engine.applies(hk) else None
+    if pack is not None:
+        if pack.lora is not None:  # the live LoRA delta: of the weights evaluated
+            p = head.proj
+            pack = copy.copy(pack)
+            pack.lora = (p.A, p.B, p.scaling)
+        return pack.top_k(hk.float().contiguous(), 1)[0][:, 0].long()
+    logits = head(hk) if head is not None else logits_fn(hk)
+    return torch.softmax(logits.float(), dim=-1).max(dim=-1).indices
+
+
+class FeatureHeldout:
+    """The feature drafter (``kangaroo/feature_drafter.py``) on the held-out set, teacher-forced as its first drafted
+    token is at draft time: entry pos - 1 = (the verifier's feature there, the token at pos), attending to its last
+    ``window`` entries over TRUE features, predicts the token at pos + 1 (a sequence's position 0 has no entry: -1,
+    never agreeing). ``weights``: the model, or the trainer's shadow (its ``feature_drafter`` holds the weights it
+    publishes next). Its head in the precision it drafts with (``prepare``, on the decode thread, as
+    ``SelfHeldout``'s)."""
+
+    name = "feature"
+
+    def __init__(self, model, weights=None):
+        self.model, self.weights = model, weights if weights is not None else model
+        self.pack = None
+
+    def prepare(self) -> None:
+        self.pack = packed_head(self.model.feature_drafter)
+
+    @torch.no_grad()
+    def predict(self, capture: HeldoutCapture) -> torch.Tensor:
+        fd = self.weights.feature_drafter
+        out = torch.full((capture.n,), -1, dtype=torch.long)
+        seqs, poss = capture.seq.tolist(), capture.pos.tolist()
+        for s in dict.fromkeys(seqs):
+            f = capture.h_last[s].to(self.model.device, torch.float32)
+            g = fd.teacher_forced(f, capture.ids[s][:f.shape[0]].to(self.model.device))
+            cols = torch.cat([head_top1(self.pack, fd.drafter_head, g[i:i + MAX_ROWS])
+                              for i in range(0, g.shape[0], MAX_ROWS)]).cpu()
+            vocab = self.model.drafter_vocab
+            ids = cols if vocab is None else vocab.cpu()[cols]
+            for i in (i for i, q in enumerate(seqs) if q == s and poss[i] >= 1):
+                out[i] = ids[poss[i] - 1]
+        return out
 
 
 def window_features(adapter, rotary_emb, capture: HeldoutCapture) -> torch.Tensor:

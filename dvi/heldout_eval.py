@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from dvi.config import HeldoutConfig
-from dvi.heldout import HeldoutDrafter, SelfHeldout, score
+from dvi.heldout import FeatureHeldout, HeldoutDrafter, SelfHeldout, score
 from dvi.heldout_capture import HeldoutCapture, load_or_capture
 from dvi.heldout_prompts import HeldoutSkipped
 
@@ -107,11 +107,12 @@ class HeldoutEval:
 
 
 def attach(learner, tokenizer, drafters: tuple = (), steps: int | None = None, print_fn=print) -> HeldoutEval | None:
-    """Evaluate ``learner``'s (a ``DVILearner``) trainable drafters on the held-out set of its
-    ``cfg.heldout``: the self-drafter, and ``drafters`` (more ``HeldoutDrafter``s). ``steps``: the accepted-length
-    cap, the drafter's ``--steps`` (default ``cfg.io.max_k``, which the command line sets from it). Call it once the
-    drafter is built (its head precision set), before decoding starts. Sets ``learner.heldout`` and returns it; None
-    when ``--heldout-positions`` is 0, or (one line) when the set is skipped (``HeldoutSkipped``)."""
+    """Evaluate ``learner``'s (a ``DVILearner``) trainable drafters on the held-out set of its ``cfg.heldout``: the
+    self-drafter, the feature drafter when the model has one, and ``drafters`` (more ``HeldoutDrafter``s). ``steps``:
+    the accepted-length cap, the drafter's ``--steps`` (default ``cfg.io.max_k``, which the command line sets from
+    it). Call it once the drafter is built (its head precision set), before decoding starts. Sets ``learner.heldout``
+    and returns it; None when ``--heldout-positions`` is 0, or (one line) when the set is skipped
+    (``HeldoutSkipped``)."""
     capture = heldout_set(learner.model, tokenizer, learner.cfg.heldout, print_fn)
     if capture is None:
         return None
@@ -120,6 +121,8 @@ def attach(learner, tokenizer, drafters: tuple = (), steps: int | None = None, p
     ev = HeldoutEval(capture, steps or learner.cfg.io.max_k, learner.cfg.heldout.every, before,
                      threaded=learner.bg is not None)
     ev.add(SelfHeldout(learner.model, learner.shadow or learner.model))
+    if getattr(learner.model, "feature_drafter", None) is not None:
+        ev.add(FeatureHeldout(learner.model, learner.shadow or learner.model))
     for d in drafters:
         ev.add(d)
     learner.heldout = ev

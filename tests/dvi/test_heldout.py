@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dvi.config import HeldoutConfig
-from dvi.heldout import SelfHeldout, chain_lengths, score
+from dvi.heldout import FeatureHeldout, SelfHeldout, chain_lengths, score
 from dvi.heldout_capture import HeldoutCapture, cache_path, capture, capture_key, load_or_capture
 from dvi.heldout_eval import attach
 from dvi.heldout_prompts import heldout_prompts
@@ -189,6 +189,37 @@ def check_drafts(km, cap, s: int, pred, runs) -> int:
     kangaroo_generate(km, ids[None, :p], len(ids) - p, set(), drafter=SelfDrafter(3, ThresholdStop(0.0)),
                       on_block=seen)
     return checked[0]
+
+
+def test_the_feature_drafters_predictions_are_its_first_drafts_from_the_verifiers_context(tmp_path):
+    """Every first token the feature drafter drafts from a held-out position (the verifier's own context, its cache
+    caught up over TRUE features) is its held-out prediction there; a sequence's position 0 predicts nothing."""
+    from kangaroo.drafters.feature import FeatureDrafter
+    from kangaroo.feature_drafter import attach_feature_drafter
+
+    _, km = tiny(lora=True)
+    attach_feature_drafter(km, window=3, r=4, alpha=8.0, init="random")
+    cap = cap_of(km, config(tmp_path, positions=60))
+    held = FeatureHeldout(km)
+    held.prepare()
+    pred = held.predict(cap)
+    checked = 0
+    for s in range(len(cap.ids)):
+        ids, p = cap.ids[s], cap.prompt_lens[s]
+        flat = {int(q): i for i, q in enumerate(cap.pos.tolist()) if cap.seq[i] == s}
+        at = [p - 1]
+
+        def seen(blk):
+            nonlocal checked
+            if at[0] in flat and blk.drafted:
+                assert blk.draft.tokens[0] == int(pred[flat[at[0]]])
+                checked += 1
+            at[0] += len(blk.committed)
+
+        kangaroo_generate(km, ids[None, :p], len(ids) - p, set(), drafter=FeatureDrafter(1, ThresholdStop(0.0)),
+                          on_block=seen)
+    assert checked >= cap.n // 2
+    assert all(int(pred[i]) == -1 for i, q in enumerate(cap.pos.tolist()) if q == 0)
 
 
 def test_a_trained_drafter_is_evaluated_after_its_steps_on_the_trainer_thread(tmp_path):

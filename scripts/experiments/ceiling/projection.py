@@ -124,8 +124,11 @@ def heldout_agreement(args) -> tuple[dict[str, torch.Tensor], torch.Tensor, int 
 
 
 def drafters_of(session) -> list:
-    """The session's held-out drafters other than the self-drafter (none yet: a feature drafter adds itself)."""
-    return []
+    """The session's held-out drafters other than the self-drafter: its feature drafter, when the checkpoint holds
+    one."""
+    from dvi.heldout import FeatureHeldout
+
+    return [FeatureHeldout(session.model)] if getattr(session.model, "feature_drafter", None) is not None else []
 
 
 def table(results: dict, costs: GpuCosts, meta: dict) -> str:
