@@ -191,7 +191,7 @@ class HeldoutConfig:
                           help="the verifier's greedy answer tokens per held-out prompt (one position each)")
     every: int = setting(50, flag="--heldout-every", rule=at_least(1),
                          help="evaluate the held-out set every N trainer steps (and at the start and the end)")
-    cache: str = setting("runs/heldout_cache", flag="--heldout-cache",
+    cache: str = setting(".cache/heldout", flag="--heldout-cache",
                          help="folder of captured held-out sets, one file per model, exit layer, weights and source, "
                               "read by every later run; '': capture again in every run")
 

@@ -14,7 +14,7 @@ Nothing here reads flags.
                       declined) and the dense KD rows of every block; threshold made every block draft, costing
                       the online run its speed
     auto vocabulary   the pruned vocabulary of the drafter checkpoint loaded, else DEFAULT_VOCAB (FR-Spec) where the
-                      model's token counts are in runs/subvocab
+                      model's token counts are in data/subvocab
     head precision    auto: int8 on the engine, float32 (the stored rows) for a head stored in blocks
                       (kangaroo/packed_head.py); the LoRA merged when deployed
     auto tree width   goodput: decided at start-up by the measured cost curve (``draft_policy.auto_tree_width``: a
@@ -39,7 +39,7 @@ from kangaroo.packed_head import PRECISIONS
 
 AUTO_VOCAB = -1
 AUTO_WIDTH = -1
-DEFAULT_VOCAB = 8192  # auto: the pruned drafter vocabulary when the model's token counts are in runs/subvocab
+DEFAULT_VOCAB = 8192  # auto: the pruned drafter vocabulary when the model's token counts are in data/subvocab
 
 
 AUTO_DRAFTER = "ngram,memory,self"
@@ -92,10 +92,10 @@ class DrafterConfig:
                                  rule=at_least(AUTO_VOCAB, "0: the full vocabulary; -1 or auto: auto"),
                                  help="pruned drafter head (FR-Spec): draft only the N most frequent tokens; 0: full "
                                       "vocabulary; auto: that of the --load-lora checkpoint, else 8192 where "
-                                      "runs/subvocab has the model's token counts")
+                                      "data/subvocab has the model's token counts")
     drafter_vocab_file: str = setting("", flag="--drafter-vocab-file",
                                       help="token counts (python -m scripts.setup.build_subvocab) for --drafter-vocab; "
-                                           "default runs/subvocab/<model>.counts.npz, counted from "
+                                           "default data/subvocab/<model>.counts.npz, counted from "
                                            "assets/sharegpt.jsonl when missing")
     head_precision: str = setting("auto", flag="--drafter-head-precision", choices=PRECISIONS,
                                   help="the drafter head's weights on the CPU engine (the verifier stays float32, so "
@@ -199,7 +199,7 @@ def apply_drafter_vocab(cfg: DrafterConfig, model, tokenizer=None, print_fn=prin
 
 def auto_vocab(cfg: DrafterConfig, model, counts_path: Path) -> int:
     """``cfg.drafter_vocab``, with auto resolved: ``DEFAULT_VOCAB`` when this model's token counts exist (the
-    bundled model's are in runs/subvocab) and its vocabulary is at least twice that, else the full vocabulary."""
+    bundled model's are in data/subvocab) and its vocabulary is at least twice that, else the full vocabulary."""
     if cfg.drafter_vocab != AUTO_VOCAB:
         return cfg.drafter_vocab
     fits = model.config.vocab_size >= 2 * DEFAULT_VOCAB and counts_path.is_file()

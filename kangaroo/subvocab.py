@@ -89,4 +89,4 @@ def coverage(token_lists, ids) -> float:
 
 def default_counts_path(model_id: str) -> Path:
     name = Path(str(model_id).rstrip("/\\")).name.replace(".gguf", "")
-    return Path(__file__).resolve().parent.parent / "runs" / "subvocab" / f"{name}.counts.npz"
+    return Path(__file__).resolve().parent.parent / "data" / "subvocab" / f"{name}.counts.npz"

@@ -2,7 +2,7 @@
 coverage of greedy output by the top-N tokens, for several N.
 
     python -m scripts.setup.build_subvocab --model-id smollm2-135m --sharegpt assets/sharegpt.jsonl \\
-        --greedy runs/main/answers.jsonl runs/benchmark/raw.jsonl --out runs/subvocab
+        --greedy runs/main/answers.jsonl runs/benchmark/raw.jsonl --out data/subvocab
 
 Writes OUT/<model>.counts.npz (what --drafter-vocab reads) and OUT/coverage.md / coverage.json: for each N, the
 share of greedy tokens inside the top N, per greedy file, and the head's size N/V (a drafter head call costs
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-lines", type=int, default=None)
     p.add_argument("--greedy", nargs="*", default=[], help="answer / benchmark raw jsonl files with greedy ids")
     p.add_argument("--sizes", default=",".join(map(str, SIZES)))
-    p.add_argument("--out", default="runs/subvocab")
+    p.add_argument("--out", default="data/subvocab")
     a = p.parse_args(argv)
     from kangaroo.greedy import eos_ids_of
     from kangaroo.model_loading import load_tokenizer
