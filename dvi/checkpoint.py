@@ -20,8 +20,8 @@ from typing import Any, Optional, Protocol
 import torch
 from torch import nn
 
-from dvi.checkpoint_compat import (adapter_mismatch, fit_lora_to_drafter_vocab, head_sample, meta_mismatch,
-                                   optimizer_fits, tensor_problems)
+from dvi.checkpoint_compat import (adapter_mismatch, fit_lora_to_drafter_vocab, head_sample,
+                                   load_optimizer_keep_hparams, meta_mismatch, optimizer_fits, tensor_problems)
 from dvi.checkpoint_feature import feature_mismatch, feature_section, load_feature
 from dvi.checkpoint_file import (FORMAT, VERSION, CheckpointError, check_plain, check_writable_dir, checkpoint_path,
                                  latest_checkpoint, read_ckpt, write_ckpt)
@@ -103,15 +103,6 @@ def save_ckpt(path, model: SavedDrafter, opt, sched, ema_b, *, global_step: int 
            "schedule": None if sched is None else sched.state_dict(), "ema_baseline": float(ema_b),
            "global_step": None if global_step is None else int(global_step), "extra": extra}
     write_ckpt(path, obj)
-
-
-def load_optimizer_keep_hparams(opt, osd: dict) -> None:
-    """Restore the optimizer's state (moments, step counts) but keep this run's hyper-parameters (lr, betas,
-    weight decay, ...): a resumed run's flags win over the checkpoint's."""
-    mine = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
-    opt.load_state_dict(osd)
-    for g, h in zip(opt.param_groups, mine):
-        g.update(h)
 
 
 def _check_fits(path: Path, ck: dict, model: SavedDrafter, opt, sched, feature_trainer=None) -> dict:

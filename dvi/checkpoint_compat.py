@@ -4,7 +4,8 @@ The model is recognised by a sample of its LM-head weights (``head_sample``, com
 a moved folder or another dtype still matches and two models in folders of the same name do not; checkpoints
 written before the sample existed fall back to the last path component of ``model_id``. A checkpoint with a trained
 adapter fits only a run that trains one with the same window, and the reverse; a pruned drafter vocabulary only the
-same ids (a full-vocabulary LoRA loads into a pruned head as its kept rows).
+same ids (a full-vocabulary LoRA loads into a pruned head as its kept rows). ``load_optimizer_keep_hparams``
+restores an optimizer that fits.
 """
 from __future__ import annotations
 
@@ -125,3 +126,12 @@ def fit_lora_to_drafter_vocab(path, own, ck: dict, vocab_size: int) -> dict:
                 lora[n] = t.index_select(0, own)
         return lora
     return ck["lora"]
+
+
+def load_optimizer_keep_hparams(opt, osd: dict) -> None:
+    """Restore the optimizer's state (moments, step counts) but keep this run's hyper-parameters (lr, betas,
+    weight decay, ...): a resumed run's flags win over the checkpoint's."""
+    mine = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+    opt.load_state_dict(osd)
+    for g, h in zip(opt.param_groups, mine):
+        g.update(h)

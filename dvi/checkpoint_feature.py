@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from dvi.checkpoint_compat import optimizer_fits, tensor_problems
+from dvi.checkpoint_compat import load_optimizer_keep_hparams, optimizer_fits, tensor_problems
 from kangaroo.feature_drafter import feature_tensors
 
 CHECKED = {"window": "--feature-window", "lora_r": "--dvi-lora-r", "lora_alpha": "--dvi-lora-alpha", "rows": None}
@@ -68,8 +68,6 @@ def load_feature(ck: dict, fd, trainer=None) -> None:
         for n, p in feature_tensors(fd).items():
             p.copy_(saved["tensors"][n])
     if trainer is not None:
-        from dvi.checkpoint import load_optimizer_keep_hparams
-
         load_optimizer_keep_hparams(trainer.optimizer, saved["optimizer"])
         if isinstance(saved.get("schedule"), dict):
             trainer.schedule.load_state_dict(saved["schedule"])

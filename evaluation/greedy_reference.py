@@ -31,6 +31,7 @@ class GreedyReference:
         self.decode_tokens = self.greedy_tokens = 0
         self.decode_s = self.greedy_s = 0.0
         self.mismatches: list[int] = []   # turn numbers whose output differs from greedy (a bug: must stay empty)
+        self.per_turn: list[tuple[int, float, float]] = []  # (tokens, decode s, greedy s) of every turn, in order
 
     def warm(self, ids) -> None:
         """One untimed greedy decode (lazy initialisation is not charged to the first turn)."""
@@ -44,6 +45,7 @@ class GreedyReference:
         self.decode_s += wall
         self.greedy_tokens += len(ref.tokens)
         self.greedy_s += greedy_wall
+        self.per_turn.append((len(res.tokens), wall, greedy_wall))
         if res.tokens == ref.tokens:
             self.equal += 1
         else:
@@ -56,8 +58,18 @@ class GreedyReference:
                 "decode_tokens": self.decode_tokens, "decode_s": round(self.decode_s, 3),
                 "greedy_tokens": self.greedy_tokens, "greedy_s": round(self.greedy_s, 3),
                 "decode_tokens_per_s": dec, "greedy_tokens_per_s": gre,
-                "speedup": dec / gre if dec and gre else None,
+                "speedup": dec / gre if dec and gre else None, "speedup_by_quarter": self.by_quarter(),
                 "reference": "greedy" if self.sampling.greedy else {"sampled": self.sampling.metadata()}}
+
+    def by_quarter(self) -> list[float | None]:
+        """Decode against greedy over each quarter of the turns, in order (the online run's curve: the drafter
+        learning as it serves); equal tokens, so the ratio of greedy's time to the decode's."""
+        n, out = len(self.per_turn), []
+        for q in range(4):
+            part = self.per_turn[q * n // 4:(q + 1) * n // 4]
+            dec, gre = sum(t[1] for t in part), sum(t[2] for t in part)
+            out.append(round(gre / dec, 4) if dec and gre else None)
+        return out
 
     def line(self) -> str:
         s = self.summary()

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from kangaroo.feature_log import FeatureContext
     from kangaroo.shallow import ShallowOut
     from kangaroo.token_tree import TokenTree
-    from kangaroo.tree_accept import TreeBlock
 
 NONE = "none"   # the source of a block that drafted nothing (a plain greedy step)
 
@@ -92,13 +91,30 @@ class Verification:
 
 
 @dataclass
+class TreeBlock:
+    draft: Draft                 # the tree as drafted (``draft.tree``)
+    verification: Verification   # every node's row (tokens: the picks, -1 where none was taken)
+    path: list[int]              # the accepted path's nodes, the root (0) first
+
+    def judged(self) -> list[tuple[int, bool]]:
+        """(node, accepted) for every node whose parent is on the accepted path: the nodes the verifier judged."""
+        tree, on_path = self.draft.tree, set(self.path)
+        return [(c, c in on_path) for p in self.path for c in tree.children(p)]
+
+    def rejected_off_line(self) -> list[int]:
+        """The judged, rejected nodes that are not on the block's line (a chain has none)."""
+        line = set(self.path) | set(self.draft.tree.main_line(self.path[-1])[:1])
+        return [c for c, ok in self.judged() if not ok and c not in line]
+
+
+@dataclass
 class Block:
     draft: Draft
     verification: Verification
     accepted: int              # a: drafted tokens accepted
     committed: list[int]       # d_1..d_a, v_a
     context: Optional[HiddenContext] = None  # trained adapter: layer-k residuals up to the last committed input
-    tree: Optional["TreeBlock"] = None       # a token tree's block: the tree, every node's row, the accepted path
+    tree: Optional[TreeBlock] = None       # a token tree's block: the tree, every node's row, the accepted path
     features: Optional["FeatureContext"] = None  # feature drafter: features and tokens up to the last committed input
 
     def input_segment(self, j: int) -> tuple[torch.Tensor, int]:

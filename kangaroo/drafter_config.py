@@ -40,8 +40,6 @@ from kangaroo.packed_head import PRECISIONS
 AUTO_VOCAB = -1
 AUTO_WIDTH = -1
 DEFAULT_VOCAB = 8192  # auto: the pruned drafter vocabulary when the model's token counts are in data/subvocab
-
-
 AUTO_DRAFTER = "ngram,memory,self"
 ONLINE_DRAFTER = "ngram,feature,self"
 SEED_EXISTS = Rule("does not exist: pass an answer file of an earlier run", lambda p: not p or Path(p).is_file())

@@ -40,7 +40,7 @@ from kangaroo.drafters import Drafter, SelfDrafter
 from kangaroo.greedy import DecodeResult, clip_at_stop
 from kangaroo.kangaroo_model import KangarooCaches, KangarooModel
 from kangaroo.sampling import GREEDY, SamplingParams, pick_rows
-from kangaroo.self_draft import self_draft
+from kangaroo.early_exit import self_draft
 from kangaroo.timing import now
 from kangaroo.token_tree import TreeSlots
 from kangaroo.tree_accept import accepted_path, commit_tree, path_committed, tree_picks

@@ -20,31 +20,14 @@ the learner's reject tuples, e.g. the drafter's first choice when a second one w
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
 
-from kangaroo.blocks import Block, Draft, Verification
+from kangaroo.blocks import Block, Draft, TreeBlock, Verification
 from kangaroo.llama_forward import argmax_rows
 from kangaroo.sampling import SamplingParams, sample
 from kangaroo.shallow import ShallowOut
-
-
-@dataclass
-class TreeBlock:
-    draft: Draft                 # the tree as drafted (``draft.tree``)
-    verification: Verification   # every node's row (tokens: the picks, -1 where none was taken)
-    path: list[int]              # the accepted path's nodes, the root (0) first
-
-    def judged(self) -> list[tuple[int, bool]]:
-        """(node, accepted) for every node whose parent is on the accepted path: the nodes the verifier judged."""
-        tree, on_path = self.draft.tree, set(self.path)
-        return [(c, c in on_path) for p in self.path for c in tree.children(p)]
-
-    def rejected_off_line(self) -> list[int]:
-        """The judged, rejected nodes that are not on the block's line (a chain has none)."""
-        line = set(self.path) | set(self.draft.tree.main_line(self.path[-1])[:1])
-        return [c for c, ok in self.judged() if not ok and c not in line]
 
 
 def tree_picks(logits: torch.Tensor, d: Draft, first_pos: int, params: SamplingParams) -> list[int]:

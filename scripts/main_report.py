@@ -60,6 +60,8 @@ def report(out: Path, command: str, note: str = "") -> str:
              ("greedy tokens/s (same prompts, same run, same threads)", fmt(ref.get("greedy_tokens_per_s"), ".2f"),
               ""),
              ("decode / greedy", f"{fmt(speed)}x", _target(speed, "decode_vs_greedy", "x")),
+             ("decode / greedy per quarter of the prompts, in order",
+              " / ".join(f"{fmt(x)}x" for x in ref.get("speedup_by_quarter") or []) or "-", "rising as it learns"),
              ("outputs equal to greedy", f"{ref.get('equal_to_greedy', '-')}/{ref.get('turns', '-')}", "all"),
              ("blocks", str(q["blocks"]), "")]
     lines = [f"# Main job: {out}", "", "```bash", command, "```", "",

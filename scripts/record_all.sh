@@ -13,7 +13,7 @@
 # bound, and float32, memory-bound; issue 28), into OUT/<weights>/ (main, benchmark, serve, projection), side by side.
 # Knobs (environment): OUT (runs/record), STEPS (the steps to run, default "1 2 3 4 5 6 7 8"), WEIGHTS, REPEATS (3),
 # PER_CATEGORY (5), METHODS (step 4's, default baseline,kangaroo,ngram,dvi_self,dvi_feature,dvi), SERVE_ARGS (more
-# flags of step 7's load run), CKPT (the drafter of steps 4-8; default: the regime's main job, OUT/<weights>/main,
+# flags of step 7's load run), DEPLOYED (step 4's dvi chain; default auto: ngram,memory,self), CKPT (the drafter of steps 4-8; default: the regime's main job, OUT/<weights>/main,
 # when step 3 wrote one, else runs/main's). Issue 20's figures (the export against the self-drafter, every method with
 # Hugging Face's beside ours):
 #   STEPS="6 4" METHODS=baseline,hf_generate,prompt_lookup,kangaroo,ngram,dvi_self,dvi OUT=runs/eco \
@@ -37,7 +37,7 @@ regime() {  # one regime's steps 3, 4, 7, 8: $1 the step, $2 the weights
     4) step 4 "spec-bench ($w)"
        python3 -m scripts.benchmark --model-id smollm2-135m --per-category "${PER_CATEGORY:-5}" --max-new-tokens 64 \
            --weights "$w" --load-lora "$(ckpt "$R")" --repeats "${REPEATS:-3}" \
-           --methods "${METHODS:-baseline,kangaroo,ngram,dvi_self,dvi_feature,dvi}" \
+           --methods "${METHODS:-baseline,kangaroo,ngram,dvi_self,dvi_feature,dvi}" --drafter "${DEPLOYED:-auto}" \
            --cost-curve "$R/benchmark/cost.json" --out "$R/benchmark" --num-threads 1 --no-progress ;;
     7) step 7 "serve load ($w)"
        python3 -m scripts.serve_load --model-id smollm2-135m --prompts-jsonl assets/sharegpt.jsonl \

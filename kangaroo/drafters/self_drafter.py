@@ -7,7 +7,7 @@ from kangaroo.blocks import Draft
 from kangaroo.draft_policy import DraftPolicy, ThresholdStop
 from kangaroo.drafters.base import Drafter
 from kangaroo.kangaroo_model import KangarooCaches, KangarooModel
-from kangaroo.self_draft import self_draft
+from kangaroo.early_exit import self_draft
 
 
 class SelfDrafter(Drafter):

@@ -1,7 +1,7 @@
 """What one self-drafted token costs, as a share of one greedy step (the block mode reports it).
 
 A self-drafted token costs the drafter head on the last hk (to propose it) and the shallow layers on it (to get the
-next hk), with the Python around them, exactly as ``kangaroo.self_draft`` runs them. Each timed call follows what
+next hk), with the Python around them, exactly as ``kangaroo.early_exit`` runs them. Each timed call follows what
 precedes the first draft of a block in real decoding: a greedy step (the verify pass of the block before, which
 streams the whole model through the caches) and the shallow layers on the block's first token x (paid whether or
 not the block drafts). A head timed in a warm loop would sit in the L3 cache and look cheaper than it is. Measured

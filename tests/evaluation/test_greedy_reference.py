@@ -34,3 +34,15 @@ def test_a_differing_output_is_counted():
     s = ref.summary()
     assert (s["turns"], s["equal_to_greedy"], s["mismatched_turns"]) == (2, 1, [2])
     assert s["decode_tokens_per_s"] == 16 / 1.0
+
+
+def test_the_speed_per_quarter_is_greedys_time_over_the_decodes_in_each_quarter_of_turns():
+    lm = make_tiny_llama(dtype=torch.float32)
+    ref = GreedyReference(lm, 4, set(), "cpu")
+    ids = torch.randint(3, 97, (1, 5), generator=torch.Generator().manual_seed(0))
+    good = greedy_decode(lm, ids, 4, set())
+    for wall in (4.0, 4.0, 2.0, 2.0, 1.0, 1.0, 0.5, 0.5):
+        ref.after_turn(ids, good, wall)
+    ref.per_turn = [(n, dec, 1.0) for n, dec, _ in ref.per_turn]  # greedy's time fixed: the ratio is 1 / decode's
+    assert ref.summary()["speedup_by_quarter"] == [0.25, 0.5, 1.0, 2.0]
+    assert GreedyReference(lm, 4, set(), "cpu").by_quarter() == [None] * 4

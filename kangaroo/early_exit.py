@@ -1,7 +1,7 @@
-"""The self-drafter's loop: the shallow layers and the drafter head propose tokens one at a time while the draft
-policy keeps them (Kangaroo's early exit). Used by ``SelfDrafter`` and by ``speculative.draft``. Sampled, each
-candidate is the drafter's own pick at its position (``packed_head.propose_sampled``: its tempered, truncated
-logits plus the noise the verifier's pick there gets), its confidence that pick's probability."""
+"""Kangaroo's early exit, the self-drafter's loop (``self_draft``): the shallow layers and the drafter head propose
+tokens one at a time while the draft policy keeps them. Used by ``SelfDrafter`` and by ``speculative.draft``.
+Sampled, each candidate is the drafter's own pick at its position (``packed_head.propose_sampled``: its tempered,
+truncated logits plus the noise the verifier's pick there gets), its confidence that pick's probability."""
 from __future__ import annotations
 
 import torch
