@@ -4,11 +4,11 @@
 generate the flags from it and build it once (``kangaroo_dvi/session_flags.py``); the Python API takes it as is.
 Nothing here reads flags.
 
-    auto drafter      deploying: AUTO_DRAFTER, the chain ngram,memory,self (prompt lookup, then the memory of
-                      earlier outputs, then the self-drafter); with --dvi-online true: ONLINE_DRAFTER, the chain
-                      ngram,feature,self, so that the run trains the feature drafter too (it drafts where its probe
-                      gate and the goodput policy say it pays), and without the memory, which matches almost always
-                      once it holds some traffic and would take the blocks the self-drafter's judged tuples come from
+    auto drafter      deploying: AUTO_DRAFTER, ngram,memory,self (prompt lookup, the memory of earlier outputs,
+                      the self-drafter; ngram,memory,feature,self for a checkpoint with a feature drafter); with
+                      --dvi-online true: ONLINE_DRAFTER, ngram,feature,self, which trains the feature drafter too
+                      (it drafts where its gate and the goodput policy say it pays), without the memory, which
+                      would take the blocks the self-drafter's judged tuples come from
     auto policy       goodput, deployed and online alike: with the packed head a probe costs ~1-3% of a step, so
                       the gate probes nearly every block and the trainer gets the judged candidates (kept or
                       declined) and the dense KD rows of every block; threshold made every block draft, costing
@@ -37,10 +37,10 @@ from kangaroo.drafters import SuffixMemory, chain_names, make_drafter
 from kangaroo.kangaroo_model import DEFAULT_EXIT_LAYER, check_exit_layer
 from kangaroo.packed_head import PRECISIONS
 
-AUTO_VOCAB = -1
-AUTO_WIDTH = -1
+AUTO_VOCAB = AUTO_WIDTH = -1  # the flags' auto
 DEFAULT_VOCAB = 8192  # auto: the pruned drafter vocabulary when the model's token counts are in data/subvocab
 AUTO_DRAFTER = "ngram,memory,self"
+AUTO_FEATURE_DRAFTER = "ngram,memory,feature,self"  # deploying a checkpoint that holds a feature drafter
 ONLINE_DRAFTER = "ngram,feature,self"
 SEED_EXISTS = Rule("does not exist: pass an answer file of an earlier run", lambda p: not p or Path(p).is_file())
 
@@ -54,8 +54,9 @@ class DrafterConfig:
                            help="self: shallow layers + drafter head; ngram: prompt lookup; memory: lookup over "
                                 "earlier outputs of the run; a chain such as ngram,memory,self: the first that drafts "
                                 "wins the block (self last); feature: one decoder layer over the verifier's features "
-                                "(EAGLE-1), trained online; hybrid: ngram,self; auto: ngram,memory,self, but "
-                                "ngram,feature,self with --dvi-online true")
+                                "(EAGLE-1), trained online; hybrid: ngram,self; auto: ngram,memory,self "
+                                "(ngram,memory,feature,self for a checkpoint that holds one), ngram,feature,self "
+                                "with --dvi-online true")
     draft_policy: str = setting("auto", flag="--draft-policy", choices=("auto", "threshold", "goodput"),
                                 help="threshold: Kangaroo's --threshold rule (>= 1 token per block); goodput: draft a "
                                      "token only if expected committed tokens per ms rises (measured verify-cost "
@@ -131,10 +132,9 @@ class DrafterConfig:
 SPECULATION_FLAGS = ("--exitlayer", "--threshold", "--steps")  # the Kangaroo block, shared by drivers and scripts
 
 
-def resolve_auto(cfg: DrafterConfig, online: bool = False) -> DrafterConfig:
-    """``auto`` drafter: ``ONLINE_DRAFTER`` while training online, else ``AUTO_DRAFTER``; ``auto`` policy: goodput
-    (online too)."""
-    auto = ONLINE_DRAFTER if online else AUTO_DRAFTER
+def resolve_auto(cfg: DrafterConfig, online: bool = False, feature: bool = False) -> DrafterConfig:
+    """``auto`` drafter: ``ONLINE_DRAFTER`` online, else ``AUTO_DRAFTER`` (``AUTO_FEATURE_DRAFTER``: ``feature``)."""
+    auto = ONLINE_DRAFTER if online else AUTO_FEATURE_DRAFTER if feature else AUTO_DRAFTER
     return replace(cfg, drafter=auto if cfg.drafter == "auto" else cfg.drafter,
                    draft_policy="goodput" if cfg.draft_policy == "auto" else cfg.draft_policy)
 
@@ -259,7 +259,7 @@ def build_drafter(cfg: DrafterConfig, model, print_fn=print, cost=None, online: 
     with it (a server's requests; its counts are keyed by draft source), else one per drafter."""
     from kangaroo.packed_head import configure
 
-    cfg = resolve_auto(cfg, online)
+    cfg = resolve_auto(cfg, online, getattr(model, "feature_drafter", None) is not None)
     if wants_feature_drafter(cfg, online) and getattr(model, "feature_drafter", None) is None:
         raise UserError(f"--drafter {cfg.drafter} names feature, but no feature drafter is attached: train one "
                         "(--dvi-online true) or deploy one (--load-lora CKPT that holds one)")

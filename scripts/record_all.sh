@@ -9,12 +9,14 @@
 #   6. the standalone export against the self-drafter on 20 prompts (issue 20)
 #   7. the server under load, 1/2/4/8 clients, and learning over 300 served prompts (issue 19)
 #   8. the projection: the trained drafters' held-out agreement at a 7B-class GPU's costs (issue 28.4)
-# Steps 3, 4, 7 and 8 run once per weight regime of WEIGHTS (default "stored float32": the default weights, compute-
+#   9. Spec-Bench sampled (T = TEMPERATURE, 0.7; SAMPLED_METHODS, SAMPLED_PER_CATEGORY 2), equal to plain sampling
+# Steps 3, 4, 7, 8 and 9 run once per weight regime of WEIGHTS (default "stored float32": the default weights, compute-
 # bound, and float32, memory-bound; issue 28), into OUT/<weights>/ (main, benchmark, serve, projection), side by side.
-# Knobs (environment): OUT (runs/record), STEPS (the steps to run, default "1 2 3 4 5 6 7 8"), WEIGHTS, REPEATS (3),
-# PER_CATEGORY (5), METHODS (step 4's, default baseline,kangaroo,ngram,dvi_self,dvi_feature,dvi), SERVE_ARGS (more
-# flags of step 7's load run), DEPLOYED (step 4's dvi chain; default auto: ngram,memory,self), CKPT (the drafter of steps 4-8; default: the regime's main job, OUT/<weights>/main,
-# when step 3 wrote one, else runs/main's). Issue 20's figures (the export against the self-drafter, every method with
+# Knobs (environment): OUT (runs/record), STEPS (the steps to run, default "1 2 3 4 5 6 7 8 9"), WEIGHTS, REPEATS
+# (3), PER_CATEGORY (5), METHODS (step 4's, default baseline,kangaroo,ngram,dvi_self,dvi_feature,dvi), DEPLOYED (the
+# dvi chain of steps 4 and 9; default auto: ngram,memory,self), SERVE_ARGS (more flags of the server in step 7),
+# SERVE_LOAD (more flags of step 7's load run, e.g. --learn-prompts 150), CKPT (the drafter of steps 4-9; default:
+# the regime's main job, OUT/<weights>/main, when step 3 wrote one, else runs/main's). Issue 20's figures (the export against the self-drafter, every method with
 # Hugging Face's beside ours):
 #   STEPS="6 4" METHODS=baseline,hf_generate,prompt_lookup,kangaroo,ngram,dvi_self,dvi OUT=runs/eco \
 #       bash scripts/record_all.sh
@@ -29,7 +31,7 @@ ckpt() {  # $1: the regime's folder
 export OMP_NUM_THREADS=1
 mkdir -p "$OUT"
 step() { echo "== $(date -u +%H:%M:%S) step $1: ${*:2}" | tee -a "$OUT/steps.log"; }
-regime() {  # one regime's steps 3, 4, 7, 8: $1 the step, $2 the weights
+regime() {  # one regime's steps 3, 4, 7, 8, 9: $1 the step, $2 the weights
   local w=$2 R="$OUT/$2"
   case $1 in
     3) step 3 "main job ($w)"; OUT="$R/main" EXTRA="--weights $w" NOTE="quiet machine, record_all, --weights $w" \
@@ -41,20 +43,25 @@ regime() {  # one regime's steps 3, 4, 7, 8: $1 the step, $2 the weights
            --cost-curve "$R/benchmark/cost.json" --out "$R/benchmark" --num-threads 1 --no-progress ;;
     7) step 7 "serve load ($w)"
        python3 -m scripts.serve_load --model-id smollm2-135m --prompts-jsonl assets/sharegpt.jsonl \
-           --server-args "--weights $w ${SERVE_ARGS:-}" --out "$R/serve" --overwrite ${SERVE_LOAD:-} ;;
+           --server-args "--adapter-mode train --weights $w ${SERVE_ARGS:-}" --out "$R/serve" --overwrite ${SERVE_LOAD:-} ;;
+    9) step 9 "spec-bench sampled at T=${TEMPERATURE:-0.7} ($w)"
+       python3 -m scripts.benchmark --model-id smollm2-135m --per-category "${SAMPLED_PER_CATEGORY:-2}" \
+           --max-new-tokens 64 --weights "$w" --load-lora "$(ckpt "$R")" --repeats 1 --temperature "${TEMPERATURE:-0.7}" \
+           --seed 0 --methods "${SAMPLED_METHODS:-baseline,ngram,dvi}" --drafter "${DEPLOYED:-auto}" \
+           --out "$R/benchmark_sampled" --num-threads 1 --no-progress ;;
     8) step 8 "projection ($w)"
        python3 -m scripts.experiments projection --model-id smollm2-135m --load-lora "$(ckpt "$R")" \
            --out "$R/projection" --num-threads 1 ;;
   esac
 }
-for s in ${STEPS:-1 2 3 4 5 6 7 8}; do
+for s in ${STEPS:-1 2 3 4 5 6 7 8 9}; do
   case $s in
     1) step 1 engine; [ -x .llamacpp/build/bin/llama-bench ] || bash scripts/setup/build_llamacpp.sh
        python3 -m scripts.profile engine --model-id smollm2-135m --repeats 9 --out "$OUT/engine" ;;
     2) step 2 profile
        python3 -m scripts.profile block --model-id smollm2-135m --context 160 --threads 1 --engines auto \
            --weights-list stored,bfloat16,float32 --out "$OUT/profile" ;;
-    3|4|7|8) for w in ${WEIGHTS:-stored float32}; do regime "$s" "$w"; done ;;
+    3|4|7|8|9) for w in ${WEIGHTS:-stored float32}; do regime "$s" "$w"; done ;;
     5) step 5 peer
        python3 -m scripts.peer_compare --model-id smollm2-135m --per-category 2 --max-new-tokens 64 --num-threads 1 \
            --load-lora "$(ckpt "$OUT/stored")" --out "$OUT/peer" ;;
@@ -62,7 +69,7 @@ for s in ${STEPS:-1 2 3 4 5 6 7 8}; do
        python3 -m kangaroo_dvi.export "$(ckpt "$OUT/stored")" --peft "$OUT/eco/exports/drafter_peft" \
            --standalone "$OUT/eco/exports/drafter"
        python3 -m scripts.experiments standalone --load-lora "$(ckpt "$OUT/stored")" --out "$OUT/eco/standalone" --num-threads 1 ;;
-    *) echo "record_all: no step $s (steps are 1..8)"; exit 2 ;;
+    *) echo "record_all: no step $s (steps are 1..9)"; exit 2 ;;
   esac
 done
 step done

@@ -19,7 +19,8 @@ from kangaroo.packed_head import configure
 
 class DrafterFactory:
     def __init__(self, cfg: DrafterConfig, model, online: bool, print_fn=print):
-        self.cfg, self.model, self.online = resolve_auto(cfg, online), model, online
+        feature = getattr(model, "feature_drafter", None) is not None
+        self.cfg, self.model, self.online = resolve_auto(cfg, online, feature), model, online
         goodput = self.cfg.draft_policy == "goodput"
         configure(model, self.cfg.head_precision, frozen=not online)  # before the cost curve times the head
         self.cost = cost_curve(self.cfg, model, print_fn) if goodput else None

@@ -130,7 +130,10 @@ def parse_args(argv=None):
 
     resolve_drafter_vocab(args)  # --drafter-vocab auto: a pruned --load-lora checkpoint's size
 
-    resolved = resolve_auto(drafter_config(args))  # deploy: auto = the ngram,memory,self chain, goodput policy
+    from dvi.deploy import peek_deployment
+
+    saved = peek_deployment(args.load_lora)  # deploy: auto = ngram,memory(,feature),self, goodput policy
+    resolved = resolve_auto(drafter_config(args), feature=saved is not None and saved.feature is not None)
     args.drafter, args.draft_policy = resolved.drafter, resolved.draft_policy
     resolve_question_file(args)
     resolve_device_dtype(args)

@@ -180,3 +180,6 @@ def test_driver_trains_deploys_and_refuses_an_untrained_feature_drafter(tiny_mod
     other = [{"4": "6", str(tmp_path / "d.jsonl"): str(tmp_path / "d6.jsonl")}.get(a, a) for a in deploy]
     rc, out, err = run_driver(inference_kangaroo, other, capsys)
     assert rc == 0 and "2/2" in out + err  # a deployed feature drafter keeps its checkpoint's window
+    auto = [{"feature": "auto", str(tmp_path / "d.jsonl"): str(tmp_path / "da.jsonl")}.get(a, a) for a in deploy]
+    rc, out, err = run_driver(inference_kangaroo, auto, capsys)
+    assert rc == 0 and "2/2" in out + err and '"drafter": "ngram,memory,feature,self"' in out

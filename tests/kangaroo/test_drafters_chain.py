@@ -17,6 +17,7 @@ def test_drafter_values():
     assert chain_names(" ngram, memory ,self") == ["ngram", "memory", "self"] == chain_names(AUTO_DRAFTER)
     assert resolve_auto(DrafterConfig()).drafter == AUTO_DRAFTER
     assert resolve_auto(DrafterConfig(), online=True).drafter == "ngram,feature,self"  # both learn online
+    assert resolve_auto(DrafterConfig(), feature=True).drafter == "ngram,memory,feature,self"  # a deployed one
     for bad, why in (("bogus", "unknown drafter bogus"), ("", "unknown drafter"), ("ngram,ngram", "twice"),
                      ("self,ngram", "must come last"), ("ngram,bogus,self", "unknown drafter bogus")):
         with pytest.raises(ValueError, match=why):
