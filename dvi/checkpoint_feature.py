@@ -7,7 +7,8 @@ The tensors are ``kangaroo.feature_drafter.feature_tensors`` (its layer, fc and 
 or the embedding, which are the model's). A checkpoint with a feature drafter loads into a run without one (the
 self-drafter's part alone is read); a run with one refuses a checkpoint without one, or one whose window, LoRA
 shape or tensors differ, in one line naming the fix. The model itself (and the pruned vocabulary the head shares
-with the self-drafter's) is checked for the whole checkpoint.
+with the self-drafter's) is checked for the whole checkpoint; a full-vocabulary feature head loads into a pruned one
+as its kept rows, as the self-drafter's LoRA does.
 """
 from __future__ import annotations
 
@@ -41,13 +42,13 @@ def feature_mismatch(path: Path, ck: dict, fd, trainer=None) -> str | None:
         return (f"checkpoint {path} holds no feature drafter, but this run drafts with one (feature in --drafter): "
                 "train one with --dvi-online true into another --save-lora-path, or leave feature out of --drafter")
     now, meta = fd.metadata(), saved["meta"]
-    diff = [k for k in CHECKED if meta.get(k) != now[k]]
+    diff = [k for k in CHECKED if meta.get(k) != now[k] and not (k == "rows" and _prunes(saved, fd))]
     if diff:
         fixes = " ".join(f"{CHECKED[k]} {meta.get(k)}" for k in diff if CHECKED[k])
         show = ", ".join(f"{k}={meta.get(k)} (this run: {now[k]})" for k in diff)
         fixes = fixes or "the settings it was trained with"
         return f"checkpoint {path} holds a feature drafter with {show}: pass {fixes} to resume or deploy it"
-    tensors = saved.get("tensors") if isinstance(saved.get("tensors"), dict) else {}
+    tensors = _fitted(saved, fd) if isinstance(saved.get("tensors"), dict) else {}
     probs = tensor_problems(feature_tensors(fd), tensors)
     if probs:
         return (f"checkpoint {path} holds feature drafter tensors that do not fit this model ({'; '.join(probs[:3])}): "
@@ -64,11 +65,27 @@ def load_feature(ck: dict, fd, trainer=None) -> None:
     if fd is None:
         return
     saved = ck["feature"]
+    tensors = _fitted(saved, fd)
     with torch.no_grad():
         for n, p in feature_tensors(fd).items():
-            p.copy_(saved["tensors"][n])
+            p.copy_(tensors[n])
     if trainer is not None:
         load_optimizer_keep_hparams(trainer.optimizer, saved["optimizer"])
         if isinstance(saved.get("schedule"), dict):
             trainer.schedule.load_state_dict(saved["schedule"])
         trainer.ema_baseline = float(saved.get("ema_baseline") or 0.0)
+
+
+def _prunes(saved: dict, fd) -> bool:
+    """A full-vocabulary feature head (``rows`` = the model's vocabulary) into ``fd``'s pruned one."""
+    vocab = getattr(fd, "drafter_vocab", None)
+    full = fd.embed_tokens.weight.shape[0]
+    return vocab is not None and saved["meta"].get("rows") == full and fd.metadata()["rows"] == len(vocab)
+
+
+def _fitted(saved: dict, fd) -> dict:
+    """The section's tensors, its head's LoRA B cut to ``fd``'s kept rows where it prunes a full-vocabulary head."""
+    tensors = dict(saved["tensors"])
+    if _prunes(saved, fd) and torch.is_tensor(tensors.get("head.B")):
+        tensors["head.B"] = tensors["head.B"].index_select(0, fd.drafter_vocab.to(tensors["head.B"].device))
+    return tensors

@@ -38,15 +38,19 @@ def test_the_driver_the_server_and_the_library_give_the_same_number(tiny_model_d
     assert learned[-1]["trainer_steps"] > 10 and learned[-1]["top1"] > 0
     assert inference_kangaroo.main([*driver, "--answer-file", str(tmp_path / "d.jsonl"), "--load-lora", final,
                                     "--metrics-out", str(tmp_path / "deploy")]) == 0
+    assert {r["drafter"] for r in learned} == {"self", "feature"}  # the online default chain trains both
+    learned_end = {r["drafter"]: r for r in learned}
     rows = read_acceptance_csv(tmp_path / "deploy" / "heldout.csv")
-    by_driver = {k: rows[0][k] for k in KEYS}  # as the CSV writes them: 6 significant digits
-    assert by_driver == {k: rows[-1][k] for k in KEYS}  # frozen: the end equals the start
-    assert by_driver == {k: learned[-1][k] for k in KEYS}  # the deployed checkpoint is the learned end
+    ends = {d: [r for r in rows if r["drafter"] == d] for d in ("self", "feature")}
+    for d, mine in ends.items():  # frozen: the end equals the start; the deployed checkpoint is the learned end
+        assert {k: mine[0][k] for k in KEYS} == {k: mine[-1][k] for k in KEYS} == {k: learned_end[d][k] for k in KEYS}
+    by_driver = {k: ends["self"][0][k] for k in KEYS}  # as the CSV writes them: 6 significant digits
 
     args, scfg = parse_serve_args(["--model-id", str(tiny_model_dir), "--state-dir", str(tmp_path / "serve"),
                                    "--dvi-online", "false", "--load-lora", final, "--max-batch", "2", *flags])
     service = load_service(args, scfg, [], print_fn=lambda *_: None)
     by_server = service.health()["heldout"]["self"]
+    feature_by_server = service.health()["heldout"]["feature"]
     service.close()
 
     kd = KangarooDVI.load(str(tiny_model_dir), lora=final, print_fn=lambda *_: None,
@@ -56,4 +60,5 @@ def test_the_driver_the_server_and_the_library_give_the_same_number(tiny_model_d
     kd.close()
     assert {k: by_server[k] for k in KEYS} == {k: by_library[k] for k in KEYS}
     assert by_driver == {k: float(f"{by_server[k]:.6g}") for k in KEYS}
+    assert {k: ends["feature"][0][k] for k in KEYS} == {k: float(f"{feature_by_server[k]:.6g}") for k in KEYS}
     assert len(list((tmp_path / "cache").iterdir())) == 1  # one capture, read by every later run

@@ -122,6 +122,7 @@ def parse_args(argv=None):
     if hf and not greedy and args.methods:
         fail(f"--methods {','.join(hf)} under --temperature {args.temperature}: Hugging Face samples from its own "
              "generator, so its answers cannot equal plain sampling's; leave them out (or decode greedily)")
+    explicit = bool(args.methods)
     args.methods = [m for m in METHODS if m == "baseline" or (m in names and (greedy or m not in HF_METHODS))]
     validate_configs(args)  # --exitlayer, --threshold, --steps and the drafting flags: DrafterConfig checks them
     heldout_config(args)
@@ -133,6 +134,11 @@ def parse_args(argv=None):
     from dvi.deploy import peek_deployment
 
     saved = peek_deployment(args.load_lora)  # deploy: auto = ngram,memory(,feature),self, goodput policy
+    if saved is not None and saved.feature is None and "dvi_feature" in args.methods:
+        if explicit:
+            fail(f"--methods dvi_feature: {args.load_lora} holds no feature drafter; pass a checkpoint of a run that "
+                 "trained one (the online default chain ngram,feature,self does), or leave dvi_feature out")
+        args.methods.remove("dvi_feature")  # the default list: what the checkpoint can run
     resolved = resolve_auto(drafter_config(args), feature=saved is not None and saved.feature is not None)
     args.drafter, args.draft_policy = resolved.drafter, resolved.draft_policy
     resolve_question_file(args)

@@ -26,14 +26,17 @@ def qfile(tmp_path):
 
 @pytest.fixture
 def lora(tiny_model_dir, tmp_path):
-    """A deployable DVI checkpoint whose drafter head differs from the verifier's (random LoRA B)."""
+    """A deployable DVI checkpoint whose drafter head differs from the verifier's (random LoRA B), with a feature
+    drafter (random) as the online default chain trains one."""
     from dvi.checkpoint import save_ckpt
     from kangaroo.drafter_head import attach_drafter_head
+    from kangaroo.feature_drafter import attach_feature_drafter
     from kangaroo.kangaroo_model import KangarooModel
     from kangaroo.model_loading import load_causal_lm
 
     km = KangarooModel(model_id=str(tiny_model_dir), base_model=load_causal_lm(str(tiny_model_dir)), exit_layer=2)
     head = attach_drafter_head(km, r=4, alpha=8.0)
+    attach_feature_drafter(km, window=4, r=4, alpha=8.0, init="random")
     with torch.no_grad():
         head.proj.B.copy_(torch.randn(head.proj.B.shape, generator=torch.Generator().manual_seed(0)) * 0.5)
     path = tmp_path / "ckpt" / "final.pt"
@@ -70,7 +73,7 @@ def test_benchmark_end_to_end_lossless_and_resumable(tiny_model_dir, qfile, lora
             assert sum(v["blocks"] for v in src.values()) == ms[m]["passes"][0]
             assert ms[m]["new_tokens"][0] <= sum(v["committed"] for v in src.values()) <= n + 6
         assert set(ms["memory"]["sources"][0]) == {"ngram", "memory", "none"} and ms["kangaroo"]["sources"] == [None]
-        assert set(ms["dvi"]["sources"][0]) == {"ngram", "memory", "self", "none"}  # the auto chain
+        assert set(ms["dvi"]["sources"][0]) == {"ngram", "memory", "feature", "self", "none"}  # the auto chain
     table = (out / "table.md").read_text()
     for name in (*bmeth.METHODS, "## writing", "## qa", "## overall", "threads: 1", "--per-category 1"):
         assert name in table
@@ -291,8 +294,26 @@ def test_benchmark_on_a_question_range_every_turn(tiny_model_dir, qfile, tmp_pat
     assert (out / "summary.json").is_file()
 
 
+def test_dvi_feature_needs_a_checkpoint_with_a_feature_drafter(tiny_model_dir, qfile, tmp_path, capsys):
+    """Named, it is refused in one line for a checkpoint without one; by default the list leaves it out."""
+    from dvi.checkpoint import save_ckpt
+    from kangaroo.drafter_head import attach_drafter_head
+    from kangaroo.kangaroo_model import KangarooModel
+    from kangaroo.model_loading import load_causal_lm
+
+    km = KangarooModel(model_id=str(tiny_model_dir), base_model=load_causal_lm(str(tiny_model_dir)), exit_layer=2)
+    attach_drafter_head(km, r=4, alpha=8.0)
+    save_ckpt(tmp_path / "plain.pt", km, None, None, 0.0)
+    argv = bench_argv(tiny_model_dir, qfile, tmp_path / "b", "--per-category", "1", "--load-lora",
+                      str(tmp_path / "plain.pt"))
+    with pytest.raises(SystemExit) as e:
+        bcli.parse_args([*argv, "--methods", "dvi_feature"])
+    assert e.value.code == 2 and "holds no feature drafter" in capsys.readouterr().err
+    assert "dvi_feature" not in bcli.parse_args(argv).methods
+
+
 def test_benchmark_drafting_parts_are_lossless(tiny_model_dir, qfile, lora, tmp_path):
-    """dvi (the ngram,memory,self chain + goodput + pruned LoRA head from a full-vocabulary checkpoint) and its
+    """dvi (the ngram,memory,feature,self chain + goodput + pruned heads from a full-vocabulary checkpoint) and its
     parts."""
     import numpy as np
 
@@ -307,7 +328,8 @@ def test_benchmark_drafting_parts_are_lossless(tiny_model_dir, qfile, lora, tmp_
     summary = json.loads((out / "summary.json").read_text())
     assert summary["lossless"] and summary["methods"] == ["baseline", *parts.split(",")]
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["drafter"] == "ngram,memory,self" and cfg["draft_policy"] == "goodput" and cfg["drafter_vocab"] == 300
+    assert cfg["drafter"] == "ngram,memory,feature,self" and cfg["draft_policy"] == "goodput"
+    assert cfg["drafter_vocab"] == 300
 
 
 def test_sampled_benchmark_matches_plain_sampling_at_the_same_seed(tiny_model_dir, qfile, lora, tmp_path, capsys):
