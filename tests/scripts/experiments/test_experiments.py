@@ -213,10 +213,11 @@ def lora(run_folder) -> dict:
 
 def test_seed_changes_the_trained_lora_and_only_the_seed(tiny_model_dir, prompts, tmp_path):
     """--seed reaches the LoRA init (global torch seed) and the buffer's sampling: two seeds train different
-    tensors, the same seed the same ones (inline trainer with no time cap: a deterministic run)."""
+    tensors, the same seed the same ones (inline trainer with no time cap, and the threshold policy, which reads no
+    clock: a deterministic run; goodput's drafting follows the cost curve the run measures)."""
     common = ["--model-id", str(tiny_model_dir), "--prompts-jsonl", str(prompts), "--max-prompts", "3",
               "--max-new-tokens", "6", *TINY_DVI, "--dvi-trainer", "inline", "--max-online-train-ms", "1000000",
-              "--exitlayer", "2"]
+              "--exitlayer", "2", "--draft-policy", "threshold"]
     assert exp_main.main(["seeds", "--out", str(tmp_path / "a"), "--values", "1,2", *common]) == 0
     assert exp_main.main(["seeds", "--out", str(tmp_path / "b"), "--values", "1", *common]) == 0
     one, two, again = lora(tmp_path / "a" / "seed1"), lora(tmp_path / "a" / "seed2"), lora(tmp_path / "b" / "seed1")
