@@ -43,7 +43,7 @@ regime() {  # one regime's steps 3, 4, 7, 8, 9: $1 the step, $2 the weights
            --cost-curve "$R/benchmark/cost.json" --out "$R/benchmark" --num-threads 1 --no-progress ;;
     7) step 7 "serve load ($w)"
        python3 -m scripts.serve_load --model-id smollm2-135m --prompts-jsonl assets/sharegpt.jsonl \
-           --server-args "--adapter-mode train --weights $w ${SERVE_ARGS:-}" --out "$R/serve" --overwrite ${SERVE_LOAD:-} ;;
+           --server-args "--weights $w ${SERVE_ARGS:-}" --out "$R/serve" --overwrite ${SERVE_LOAD:-} ;;
     9) step 9 "spec-bench sampled at T=${TEMPERATURE:-0.7} ($w)"
        python3 -m scripts.benchmark --model-id smollm2-135m --per-category "${SAMPLED_PER_CATEGORY:-2}" \
            --max-new-tokens 64 --weights "$w" --load-lora "$(ckpt "$R")" --repeats 1 --temperature "${TEMPERATURE:-0.7}" \

@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=1.0, help="sent with every request")
     p.add_argument("--seed", type=int, default=0, help="sent with every request; the baseline driver's --seed")
     p.add_argument("--num-threads", type=int, default=1)
-    p.add_argument("--server-args", default="--adapter-mode train", help="more server flags (the main job's adapter)")
+    p.add_argument("--server-args", default="", help="more server flags (default none: the main job's recipe)")
     p.add_argument("--overwrite", action="store_true", help="remove OUT/state (an earlier run's server state) first")
     return p
 
