@@ -9,7 +9,7 @@
 #   6. the standalone export against the self-drafter on 20 prompts (issue 20)
 #   7. the server under load, 1/2/4/8 clients, and learning over 300 served prompts (issue 19)
 #   8. the projection: the trained drafters' held-out agreement at a 7B-class GPU's costs (issue 28.4)
-#   9. Spec-Bench sampled (T = TEMPERATURE, 0.7; SAMPLED_METHODS, SAMPLED_PER_CATEGORY 2), equal to plain sampling
+#   9. Spec-Bench sampled (TEMPERATURE 0.7, TOP_P 1.0, SAMPLED_METHODS, SAMPLED_PER_CATEGORY 2), equal to plain sampling
 # Steps 3, 4, 7, 8 and 9 run once per weight regime of WEIGHTS (default "stored float32": the default weights, compute-
 # bound, and float32, memory-bound; issue 28), into OUT/<weights>/ (main, benchmark, serve, projection), side by side.
 # Knobs (environment): OUT (runs/record), STEPS (the steps to run, default "1 2 3 4 5 6 7 8 9"), WEIGHTS, REPEATS
@@ -47,7 +47,7 @@ regime() {  # one regime's steps 3, 4, 7, 8, 9: $1 the step, $2 the weights
     9) step 9 "spec-bench sampled at T=${TEMPERATURE:-0.7} ($w)"
        python3 -m scripts.benchmark --model-id smollm2-135m --per-category "${SAMPLED_PER_CATEGORY:-2}" \
            --max-new-tokens 64 --weights "$w" --load-lora "$(ckpt "$R")" --repeats 1 --temperature "${TEMPERATURE:-0.7}" \
-           --seed 0 --methods "${SAMPLED_METHODS:-baseline,ngram,dvi}" --drafter "${DEPLOYED:-auto}" \
+           --top-p "${TOP_P:-1.0}" --seed 0 --methods "${SAMPLED_METHODS:-baseline,ngram,dvi}" --drafter "${DEPLOYED:-auto}" \
            --out "$R/benchmark_sampled" --num-threads 1 --no-progress ;;
     8) step 8 "projection ($w)"
        python3 -m scripts.experiments projection --model-id smollm2-135m --load-lora "$(ckpt "$R")" \
