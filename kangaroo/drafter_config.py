@@ -141,22 +141,9 @@ def resolve_auto(cfg: DrafterConfig, online: bool = False, feature: bool = False
 
 def wants_feature_drafter(cfg: DrafterConfig, online: bool = False) -> bool:
     """Whether the chain ``cfg`` names (``auto`` resolved) has a feature drafter: the model then needs one attached
-    (``kangaroo.feature_drafter.attach_feature_drafter``, after ``apply_drafter_vocab``) before its caches are made."""
+    (``kangaroo.feature_drafter.attach_feature_drafter``, after ``apply_drafter_vocab``: the session builder does)
+    before its caches are made."""
     return "feature" in chain_names(resolve_auto(cfg, online).drafter)
-
-
-def attach_feature(model, cfg: DrafterConfig, lora, online: bool) -> None:
-    """Attach the feature drafter when ``cfg``'s chain has one (after ``apply_drafter_vocab``, before the caches and
-    the learner): its head's LoRA shaped as ``lora`` (a ``dvi.config.LoRAConfig``: the run's, or the ``--load-lora``
-    checkpoint's), trained online or loaded by the learner. ``lora`` None (no DVI run, no checkpoint) refuses it."""
-    if not wants_feature_drafter(cfg, online):
-        return
-    if lora is None:
-        raise UserError("--drafter names feature, whose drafter must be trained: pass --dvi-online true to train it, "
-                        "or --load-lora CKPT (a checkpoint that holds one) to deploy it")
-    from kangaroo.feature_drafter import attach_feature_drafter
-
-    attach_feature_drafter(model, cfg.feature_window, lora.r, lora.alpha)
 
 
 def apply_drafter_vocab(cfg: DrafterConfig, model, tokenizer=None, print_fn=print, trained_on=None):

@@ -29,8 +29,7 @@ from common.config_fields import check_against_model
 from common.errors import ConfigError
 from dvi.config import DVIConfig
 from dvi.deploy import DeploymentMeta, deploy_drafter, read_deployment, resume_checkpoint
-from kangaroo.drafter_config import (DrafterConfig, apply_drafter_vocab, attach_feature, build_drafter,
-                                     wants_feature_drafter)
+from kangaroo.drafter_config import DrafterConfig, apply_drafter_vocab, build_drafter, wants_feature_drafter
 from kangaroo.kangaroo_model import KangarooModel
 from kangaroo.runtime import apply_runtime
 from kangaroo_dvi.session_config import SessionConfig, resolved
@@ -143,7 +142,13 @@ def attach_drafter(model, dcfg: DrafterConfig, dvi_cfg: DVIConfig | None, checkp
             raise ConfigError(f"--drafter names feature and {checkpoint.path} holds no feature drafter: pass a "
                               "checkpoint of a run that trained one (--drafter with feature, --dvi-online true), or "
                               "drop feature from --drafter")
-        attach_feature(model, dcfg, dvi_cfg and dvi_cfg.lora, online)  # before the learner: it trains it
+        if dvi_cfg is None:
+            raise ConfigError("--drafter names feature, whose drafter must be trained: pass --dvi-online true to "
+                              "train it, or --load-lora CKPT (a checkpoint that holds one) to deploy it")
+        from kangaroo.feature_drafter import attach_feature_drafter
+
+        # before the learner, which trains it; its head's LoRA shaped as the run's
+        attach_feature_drafter(model, dcfg.feature_window, dvi_cfg.lora.r, dvi_cfg.lora.alpha)
     if dvi_cfg is None:
         return None
     from dvi.online_loop import DVILearner
