@@ -100,10 +100,9 @@ class SelfHeldout:
 
     @torch.no_grad()
     def predict(self, capture: HeldoutCapture) -> torch.Tensor:
-        hk = self.features(capture)
-        cols = torch.cat([self._top1(hk[i:i + MAX_ROWS]) for i in range(0, capture.n, MAX_ROWS)])
-        vocab = self.model.drafter_vocab
-        return (cols if vocab is None else vocab.cpu()[cols]).long()
+        head = self.weights.drafter_head
+        return top1_ids(self.pack, head, self.features(capture), self.model.drafter_vocab,
+                        None if head is not None else self.model.drafter_logits_from_hk)
 
     def features(self, capture: HeldoutCapture) -> torch.Tensor:
         """[n, d] the drafter features at each position, as the drafter computes them."""
@@ -116,9 +115,13 @@ class SelfHeldout:
             self._fixed = {id(capture): replayed_features(self.model, capture)}
         return self._fixed[id(capture)]
 
-    def _top1(self, hk: torch.Tensor) -> torch.Tensor:
-        head = self.weights.drafter_head
-        return head_top1(self.pack, head, hk, None if head is not None else self.model.drafter_logits_from_hk)
+
+def top1_ids(pack, head, rows: torch.Tensor, vocab, logits_fn=None) -> torch.Tensor:
+    """[n] int64 full-vocabulary ids of a drafter head's top-1 for each of ``rows`` [n, d] (``head_top1`` in blocks of
+    ``MAX_ROWS``; ``vocab``: a pruned head's ids)."""
+    cols = torch.cat([head_top1(pack, head, rows[i:i + MAX_ROWS], logits_fn)
+                      for i in range(0, rows.shape[0], MAX_ROWS)])
+    return (cols if vocab is None else vocab.cpu()[cols.cpu()]).long()
 
 
 def head_top1(pack, head, hk: torch.Tensor, logits_fn=None) -> torch.Tensor:
@@ -156,18 +159,13 @@ class FeatureHeldout:
 
     @torch.no_grad()
     def predict(self, capture: HeldoutCapture) -> torch.Tensor:
-        fd = self.weights.feature_drafter
-        out = torch.full((capture.n,), -1, dtype=torch.long)
-        seqs, poss = capture.seq.tolist(), capture.pos.tolist()
-        for s in dict.fromkeys(seqs):
+        fd, out = self.weights.feature_drafter, torch.full((capture.n,), -1, dtype=torch.long)
+        for s in dict.fromkeys(capture.seq.tolist()):
             f = capture.h_last[s].to(self.model.device, torch.float32)
             g = fd.teacher_forced(f, capture.ids[s][:f.shape[0]].to(self.model.device))
-            cols = torch.cat([head_top1(self.pack, fd.drafter_head, g[i:i + MAX_ROWS])
-                              for i in range(0, g.shape[0], MAX_ROWS)]).cpu()
-            vocab = self.model.drafter_vocab
-            ids = cols if vocab is None else vocab.cpu()[cols]
-            for i in (i for i, q in enumerate(seqs) if q == s and poss[i] >= 1):
-                out[i] = ids[poss[i] - 1]
+            ids = top1_ids(self.pack, fd.drafter_head, g, self.model.drafter_vocab)
+            mine = (capture.seq == s) & (capture.pos >= 1)
+            out[mine] = ids[capture.pos[mine] - 1]
         return out
 
 
