@@ -27,11 +27,10 @@ class GreedyReference:
         self.lm, self.max_new_tokens, self.eos, self.device = lm, max_new_tokens, eos, device
         self.sampling = sampling
         self.pool = ReusableCaches(greedy_cache_factory(lm))
-        self.turns = self.equal = 0
-        self.decode_tokens = self.greedy_tokens = 0
-        self.decode_s = self.greedy_s = 0.0
+        self.equal = 0
         self.mismatches: list[int] = []   # turn numbers whose output differs from greedy (a bug: must stay empty)
-        self.per_turn: list[tuple[int, float, float]] = []  # (tokens, decode s, greedy s) of every turn, in order
+        # every turn, in order: (decode tokens, decode s, greedy tokens, greedy s); the totals are their sums
+        self.per_turn: list[tuple[int, float, int, float]] = []
 
     def warm(self, ids) -> None:
         """One untimed greedy decode (lazy initialisation is not charged to the first turn)."""
@@ -40,23 +39,19 @@ class GreedyReference:
     def after_turn(self, ids, res, wall: float) -> None:
         ref, greedy_wall = timed(lambda: greedy_decode(self.lm, ids, self.max_new_tokens, self.eos, self.pool,
                                                        self.sampling), self.device)
-        self.turns += 1
-        self.decode_tokens += len(res.tokens)
-        self.decode_s += wall
-        self.greedy_tokens += len(ref.tokens)
-        self.greedy_s += greedy_wall
-        self.per_turn.append((len(res.tokens), wall, greedy_wall))
+        self.per_turn.append((len(res.tokens), wall, len(ref.tokens), greedy_wall))
         if res.tokens == ref.tokens:
             self.equal += 1
         else:
-            self.mismatches.append(self.turns)
+            self.mismatches.append(len(self.per_turn))
 
     def summary(self) -> dict:
-        dec = self.decode_tokens / self.decode_s if self.decode_s else None
-        gre = self.greedy_tokens / self.greedy_s if self.greedy_s else None
-        return {"turns": self.turns, "equal_to_greedy": self.equal, "mismatched_turns": self.mismatches[:20],
-                "decode_tokens": self.decode_tokens, "decode_s": round(self.decode_s, 3),
-                "greedy_tokens": self.greedy_tokens, "greedy_s": round(self.greedy_s, 3),
+        dec_n, dec_s, gre_n, gre_s = (sum(t[i] for t in self.per_turn) for i in range(4))
+        dec = dec_n / dec_s if dec_s else None
+        gre = gre_n / gre_s if gre_s else None
+        return {"turns": len(self.per_turn), "equal_to_greedy": self.equal, "mismatched_turns": self.mismatches[:20],
+                "decode_tokens": dec_n, "decode_s": round(dec_s, 3),
+                "greedy_tokens": gre_n, "greedy_s": round(gre_s, 3),
                 "decode_tokens_per_s": dec, "greedy_tokens_per_s": gre,
                 "speedup": dec / gre if dec and gre else None, "speedup_by_quarter": self.by_quarter(),
                 "reference": "greedy" if self.sampling.greedy else {"sampled": self.sampling.metadata()}}
@@ -67,7 +62,7 @@ class GreedyReference:
         n, out = len(self.per_turn), []
         for q in range(4):
             part = self.per_turn[q * n // 4:(q + 1) * n // 4]
-            dec, gre = sum(t[1] for t in part), sum(t[2] for t in part)
+            dec, gre = sum(t[1] for t in part), sum(t[3] for t in part)
             out.append(round(gre / dec, 4) if dec and gre else None)
         return out
 

@@ -43,6 +43,6 @@ def test_the_speed_per_quarter_is_greedys_time_over_the_decodes_in_each_quarter_
     good = greedy_decode(lm, ids, 4, set())
     for wall in (4.0, 4.0, 2.0, 2.0, 1.0, 1.0, 0.5, 0.5):
         ref.after_turn(ids, good, wall)
-    ref.per_turn = [(n, dec, 1.0) for n, dec, _ in ref.per_turn]  # greedy's time fixed: the ratio is 1 / decode's
+    ref.per_turn = [(n, dec, g, 1.0) for n, dec, g, _ in ref.per_turn]  # greedy's time fixed: the ratio: 1 / decode's
     assert ref.summary()["speedup_by_quarter"] == [0.25, 0.5, 1.0, 2.0]
     assert GreedyReference(lm, 4, set(), "cpu").by_quarter() == [None] * 4
