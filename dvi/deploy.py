@@ -9,7 +9,8 @@ trained adapter loads into a model built with ``adapter_mode="train"`` and its w
 vocabulary into a head pruned to the same ids (``dvi.checkpoint.load_ckpt`` checks both, naming the flag)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -34,7 +35,18 @@ class DeploymentMeta:
 
 def read_deployment(path) -> DeploymentMeta:
     """The deployment metadata of checkpoint ``path`` (a ``CheckpointError`` naming the problem when it is missing
-    or not a checkpoint). A LoRA shape the file does not record is ``LoRAConfig``'s default."""
+    or not a checkpoint). A LoRA shape the file does not record is ``LoRAConfig``'s default. The file is read once
+    per version (path, mtime, size): the command line's resolve steps and the session builder all ask."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return _read_deployment(str(path), 0, -1)  # raises read_ckpt's one line
+    meta = _read_deployment(str(path), st.st_mtime_ns, st.st_size)
+    return replace(meta, extra=dict(meta.extra))  # the cached one's dict stays as read
+
+
+@functools.lru_cache(maxsize=8)
+def _read_deployment(path: str, mtime_ns: int, size: int) -> DeploymentMeta:
     ck = read_ckpt(path)
     meta, default = ck["meta"], LoRAConfig()
     vocab = meta.get("drafter_vocab")
