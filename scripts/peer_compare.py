@@ -124,14 +124,18 @@ def our_methods(ours, args, tokenizer) -> tuple[dict, object]:
 
 def identity_hybrid(args, lm, eos):
     """decode(ids) with the deployed drafting (``--drafter``/``--draft-policy`` resolved as the benchmark's dvi) and
-    the identity drafter head."""
+    the identity drafter head; a trained feature drafter in that chain is left out (this model has none)."""
+    from dataclasses import replace
+
     from evaluation.cli import drafter_config
     from kangaroo.drafter_config import build_drafter
+    from kangaroo.drafters import chain_names
     from kangaroo.kangaroo_model import KangarooModel
     from kangaroo.speculative import kangaroo_generate
 
     km = KangarooModel(model_id=args.model_id, exit_layer=args.exitlayer, base_model=lm)
-    drafter = build_drafter(drafter_config(args), km)
+    cfg = drafter_config(args)
+    drafter = build_drafter(replace(cfg, drafter=",".join(n for n in chain_names(cfg.drafter) if n != "feature")), km)
 
     def decode(ids):
         r = kangaroo_generate(km, ids, args.max_new_tokens, eos, drafter=drafter)

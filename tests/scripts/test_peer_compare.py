@@ -36,3 +36,22 @@ def test_summary_counts_equal_answers_and_speed_against_llama_plain():
     assert s["ours"]["x_llama_plain"] == 3.0 and s["ours"]["mean_committed_per_pass"] == 1.5
     assert s["llama_plain"]["common_prefix_chars"] == 1.0 and common_prefix("abc", "abd") == 2
     assert "| ours | 3 | 1.0 | 3.00 | 3.00 | 1/2 |" in table(s, "ref")
+
+
+def test_the_identity_hybrid_leaves_out_a_feature_drafter_it_does_not_have():
+    """The deployed chain of a checkpoint with a feature drafter (``ngram,memory,feature,self``) on the identity
+    model, which has none: drafted without it, lossless."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from kangaroo.greedy import greedy_decode
+    from scripts.peer_compare import identity_hybrid
+    from tests.helpers import make_tiny_llama, prompts
+
+    lm = make_tiny_llama(dtype=torch.float32)
+    args = SimpleNamespace(model_id="tiny", exitlayer=2, max_new_tokens=12, drafter="ngram,memory,feature,self",
+                           draft_policy="threshold")
+    decode = identity_hybrid(args, lm, set())
+    for ids in prompts(2):
+        assert decode(ids)[0] == greedy_decode(lm, ids, 12, set()).tokens
