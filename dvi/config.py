@@ -153,6 +153,12 @@ EXISTS = Rule("does not exist: pass a checkpoint .pt written by --save-lora-path
 @dataclass(frozen=True)
 class IOConfig:
     load: str = setting("", flag="--load-lora", rule=EXISTS, help="LoRA checkpoint to resume from or deploy")
+    warm_start: str = setting("", flag="--dvi-warm-start",
+                              rule=Rule("does not exist: build it with `python -m scripts.warm_start`",
+                                        lambda p: not p or Path(p).is_file()),
+                              help="an online run that starts afresh (no checkpoint to resume) starts its drafters "
+                                   "from this warm start (python -m scripts.warm_start; dvi/warm_start.py), with a "
+                                   "fresh optimizer; ignored when resuming")
     save_every: int = setting(0, flag="--save-lora-every", rule=at_least(0),
                               help="save every N blocks (0: only at the end)")
     save_dir: str = setting("runs/checkpoints", flag="--save-lora-path",

@@ -151,6 +151,8 @@ def attach_drafter(model, dcfg: DrafterConfig, dvi_cfg: DVIConfig | None, checkp
         attach_feature_drafter(model, dcfg.feature_window, dvi_cfg.lora.r, dvi_cfg.lora.alpha)
     if dvi_cfg is None:
         return None
+    if online and dvi_cfg.io.warm_start:
+        warm_start(model, dvi_cfg.io.warm_start, checkpoint, print_fn)
     from dvi.online_loop import DVILearner
 
     resume = checkpoint.path if online and checkpoint is not None else ""  # deployed above, or nothing to load
@@ -158,3 +160,15 @@ def attach_drafter(model, dcfg: DrafterConfig, dvi_cfg: DVIConfig | None, checkp
     if checkpoint is not None and not online:  # the state saved beside the deployed drafter (its trainer steps)
         learner.loaded_extra = dict(checkpoint.extra)
     return learner
+
+
+def warm_start(model, path: str, checkpoint: DeploymentMeta | None, print_fn=print) -> None:
+    """Start an online session's drafters from the warm start at ``path`` (``dvi/warm_start.py``; every check of a
+    deploy: the model, the LoRA shape, the vocabulary, the feature drafter's shape), unless it resumes."""
+    if checkpoint is not None:
+        print_fn(f"[dvi] --dvi-warm-start {path} ignored: resuming from {checkpoint.path}")
+        return
+    from dvi.checkpoint import load_ckpt
+
+    load_ckpt(path, model, None, None)
+    print_fn(f"[dvi] drafters start from the warm start {path}")

@@ -4,6 +4,7 @@ What a user runs:
 
     bash scripts/main.sh              the main job: DVI online on ShareGPT beside greedy, then OUT/README.md
                                       (main_report.py)
+    python -m scripts.warm_start      the feature drafter's warm start, built once and cached (main.sh runs it)
     bash scripts/test.sh              lint and the whole test suite (what CI runs)
     bash scripts/gpu_check.sh         on a CUDA machine: the tests on the GPU, float16 losslessness, a 7B profile
     python -m scripts.benchmark       every decoding method on Spec-Bench questions, lossless, timed (benchmark/)

@@ -44,6 +44,7 @@ BAD = [
     (["--dvi-lora-alpha", "0"], lambda: LoRAConfig(alpha=0.0)),
     (["--dvi-prefill-positions", "-1"], lambda: DenseConfig(prefill_positions=-1)),
     (["--load-lora", "/no/such.pt"], lambda: IOConfig(load="/no/such.pt")),
+    (["--dvi-warm-start", "/no/such.pt"], lambda: IOConfig(warm_start="/no/such.pt")),
     (["--save-lora-every", "-1"], lambda: IOConfig(save_every=-1)),
     (["--metrics-every", "0"], lambda: IOConfig(metrics_every=0)),
     (["--dvi-batch-size", "4096"], lambda: DVIConfig(trainer=TrainerConfig(batch_size=4096))),

@@ -12,24 +12,23 @@ next ``--heldout-prompts`` prompts answered greedily. Each training position p g
 feature drafter's entry p - 1 (its segment of the ``--window`` entries ending there: the TRUE features and tokens)
 and the verifier's logits at p. An epoch is one pass over them in random batches of ``--batch-size``; the held-out
 top-1 (the drafter's argmax against the verifier's greedy token, teacher-forced, over every held-out answer
-position) is taken every ``--eval-every`` steps and after each epoch. OUT/result.json holds the curve.
+position) is taken every ``--eval-every`` steps and at the end. OUT/result.json holds the curve. ``--extra B:E``
+adds a warm start's rows (``dvi/warm_start.py``: prompts B..E-1, ``--extra-source``) to the main job's: what more
+data of the same kind buys (``runs/exp_warm_start``).
 ``--eval-checkpoints CKPT...`` scores the feature drafters of DVI checkpoints (an online run's) on the same held-out
 positions instead (OUT/online.json): the online side of the comparison.
 """
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import torch
 
 from common.atomic import atomic_write_text
-from dvi.config import ScheduleConfig, TrainerConfig
-from dvi.online_trainer import OnlineTrainer
-from dvi.presets import LossPreset
-from dvi.trainable_parts import FeaturePart
-from dvi.types import Batch
+from dvi import warm_start
+from dvi.offline_data import heldout_top1, tuples
+from dvi.warm_start import SOURCES, WarmStartConfig
 from common.command_line import OneLineParser
 from kangaroo.runtime import apply_runtime
 from scripts.experiments.report_files import ENTRY
@@ -64,79 +63,23 @@ def parse_args(argv=None):
     p.add_argument("--eval-checkpoints", nargs="*", default=None,
                    help="instead of training: the held-out top-1 of the feature drafter of each DVI checkpoint given "
                         "(e.g. an online run's step_*.pt and final.pt), into OUT/online.json")
+    p.add_argument("--extra", default=None, metavar="BEGIN:END",
+                   help="also train on prompts BEGIN..END-1 of --prompts-jsonl as a warm start collects them "
+                        "(dvi/warm_start.py; every training row's top-K then cut to --extra-topk)")
+    p.add_argument("--extra-source", default="greedy", choices=SOURCES, help="the warm start's --source")
+    p.add_argument("--extra-topk", type=int, default=64)
     p.add_argument("--num-threads", type=int, default=1)
     p.add_argument("--engine", default="auto", choices=("auto", "plain"))
     return p.parse_args(argv)
 
 
-def tuples(seqs: list[dict]) -> list[tuple[int, int]]:
-    """(sequence, row) of every scored position with an entry before it (position >= 1)."""
-    return [(i, r) for i, s in enumerate(seqs) for r, p in enumerate(s["pos"].tolist()) if p >= 1]
-
-
-def make_batch(seqs: list[dict], items: list[tuple[int, int]], window: int) -> Batch:
-    """The tuples ``items`` as the buffer would hand them to the trainer: each entry's segment right-aligned,
-    the verifier's top-K at its position, KD-only."""
-    n, d = len(items), seqs[0]["f"].shape[1]
-    f = torch.zeros(n, window, d, dtype=torch.float16)
-    ids = torch.zeros(n, window, dtype=torch.long)
-    length, first = torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long)
-    for b, (i, r) in enumerate(items):
-        s, k = seqs[i], int(seqs[i]["pos"][r]) - 1
-        a = max(0, k - window + 1)
-        c = k - a + 1
-        f[b, window - c:] = s["f"][a:k + 1]
-        ids[b, window - c:] = s["ids"][a + 1:k + 2].long()
-        length[b], first[b] = c, a
-    z_idx = torch.stack([seqs[i]["top_idx"][r] for i, r in items]).long()
-    z_val = torch.stack([seqs[i]["top_val"][r] for i, r in items])
-    zeros = torch.zeros(n, dtype=torch.long)
-    return Batch(hk=torch.zeros(n, d, dtype=torch.float16), token=z_idx[:, 0], reward=zeros.float(), pos=zeros,
-                 is_first_reject=zeros.bool(), z_idx=z_idx, z_val=z_val, kd_only=torch.ones(n, dtype=torch.bool),
-                 feat_f=f, feat_ids=ids, feat_len=length, feat_pos=first)
-
-
-@torch.no_grad()
-def heldout_top1(model, seqs: list[dict]) -> float:
-    """Teacher-forced top-1 agreement with the verifier's greedy token over every held-out answer position."""
-    fd, hits, total = model.feature_drafter, 0, 0
-    for s in seqs:
-        g = fd.teacher_forced(s["f"].to(fd.dtype), s["ids"].long())
-        cols = fd.drafter_logits_from_hk(g).argmax(-1)
-        pred = cols if model.drafter_vocab is None else model.drafter_vocab[cols]
-        pos = s["pos"]
-        hits += int((pred[pos - 1] == s["top_idx"][:, 0].long()).sum())
-        total += len(pos)
-    return hits / max(1, total)
-
-
 def train(model, data: dict, args, log=print) -> list[dict]:
-    """Train the attached feature drafter; the held-out curve [{step, epoch, examples, top1}]."""
-    part = FeaturePart(model.feature_drafter, bf16=args.bf16 == "true")
-    trainer = OnlineTrainer(part, TrainerConfig(lr=args.lr, kd_top1=args.kd_top1, max_ms=None),
-                            ScheduleConfig(warmup=0), model.config.vocab_size,
-                            preset=LossPreset(kd=1.0, rkl=args.rkl, ce=0.0, pg=0.0), grad_clip=args.grad_clip or None)
-    items = tuples(data["train"])
-    g = torch.Generator().manual_seed(args.seed)
-    total = int(args.epochs * len(items) / args.batch_size)
-    curve = [{"step": 0, "epoch": 0.0, "examples": 0, "top1": heldout_top1(model, data["heldout"])}]
-    log(f"[offline] {len(items)} training tuples, {total} steps of {args.batch_size}; held-out top-1 at start "
-        f"{curve[0]['top1']:.4f}")
-    order, at, t0 = [], 0, time.time()
-    for step in range(1, total + 1):
-        if at + args.batch_size > len(order):
-            order, at = torch.randperm(len(items), generator=g).tolist(), 0
-        batch = make_batch(data["train"], [items[i] for i in order[at:at + args.batch_size]], args.window)
-        at += args.batch_size
-        stats = trainer.step(batch, step)
-        epoch_end = (step * args.batch_size) // len(items) > ((step - 1) * args.batch_size) // len(items)
-        if step % args.eval_every == 0 or epoch_end or step == total:
-            curve.append({"step": step, "epoch": step * args.batch_size / len(items),
-                          "examples": step * args.batch_size, "top1": heldout_top1(model, data["heldout"]),
-                          "loss": stats["loss"]})
-            log(f"[offline] step {step} epoch {curve[-1]['epoch']:.2f}: held-out top-1 {curve[-1]['top1']:.4f} "
-                f"loss {stats['loss']:.3f} ({time.time() - t0:.0f}s)")
-    return curve
+    """Train the attached feature drafter (``dvi.warm_start.train``); the held-out curve [{step, epoch, examples,
+    top1, loss}]."""
+    cfg = WarmStartConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+    return warm_start.train(model, data["train"], cfg, bf16=args.bf16 == "true", kd_top1=args.kd_top1, rkl=args.rkl,
+                            grad_clip=args.grad_clip or None, eval_every=args.eval_every, log=log,
+                            evaluate=lambda: heldout_top1(model.feature_drafter, model.drafter_vocab, data["heldout"]))
 
 
 def evaluate_checkpoints(model, data: dict, args, out: Path) -> int:
@@ -151,11 +94,21 @@ def evaluate_checkpoints(model, data: dict, args, out: Path) -> int:
         ck = read_ckpt(path)
         rows.append({"checkpoint": str(path), "blocks": ck.get("global_step"),
                      "train_steps": (ck.get("extra") or {}).get("train_steps"),
-                     "top1": heldout_top1(model, data["heldout"])})
+                     "top1": heldout_top1(model.feature_drafter, model.drafter_vocab, data["heldout"])})
         print(f"[offline] {path}: block {rows[-1]['blocks']}, held-out top-1 {rows[-1]['top1']:.4f}")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "online.json", json.dumps(rows, indent=1))
     return 0
+
+
+def add_extra(model, tokenizer, data: dict, args) -> None:
+    """``--extra``: a warm start's rows after the main job's (every row's top-K cut to ``--extra-topk``)."""
+    begin, _, end = args.extra.partition(":")
+    cfg = WarmStartConfig(prompts_jsonl=args.prompts_jsonl, begin=int(begin), end=int(end), source=args.extra_source,
+                          topk=args.extra_topk, prefill_positions=args.prefill)
+    for s in data["train"]:
+        s["top_idx"], s["top_val"] = s["top_idx"][:, :cfg.topk].contiguous(), s["top_val"][:, :cfg.topk].contiguous()
+    data["train"] = data["train"] + warm_start.collect(model, tokenizer, cfg)
 
 
 def main(argv=None) -> int:
@@ -174,6 +127,8 @@ def main(argv=None) -> int:
     data = load_or_build(Path(args.data) if args.data else out.parent / "data.pt", model, tok, args)
     if args.eval_checkpoints is not None:
         return evaluate_checkpoints(model, data, args, out)
+    if args.extra:
+        add_extra(model, tok, data, args)
     attach_feature_drafter(model, args.window, args.lora_r, float(args.lora_r), args.init)
     curve = train(model, data, args)
     result = {"settings": {k: v for k, v in vars(args).items()}, "tuples": len(tuples(data["train"])),

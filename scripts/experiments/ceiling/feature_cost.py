@@ -6,8 +6,10 @@ only: take them on a quiet machine for the record).
 Per regime (``--weights``: the bytes the engine reads), with the bundled model's pruned drafter vocabulary: the
 median over ``--reps`` of a greedy step (the shallow and deep layers and the verifier's head over one token, after a
 64-token context), of the feature drafter's token (its layer on one entry after a 64-entry context, then its head's
-proposal: ``kangaroo.verify_cost``'s ``feature_ms``) and of its catch-up after a block of 4 committed tokens (the
-layer over 4 entries), interleaved so that drift hits all alike.
+proposal: ``kangaroo.verify_cost``'s ``feature_ms``), of its catch-up after a block of 4 committed tokens (the
+layer over 4 entries) and of a verify pass over 2 rows (a verified row: its excess over a step), interleaved so that
+drift hits all alike; then the price of each target (``price``): the agreement a perfect-decision drafter at these
+costs needs for 1.10x-1.45x.
 """
 from __future__ import annotations
 
@@ -58,6 +60,10 @@ def measure(weights: str, args) -> dict:
         km.verifier_logits(km.forward_deep(km.forward_shallow(ids[:, ctx:], caches.shallow).h, caches.deep))
         caches.crop(ctx)
 
+    def verify_2():
+        km.verifier_logits(km.forward_deep(km.forward_shallow(ids[:, ctx - 1:ctx + 1], caches.shallow).h, caches.deep))
+        caches.crop(ctx - 1)
+
     def token():
         propose(fd, fd.step(f[ctx:ctx + 1], ids[0, :1], own))
         own.crop(ctx)
@@ -66,13 +72,26 @@ def measure(weights: str, args) -> dict:
         propose(fd, fd.step(f[ctx:ctx + 4], ids[0, :4], own))
         own.crop(ctx)
 
-    times = {"greedy_step_ms": [], "feature_token_ms": [], "catch_up_4_ms": []}
+    times = {"greedy_step_ms": [], "verify_2_ms": [], "feature_token_ms": [], "catch_up_4_ms": []}
     for _ in range(args.reps + 3):
-        for name, fn in zip(times, (greedy, token, catch_up)):
+        for name, fn in zip(times, (greedy, verify_2, token, catch_up)):
             times[name].append(elapsed_ms(fn, km.device))
     out = {k: statistics.median(v[3:]) for k, v in times.items()}
     out["token_share_of_step"] = out["feature_token_ms"] / out["greedy_step_ms"]
+    out["row_share_of_step"] = max(0.0, out["verify_2_ms"] / out["greedy_step_ms"] - 1)
+    out["needed_agreement"] = price(out["token_share_of_step"], out["row_share_of_step"])
     return out
+
+
+def price(draft: float, row: float) -> dict:
+    """The agreement the feature drafter needs for each target speedup at these costs, drafting one token a position
+    under a perfect decision (``policies.needed_agreement``): (decided before drafting, after): a floor, since a real
+    gate is not perfect, and an upper bound on what chains add only where a row is free."""
+    from scripts.experiments.ceiling.policies import StepCosts, needed_agreement
+
+    c = StepCosts(draft=draft, row=row)
+    return {f"{t:.2f}x": [round(needed_agreement(t, c, after_draft=a), 3) for a in (False, True)]
+            for t in (1.10, 1.15, 1.30, 1.45)}
 
 
 def main(argv=None) -> int:
@@ -84,7 +103,8 @@ def main(argv=None) -> int:
         r = result[w]
         print(f"[feature-cost] --weights {w}: greedy step {r['greedy_step_ms']:.2f} ms, feature token "
               f"{r['feature_token_ms']:.3f} ms ({r['token_share_of_step']:.1%} of a step), catch-up of 4 "
-              f"{r['catch_up_4_ms']:.3f} ms")
+              f"{r['catch_up_4_ms']:.3f} ms, a verified row {r['row_share_of_step']:.1%} of a step; agreement needed "
+              f"(before / after the draft): {r['needed_agreement']}")
     if args.out:
         atomic_write_text(args.out, json.dumps(result, indent=1))
     return 0

@@ -8,10 +8,8 @@ answers and the verifier's features, captured once with the frozen model.
     held out   the next M prompts of the stream, never trained on, answered greedily here; every answer position
                is scored (teacher-forced top-1 against the verifier's greedy token)
 
-One sequence: ``ids`` (prompt + answer), ``n`` (prompt length), ``f`` [T, d] float16 (the verifier's post-norm last-
-layer state at each position, as ``Verification.features`` holds it), and the scored positions ``pos`` with the
-verifier's top-K there (``top_idx``, ``top_val``). Position p's row predicts the token at p + 1; the feature
-drafter's entry p - 1 = (f_{p-1}, ids[p]) is judged by it.
+One sequence is ``dvi/offline_data.py``'s (the ids, the verifier's features, the scored positions and its top-K
+there).
 """
 from __future__ import annotations
 
@@ -24,7 +22,7 @@ import torch
 from evaluation.eval_loop import sharegpt_questions
 from evaluation.questions import chat_prompt_ids
 from kangaroo.greedy import eos_ids_of, greedy_decode
-from kangaroo.speculative import pick_prefill_positions
+from dvi.offline_data import capture, scored_positions
 
 
 def prompts(tokenizer, model_id: str, path: str, begin: int, end: int) -> list[list[int]]:
@@ -34,23 +32,6 @@ def prompts(tokenizer, model_id: str, path: str, begin: int, end: int) -> list[l
         if i >= begin:
             out.append(chat_prompt_ids(tokenizer, [{"role": "user", "content": q["turns"][0]}], model_id)[0].tolist())
     return out
-
-
-def scored_positions(n: int, answer: int, prefill: int) -> list[int]:
-    """The rows DVI's online loop pushes for a prompt of n tokens and an answer of ``answer``: the prefill's
-    (positions 0..n-2) and every committed answer row (positions n-1 .. n+answer-2)."""
-    return pick_prefill_positions(n - 1, prefill) + list(range(n - 1, n - 1 + answer))
-
-
-@torch.no_grad()
-def capture(model, ids: list[int], n: int, positions: list[int], topk: int) -> dict:
-    seq = torch.tensor([ids], device=model.device)
-    caches = model.new_caches(seq.shape[1])
-    f = model.forward_deep(model.forward_shallow(seq, caches.shallow).h, caches.deep)[0]
-    pos = torch.tensor(positions, dtype=torch.long)
-    val, idx = model.verifier_logits(f[pos]).float().topk(topk, dim=-1)
-    return {"ids": torch.tensor(ids, dtype=torch.int32), "n": n, "f": f.half().cpu(), "pos": pos,
-            "top_idx": idx.int().cpu(), "top_val": val.half().cpu()}
 
 
 def build(model, tokenizer, args, log=print) -> dict:
