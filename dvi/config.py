@@ -78,6 +78,10 @@ class TrainerConfig:
                                        help="AdamW learning rate of the feature drafter (its layer, fc and LoRA head: "
                                             "a fresh layer wants less than --dvi-lr's LoRA delta; measured offline, "
                                             "runs/exp_feature_drafter); None (Python only): --dvi-lr")
+    feature_lr_warm: float = setting(1e-4, flag="--dvi-feature-lr-warm", rule=above(0, "the AdamW learning rate"),
+                                     help="the feature drafter's learning rate in a run that started from "
+                                          "--dvi-warm-start (now, or the run it resumes): a trained layer keeps "
+                                          "improving online at 1e-4 and drifts down at 3e-4 (runs/exp_warm_start)")
     feature_bf16: bool = setting(True, flag="--dvi-feature-bf16",
                                  help="the feature drafter's trainer step in bfloat16 autocast where the hardware has "
                                       "it (a CPU with AVX-512 BF16 or AMX, a CUDA GPU): ~1.8x the float32 step, the "

@@ -180,7 +180,8 @@ class DVILearner:
         held = {} if self.heldout is None else {"heldout_trainer_steps": self.heldout.trainer_steps}  # resumed: go on
         save_ckpt(path, self.model, t.optimizer, t.schedule, t.ema_baseline, global_step=self.global_step,
                   extra={**(self.extra_state() if self.extra_state else {}), "train_steps": self.train_steps,
-                         "ablation": self.cfg.trainer.ablation, "finished": finished, **held},
+                         "ablation": self.cfg.trainer.ablation, "finished": finished,
+                         "warm_started": bool(self.cfg.io.warm_start or self.loaded_extra.get("warm_started")), **held},
                   feature_trainer=self.training.trainers.get("feature"))
         return Path(path)
 

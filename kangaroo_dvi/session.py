@@ -151,8 +151,8 @@ def attach_drafter(model, dcfg: DrafterConfig, dvi_cfg: DVIConfig | None, checkp
         attach_feature_drafter(model, dcfg.feature_window, dvi_cfg.lora.r, dvi_cfg.lora.alpha)
     if dvi_cfg is None:
         return None
-    if online and dvi_cfg.io.warm_start:
-        warm_start(model, dvi_cfg.io.warm_start, checkpoint, print_fn)
+    if online:
+        dvi_cfg = warm_start(model, dvi_cfg, checkpoint, print_fn)
     from dvi.online_loop import DVILearner
 
     resume = checkpoint.path if online and checkpoint is not None else ""  # deployed above, or nothing to load
@@ -162,13 +162,20 @@ def attach_drafter(model, dcfg: DrafterConfig, dvi_cfg: DVIConfig | None, checkp
     return learner
 
 
-def warm_start(model, path: str, checkpoint: DeploymentMeta | None, print_fn=print) -> None:
-    """Start an online session's drafters from the warm start at ``path`` (``dvi/warm_start.py``; every check of a
-    deploy: the model, the LoRA shape, the vocabulary, the feature drafter's shape), unless it resumes."""
-    if checkpoint is not None:
+def warm_start(model, dvi_cfg: DVIConfig, checkpoint: DeploymentMeta | None, print_fn=print) -> DVIConfig:
+    """An online session's drafters start from the warm start ``dvi_cfg.io.warm_start`` (``dvi/warm_start.py``;
+    every check of a deploy: the model, the LoRA shape, the vocabulary, the feature drafter's shape) unless it
+    resumes; a run that started from one (now, or the run it resumes) trains its feature drafter at
+    ``feature_lr_warm``. Returns the settings the learner takes (``io.warm_start`` kept only where it was loaded)."""
+    path, warm = dvi_cfg.io.warm_start, bool(checkpoint is not None and checkpoint.extra.get("warm_started"))
+    if path and checkpoint is not None:
         print_fn(f"[dvi] --dvi-warm-start {path} ignored: resuming from {checkpoint.path}")
-        return
-    from dvi.checkpoint import load_ckpt
+        path = ""
+    elif path:
+        from dvi.checkpoint import load_ckpt
 
-    load_ckpt(path, model, None, None)
-    print_fn(f"[dvi] drafters start from the warm start {path}")
+        load_ckpt(path, model, None, None)
+        print_fn(f"[dvi] drafters start from the warm start {path}")
+        warm = True
+    trainer = replace(dvi_cfg.trainer, feature_lr=dvi_cfg.trainer.feature_lr_warm) if warm else dvi_cfg.trainer
+    return replace(dvi_cfg, io=replace(dvi_cfg.io, warm_start=path), trainer=trainer)

@@ -45,6 +45,7 @@ BAD = [
     (["--dvi-prefill-positions", "-1"], lambda: DenseConfig(prefill_positions=-1)),
     (["--load-lora", "/no/such.pt"], lambda: IOConfig(load="/no/such.pt")),
     (["--dvi-warm-start", "/no/such.pt"], lambda: IOConfig(warm_start="/no/such.pt")),
+    (["--dvi-feature-lr-warm", "0"], lambda: TrainerConfig(feature_lr_warm=0.0)),
     (["--save-lora-every", "-1"], lambda: IOConfig(save_every=-1)),
     (["--metrics-every", "0"], lambda: IOConfig(metrics_every=0)),
     (["--dvi-batch-size", "4096"], lambda: DVIConfig(trainer=TrainerConfig(batch_size=4096))),

@@ -3,17 +3,21 @@ online loop pushes, training raises the drafter's agreement on what it trained o
 drafter, the command caches its file, an online run starts from it (and ignores it when it resumes), losslessly, and a
 warm start shaped otherwise than the run is refused in one line naming the flag."""
 import json
+from dataclasses import replace
 
 import torch
 
 from dvi.offline_data import capture, heldout_top1, scored_positions, tuples
-from dvi.warm_start import WarmStartConfig, greedy_answers, train
+from dvi.deploy import read_deployment
+from dvi.warm_start import WarmStartConfig, greedy_answers, save, train
 from evaluation import inference_kangaroo
 from kangaroo.drafter_head import attach_drafter_head
 from kangaroo.feature_drafter import attach_feature_drafter, feature_tensors
 from kangaroo.greedy import greedy_decode
 from kangaroo.kangaroo_model import KangarooModel
+from kangaroo_dvi.session import warm_start
 from scripts import warm_start as warm_start_cli
+from tests.dvi.test_online_loop import dvi_args
 from tests.evaluation.test_bad_inputs import one_line, run
 from tests.helpers import make_tiny_llama
 
@@ -46,6 +50,24 @@ def test_rows_are_the_online_loops_and_training_raises_agreement_on_them():
     assert torch.equal(km.drafter_head.proj.B, head_b)  # the self-drafter's head is not the warm start's
 
 
+def test_a_warm_started_run_trains_its_feature_drafter_at_the_warm_rate(tmp_path):
+    km = KangarooModel(model_id="tiny", base_model=make_tiny_llama(), exit_layer=2)
+    attach_drafter_head(km, r=4, alpha=8.0)
+    attach_feature_drafter(km, window=4, r=4, alpha=8.0)
+    path = tmp_path / "ws.pt"
+    save(path, km, WarmStartConfig(), [{"step": 0}])
+    cfg = dvi_args(tmp_path, "--dvi-online", "true", "--dvi-warm-start", str(path))
+    assert cfg.trainer.feature_lr == 3e-4 and cfg.trainer.feature_lr_warm == 1e-4
+    started = warm_start(km, cfg, None, print_fn=lambda *_: None)
+    assert started.trainer.feature_lr == 1e-4 and started.io.warm_start == str(path)
+    meta = read_deployment(path)
+    resumed = warm_start(km, cfg, meta, print_fn=lambda *_: None)  # a checkpoint of a run that did not start warm
+    assert resumed.trainer.feature_lr == 3e-4 and resumed.io.warm_start == ""
+    warm_meta = replace(meta, extra={"warm_started": True})
+    assert warm_start(km, replace(cfg, io=replace(cfg.io, warm_start="")), warm_meta,
+                      print_fn=lambda *_: None).trainer.feature_lr == 1e-4
+
+
 def test_command_caches_and_an_online_run_starts_from_it_losslessly(tiny_model_dir, tmp_path, capsys):
     convs = [json.dumps({"conversations": [{"from": "human", "value": f"Question {i}: how are you today"},
                                            {"from": "gpt", "value": f"Answer {i}: I am fine, thank you very much"}]})
@@ -70,8 +92,10 @@ def test_command_caches_and_an_online_run_starts_from_it_losslessly(tiny_model_d
               "--save-lora-path", str(tmp_path / "ck"), "--dvi-warm-start", str(ws), *shape]
     rc, out, err = run(inference_kangaroo, online + ["--answer-file", str(tmp_path / "a.jsonl")], capsys)
     assert rc == 0 and "drafters start from the warm start" in out + err and "4/4" in out + err, err
+    assert read_deployment(tmp_path / "ck" / "final.pt").extra["warm_started"] is True
     rc, out, err = run(inference_kangaroo, online + ["--answer-file", str(tmp_path / "b.jsonl")], capsys)
     assert rc == 0 and "--dvi-warm-start" in out + err and "ignored: resuming" in out + err
+    assert read_deployment(tmp_path / "ck" / "final.pt").extra["warm_started"] is True  # kept through a resume
 
     other = [{str(tmp_path / "ck"): str(tmp_path / "ck2")}.get(a, a) for a in online]
     other[other.index("--feature-window") + 1] = "3"

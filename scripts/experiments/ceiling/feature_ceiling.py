@@ -85,12 +85,12 @@ def train(model, data: dict, args, log=print) -> list[dict]:
 def evaluate_checkpoints(model, data: dict, args, out: Path) -> int:
     """The held-out top-1 of each checkpoint's feature drafter (its global step: blocks of the online run)."""
     from dvi.checkpoint import read_ckpt
-    from dvi.deploy import deploy_drafter
+    from dvi.deploy import deploy_drafter, read_deployment
 
     rows = []
     for path in args.eval_checkpoints:
         model.feature_drafter = model.drafter_head = None
-        deploy_drafter(model, path)
+        deploy_drafter(model, read_deployment(path))
         ck = read_ckpt(path)
         rows.append({"checkpoint": str(path), "blocks": ck.get("global_step"),
                      "train_steps": (ck.get("extra") or {}).get("train_steps"),
