@@ -77,7 +77,8 @@ class TrainerConfig:
                                        rule=above(0, "the AdamW learning rate"),
                                        help="AdamW learning rate of the feature drafter (its layer, fc and LoRA head: "
                                             "a fresh layer wants less than --dvi-lr's LoRA delta; measured offline, "
-                                            "runs/exp_feature_drafter); None (Python only): --dvi-lr")
+                                            "runs/exp_feature_drafter; a run from --dvi-warm-start takes "
+                                            "--dvi-feature-lr-warm instead); None (Python only): --dvi-lr")
     feature_lr_warm: float = setting(1e-4, flag="--dvi-feature-lr-warm", rule=above(0, "the AdamW learning rate"),
                                      help="the feature drafter's learning rate in a run that started from "
                                           "--dvi-warm-start (now, or the run it resumes): a trained layer keeps "
