@@ -65,11 +65,12 @@ def make_batch(seqs: list[dict], items: list[tuple[int, int]], window: int) -> B
 def heldout_top1(fd, drafter_vocab, seqs: list[dict]) -> float:
     """The feature drafter ``fd``'s teacher-forced top-1 agreement with the verifier's greedy token (``top_idx``'s
     first column) over every scored position of ``seqs`` (answers decoded greedily)."""
+    from dvi.heldout import top1_ids
+
     hits, total = 0, 0
     for s in seqs:
         g = fd.teacher_forced(s["f"].to(fd.dtype), s["ids"].long())
-        cols = fd.drafter_logits_from_hk(g).argmax(-1)
-        pred = cols if drafter_vocab is None else drafter_vocab[cols]
+        pred = top1_ids(None, fd.drafter_head, g, drafter_vocab)  # its head's float32 top-1, as FeatureHeldout's
         pos = s["pos"]
         hits += int((pred[pos - 1] == s["top_idx"][:, 0].long()).sum())
         total += len(pos)

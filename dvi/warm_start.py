@@ -23,7 +23,8 @@ from typing import Callable
 
 import torch
 
-from common.config_fields import at_least, above, check_fields, setting
+from common.config_fields import above, at_least, check_fields, setting
+from common.errors import ConfigError
 from dvi.config import ScheduleConfig, TrainerConfig
 from dvi.offline_data import capture, make_batch, scored_positions, tuples
 
@@ -58,8 +59,6 @@ class WarmStartConfig:
     def __post_init__(self):
         check_fields(self)
         if self.end <= self.begin:
-            from common.errors import ConfigError
-
             raise ConfigError(f"--end {self.end} must be above --begin {self.begin}: the warm start's prompts are "
                               "begin .. end - 1")
 
